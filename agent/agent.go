@@ -1,0 +1,218 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftnet/weft/mesh"
+)
+
+// Claim sources, as shown in /v1/peers.
+const (
+	SourceGossip = "gossip"
+	SourceCache  = "cache"
+)
+
+const (
+	resyncInterval = 30 * time.Second
+	// cacheGrace is how long a peer restored from the cache stays without any
+	// live source confirming it.
+	cacheGrace = 60 * time.Second
+)
+
+// Agent runs one node's control plane.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	self    NodeInfo
+	reg     *Registry
+	dev     *mesh.Device
+	mesh    *mesh.Mesh
+	gossip  *Gossip
+	metrics *metrics
+	ready   atomic.Bool
+	saved   []NodeInfo
+}
+
+// Run starts the agent and blocks until ctx is done or the device stops.
+// Everything that can fail on bad input or a busy port fails before the
+// tunnel is touched, and a failure undoes what was started.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	a := &Agent{cfg: cfg, log: log}
+	adv := cfg.AdvertiseAddress
+	if !adv.IsValid() {
+		var err error
+		if adv, err = mesh.DefaultRouteSource(); err != nil {
+			return err
+		}
+	}
+	mtu := cfg.MTU
+	if mtu == 0 {
+		u, err := mesh.UnderlayMTU(adv)
+		if err != nil {
+			return fmt.Errorf("advertise address %s: %w", adv, err)
+		}
+		mtu = u - mesh.Overhead
+	}
+	key, err := mesh.LoadOrCreatePrivateKey(filepath.Join(cfg.StateDir, mesh.PrivateKeyFile))
+	if err != nil {
+		return err
+	}
+	var gossipKey []byte
+	if cfg.GossipKeyFile != "" {
+		k, err := mesh.ReadKeyFile(cfg.GossipKeyFile)
+		if err != nil {
+			return fmt.Errorf("gossip key: %w", err)
+		}
+		gossipKey = k[:]
+	}
+	a.self = NodeInfo{
+		Name:       cfg.NodeName,
+		PublicKey:  key.PublicKey(),
+		Endpoint:   netipAddrPort(adv, cfg.ListenPort),
+		GossipAddr: netipAddrPort(adv, cfg.GossipPort),
+		PodCIDRs:   cfg.PodCIDRs,
+	}
+	a.reg = NewRegistry(a.self, a.rejected)
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http address %s: %w", cfg.HTTPAddr, err)
+	}
+	defer ln.Close()
+
+	cached, err := loadCache(cfg.StateDir)
+	if err != nil {
+		log.Warn("ignoring peer cache", "err", err)
+	}
+	for _, n := range cached {
+		a.reg.Set(SourceCache, n)
+	}
+	a.saved = cached
+
+	a.gossip, err = StartGossip(GossipConfig{
+		Name: cfg.NodeName, Bind: adv, Port: cfg.GossipPort, SecretKey: gossipKey, Seeds: a.seeds,
+	}, a.self, a.reg, log)
+	if err != nil {
+		return err
+	}
+	leave := true
+	defer func() { a.gossip.Stop(leave) }()
+
+	a.dev, err = mesh.OpenDevice(mesh.DeviceConfig{
+		Name: cfg.Interface, MTU: mtu, RunDir: cfg.RunDir, PrivateKey: key,
+		ListenPort: cfg.ListenPort, Logger: log, Verbose: cfg.LogLevel == "debug",
+	})
+	if err != nil {
+		leave = false
+		return err
+	}
+	defer a.dev.Close()
+	if a.mesh, err = mesh.New(a.dev); err != nil {
+		return err
+	}
+	defer a.mesh.Close()
+	a.metrics = newMetrics(func() float64 { return float64(a.gossip.Members()) },
+		func() float64 { return float64(a.mesh.DeviceWrites()) })
+
+	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	log.Info("agent started", "node", cfg.NodeName, "public_key", a.self.PublicKey.String(),
+		"endpoint", a.self.Endpoint.String(), "pod_cidrs", fmt.Sprint(cfg.PodCIDRs), "mtu", mtu)
+	return a.loop(ctx)
+}
+
+func (a *Agent) loop(ctx context.Context) error {
+	resync := time.NewTicker(resyncInterval)
+	defer resync.Stop()
+	expireCache := time.After(cacheGrace)
+	retry := time.NewTimer(0)
+	retry.Stop()
+	a.reconcile()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.dev.Done():
+			return errors.New("wireguard device stopped (was the interface deleted?)")
+		case <-expireCache:
+			peers, src := a.reg.Peers()
+			for _, n := range peers {
+				if src[n.Name] == SourceCache {
+					a.log.Info("dropping cached peer no source confirmed", "node", n.Name)
+					a.reg.DeleteFrom(SourceCache, n.Name)
+				}
+			}
+		case <-a.reg.Changed():
+		case <-resync.C:
+		case <-retry.C:
+		}
+		if !a.reconcile() {
+			retry.Reset(time.Second)
+		}
+	}
+}
+
+// reconcile applies the registry's view to the data plane. It reports success.
+func (a *Agent) reconcile() bool {
+	peers, _ := a.reg.Peers()
+	ch, err := a.mesh.Apply(Plan(a.self, peers))
+	if err != nil {
+		a.metrics.reconciles.WithLabelValues("error").Inc()
+		a.log.Error("reconcile failed; retrying", "err", err)
+		return false
+	}
+	a.metrics.peers.Set(float64(len(peers)))
+	if ch.Empty() {
+		a.metrics.reconciles.WithLabelValues("unchanged").Inc()
+	} else {
+		a.metrics.reconciles.WithLabelValues("changed").Inc()
+		a.log.Info("reconciled", "peers", len(peers), "peers_written", ch.PeersWritten, "peers_removed", ch.PeersRemoved,
+			"routes_added", ch.RoutesAdded, "routes_removed", ch.RoutesRemoved,
+			"addresses_added", ch.AddressesAdded, "addresses_removed", ch.AddressesRemoved)
+	}
+	if !slices.EqualFunc(peers, a.saved, sameNode) {
+		if err := saveCache(a.cfg.StateDir, peers); err != nil {
+			a.log.Warn("cannot save peer cache", "err", err)
+		} else {
+			a.saved = peers
+		}
+	}
+	if !a.ready.Swap(true) {
+		a.log.Info("ready")
+	}
+	return true
+}
+
+func (a *Agent) rejected(r Rejection) {
+	if a.metrics != nil {
+		a.metrics.rejections.WithLabelValues(r.Reason).Inc()
+	}
+	a.log.Warn("refused peer", "node", r.Name, "reason", r.Reason, "detail", r.Detail)
+}
+
+// seeds are the --join seeds plus the gossip addresses of cached peers.
+func (a *Agent) seeds() []string {
+	out := slices.Clone(a.cfg.Join)
+	peers, _ := a.reg.Peers()
+	for _, n := range peers {
+		if n.GossipAddr.IsValid() {
+			out = append(out, n.GossipAddr.String())
+		}
+	}
+	return out
+}
+
+func sameNode(a, b NodeInfo) bool {
+	return a.Name == b.Name && a.PublicKey == b.PublicKey && a.Endpoint == b.Endpoint &&
+		a.GossipAddr == b.GossipAddr && slices.Equal(a.PodCIDRs, b.PodCIDRs)
+}

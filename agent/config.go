@@ -1,0 +1,217 @@
+package agent
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Config is the agent's configuration, from flags.
+type Config struct {
+	NodeName         string
+	PodCIDRs         []netip.Prefix
+	AdvertiseAddress netip.Addr // invalid: take it from the default route
+	ListenPort       int
+	GossipPort       int
+	Join             []string // host:port
+	GossipKeyFile    string
+	InsecureGossip   bool
+	Interface        string
+	StateDir         string
+	RunDir           string
+	CNIConfDir       string
+	HTTPAddr         string
+	MTU              int // 0: underlay MTU - mesh.Overhead
+	LogLevel         string
+}
+
+var (
+	nodeNameRE  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+	ifaceNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
+)
+
+// ParseFlags parses the agent's command line. getenv supplies defaults such as
+// NODE_NAME; it is os.Getenv outside tests.
+func ParseFlags(args []string, getenv func(string) string) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("weft-agent", flag.ContinueOnError)
+	fs.SetOutput(new(strings.Builder)) // errors are returned, not printed twice
+	var podCIDRs, join, adv listFlag
+	fs.StringVar(&c.NodeName, "node-name", getenv("NODE_NAME"), "this node's name (default $NODE_NAME, then the host name)")
+	fs.Var(&podCIDRs, "pod-cidr", "this node's pod CIDR; repeat or comma-separate for dual-stack")
+	fs.Var(&adv, "advertise-address", "underlay address peers reach this node on (default: source of the default route)")
+	fs.IntVar(&c.ListenPort, "listen-port", 51820, "WireGuard UDP port")
+	fs.IntVar(&c.GossipPort, "gossip-port", 7946, "gossip TCP and UDP port")
+	fs.Var(&join, "join", "gossip seeds, host[:port], comma-separated")
+	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file holding the gossip key, base64 of 32 bytes (as from `wg genkey`)")
+	fs.BoolVar(&c.InsecureGossip, "insecure-gossip", false, "allow gossip without encryption (tests only)")
+	fs.StringVar(&c.Interface, "interface", "weft0", "tunnel interface name")
+	fs.StringVar(&c.StateDir, "state-dir", "/var/lib/weft", "directory for the private key and cached peers")
+	fs.StringVar(&c.RunDir, "run-dir", "/var/run/wireguard", "directory for the UAPI socket")
+	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "directory for the CNI config")
+	fs.StringVar(&c.HTTPAddr, "http-addr", ":9587", "address for health, metrics and the peer API")
+	fs.IntVar(&c.MTU, "mtu", 0, "tunnel MTU (default: underlay MTU - 80)")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return c, fmt.Errorf("--node-name not given and no host name: %w", err)
+		}
+		c.NodeName = strings.ToLower(h)
+	}
+	var err error
+	if c.PodCIDRs, err = ParsePodCIDRs(podCIDRs); err != nil {
+		return c, err
+	}
+	if len(adv) > 1 {
+		return c, errors.New("--advertise-address: give one address")
+	}
+	if len(adv) == 1 {
+		a, err := netip.ParseAddr(adv[0])
+		if err != nil || !a.IsGlobalUnicast() && !a.IsPrivate() {
+			return c, fmt.Errorf("--advertise-address %q: not a unicast IP address", adv[0])
+		}
+		c.AdvertiseAddress = a.Unmap()
+	}
+	for _, s := range join {
+		hp, err := normalizeSeed(s, c.GossipPort)
+		if err != nil {
+			return c, err
+		}
+		c.Join = append(c.Join, hp)
+	}
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	if len(c.NodeName) > 253 || !nodeNameRE.MatchString(c.NodeName) {
+		return fmt.Errorf("--node-name %q: want a DNS subdomain (lower-case letters, digits, '-' and '.')", c.NodeName)
+	}
+	if len(c.PodCIDRs) == 0 {
+		return errors.New("--pod-cidr is required")
+	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"--listen-port", c.ListenPort}, {"--gossip-port", c.GossipPort}} {
+		if p.v < 1 || p.v > 65535 {
+			return fmt.Errorf("%s %d: want 1-65535", p.name, p.v)
+		}
+	}
+	if c.ListenPort == c.GossipPort {
+		return fmt.Errorf("--listen-port and --gossip-port are both %d: WireGuard and gossip need separate UDP ports", c.ListenPort)
+	}
+	if !ifaceNameRE.MatchString(c.Interface) {
+		return fmt.Errorf("--interface %q: want 1-15 letters, digits, '_', '.' or '-'", c.Interface)
+	}
+	if c.MTU != 0 && (c.MTU < 1280 || c.MTU > 65535) {
+		return fmt.Errorf("--mtu %d: want 1280-65535 (or 0 for underlay MTU - 80)", c.MTU)
+	}
+	if c.GossipKeyFile == "" && !c.InsecureGossip {
+		return errors.New("--gossip-key-file is required (or --insecure-gossip to run gossip unencrypted)")
+	}
+	if c.GossipKeyFile != "" && c.InsecureGossip {
+		return errors.New("--gossip-key-file and --insecure-gossip contradict each other")
+	}
+	for _, d := range []struct{ name, v string }{{"--state-dir", c.StateDir}, {"--run-dir", c.RunDir}, {"--cni-conf-dir", c.CNIConfDir}} {
+		if d.v == "" || !strings.HasPrefix(d.v, "/") {
+			return fmt.Errorf("%s %q: want an absolute path", d.name, d.v)
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		return fmt.Errorf("--http-addr %q: want host:port", c.HTTPAddr)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	return nil
+}
+
+// ParsePodCIDRs parses and checks a node's pod CIDRs: network addresses, at
+// most one per family, each with room for the node's own address and pods.
+func ParsePodCIDRs(ss []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	var v4, v6 bool
+	for _, s := range ss {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("--pod-cidr %q: not a CIDR", s)
+		}
+		if p != p.Masked() {
+			return nil, fmt.Errorf("--pod-cidr %q: host bits set; did you mean %s?", s, p.Masked())
+		}
+		if err := checkPodCIDR(p); err != nil {
+			return nil, fmt.Errorf("--pod-cidr %q: %v", s, err)
+		}
+		if p.Addr().Is4() && v4 || p.Addr().Is6() && v6 {
+			return nil, fmt.Errorf("--pod-cidr %q: only one CIDR per address family", s)
+		}
+		v4, v6 = v4 || p.Addr().Is4(), v6 || p.Addr().Is6()
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// checkPodCIDR rejects prefixes that cannot be a node's pod range: too small
+// to hold the node's address and a pod, or so large they would swallow the
+// underlay (a default route, a /1).
+func checkPodCIDR(p netip.Prefix) error {
+	if !p.IsValid() || p.Addr().Zone() != "" {
+		return errors.New("not a valid prefix")
+	}
+	bits := p.Addr().BitLen()
+	switch {
+	case p.Addr().Is4In6():
+		return errors.New("IPv4-mapped IPv6 is not a pod range")
+	case p.Bits() > bits-2:
+		return fmt.Errorf("/%d is too small for a node's pods", p.Bits())
+	case p.Bits() < bits/4:
+		return fmt.Errorf("/%d is too large to be one node's pod range", p.Bits())
+	case p.Addr().IsLoopback() || p.Addr().IsMulticast() || p.Addr().IsLinkLocalUnicast() || p.Addr().IsUnspecified():
+		return errors.New("not a unicast range")
+	}
+	return nil
+}
+
+func normalizeSeed(s string, defPort int) (string, error) {
+	host, port := s, strconv.Itoa(defPort)
+	if h, p, err := net.SplitHostPort(s); err == nil {
+		host, port = h, p
+	} else if strings.Count(s, ":") > 1 { // bare IPv6
+		host = strings.Trim(s, "[]")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("--join %q: bad port", s)
+	}
+	if host == "" || len(host) > 253 {
+		return "", fmt.Errorf("--join %q: want host[:port]", s)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// listFlag collects a repeatable, comma-separated flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error {
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
+	}
+	return nil
+}

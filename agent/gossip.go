@@ -1,0 +1,168 @@
+package agent
+
+import (
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Gossip is the memberlist source: it announces this node and turns other
+// members' metadata into registry claims. It only observes; the registry decides.
+type Gossip struct {
+	ml    *memberlist.Memberlist
+	name  string
+	reg   *Registry
+	log   *slog.Logger
+	meta  []byte
+	seeds func() []string
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+// GossipConfig configures the memberlist source.
+type GossipConfig struct {
+	Name      string
+	Bind      netip.Addr
+	Port      int
+	SecretKey []byte // 32 bytes; nil runs unencrypted (--insecure-gossip)
+	Seeds     func() []string
+}
+
+// StartGossip binds the gossip port and starts announcing self. Joining the
+// seeds happens in the background and is retried: the first node of a mesh has
+// nobody to join, and a seed that is down now may be up later.
+func StartGossip(cfg GossipConfig, self NodeInfo, reg *Registry, logger *slog.Logger) (*Gossip, error) {
+	meta, err := EncodeMeta(self)
+	if err != nil {
+		return nil, err
+	}
+	g := &Gossip{name: cfg.Name, reg: reg, log: logger, meta: meta, seeds: cfg.Seeds, stop: make(chan struct{})}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Name
+	mc.BindAddr = cfg.Bind.String()
+	mc.BindPort = cfg.Port
+	mc.AdvertiseAddr = cfg.Bind.String()
+	mc.AdvertisePort = cfg.Port
+	mc.SecretKey = cfg.SecretKey
+	mc.Delegate = g
+	mc.Events = g
+	mc.Logger = log.New(&memberlistLog{logger}, "", 0)
+	mc.DeadNodeReclaimTime = 5 * time.Second // a restarted agent may come back on the same name
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("start gossip on %s: %w", netip.AddrPortFrom(cfg.Bind, uint16(cfg.Port)), err)
+	}
+	g.ml = ml
+	g.wg.Add(1)
+	go g.joinLoop()
+	return g, nil
+}
+
+// Members counts the live members, this node included.
+func (g *Gossip) Members() int { return g.ml.NumMembers() }
+
+// Stop leaves the cluster (so peers drop this node at once) and shuts down.
+func (g *Gossip) Stop(leave bool) {
+	close(g.stop)
+	g.wg.Wait()
+	if leave {
+		g.ml.Leave(time.Second)
+	}
+	g.ml.Shutdown()
+}
+
+func (g *Gossip) joinLoop() {
+	defer g.wg.Done()
+	var lastErr string
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+		}
+		t.Reset(5 * time.Second)
+		if g.ml.NumMembers() > 1 {
+			continue
+		}
+		seeds := g.seeds()
+		if len(seeds) == 0 {
+			continue
+		}
+		n, err := g.ml.Join(seeds)
+		if err != nil && n == 0 {
+			if msg := err.Error(); msg != lastErr {
+				g.log.Warn("cannot reach any gossip seed; retrying every 5s", "seeds", strings.Join(seeds, ","), "err", oneLine(msg))
+				lastErr = msg
+			}
+			continue
+		}
+		lastErr = ""
+		g.log.Info("joined gossip", "contacted", n, "members", g.ml.NumMembers())
+	}
+}
+
+func (g *Gossip) claim(n *memberlist.Node) {
+	if n.Name == g.name {
+		return
+	}
+	info, err := DecodeMeta(n.Name, n.Meta)
+	if err != nil {
+		g.reg.Reject(n.Name, "gossip: "+err.Error())
+		return
+	}
+	if a, ok := netip.AddrFromSlice(n.Addr); ok {
+		info.GossipAddr = netip.AddrPortFrom(a.Unmap(), n.Port)
+	}
+	g.reg.Set(SourceGossip, info)
+}
+
+// memberlist.EventDelegate
+func (g *Gossip) NotifyJoin(n *memberlist.Node)   { g.claim(n) }
+func (g *Gossip) NotifyUpdate(n *memberlist.Node) { g.claim(n) }
+func (g *Gossip) NotifyLeave(n *memberlist.Node) {
+	g.log.Info("gossip member left or died", "node", n.Name)
+	g.reg.Delete(n.Name)
+}
+
+// memberlist.Delegate
+func (g *Gossip) NodeMeta(limit int) []byte {
+	if len(g.meta) > limit {
+		return nil
+	}
+	return g.meta
+}
+func (g *Gossip) NotifyMsg([]byte)                           {}
+func (g *Gossip) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (g *Gossip) LocalState(join bool) []byte                { return nil }
+func (g *Gossip) MergeRemoteState(buf []byte, join bool)     {}
+
+// memberlistLog routes memberlist's log lines into slog at a level read from their prefix.
+type memberlistLog struct{ l *slog.Logger }
+
+func (m *memberlistLog) Write(p []byte) (int, error) {
+	s := strings.TrimSpace(string(p))
+	switch {
+	case strings.Contains(s, "[ERR]"):
+		m.l.Error(s, "component", "memberlist")
+	case strings.Contains(s, "[WARN]"):
+		m.l.Warn(s, "component", "memberlist")
+	default:
+		m.l.Debug(s, "component", "memberlist")
+	}
+	return len(p), nil
+}
+
+var _ io.Writer = (*memberlistLog)(nil)
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

@@ -1,0 +1,90 @@
+package agent
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/pprof"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// PeerStatus is one entry of GET /v1/peers.
+type PeerStatus struct {
+	Name            string   `json:"name"`
+	PublicKey       string   `json:"publicKey"`
+	Endpoint        string   `json:"endpoint"`
+	PodCIDRs        []string `json:"podCIDRs"`
+	LatestHandshake string   `json:"latestHandshake"` // RFC 3339; empty when none
+	Source          string   `json:"source"`
+	RxBytes         int64    `json:"rxBytes"`
+	TxBytes         int64    `json:"txBytes"`
+}
+
+func (a *Agent) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !a.ready.Load() {
+			http.Error(w, "not ready: first reconcile not done", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /v1/peers", a.servePeers)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+func (a *Agent) servePeers(w http.ResponseWriter, r *http.Request) {
+	peers, src := a.reg.Peers()
+	dev, err := a.mesh.Peers()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	byKey := make(map[wgtypes.Key]wgtypes.Peer, len(dev))
+	for _, p := range dev {
+		byKey[p.PublicKey] = p
+	}
+	out := make([]PeerStatus, 0, len(peers))
+	for _, n := range peers {
+		ps := PeerStatus{
+			Name:      n.Name,
+			PublicKey: n.PublicKey.String(),
+			Endpoint:  n.Endpoint.String(),
+			PodCIDRs:  prefixStrings(n.PodCIDRs),
+			Source:    src[n.Name],
+		}
+		if d, ok := byKey[n.PublicKey]; ok {
+			if !d.LastHandshakeTime.IsZero() {
+				ps.LatestHandshake = d.LastHandshakeTime.UTC().Format(time.RFC3339)
+			}
+			ps.RxBytes, ps.TxBytes = d.ReceiveBytes, d.TransmitBytes
+		}
+		out = append(out, ps)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(out)
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.String())
+	}
+	return out
+}
+
+func netipAddrPort(a netip.Addr, port int) netip.AddrPort {
+	return netip.AddrPortFrom(a, uint16(port))
+}

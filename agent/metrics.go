@@ -1,0 +1,46 @@
+package agent
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the agent's Prometheus series, on a registry of its own.
+type metrics struct {
+	reg          *prometheus.Registry
+	peers        prometheus.Gauge
+	members      prometheus.GaugeFunc
+	rejections   *prometheus.CounterVec
+	reconciles   *prometheus.CounterVec
+	deviceWrites prometheus.CounterFunc
+}
+
+func newMetrics(members, deviceWrites func() float64) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		peers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_peers", Help: "WireGuard peers installed.",
+		}),
+		members: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "weft_gossip_members", Help: "Live gossip members, this node included.",
+		}, members),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_peer_rejections_total", Help: "Peer claims refused, by reason.",
+		}, []string{"reason"}),
+		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_reconciles_total", Help: "Data plane reconciles, by result (changed, unchanged, error).",
+		}, []string{"result"}),
+		deviceWrites: prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "weft_wireguard_config_writes_total", Help: "Configuration writes to the WireGuard device.",
+		}, deviceWrites),
+	}
+	for _, r := range []string{"self", "duplicate-key", "cidr-overlap", "invalid"} {
+		m.rejections.WithLabelValues(r)
+	}
+	for _, r := range []string{"changed", "unchanged", "error"} {
+		m.reconciles.WithLabelValues(r)
+	}
+	m.reg.MustRegister(m.peers, m.members, m.rejections, m.reconciles, m.deviceWrites,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

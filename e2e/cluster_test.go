@@ -1,0 +1,160 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/internal/netlab"
+)
+
+// cluster is a lab with a weft-agent per node.
+type cluster struct {
+	t         *testing.T
+	lab       *netlab.Lab
+	bins      string
+	gossipKey string
+	agents    map[string]*netlab.Proc
+}
+
+func newCluster(t *testing.T, nodes int) *cluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("lab test: needs root and network namespaces; run without -short")
+	}
+	bins := netlab.Binaries(t)
+	lab, err := netlab.New(netlab.Options{})
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	c := &cluster{t: t, lab: lab, bins: bins, agents: map[string]*netlab.Proc{}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for name, p := range c.agents {
+				t.Logf("--- log of %s's agent:\n%s", name, tail(p.Output(), 40))
+			}
+		}
+		if err := lab.Close(); err != nil {
+			t.Errorf("lab cleanup: %v", err)
+		}
+	})
+	key, _ := wgtypes.GenerateKey()
+	c.gossipKey = filepath.Join(lab.Dir, "gossip.key")
+	if err := os.WriteFile(c.gossipKey, []byte(key.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= nodes; i++ {
+		if _, err := lab.AddNode(fmt.Sprintf("node%d", i)); err != nil {
+			t.Fatalf("add node: %v", err)
+		}
+	}
+	return c
+}
+
+// agentArgs are the flags a lab node's agent runs with; the first node is the seed.
+func (c *cluster) agentArgs(n *netlab.Node) []string {
+	var cidrs []string
+	for _, p := range n.PodCIDRs {
+		cidrs = append(cidrs, p.String())
+	}
+	seed := c.lab.Nodes()[0].Addr.String()
+	return []string{
+		"--node-name", n.Name,
+		"--pod-cidr", strings.Join(cidrs, ","),
+		"--advertise-address", n.Addr.String(),
+		"--join", seed,
+		"--gossip-key-file", c.gossipKey,
+		"--state-dir", n.StateDir,
+		"--cni-conf-dir", n.CNIConfDir,
+		"--http-addr", "127.0.0.1:9587",
+	}
+}
+
+func (c *cluster) start(n *netlab.Node, extra ...string) *netlab.Proc {
+	c.t.Helper()
+	p, err := n.Start(filepath.Join(c.bins, "weft-agent"), append(c.agentArgs(n), extra...)...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.agents[n.Name] = p
+	return p
+}
+
+func (c *cluster) startAll() {
+	for _, n := range c.lab.Nodes() {
+		c.start(n)
+	}
+}
+
+// peers asks a node's agent for its peers with weftctl, as an operator would.
+func (c *cluster) peers(n *netlab.Node) ([]agent.PeerStatus, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := n.Run(ctx, filepath.Join(c.bins, "weftctl"), "peers", "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var ps []agent.PeerStatus
+	if err := json.Unmarshal([]byte(out), &ps); err != nil {
+		return nil, fmt.Errorf("weftctl peers -o json: %v: %q", err, out)
+	}
+	return ps, nil
+}
+
+// waitMesh waits until every node lists every other node as a peer.
+func (c *cluster) waitMesh(timeout time.Duration) {
+	c.t.Helper()
+	nodes := c.lab.Nodes()
+	deadline := time.Now().Add(timeout)
+	for {
+		missing := ""
+		for _, n := range nodes {
+			ps, err := c.peers(n)
+			if err != nil {
+				missing = err.Error()
+				break
+			}
+			if len(ps) != len(nodes)-1 {
+				missing = fmt.Sprintf("%s has %d peers, want %d", n.Name, len(ps), len(nodes)-1)
+				break
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("mesh did not form in %v: %s", timeout, missing)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitPing waits until from reaches dst, and returns how long that took.
+func waitPing(t *testing.T, from *netlab.Node, dst netip.Addr, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < timeout {
+		if from.Ping(context.Background(), dst, 1, time.Second) {
+			return time.Since(start)
+		}
+	}
+	t.Fatalf("%s cannot reach %s after %v", from.Name, dst, timeout)
+	return 0
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

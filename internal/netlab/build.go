@@ -1,0 +1,47 @@
+package netlab
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+var build struct {
+	once sync.Once
+	dir  string
+	err  error
+	out  string
+}
+
+// Binaries returns a directory holding weft's binaries: $WEFT_BIN_DIR when
+// set (make test builds them once), else a fresh `go build ./cmd/...` made
+// once per test process.
+func Binaries(t testing.TB) string {
+	t.Helper()
+	if d := os.Getenv("WEFT_BIN_DIR"); d != "" {
+		return d
+	}
+	build.once.Do(func() {
+		root, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			build.err = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "weft-bin-")
+		if err != nil {
+			build.err = err
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/...")
+		cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))
+		out, err := cmd.CombinedOutput()
+		build.dir, build.err, build.out = dir, err, string(out)
+	})
+	if build.err != nil {
+		t.Fatalf("build weft binaries: %v\n%s", build.err, build.out)
+	}
+	return build.dir
+}

@@ -1,0 +1,150 @@
+package netlab
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+// Node is one node namespace on the underlay.
+type Node struct {
+	Lab   *Lab
+	Name  string // node name, e.g. node1
+	NS    string // namespace name
+	Index int    // 1-based
+	Addr  netip.Addr
+	Addr6 netip.Addr
+	// PodCIDRs are the node's pod ranges: 10.244.<i>.0/24 and fd00:10:244:<i>::/64.
+	PodCIDRs []netip.Prefix
+
+	Dir        string // per-node scratch dir
+	StateDir   string
+	RunDir     string // bind-mounted on /run/wireguard for the node's processes
+	CNIConfDir string
+}
+
+// AddNode creates a node namespace attached to the underlay bridge, with
+// eth0 holding 10.99.0.<10+i>/24 and fd99::<10+i>/64.
+func (l *Lab) AddNode(name string) (*Node, error) {
+	l.mu.Lock()
+	idx := len(l.nodes) + 1
+	l.mu.Unlock()
+	if idx > 200 {
+		return nil, fmt.Errorf("lab holds at most 200 nodes")
+	}
+	n := &Node{
+		Lab: l, Name: name, NS: fmt.Sprintf("%s-n%d", l.ID, idx), Index: idx,
+		Addr:  netip.AddrFrom4([4]byte{10, 99, 0, byte(10 + idx)}),
+		Addr6: netip.MustParseAddr(fmt.Sprintf("fd99::%x", 10+idx)),
+		PodCIDRs: []netip.Prefix{
+			netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", idx)),
+			netip.MustParsePrefix(fmt.Sprintf("fd00:10:244:%x::/64", idx)),
+		},
+		Dir: filepath.Join(l.Dir, name),
+	}
+	n.StateDir = filepath.Join(n.Dir, "state")
+	n.RunDir = filepath.Join(n.Dir, "run")
+	n.CNIConfDir = filepath.Join(n.Dir, "cni-conf")
+	for _, d := range []string{n.StateDir, n.RunDir, n.CNIConfDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	if err := l.addNS(n.NS); err != nil {
+		return nil, err
+	}
+	port := fmt.Sprintf("n%d", idx)
+	err := runAll(
+		[]string{"ip", "-n", n.NS, "link", "set", "lo", "up"},
+		[]string{"ip", "-n", n.NS, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", l.Underlay},
+		[]string{"ip", "-n", l.Underlay, "link", "set", port, "master", "br0", "up"},
+		[]string{"ip", "-n", n.NS, "addr", "add", n.Addr.String() + "/24", "dev", "eth0"},
+		[]string{"ip", "-n", n.NS, "addr", "add", n.Addr6.String() + "/64", "dev", "eth0", "nodad"},
+		[]string{"ip", "-n", n.NS, "link", "set", "eth0", "up"},
+	)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.nodes = append(l.nodes, n)
+	l.mu.Unlock()
+	return n, nil
+}
+
+// Command returns a command that runs inside the node: in its network
+// namespace and in a private mount namespace where /run/wireguard is the
+// node's own RunDir, so wgctrl and `wg` see only this node's devices.
+func (n *Node) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	full := append([]string{"netns", "exec", n.NS,
+		"unshare", "--mount", "--propagation", "private",
+		"sh", "-c", `mount --bind "$0" /run/wireguard && exec "$@"`, n.RunDir, name}, args...)
+	return exec.CommandContext(ctx, "ip", full...)
+}
+
+// Run runs a command inside the node and returns its combined output.
+func (n *Node) Run(ctx context.Context, name string, args ...string) (string, error) {
+	out, err := n.Command(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s on %s: %v: %s", name, n.Name, err, out)
+	}
+	return string(out), nil
+}
+
+// Ping sends count pings from the node to dst and reports whether one came back.
+func (n *Node) Ping(ctx context.Context, dst netip.Addr, count int, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, timeout+2*time.Second)
+	defer cancel()
+	args := []string{"netns", "exec", n.NS, "ping", "-n", "-q", "-c", fmt.Sprint(count), "-W", fmt.Sprint(int(timeout.Seconds() + 0.5))}
+	if count > 1 {
+		args = append(args, "-i", "0.2")
+	}
+	args = append(args, dst.String())
+	return exec.CommandContext(ctx, "ip", args...).Run() == nil
+}
+
+// Dial opens a connection from inside the node's network namespace.
+func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	h, err := netns.GetFromName(n.NS)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// The socket is created while this locked thread is in the node's
+		// namespace and keeps that namespace afterwards. The thread is
+		// never unlocked, so Go discards it rather than reuse a thread in
+		// the wrong namespace.
+		runtime.LockOSThread()
+		if err := netns.Set(h); err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
+}
+
+// HTTPClient returns a client whose connections start inside the node.
+func (n *Node) HTTPClient() *http.Client {
+	return &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{DialContext: n.Dial, DisableKeepAlives: true},
+	}
+}

@@ -1,0 +1,224 @@
+package mesh
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// DeviceConfig says how to bring up the tunnel device.
+type DeviceConfig struct {
+	Name       string       // interface name, e.g. weft0
+	MTU        int          // tunnel MTU
+	RunDir     string       // the UAPI socket is <RunDir>/<Name>.sock
+	PrivateKey wgtypes.Key  // never logged
+	ListenPort int          // UDP port of the WireGuard endpoint
+	Logger     *slog.Logger // nil: slog.Default()
+	// Verbose makes wireguard-go log at its verbose level (each UAPI change, handshakes).
+	Verbose bool
+}
+
+// Device is a running wireguard-go device on a persistent TUN interface. The
+// interface, its addresses and routes outlive the process, so a restarted
+// agent re-attaches to them and traffic stops only until the next handshake.
+type Device struct {
+	name   string
+	link   netlink.Link
+	dev    *device.Device
+	uapi   net.Listener
+	sock   string
+	logger *slog.Logger
+}
+
+// OpenDevice creates (or re-attaches to) the TUN interface and starts
+// wireguard-go on it. On error nothing it created is left behind.
+func OpenDevice(cfg DeviceConfig) (_ *Device, err error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := checkPortFree(cfg.ListenPort); err != nil {
+		return nil, err
+	}
+	sock := filepath.Join(cfg.RunDir, cfg.Name+".sock")
+	if err := claimSocket(sock); err != nil {
+		return nil, err
+	}
+	_, existedErr := netlink.LinkByName(cfg.Name)
+	existed := existedErr == nil
+
+	tdev, err := tun.CreateTUN(cfg.Name, cfg.MTU)
+	if err != nil {
+		return nil, fmt.Errorf("create tun %s: %w", cfg.Name, err)
+	}
+	defer func() {
+		if err != nil {
+			tdev.Close()
+			if !existed {
+				if l, e := netlink.LinkByName(cfg.Name); e == nil {
+					netlink.LinkDel(l)
+				}
+			}
+		}
+	}()
+	if nt, ok := tdev.(*tun.NativeTun); ok {
+		// Keep the interface (and so its addresses and routes) when we exit.
+		if err := unix.IoctlSetInt(int(nt.File().Fd()), unix.TUNSETPERSIST, 1); err != nil {
+			return nil, fmt.Errorf("make tun %s persistent: %w", cfg.Name, err)
+		}
+	}
+	link, err := netlink.LinkByName(cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("find link %s: %w", cfg.Name, err)
+	}
+	if link.Attrs().MTU != cfg.MTU {
+		if err := netlink.LinkSetMTU(link, cfg.MTU); err != nil {
+			return nil, fmt.Errorf("set mtu %d on %s: %w", cfg.MTU, cfg.Name, err)
+		}
+	}
+
+	level := device.LogLevelError
+	if cfg.Verbose {
+		level = device.LogLevelVerbose
+	}
+	wgLog := &device.Logger{
+		Verbosef: device.DiscardLogf,
+		Errorf: func(format string, args ...any) {
+			log.Error(fmt.Sprintf(format, args...), "component", "wireguard")
+		},
+	}
+	if level == device.LogLevelVerbose {
+		wgLog.Verbosef = func(format string, args ...any) {
+			log.Debug(fmt.Sprintf(format, args...), "component", "wireguard")
+		}
+	}
+	dev := device.NewDevice(tdev, conn.NewStdNetBind(), wgLog)
+	defer func() {
+		if err != nil {
+			dev.Close()
+		}
+	}()
+	conf := fmt.Sprintf("private_key=%x\nlisten_port=%d\n", cfg.PrivateKey[:], cfg.ListenPort)
+	if err := dev.IpcSet(conf); err != nil {
+		return nil, fmt.Errorf("configure device: %v", redactKey(err))
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("set %s up: %w", cfg.Name, err)
+	}
+	if err := dev.Up(); err != nil {
+		return nil, fmt.Errorf("bring up device on port %d: %w", cfg.ListenPort, err)
+	}
+	ln, err := listenUAPI(sock)
+	if err != nil {
+		return nil, err
+	}
+	d := &Device{name: cfg.Name, link: link, dev: dev, uapi: ln, sock: sock, logger: log}
+	go d.serveUAPI()
+	log.Info("device up", "interface", cfg.Name, "mtu", cfg.MTU, "listen_port", cfg.ListenPort,
+		"reattached", existed, "batch", tdev.BatchSize(), "uapi", sock)
+	return d, nil
+}
+
+// Name is the interface name.
+func (d *Device) Name() string { return d.name }
+
+// LinkIndex is the kernel's index of the tunnel interface.
+func (d *Device) LinkIndex() int { return d.link.Attrs().Index }
+
+// Close stops wireguard-go and the UAPI socket. The persistent interface stays.
+func (d *Device) Close() {
+	d.uapi.Close()
+	os.Remove(d.sock)
+	d.dev.Close()
+}
+
+// Done is closed when the device stops (for instance when its interface is deleted).
+func (d *Device) Done() <-chan struct{} { return d.dev.Wait() }
+
+func (d *Device) serveUAPI() {
+	for {
+		c, err := d.uapi.Accept()
+		if err != nil {
+			return
+		}
+		go d.dev.IpcHandle(c)
+	}
+}
+
+// DeleteLink removes the persistent interface named name, with its addresses and routes.
+func DeleteLink(name string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return err
+	}
+	return netlink.LinkDel(l)
+}
+
+// claimSocket removes a stale UAPI socket left by a killed agent, and refuses
+// to start when another live process answers on it.
+func claimSocket(sock string) error {
+	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
+		return fmt.Errorf("create run dir: %w", err)
+	}
+	if c, err := net.Dial("unix", sock); err == nil {
+		c.Close()
+		return fmt.Errorf("uapi socket %s is in use: another agent runs this interface", sock)
+	}
+	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale socket %s: %w", sock, err)
+	}
+	return nil
+}
+
+func listenUAPI(sock string) (net.Listener, error) {
+	old := unix.Umask(0o077)
+	defer unix.Umask(old)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("listen on uapi socket: %w", err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	return ln, nil
+}
+
+// checkPortFree gives a clear error before anything is created when the
+// WireGuard port is taken, rather than a half-started device.
+func checkPortFree(port int) error {
+	if port <= 0 || port > 65535 {
+		return fmt.Errorf("listen port %d: out of range", port)
+	}
+	c, err := net.ListenUDP("udp", &net.UDPAddr{Port: port})
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("listen port %d/udp is already in use", port)
+		}
+		return fmt.Errorf("listen port %d/udp: %w", port, err)
+	}
+	c.Close()
+	return nil
+}
+
+// redactKey keeps a private key out of an error that might quote its input.
+func redactKey(err error) string {
+	s := err.Error()
+	if i := strings.Index(s, "private_key"); i >= 0 {
+		return s[:i] + "private_key=<redacted>"
+	}
+	return s
+}

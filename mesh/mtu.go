@@ -1,0 +1,70 @@
+package mesh
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+)
+
+// Overhead is what WireGuard adds to each packet over an IPv6 underlay
+// (40 IP + 8 UDP + 32 WireGuard); using it for IPv4 too keeps one MTU safe for both.
+const Overhead = 80
+
+// UnderlayMTU returns the MTU of the interface that holds addr.
+func UnderlayMTU(addr netip.Addr) (int, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range links {
+		as, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			continue
+		}
+		for _, a := range as {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == addr {
+				return l.Attrs().MTU, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("no interface holds address %s", addr)
+}
+
+// DefaultRouteSource returns the address the kernel would use as source on
+// the IPv4 default route (or, failing that, the IPv6 one).
+func DefaultRouteSource() (netip.Addr, error) {
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rs, err := netlink.RouteListFiltered(fam, &netlink.Route{Table: 254}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return netip.Addr{}, err
+		}
+		for _, r := range rs {
+			if r.Dst != nil && !isDefault(r) {
+				continue
+			}
+			if r.Src != nil {
+				a, _ := netip.AddrFromSlice(r.Src)
+				return a.Unmap(), nil
+			}
+			l, err := netlink.LinkByIndex(r.LinkIndex)
+			if err != nil {
+				continue
+			}
+			as, _ := netlink.AddrList(l, fam)
+			for _, a := range as {
+				ip, _ := netip.AddrFromSlice(a.IP)
+				if ip = ip.Unmap(); ip.IsGlobalUnicast() {
+					return ip, nil
+				}
+			}
+		}
+	}
+	return netip.Addr{}, errors.New("no default route to take an address from: give --advertise-address")
+}
+
+func isDefault(r netlink.Route) bool {
+	ones, _ := r.Dst.Mask.Size()
+	return ones == 0
+}

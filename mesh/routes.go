@@ -1,0 +1,115 @@
+package mesh
+
+import (
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// RouteProtocol tags the routes weft installs (shown as "proto 87" by ip
+// route), so weft removes only routes it owns.
+const RouteProtocol netlink.RouteProtocol = 87
+
+// DiffRoutes returns the routes to add (or replace) and to delete so that the
+// routes weft owns on the tunnel match desired.
+func DiffRoutes(desired, actual []Route) (add, del []Route) {
+	have := make(map[netip.Prefix]Route, len(actual))
+	for _, r := range actual {
+		have[r.Dst.Masked()] = r
+	}
+	want := make(map[netip.Prefix]bool, len(desired))
+	for _, r := range desired {
+		want[r.Dst.Masked()] = true
+		if a, ok := have[r.Dst.Masked()]; !ok || a.Src != r.Src {
+			add = append(add, r)
+		}
+	}
+	for _, r := range actual {
+		if !want[r.Dst.Masked()] {
+			del = append(del, r)
+		}
+	}
+	return add, del
+}
+
+// DiffAddresses returns the addresses to add and to remove on the tunnel link.
+func DiffAddresses(desired, actual []netip.Prefix) (add, del []netip.Prefix) {
+	have := make(map[netip.Prefix]bool, len(actual))
+	for _, p := range actual {
+		have[p] = true
+	}
+	want := make(map[netip.Prefix]bool, len(desired))
+	for _, p := range desired {
+		want[p] = true
+		if !have[p] {
+			add = append(add, p)
+		}
+	}
+	for _, p := range actual {
+		if !want[p] {
+			del = append(del, p)
+		}
+	}
+	return add, del
+}
+
+func listRoutes(link netlink.Link) ([]Route, error) {
+	var out []Route
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rs, err := netlink.RouteListFiltered(fam, &netlink.Route{LinkIndex: link.Attrs().Index, Protocol: RouteProtocol},
+			netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rs {
+			if r.Dst == nil {
+				continue
+			}
+			var src netip.Addr
+			if r.Src != nil {
+				src, _ = netip.AddrFromSlice(r.Src)
+				src = src.Unmap()
+			}
+			out = append(out, Route{Dst: prefixOf(*r.Dst), Src: src})
+		}
+	}
+	return out, nil
+}
+
+func netlinkRoute(link netlink.Link, r Route) *netlink.Route {
+	n := ipNets([]netip.Prefix{r.Dst})[0]
+	nr := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &n, Protocol: RouteProtocol, Scope: netlink.SCOPE_LINK}
+	if r.Src.IsValid() {
+		nr.Src = net.IP(r.Src.AsSlice())
+	}
+	return nr
+}
+
+// listAddresses returns the global addresses on the link (link-local ones are the kernel's).
+func listAddresses(link netlink.Link) ([]netip.Prefix, error) {
+	as, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Prefix
+	for _, a := range as {
+		ip, _ := netip.AddrFromSlice(a.IP)
+		ip = ip.Unmap()
+		if ip.IsLinkLocalUnicast() {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		out = append(out, netip.PrefixFrom(ip, ones))
+	}
+	return out, nil
+}
+
+func netlinkAddr(p netip.Prefix) *netlink.Addr {
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+	if p.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD // usable as a source at once
+	}
+	return a
+}
