@@ -42,10 +42,11 @@ type Agent struct {
 	saved   []NodeInfo
 }
 
-// Run starts the agent and blocks until ctx is done or the device stops.
+// Run starts the agent and blocks until ctx is done or the device stops. A
+// value on resync (SIGHUP in weft-agent) forces a reconcile now.
 // Everything that can fail on bad input or a busy port fails before the
 // tunnel is touched, and a failure undoes what was started.
-func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct{}) error {
 	a := &Agent{cfg: cfg, log: log}
 	adv := cfg.AdvertiseAddress
 	if !adv.IsValid() {
@@ -128,10 +129,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer srv.Close()
 	log.Info("agent started", "node", cfg.NodeName, "public_key", a.self.PublicKey.String(),
 		"endpoint", a.self.Endpoint.String(), "pod_cidrs", fmt.Sprint(cfg.PodCIDRs), "mtu", mtu)
-	return a.loop(ctx)
+	return a.loop(ctx, resync)
 }
 
-func (a *Agent) loop(ctx context.Context) error {
+func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 	resync := time.NewTicker(resyncInterval)
 	defer resync.Stop()
 	expireCache := time.After(cacheGrace)
@@ -154,6 +155,7 @@ func (a *Agent) loop(ctx context.Context) error {
 			}
 		case <-a.reg.Changed():
 		case <-resync.C:
+		case <-kick:
 		case <-retry.C:
 		}
 		if !a.reconcile() {

@@ -2,9 +2,16 @@ package agent
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/weftnet/weft/mesh"
 )
+
+// Keepalive is the persistent keepalive of every peer. Besides keeping NAT
+// mappings open, turning it on makes a freshly configured peer send a
+// handshake at once, so a restarted agent re-establishes sessions without
+// waiting for traffic to time out.
+const Keepalive = 25 * time.Second
 
 // Plan turns this node and its accepted peers into the data plane it wants:
 // the node's own first address in each pod CIDR on the tunnel, one WireGuard
@@ -25,6 +32,7 @@ func Plan(self NodeInfo, peers []NodeInfo) mesh.State {
 			PublicKey:  n.PublicKey,
 			Endpoint:   n.Endpoint,
 			AllowedIPs: n.PodCIDRs,
+			Keepalive:  Keepalive,
 		})
 		for _, p := range n.PodCIDRs {
 			s.Routes = append(s.Routes, mesh.Route{Dst: p, Src: src[p.Addr().Is4()]})

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -143,7 +145,7 @@ func waitPing(t *testing.T, from *netlab.Node, dst netip.Addr, timeout time.Dura
 	t.Helper()
 	start := time.Now()
 	for time.Since(start) < timeout {
-		if from.Ping(context.Background(), dst, 1, time.Second) {
+		if from.Ping(context.Background(), dst, 1, 200*time.Millisecond) {
 			return time.Since(start)
 		}
 	}
@@ -157,4 +159,39 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// metric reads one sample of a node agent's /metrics (name with labels, as
+// printed, e.g. `weft_reconciles_total{result="unchanged"}`).
+func (c *cluster) metric(n *netlab.Node, series string) float64 {
+	c.t.Helper()
+	resp, err := n.HTTPClient().Get("http://127.0.0.1:9587/metrics")
+	if err != nil {
+		c.t.Fatalf("metrics of %s: %v", n.Name, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				c.t.Fatalf("metric %s: %v", series, err)
+			}
+			return f
+		}
+	}
+	c.t.Fatalf("%s has no metric %s", n.Name, series)
+	return 0
+}
+
+// eventually polls cond every 100ms until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %v", what, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -29,7 +29,16 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := agent.Run(ctx, cfg, log); err != nil {
+	// SIGHUP forces a reconcile, for operators and for tests of the no-op path.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	resync := make(chan struct{})
+	go func() {
+		for range hup {
+			resync <- struct{}{}
+		}
+	}()
+	if err := agent.Run(ctx, cfg, log, resync); err != nil {
 		fmt.Fprintf(os.Stderr, "weft-agent: %v\n", err)
 		os.Exit(1)
 	}

@@ -138,7 +138,7 @@ func (l *Lab) Close() error {
 func deleteNS(name string) error {
 	if out, err := exec.Command("ip", "netns", "pids", name).Output(); err == nil {
 		for _, f := range strings.Fields(string(out)) {
-			if pid, err := strconv.Atoi(f); err == nil {
+			if pid, err := strconv.Atoi(f); err == nil && pid != os.Getpid() {
 				if p, err := os.FindProcess(pid); err == nil {
 					p.Kill()
 				}

@@ -103,7 +103,7 @@ func (n *Node) Run(ctx context.Context, name string, args ...string) (string, er
 func (n *Node) Ping(ctx context.Context, dst netip.Addr, count int, timeout time.Duration) bool {
 	ctx, cancel := context.WithTimeout(ctx, timeout+2*time.Second)
 	defer cancel()
-	args := []string{"netns", "exec", n.NS, "ping", "-n", "-q", "-c", fmt.Sprint(count), "-W", fmt.Sprint(int(timeout.Seconds() + 0.5))}
+	args := []string{"netns", "exec", n.NS, "ping", "-n", "-q", "-c", fmt.Sprint(count), "-W", fmt.Sprintf("%.1f", timeout.Seconds())}
 	if count > 1 {
 		args = append(args, "-i", "0.2")
 	}
@@ -125,16 +125,27 @@ func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 	ch := make(chan result, 1)
 	go func() {
 		// The socket is created while this locked thread is in the node's
-		// namespace and keeps that namespace afterwards. The thread is
-		// never unlocked, so Go discards it rather than reuse a thread in
-		// the wrong namespace.
+		// namespace and keeps that namespace afterwards; the thread then
+		// returns to its own namespace. If it cannot, it stays locked and Go
+		// discards it rather than reuse a thread in the wrong namespace.
 		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{nil, err}
+			return
+		}
+		defer orig.Close()
 		if err := netns.Set(h); err != nil {
+			runtime.UnlockOSThread()
 			ch <- result{nil, err}
 			return
 		}
 		var d net.Dialer
 		c, err := d.DialContext(ctx, network, addr)
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
 		ch <- result{c, err}
 	}()
 	r := <-ch

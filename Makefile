@@ -1,0 +1,57 @@
+SHELL := /bin/bash
+# weft: the whole set-up on a fresh Debian machine, as root, is
+#   make demo   and   make test
+# Each installs what it needs (Debian packages, Go modules from the module proxy).
+
+GO        ?= go
+BIN       := $(CURDIR)/bin
+PKGS_DEB  := iproute2 iputils-ping iperf3 nftables ethtool tcpdump wireguard-tools util-linux curl
+TOOLS     := ip ping iperf3 nft ethtool tcpdump wg unshare curl
+TEST_TIMEOUT ?= 25m
+
+.PHONY: all build deps test unit lint demo bench clean sweep
+
+all: build
+
+# deps installs the Debian packages the lab and demo drive, only when missing.
+deps:
+	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+		echo ">> installing Debian packages (missing:$$missing)"; \
+		if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install: run as root"; exit 1; fi; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PKGS_DEB) >/dev/null; \
+	fi
+	@command -v $(GO) >/dev/null || { echo "Go is not installed (need Go 1.26)"; exit 1; }
+	@$(GO) mod download
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+lint:
+	@echo ">> gofmt"; out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@echo ">> go vet"; $(GO) vet ./...
+
+# unit runs the tests that need no root.
+unit:
+	$(GO) test -short -count=1 ./...
+
+# test runs everything: unit tests and the lab tests (root, network namespaces).
+test: deps lint build
+	@set -o pipefail; WEFT_BIN_DIR=$(BIN) $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) -v ./... 2>&1 | tee /tmp/weft-test.log; \
+		status=$$?; \
+		echo "tests: $$(grep -c -- '--- PASS' /tmp/weft-test.log) passed, $$(grep -c -- '--- FAIL' /tmp/weft-test.log) failed, $$(grep -c -- '--- SKIP' /tmp/weft-test.log) skipped"; \
+		exit $$status
+
+demo: deps build
+	$(BIN)/weft-demo --bin-dir $(BIN)
+
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
+
+sweep:
+	$(GO) run ./cmd/weft-demo --sweep
+
+clean:
+	rm -rf $(BIN)
