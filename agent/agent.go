@@ -63,6 +63,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		}
 		mtu = u - mesh.Overhead
 	}
+	// Ports first: a busy port must fail before anything is written or created.
+	if err := mesh.CheckPortFree(cfg.ListenPort); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http address %s: %w", cfg.HTTPAddr, err)
+	}
+	defer ln.Close()
 	key, err := mesh.LoadOrCreatePrivateKey(filepath.Join(cfg.StateDir, mesh.PrivateKeyFile))
 	if err != nil {
 		return err
@@ -83,12 +92,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		PodCIDRs:   cfg.PodCIDRs,
 	}
 	a.reg = NewRegistry(a.self, a.rejected)
-
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("http address %s: %w", cfg.HTTPAddr, err)
-	}
-	defer ln.Close()
 
 	cached, err := loadCache(cfg.StateDir)
 	if err != nil {

@@ -49,7 +49,7 @@ func OpenDevice(cfg DeviceConfig) (_ *Device, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	if err := checkPortFree(cfg.ListenPort); err != nil {
+	if err := CheckPortFree(cfg.ListenPort); err != nil {
 		return nil, err
 	}
 	sock := filepath.Join(cfg.RunDir, cfg.Name+".sock")
@@ -197,9 +197,9 @@ func listenUAPI(sock string) (net.Listener, error) {
 	return ln, nil
 }
 
-// checkPortFree gives a clear error before anything is created when the
+// CheckPortFree gives a clear error before anything is created when the
 // WireGuard port is taken, rather than a half-started device.
-func checkPortFree(port int) error {
+func CheckPortFree(port int) error {
 	if port <= 0 || port > 65535 {
 		return fmt.Errorf("listen port %d: out of range", port)
 	}
