@@ -1,0 +1,131 @@
+package mesh
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+func key(t *testing.T) wgtypes.Key {
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.PublicKey()
+}
+
+func wgPeer(k wgtypes.Key, ep string, keepalive time.Duration, cidrs ...string) wgtypes.Peer {
+	p := wgtypes.Peer{PublicKey: k, PersistentKeepaliveInterval: keepalive}
+	if ep != "" {
+		p.Endpoint = net.UDPAddrFromAddrPort(netip.MustParseAddrPort(ep))
+	}
+	for _, c := range cidrs {
+		_, n, _ := net.ParseCIDR(c)
+		p.AllowedIPs = append(p.AllowedIPs, *n)
+	}
+	return p
+}
+
+func want(k wgtypes.Key, ep string, cidrs ...string) Peer {
+	p := Peer{PublicKey: k, Endpoint: netip.MustParseAddrPort(ep), Keepalive: 25 * time.Second}
+	for _, c := range cidrs {
+		p.AllowedIPs = append(p.AllowedIPs, netip.MustParsePrefix(c))
+	}
+	return p
+}
+
+func TestDiffPeers(t *testing.T) {
+	a, b, c := key(t), key(t), key(t)
+	ka := 25 * time.Second
+	type op struct {
+		key    wgtypes.Key
+		remove bool
+	}
+	cases := []struct {
+		name    string
+		desired []Peer
+		actual  []wgtypes.Peer
+		ops     []op
+	}{
+		{"empty", nil, nil, nil},
+		{"add one", []Peer{want(a, "10.99.0.11:51820", "10.244.1.0/24")}, nil, []op{{a, false}}},
+		{"no-op", []Peer{want(a, "10.99.0.11:51820", "10.244.1.0/24", "fd00:10:244:1::/64")},
+			[]wgtypes.Peer{wgPeer(a, "10.99.0.11:51820", ka, "10.244.1.0/24", "fd00:10:244:1::/64")}, nil},
+		{"no-op, allowed IPs in another order", []Peer{want(a, "10.99.0.11:51820", "fd00:10:244:1::/64", "10.244.1.0/24")},
+			[]wgtypes.Peer{wgPeer(a, "10.99.0.11:51820", ka, "10.244.1.0/24", "fd00:10:244:1::/64")}, nil},
+		{"no-op, endpoint reported v4-in-v6", []Peer{want(a, "10.99.0.11:51820", "10.244.1.0/24")},
+			[]wgtypes.Peer{wgPeer(a, "[::ffff:10.99.0.11]:51820", ka, "10.244.1.0/24")}, nil},
+		{"endpoint moved", []Peer{want(a, "10.99.0.12:51820", "10.244.1.0/24")},
+			[]wgtypes.Peer{wgPeer(a, "10.99.0.11:51820", ka, "10.244.1.0/24")}, []op{{a, false}}},
+		{"pod CIDR added", []Peer{want(a, "10.99.0.11:51820", "10.244.1.0/24", "fd00:10:244:1::/64")},
+			[]wgtypes.Peer{wgPeer(a, "10.99.0.11:51820", ka, "10.244.1.0/24")}, []op{{a, false}}},
+		{"pod CIDR changed", []Peer{want(a, "10.99.0.11:51820", "10.244.9.0/24")},
+			[]wgtypes.Peer{wgPeer(a, "10.99.0.11:51820", ka, "10.244.1.0/24")}, []op{{a, false}}},
+		{"keepalive off on device", []Peer{want(a, "10.99.0.11:51820", "10.244.1.0/24")},
+			[]wgtypes.Peer{wgPeer(a, "10.99.0.11:51820", 0, "10.244.1.0/24")}, []op{{a, false}}},
+		{"remove one, keep one", []Peer{want(a, "10.99.0.11:51820", "10.244.1.0/24")},
+			[]wgtypes.Peer{wgPeer(a, "10.99.0.11:51820", ka, "10.244.1.0/24"), wgPeer(b, "10.99.0.12:51820", ka, "10.244.2.0/24")},
+			[]op{{b, true}}},
+		{"replace all", []Peer{want(c, "10.99.0.13:51820", "10.244.3.0/24")},
+			[]wgtypes.Peer{wgPeer(a, "10.99.0.11:51820", ka, "10.244.1.0/24"), wgPeer(b, "10.99.0.12:51820", ka, "10.244.2.0/24")},
+			[]op{{c, false}, {a, true}, {b, true}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := DiffPeers(tc.desired, tc.actual)
+			if len(got) != len(tc.ops) {
+				t.Fatalf("got %d changes, want %d: %+v", len(got), len(tc.ops), got)
+			}
+			for i, o := range tc.ops {
+				if got[i].PublicKey != o.key || got[i].Remove != o.remove {
+					t.Errorf("change %d = {%s remove=%v}, want {%s remove=%v}", i, got[i].PublicKey, got[i].Remove, o.key, o.remove)
+				}
+				if !o.remove && !got[i].ReplaceAllowedIPs {
+					t.Errorf("change %d adds to AllowedIPs instead of replacing them", i)
+				}
+			}
+		})
+	}
+}
+
+func TestDiffPeersWritesExactlyThePodCIDRs(t *testing.T) {
+	a := key(t)
+	got := DiffPeers([]Peer{want(a, "10.99.0.11:51820", "10.244.1.0/24", "fd00:10:244:1::/64")}, nil)
+	if len(got) != 1 || len(got[0].AllowedIPs) != 2 {
+		t.Fatalf("got %+v", got)
+	}
+	for i, w := range []string{"10.244.1.0/24", "fd00:10:244:1::/64"} {
+		if got[0].AllowedIPs[i].String() != w {
+			t.Errorf("allowed IP %d = %s, want %s", i, got[0].AllowedIPs[i].String(), w)
+		}
+	}
+}
+
+func TestDiffRoutes(t *testing.T) {
+	src := netip.MustParseAddr("10.244.1.1")
+	r := func(dst string, s netip.Addr) Route { return Route{Dst: netip.MustParsePrefix(dst), Src: s} }
+	add, del := DiffRoutes(
+		[]Route{r("10.244.2.0/24", src), r("10.244.3.0/24", src), r("10.244.4.0/24", src)},
+		[]Route{r("10.244.2.0/24", src), r("10.244.3.0/24", netip.Addr{}), r("10.244.9.0/24", src)},
+	)
+	if len(add) != 2 || add[0].Dst.String() != "10.244.3.0/24" || add[1].Dst.String() != "10.244.4.0/24" {
+		t.Errorf("add = %v, want 10.244.3.0/24 (source fixed) and 10.244.4.0/24", add)
+	}
+	if len(del) != 1 || del[0].Dst.String() != "10.244.9.0/24" {
+		t.Errorf("del = %v, want 10.244.9.0/24", del)
+	}
+	if add, del := DiffRoutes([]Route{r("10.244.2.0/24", src)}, []Route{r("10.244.2.0/24", src)}); add != nil || del != nil {
+		t.Errorf("no-op diff = %v, %v", add, del)
+	}
+}
+
+func TestDiffAddresses(t *testing.T) {
+	p := netip.MustParsePrefix
+	add, del := DiffAddresses([]netip.Prefix{p("10.244.1.1/32"), p("fd00:10:244:1::1/128")}, []netip.Prefix{p("10.244.7.1/32"), p("fd00:10:244:1::1/128")})
+	if len(add) != 1 || add[0] != p("10.244.1.1/32") || len(del) != 1 || del[0] != p("10.244.7.1/32") {
+		t.Fatalf("add %v del %v", add, del)
+	}
+}
