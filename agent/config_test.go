@@ -25,10 +25,10 @@ func TestParseFlagsDefaults(t *testing.T) {
 func TestParseFlags(t *testing.T) {
 	base := []string{"--pod-cidr", "10.244.1.0/24", "--insecure-gossip"}
 	cases := []struct {
-		name string
-		args []string
-		env  map[string]string
-		want string // error substring; "" for success
+		name  string
+		args  []string
+		env   map[string]string
+		want  string // error substring; "" for success
 		check func(t *testing.T, c Config)
 	}{
 		{"node name from env", nil, map[string]string{"NODE_NAME": "from-env"}, "", func(t *testing.T, c Config) {

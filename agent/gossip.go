@@ -78,8 +78,12 @@ func (g *Gossip) Stop(leave bool) {
 	g.ml.Shutdown()
 }
 
+// joinLoop joins the seeds while this node is alone, retrying with a backoff
+// from 200ms up to 5s so that nodes started together find each other fast.
 func (g *Gossip) joinLoop() {
 	defer g.wg.Done()
+	const maxWait = 5 * time.Second
+	wait := 200 * time.Millisecond
 	var lastErr string
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -89,10 +93,13 @@ func (g *Gossip) joinLoop() {
 			return
 		case <-t.C:
 		}
-		t.Reset(5 * time.Second)
 		if g.ml.NumMembers() > 1 {
+			wait = 200 * time.Millisecond
+			t.Reset(maxWait)
 			continue
 		}
+		t.Reset(wait)
+		wait = min(2*wait, maxWait)
 		seeds := g.seeds()
 		if len(seeds) == 0 {
 			continue
@@ -100,7 +107,7 @@ func (g *Gossip) joinLoop() {
 		n, err := g.ml.Join(seeds)
 		if err != nil && n == 0 {
 			if msg := err.Error(); msg != lastErr {
-				g.log.Warn("cannot reach any gossip seed; retrying every 5s", "seeds", strings.Join(seeds, ","), "err", oneLine(msg))
+				g.log.Warn("cannot reach any gossip seed; retrying", "seeds", strings.Join(seeds, ","), "err", oneLine(msg))
 				lastErr = msg
 			}
 			continue

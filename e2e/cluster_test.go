@@ -6,14 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/internal/netlab"
@@ -49,9 +46,7 @@ func newCluster(t *testing.T, nodes int) *cluster {
 			t.Errorf("lab cleanup: %v", err)
 		}
 	})
-	key, _ := wgtypes.GenerateKey()
-	c.gossipKey = filepath.Join(lab.Dir, "gossip.key")
-	if err := os.WriteFile(c.gossipKey, []byte(key.String()+"\n"), 0o600); err != nil {
+	if c.gossipKey, err = lab.WriteGossipKey(); err != nil {
 		t.Fatal(err)
 	}
 	for i := 1; i <= nodes; i++ {
@@ -64,21 +59,7 @@ func newCluster(t *testing.T, nodes int) *cluster {
 
 // agentArgs are the flags a lab node's agent runs with; the first node is the seed.
 func (c *cluster) agentArgs(n *netlab.Node) []string {
-	var cidrs []string
-	for _, p := range n.PodCIDRs {
-		cidrs = append(cidrs, p.String())
-	}
-	seed := c.lab.Nodes()[0].Addr.String()
-	return []string{
-		"--node-name", n.Name,
-		"--pod-cidr", strings.Join(cidrs, ","),
-		"--advertise-address", n.Addr.String(),
-		"--join", seed,
-		"--gossip-key-file", c.gossipKey,
-		"--state-dir", n.StateDir,
-		"--cni-conf-dir", n.CNIConfDir,
-		"--http-addr", "127.0.0.1:9587",
-	}
+	return n.AgentArgs(c.gossipKey, c.lab.Nodes()[0])
 }
 
 func (c *cluster) start(n *netlab.Node, extra ...string) *netlab.Proc {
@@ -115,28 +96,8 @@ func (c *cluster) peers(n *netlab.Node) ([]agent.PeerStatus, error) {
 // waitMesh waits until every node lists every other node as a peer.
 func (c *cluster) waitMesh(timeout time.Duration) {
 	c.t.Helper()
-	nodes := c.lab.Nodes()
-	deadline := time.Now().Add(timeout)
-	for {
-		missing := ""
-		for _, n := range nodes {
-			ps, err := c.peers(n)
-			if err != nil {
-				missing = err.Error()
-				break
-			}
-			if len(ps) != len(nodes)-1 {
-				missing = fmt.Sprintf("%s has %d peers, want %d", n.Name, len(ps), len(nodes)-1)
-				break
-			}
-		}
-		if missing == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("mesh did not form in %v: %s", timeout, missing)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := c.lab.WaitMesh(context.Background(), c.bins, timeout); err != nil {
+		c.t.Fatal(err)
 	}
 }
 

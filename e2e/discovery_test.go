@@ -112,14 +112,10 @@ func TestUnreachableSeedIsNotFatal(t *testing.T) {
 // peerNames lists the names of a node's peers, sorted; nil while its agent does not answer.
 func peerNames(t *testing.T, c *cluster, n *netlab.Node) []string {
 	t.Helper()
-	ps, err := c.peers(n)
+	names, err := n.PeerNames(context.Background(), c.bins)
 	if err != nil {
 		return nil
 	}
-	var out []string
-	for _, p := range ps {
-		out = append(out, p.Name)
-	}
-	slices.Sort(out)
-	return out
+	slices.Sort(names)
+	return names
 }
