@@ -25,8 +25,15 @@ deps:
 	@command -v $(GO) >/dev/null || { echo "Go is not installed (need Go 1.26)"; exit 1; }
 	@$(GO) mod download
 
+# The reference plugins weft ships beside weft-cni (portmap, loopback) and the
+# bench baseline (ptp, host-local), built from github.com/containernetworking/plugins.
+CNI_PLUGINS := github.com/containernetworking/plugins/plugins/meta/portmap \
+	github.com/containernetworking/plugins/plugins/main/loopback \
+	github.com/containernetworking/plugins/plugins/main/ptp \
+	github.com/containernetworking/plugins/plugins/ipam/host-local
+
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -o $(BIN)/ ./cmd/... $(CNI_PLUGINS)
 
 lint:
 	@echo ">> gofmt"; out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

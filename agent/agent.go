@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"time"
 
+	"github.com/weftnet/weft/cni"
 	"github.com/weftnet/weft/mesh"
+	"github.com/weftnet/weft/policy"
 )
 
 // Claim sources, as shown in /v1/peers.
@@ -40,6 +43,7 @@ type Agent struct {
 	metrics *metrics
 	ready   atomic.Bool
 	saved   []NodeInfo
+	cniConf []byte // written once the first reconcile succeeds
 }
 
 // Run starts the agent and blocks until ctx is done or the device stops. A
@@ -124,6 +128,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		return err
 	}
 	defer a.mesh.Close()
+	if err := enableForwarding(); err != nil {
+		return err
+	}
+	if err := policy.EnsureAntiSpoof(ctx, cni.HostVethPrefix); err != nil {
+		return err
+	}
+	if a.cniConf, err = CNIConfList(cfg, mtu); err != nil {
+		return err
+	}
 	a.metrics = newMetrics(func() float64 { return float64(a.gossip.Members()) },
 		func() float64 { return float64(a.mesh.DeviceWrites()) })
 
@@ -192,8 +205,14 @@ func (a *Agent) reconcile() bool {
 			a.saved = peers
 		}
 	}
-	if !a.ready.Swap(true) {
-		a.log.Info("ready")
+	if !a.ready.Load() {
+		wrote, err := writeCNIConf(a.cfg.CNIConfDir, a.cniConf)
+		if err != nil {
+			a.log.Error("cannot write CNI config; retrying", "err", err)
+			return false
+		}
+		a.ready.Store(true)
+		a.log.Info("ready", "cni_conf", filepath.Join(a.cfg.CNIConfDir, CNIConfFile), "cni_conf_written", wrote)
 	}
 	return true
 }
@@ -220,4 +239,15 @@ func (a *Agent) seeds() []string {
 func sameNode(a, b NodeInfo) bool {
 	return a.Name == b.Name && a.PublicKey == b.PublicKey && a.Endpoint == b.Endpoint &&
 		a.GossipAddr == b.GossipAddr && slices.Equal(a.PodCIDRs, b.PodCIDRs)
+}
+
+// enableForwarding makes the node route between pods, the tunnel and the
+// underlay, as every network plugin must.
+func enableForwarding() error {
+	for _, f := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+		if err := os.WriteFile(f, []byte("1\n"), 0o644); err != nil {
+			return fmt.Errorf("enable forwarding (%s): %w", f, err)
+		}
+	}
+	return nil
 }

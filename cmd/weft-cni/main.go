@@ -1,12 +1,8 @@
-// Command weft-cni is weft's CNI plugin (type "weft-cni").
+// Command weft-cni is weft's CNI plugin (type "weft-cni"), installed as
+// /opt/cni/bin/weft-cni and called by the container runtime for each pod
+// sandbox.
 package main
 
-import (
-	"fmt"
-	"os"
-)
+import "github.com/weftnet/weft/cni"
 
-func main() {
-	fmt.Fprintln(os.Stderr, "weft-cni: not implemented yet (see issue: weft-cni)")
-	os.Exit(1)
-}
+func main() { cni.Main("weft-cni: attaches pods to the weft mesh") }

@@ -9,6 +9,15 @@ import (
 	"testing"
 )
 
+// CNIPlugins are the reference plugins built beside weft's binaries (the
+// Makefile's CNI_PLUGINS).
+var CNIPlugins = []string{
+	"github.com/containernetworking/plugins/plugins/meta/portmap",
+	"github.com/containernetworking/plugins/plugins/main/loopback",
+	"github.com/containernetworking/plugins/plugins/main/ptp",
+	"github.com/containernetworking/plugins/plugins/ipam/host-local",
+}
+
 var build struct {
 	once sync.Once
 	dir  string
@@ -35,7 +44,7 @@ func Binaries(t testing.TB) string {
 			build.err = err
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/...")
+		cmd := exec.Command("go", append([]string{"build", "-o", dir + "/", "./cmd/..."}, CNIPlugins...)...)
 		cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))
 		out, err := cmd.CombinedOutput()
 		build.dir, build.err, build.out = dir, err, string(out)

@@ -111,45 +111,51 @@ func (n *Node) Ping(ctx context.Context, dst netip.Addr, count int, timeout time
 	return exec.CommandContext(ctx, "ip", args...).Run() == nil
 }
 
-// Dial opens a connection from inside the node's network namespace.
-func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+// Do runs fn on a thread inside the node's network namespace. Processes
+// fn starts (os/exec, libcni) are born in that namespace, as a runtime's
+// plugins are born in the host's. The thread returns to its namespace
+// afterwards; if it cannot, it stays locked and Go discards it rather than
+// reuse a thread in the wrong namespace.
+func (n *Node) Do(fn func() error) error {
 	h, err := netns.GetFromName(n.NS)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer h.Close()
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
+	errc := make(chan error, 1)
 	go func() {
-		// The socket is created while this locked thread is in the node's
-		// namespace and keeps that namespace afterwards; the thread then
-		// returns to its own namespace. If it cannot, it stays locked and Go
-		// discards it rather than reuse a thread in the wrong namespace.
 		runtime.LockOSThread()
 		orig, err := netns.Get()
 		if err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{nil, err}
+			errc <- err
 			return
 		}
 		defer orig.Close()
 		if err := netns.Set(h); err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{nil, err}
+			errc <- err
 			return
 		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
+		err = fn()
 		if netns.Set(orig) == nil {
 			runtime.UnlockOSThread()
 		}
-		ch <- result{c, err}
+		errc <- err
 	}()
-	r := <-ch
-	return r.c, r.err
+	return <-errc
+}
+
+// Dial opens a connection from inside the node's network namespace.
+func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() error {
+		var d net.Dialer
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
 }
 
 // HTTPClient returns a client whose connections start inside the node.

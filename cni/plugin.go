@@ -1,0 +1,453 @@
+package cni
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/cni/ipam"
+)
+
+// RouteProtocol tags the host routes to pods (shown as "proto 88").
+const RouteProtocol netlink.RouteProtocol = 88
+
+func cniErr(code uint, format string, args ...any) *types.Error {
+	return types.NewError(code, "weft-cni: "+fmt.Sprintf(format, args...), "")
+}
+
+// ioErr maps a storage failure to a CNI error: a full disk or a busy
+// resource may pass, so the runtime should try again later.
+func ioErr(what string, err error) *types.Error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, ipam.ErrExhausted) {
+		return cniErr(types.ErrTryAgainLater, "%s: %v", what, err)
+	}
+	return cniErr(types.ErrInternal, "%s: %v", what, err)
+}
+
+func checkArgs(args *skel.CmdArgs, needNetns bool) error {
+	if args.ContainerID == "" || len(args.ContainerID) > 256 || !containerIDRE.MatchString(args.ContainerID) {
+		return cniErr(types.ErrInvalidEnvironmentVariables, "CNI_CONTAINERID %q: want letters, digits, '_', '.' or '-'", args.ContainerID)
+	}
+	if args.IfName == "" || len(args.IfName) > 15 || strings.ContainsAny(args.IfName, "/: \t\n") || args.IfName == "." || args.IfName == ".." {
+		return cniErr(types.ErrInvalidEnvironmentVariables, "CNI_IFNAME %q: want an interface name of 1-15 bytes", args.IfName)
+	}
+	if needNetns && args.Netns == "" {
+		return cniErr(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is empty")
+	}
+	return nil
+}
+
+func openNetns(path string) (ns.NetNS, error) {
+	n, err := ns.GetNS(path)
+	if err != nil {
+		var notNS ns.NSPathNotNSErr
+		if errors.As(err, &notNS) {
+			return nil, cniErr(types.ErrInvalidEnvironmentVariables, "CNI_NETNS %s is not a network namespace", path)
+		}
+		return nil, cniErr(types.ErrInvalidEnvironmentVariables, "CNI_NETNS %s: %v", path, err)
+	}
+	return n, nil
+}
+
+// Add attaches the sandbox. On any failure it undoes what it did.
+func Add(args *skel.CmdArgs) (err error) {
+	conf, err := ParseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := checkArgs(args, true); err != nil {
+		return err
+	}
+	netns, err := openNetns(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer netns.Close()
+	hostNS, err := ns.GetCurrentNS()
+	if err != nil {
+		return cniErr(types.ErrInternal, "current netns: %v", err)
+	}
+	defer hostNS.Close()
+
+	store, err := ipam.Open(conf.storeDir())
+	if err != nil {
+		return ioErr("ipam", err)
+	}
+	defer store.Close()
+	if err := store.Lock(); err != nil {
+		return ioErr("ipam lock", err)
+	}
+	who := ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
+	var addrs []netip.Addr
+	for _, pool := range conf.Pools() {
+		a, err := store.Reserve(pool, who)
+		if err != nil {
+			store.Release(who)
+			store.Unlock()
+			return ioErr("reserve address", err)
+		}
+		addrs = append(addrs, a)
+	}
+	store.Unlock()
+	hostName := HostVethName(args.ContainerID, args.IfName)
+	defer func() {
+		if err != nil {
+			deleteLink(hostName)
+			store.Lock()
+			store.Release(who)
+			store.Unlock()
+		}
+	}()
+	deleteLink(hostName) // left by an ADD of this attachment killed half-way
+
+	var hostIf, contIf net.Interface
+	err = netns.Do(func(ns.NetNS) error {
+		if _, err := netlink.LinkByName(args.IfName); err == nil {
+			return cniErr(types.ErrInvalidEnvironmentVariables, "interface %s already exists in %s", args.IfName, args.Netns)
+		}
+		var err error
+		hostIf, contIf, err = ip.SetupVethWithName(args.IfName, hostName, conf.MTU, "", hostNS)
+		if err != nil {
+			return err
+		}
+		return configureSandbox(args.IfName, hostIf.HardwareAddr, addrs)
+	})
+	if err != nil {
+		var ce *types.Error
+		if errors.As(err, &ce) {
+			return ce
+		}
+		return cniErr(types.ErrInternal, "set up %s in %s: %v", args.IfName, args.Netns, err)
+	}
+	if err := routeToPod(hostName, addrs); err != nil {
+		return cniErr(types.ErrInternal, "host route: %v", err)
+	}
+
+	result := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: hostIf.Name, Mac: hostIf.HardwareAddr.String()},
+			{Name: contIf.Name, Mac: contIf.HardwareAddr.String(), Sandbox: args.Netns},
+		},
+	}
+	for _, a := range addrs {
+		gw := GatewayV4
+		if a.Is6() {
+			gw = GatewayV6
+		}
+		result.IPs = append(result.IPs, &current.IPConfig{
+			Interface: current.Int(1),
+			Address:   net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())},
+			Gateway:   gw.AsSlice(),
+		})
+		result.Routes = append(result.Routes, &types.Route{Dst: defaultNet(a), GW: gw.AsSlice()})
+	}
+	return types.PrintResult(result, conf.CNIVersion)
+}
+
+func defaultNet(a netip.Addr) net.IPNet {
+	if a.Is4() {
+		return net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+	}
+	return net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+}
+
+// configureSandbox runs inside the pod's namespace: the pod's addresses as
+// /32 and /128, an on-link gateway per family pinned to the host veth's MAC,
+// and default routes through it.
+func configureSandbox(ifname string, hostMAC net.HardwareAddr, addrs []netip.Addr) error {
+	link, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("set %s up: %w", ifname, err)
+	}
+	for _, a := range addrs {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}}
+		gw := GatewayV4
+		if a.Is6() {
+			addr.Flags = unix.IFA_F_NODAD
+			gw = GatewayV6
+		}
+		if err := netlink.AddrAdd(link, addr); err != nil {
+			return fmt.Errorf("add %s: %w", a, err)
+		}
+		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: link.Attrs().Index, State: netlink.NUD_PERMANENT,
+			IP: gw.AsSlice(), HardwareAddr: hostMAC, Family: family(gw)}); err != nil {
+			return fmt.Errorf("gateway neighbour %s: %w", gw, err)
+		}
+		if a.Is4() {
+			if err := netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Scope: netlink.SCOPE_LINK,
+				Dst: &net.IPNet{IP: gw.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
+				return fmt.Errorf("route to gateway: %w", err)
+			}
+		}
+		dst := defaultNet(a)
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: &dst, Gw: gw.AsSlice()}); err != nil {
+			return fmt.Errorf("default route via %s: %w", gw, err)
+		}
+	}
+	return nil
+}
+
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
+}
+
+// routeToPod routes each pod address over its host veth.
+func routeToPod(hostName string, addrs []netip.Addr) error {
+	link, err := netlink.LinkByName(hostName)
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		r := &netlink.Route{LinkIndex: link.Attrs().Index, Scope: netlink.SCOPE_LINK, Protocol: RouteProtocol,
+			Dst: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}}
+		if err := netlink.RouteReplace(r); err != nil {
+			return fmt.Errorf("%s via %s: %w", a, hostName, err)
+		}
+	}
+	return nil
+}
+
+func deleteLink(name string) {
+	if l, err := netlink.LinkByName(name); err == nil {
+		netlink.LinkDel(l)
+	}
+}
+
+// Del detaches the sandbox and frees its addresses. It succeeds when there
+// is nothing left to do: the netns gone, the veth gone, DEL run twice.
+func Del(args *skel.CmdArgs) error {
+	conf, err := ParseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := checkArgs(args, false); err != nil {
+		return err
+	}
+	if args.Netns != "" {
+		if netns, err := ns.GetNS(args.Netns); err == nil {
+			netns.Do(func(ns.NetNS) error {
+				deleteLink(args.IfName)
+				return nil
+			})
+			netns.Close()
+		}
+	}
+	deleteLink(HostVethName(args.ContainerID, args.IfName))
+	store, err := ipam.Open(conf.storeDir())
+	if err != nil {
+		return ioErr("ipam", err)
+	}
+	defer store.Close()
+	if err := store.Lock(); err != nil {
+		return ioErr("ipam lock", err)
+	}
+	defer store.Unlock()
+	if _, err := store.Release(ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}); err != nil {
+		return ioErr("release", err)
+	}
+	return nil
+}
+
+// Check verifies that the attachment is still as ADD left it.
+func Check(args *skel.CmdArgs) error {
+	conf, err := ParseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := checkArgs(args, true); err != nil {
+		return err
+	}
+	if conf.RawPrevResult == nil {
+		return cniErr(types.ErrInvalidNetworkConfig, "CHECK needs prevResult")
+	}
+	if err := version100(conf); err != nil {
+		return err
+	}
+	prev, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return cniErr(types.ErrDecodingFailure, "prevResult: %v", err)
+	}
+	hostName := HostVethName(args.ContainerID, args.IfName)
+	hostLink, err := netlink.LinkByName(hostName)
+	if err != nil {
+		return cniErr(types.ErrInternal, "host veth %s is missing", hostName)
+	}
+	store, err := ipam.Open(conf.storeDir())
+	if err != nil {
+		return ioErr("ipam", err)
+	}
+	defer store.Close()
+	held, err := store.List()
+	if err != nil {
+		return ioErr("ipam", err)
+	}
+	var want []netip.Addr
+	for _, c := range prev.IPs {
+		a, _ := netip.AddrFromSlice(c.Address.IP)
+		a = a.Unmap()
+		want = append(want, a)
+		if held[a] != (ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}) {
+			return cniErr(types.ErrInternal, "address %s is not reserved for this attachment", a)
+		}
+		if !hasRoute(hostLink, a) {
+			return cniErr(types.ErrInternal, "host route to %s via %s is missing", a, hostName)
+		}
+	}
+	netns, err := openNetns(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer netns.Close()
+	return netns.Do(func(ns.NetNS) error {
+		link, err := netlink.LinkByName(args.IfName)
+		if err != nil {
+			return cniErr(types.ErrInternal, "interface %s is missing in the sandbox", args.IfName)
+		}
+		have, _ := netlink.AddrList(link, netlink.FAMILY_ALL)
+		for _, a := range want {
+			found := false
+			for _, h := range have {
+				if h.IP.Equal(a.AsSlice()) {
+					found = true
+				}
+			}
+			if !found {
+				return cniErr(types.ErrInternal, "address %s is missing on %s", a, args.IfName)
+			}
+			routes, _ := netlink.RouteList(link, family(a))
+			if !hasDefault(routes) {
+				return cniErr(types.ErrInternal, "default route for %s is missing in the sandbox", a)
+			}
+		}
+		return nil
+	})
+}
+
+func version100(conf *NetConf) error {
+	if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
+		return cniErr(types.ErrDecodingFailure, "prevResult: %v", err)
+	}
+	return nil
+}
+
+func hasRoute(link netlink.Link, a netip.Addr) bool {
+	routes, _ := netlink.RouteList(link, family(a))
+	for _, r := range routes {
+		if r.Dst != nil && r.Dst.IP.Equal(a.AsSlice()) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasDefault(routes []netlink.Route) bool {
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+			if ones, _ := maskSize(r.Dst); ones == 0 && r.Gw != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func maskSize(n *net.IPNet) (int, int) {
+	if n == nil {
+		return 0, 0
+	}
+	return n.Mask.Size()
+}
+
+// GC removes reservations and host veths of attachments the runtime no
+// longer lists in cni.dev/valid-attachments.
+func GC(args *skel.CmdArgs) error {
+	conf, err := ParseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	valid := map[ipam.Attachment]bool{}
+	validVeth := map[string]bool{}
+	for _, a := range conf.ValidAttachments {
+		valid[ipam.Attachment{ContainerID: a.ContainerID, IfName: a.IfName}] = true
+		validVeth[HostVethName(a.ContainerID, a.IfName)] = true
+	}
+	store, err := ipam.Open(conf.storeDir())
+	if err != nil {
+		return ioErr("ipam", err)
+	}
+	defer store.Close()
+	if err := store.Lock(); err != nil {
+		return ioErr("ipam lock", err)
+	}
+	defer store.Unlock()
+	held, err := store.List()
+	if err != nil {
+		return ioErr("ipam", err)
+	}
+	for ip, who := range held {
+		if !valid[who] {
+			if err := store.ReleaseAddr(ip); err != nil {
+				return ioErr("gc "+ip.String(), err)
+			}
+		}
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return cniErr(types.ErrInternal, "list links: %v", err)
+	}
+	for _, l := range links {
+		name := l.Attrs().Name
+		if _, ok := l.(*netlink.Veth); ok && strings.HasPrefix(name, HostVethPrefix) && len(name) == 15 && !validVeth[name] {
+			netlink.LinkDel(l)
+		}
+	}
+	return nil
+}
+
+// Status reports whether the agent is ready, by asking its /readyz.
+func Status(args *skel.CmdArgs) error {
+	conf, err := ParseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if conf.ReadyURL == "" {
+		return nil
+	}
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(conf.ReadyURL)
+	if err != nil {
+		return cniErr(types.ErrPluginNotAvailable, "weft agent is not answering at %s: is the weft-agent pod running on this node?", conf.ReadyURL)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return cniErr(types.ErrPluginNotAvailable, "weft agent at %s is not ready yet (%s)", conf.ReadyURL, resp.Status)
+	}
+	return nil
+}
+
+// Main runs the plugin as a CNI binary.
+func Main(about string) {
+	skel.PluginMainFuncs(skel.CNIFuncs{Add: Add, Del: Del, Check: Check, GC: GC, Status: Status},
+		supportedVersions, about)
+}

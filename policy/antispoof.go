@@ -1,0 +1,45 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+
+	"sigs.k8s.io/knftables"
+)
+
+// Table is the nftables table weft owns, in the inet family.
+const Table = "weft"
+
+// AntiSpoofChain drops packets that arrive on a pod's host veth with a
+// source address that is not routed back through that same veth, i.e. any
+// source other than the pod's own (reverse-path filtering, IPv4 and IPv6).
+const AntiSpoofChain = "antispoof"
+
+// EnsureAntiSpoof installs (or refreshes) the anti-spoofing chain for host
+// veths whose names start with vethPrefix. It replaces the chain's rules in
+// one transaction, so there is no moment without them.
+func EnsureAntiSpoof(ctx context.Context, vethPrefix string) error {
+	nft, err := knftables.New(knftables.InetFamily, Table)
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	tx := nft.NewTransaction()
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft")})
+	chain := &knftables.Chain{
+		Name:     AntiSpoofChain,
+		Type:     knftables.PtrTo(knftables.FilterType),
+		Hook:     knftables.PtrTo(knftables.PreroutingHook),
+		Priority: knftables.PtrTo(knftables.RawPriority),
+		Comment:  knftables.PtrTo("drop pod packets with a source that is not the pod's"),
+	}
+	tx.Add(chain)
+	tx.Flush(chain)
+	tx.Add(&knftables.Rule{
+		Chain: AntiSpoofChain,
+		Rule:  knftables.Concat("iifname", fmt.Sprintf("%q", vethPrefix+"*"), "fib saddr . iif oif missing", "counter", "drop"),
+	})
+	if err := nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("nftables anti-spoofing: %w", err)
+	}
+	return nil
+}
