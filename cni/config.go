@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
@@ -52,6 +53,14 @@ func ParseConf(b []byte) (*NetConf, error) {
 	var probe map[string]json.RawMessage
 	if err := json.Unmarshal(b, &probe); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, "weft-cni: config is not valid JSON", err.Error())
+	}
+	// Keys under cni.dev/ belong to the runtime and the spec (libcni adds
+	// cni.dev/attachments to GC, for one); they are not weft's to refuse.
+	for k := range probe {
+		if strings.HasPrefix(k, "cni.dev/") && k != "cni.dev/valid-attachments" {
+			delete(probe, k)
+			b, _ = json.Marshal(probe)
+		}
 	}
 	c := &NetConf{}
 	dec := json.NewDecoder(bytes.NewReader(b))

@@ -116,8 +116,11 @@ func (n *Node) Ping(ctx context.Context, dst netip.Addr, count int, timeout time
 // plugins are born in the host's. The thread returns to its namespace
 // afterwards; if it cannot, it stays locked and Go discards it rather than
 // reuse a thread in the wrong namespace.
-func (n *Node) Do(fn func() error) error {
-	h, err := netns.GetFromName(n.NS)
+func (n *Node) Do(fn func() error) error { return inNamespace(n.NS, fn) }
+
+// inNamespace runs fn on a thread inside the named network namespace.
+func inNamespace(name string, fn func() error) error {
+	h, err := netns.GetFromName(name)
 	if err != nil {
 		return err
 	}

@@ -119,3 +119,6 @@ func (p *Pod) Ping(ctx context.Context, dst netip.Addr, timeoutSec float64, extr
 	args := append([]string{"-n", "-q", "-c", "1", "-W", fmt.Sprintf("%.1f", timeoutSec)}, extra...)
 	return p.Command(ctx, "ping", append(args, dst.String())...).Run() == nil
 }
+
+// Do runs fn on a thread inside the pod's network namespace (see Node.Do).
+func (p *Pod) Do(fn func() error) error { return inNamespace(p.NS, fn) }
