@@ -174,27 +174,29 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 		case <-kick:
 		case <-retry.C:
 		}
-		if !a.reconcile() {
+		if again := a.reconcile(); again {
 			retry.Reset(time.Second)
 		}
 	}
 }
 
-// reconcile applies the registry's view to the data plane. It reports success.
-func (a *Agent) reconcile() bool {
+// reconcile applies the registry's view to the data plane. It reports
+// whether another pass is due soon: after a failure, or when passive peers
+// wait for their keepalive.
+func (a *Agent) reconcile() (again bool) {
 	peers, _ := a.reg.Peers()
 	ch, err := a.mesh.Apply(Plan(a.self, peers))
 	if err != nil {
 		a.metrics.reconciles.WithLabelValues("error").Inc()
 		a.log.Error("reconcile failed; retrying", "err", err)
-		return false
+		return true
 	}
 	a.metrics.peers.Set(float64(len(peers)))
 	if ch.Empty() {
 		a.metrics.reconciles.WithLabelValues("unchanged").Inc()
 	} else {
 		a.metrics.reconciles.WithLabelValues("changed").Inc()
-		a.log.Info("reconciled", "peers", len(peers), "peers_written", ch.PeersWritten, "peers_removed", ch.PeersRemoved,
+		a.log.Info("reconciled", "peers", len(peers), "peers_written", ch.PeersWritten, "peers_removed", ch.PeersRemoved, "peers_deferred", ch.PeersDeferred,
 			"routes_added", ch.RoutesAdded, "routes_removed", ch.RoutesRemoved,
 			"addresses_added", ch.AddressesAdded, "addresses_removed", ch.AddressesRemoved)
 	}
@@ -209,12 +211,12 @@ func (a *Agent) reconcile() bool {
 		wrote, err := writeCNIConf(a.cfg.CNIConfDir, a.cniConf)
 		if err != nil {
 			a.log.Error("cannot write CNI config; retrying", "err", err)
-			return false
+			return true
 		}
 		a.ready.Store(true)
 		a.log.Info("ready", "cni_conf", filepath.Join(a.cfg.CNIConfDir, CNIConfFile), "cni_conf_written", wrote)
 	}
-	return true
+	return ch.PeersDeferred > 0
 }
 
 func (a *Agent) rejected(r Rejection) {

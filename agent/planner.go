@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"net/netip"
 	"time"
 
@@ -33,6 +34,8 @@ func Plan(self NodeInfo, peers []NodeInfo) mesh.State {
 			Endpoint:   n.Endpoint,
 			AllowedIPs: n.PodCIDRs,
 			Keepalive:  Keepalive,
+			// The end with the greater key waits for the other's handshake.
+			Passive: bytes.Compare(self.PublicKey[:], n.PublicKey[:]) > 0,
 		})
 		for _, p := range n.PodCIDRs {
 			s.Routes = append(s.Routes, mesh.Route{Dst: p, Src: src[p.Addr().Is4()]})

@@ -133,7 +133,7 @@ func Add(args *skel.CmdArgs) (err error) {
 		}
 		return cniErr(types.ErrInternal, "set up %s in %s: %v", args.IfName, args.Netns, err)
 	}
-	if err := routeToPod(hostName, addrs); err != nil {
+	if err := routeToPod(hostName, contIf.HardwareAddr, addrs); err != nil {
 		return cniErr(types.ErrInternal, "host route: %v", err)
 	}
 
@@ -212,13 +212,20 @@ func family(a netip.Addr) int {
 	return netlink.FAMILY_V6
 }
 
-// routeToPod routes each pod address over its host veth.
-func routeToPod(hostName string, addrs []netip.Addr) error {
+// routeToPod routes each pod address over its host veth, with a permanent
+// neighbour entry for the pod's MAC: like the pod's pinned gateway, this
+// needs no ARP or NDP, so the first packet is not lost while the host veth's
+// link-local address is still in duplicate address detection.
+func routeToPod(hostName string, podMAC net.HardwareAddr, addrs []netip.Addr) error {
 	link, err := netlink.LinkByName(hostName)
 	if err != nil {
 		return err
 	}
 	for _, a := range addrs {
+		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: link.Attrs().Index, State: netlink.NUD_PERMANENT,
+			IP: a.AsSlice(), HardwareAddr: podMAC, Family: family(a)}); err != nil {
+			return fmt.Errorf("neighbour %s on %s: %w", a, hostName, err)
+		}
 		r := &netlink.Route{LinkIndex: link.Attrs().Index, Scope: netlink.SCOPE_LINK, Protocol: RouteProtocol,
 			Dst: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}}
 		if err := netlink.RouteReplace(r); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -36,6 +37,10 @@ func newCluster(t *testing.T, nodes int) *cluster {
 		t.Fatalf("lab: %v", err)
 	}
 	c := &cluster{t: t, lab: lab, bins: bins, agents: map[string]*netlab.Proc{}}
+	if os.Getenv("WEFT_LAB_KEEP") == "1" {
+		lab.Keep()
+		t.Logf("lab directory kept: %s", lab.Dir)
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for name, p := range c.agents {
@@ -58,8 +63,13 @@ func newCluster(t *testing.T, nodes int) *cluster {
 }
 
 // agentArgs are the flags a lab node's agent runs with; the first node is the seed.
+// WEFT_LAB_DEBUG=1 runs them at debug level (wireguard-go's own messages).
 func (c *cluster) agentArgs(n *netlab.Node) []string {
-	return n.AgentArgs(c.gossipKey, c.lab.Nodes()[0])
+	args := n.AgentArgs(c.gossipKey, c.lab.Nodes()[0])
+	if os.Getenv("WEFT_LAB_DEBUG") == "1" {
+		args = append(args, "--log-level", "debug")
+	}
+	return args
 }
 
 func (c *cluster) start(n *netlab.Node, extra ...string) *netlab.Proc {

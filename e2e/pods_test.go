@@ -2,12 +2,9 @@ package e2e
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
@@ -15,10 +12,9 @@ import (
 // only once its mesh is ready).
 func (c *cluster) waitCNIConf(n *netlab.Node) {
 	c.t.Helper()
-	eventually(c.t, 20*time.Second, n.Name+" writes its CNI config", func() bool {
-		_, err := os.Stat(filepath.Join(n.CNIConfDir, agent.CNIConfFile))
-		return err == nil
-	})
+	if err := n.WaitCNIConf(context.Background(), 20*time.Second); err != nil {
+		c.t.Fatal(err)
+	}
 }
 
 // addPod attaches a pod on n through libcni and removes it at cleanup.
@@ -55,8 +51,8 @@ func TestPodsReachEachOtherAcrossNodes(t *testing.T) {
 					t.Fatalf("pod on %s has no %v address: %+v", to.Node.Name, map[bool]string{false: "IPv4", true: "IPv6"}[v6], to.Result)
 				}
 				ok := false
-				for i := 0; i < 20 && !ok; i++ {
-					ok = from.Ping(ctx, dst, 0.5)
+				for i := 0; i < 3 && !ok; i++ {
+					ok = from.Ping(ctx, dst, 1)
 				}
 				if !ok {
 					t.Errorf("pod on %s cannot reach pod on %s at %s", from.Node.Name, to.Node.Name, dst)

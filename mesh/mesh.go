@@ -20,6 +20,7 @@ type Mesh struct {
 // Changes counts what one Apply changed.
 type Changes struct {
 	PeersWritten, PeersRemoved       int
+	PeersDeferred                    int // passive peers whose keepalive waits for the next Apply
 	AddressesAdded, AddressesRemoved int
 	RoutesAdded, RoutesRemoved       int
 }
@@ -78,7 +79,9 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 	if err != nil {
 		return ch, err
 	}
-	if cfgs := DiffPeers(s.Peers, peers); len(cfgs) > 0 {
+	cfgs, deferred := DiffPeers(s.Peers, peers)
+	ch.PeersDeferred = deferred
+	if len(cfgs) > 0 {
 		if err := m.wg.ConfigureDevice(m.dev.name, wgtypes.Config{Peers: cfgs}); err != nil {
 			return ch, fmt.Errorf("configure peers: %w", err)
 		}

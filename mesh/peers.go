@@ -10,8 +10,10 @@ import (
 // DiffPeers returns the changes that turn the device's actual peers into the
 // desired ones: new and changed peers are written whole (their AllowedIPs
 // replaced), peers no longer wanted are removed, and unchanged peers are not
-// mentioned at all. An empty result means the device needs no write.
-func DiffPeers(desired []Peer, actual []wgtypes.Peer) []wgtypes.PeerConfig {
+// mentioned at all. An empty result means the device needs no write. New
+// passive peers are created without keepalive; deferred counts them, and a
+// later DiffPeers turns their keepalive on.
+func DiffPeers(desired []Peer, actual []wgtypes.Peer) (cfgs []wgtypes.PeerConfig, deferred int) {
 	have := make(map[wgtypes.Key]wgtypes.Peer, len(actual))
 	for _, p := range actual {
 		have[p.PublicKey] = p
@@ -20,10 +22,15 @@ func DiffPeers(desired []Peer, actual []wgtypes.Peer) []wgtypes.PeerConfig {
 	var out []wgtypes.PeerConfig
 	for _, d := range desired {
 		want[d.PublicKey] = true
-		if a, ok := have[d.PublicKey]; ok && peerMatches(d, a) {
+		a, exists := have[d.PublicKey]
+		if exists && peerMatches(d, a) {
 			continue
 		}
 		ka := d.Keepalive
+		if !exists && d.Passive && ka != 0 {
+			ka = 0
+			deferred++
+		}
 		out = append(out, wgtypes.PeerConfig{
 			PublicKey:                   d.PublicKey,
 			Endpoint:                    udpAddr(d.Endpoint),
@@ -37,7 +44,7 @@ func DiffPeers(desired []Peer, actual []wgtypes.Peer) []wgtypes.PeerConfig {
 			out = append(out, wgtypes.PeerConfig{PublicKey: a.PublicKey, Remove: true})
 		}
 	}
-	return out
+	return out, deferred
 }
 
 func peerMatches(d Peer, a wgtypes.Peer) bool {

@@ -75,7 +75,7 @@ func TestDiffPeers(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := DiffPeers(tc.desired, tc.actual)
+			got, _ := DiffPeers(tc.desired, tc.actual)
 			if len(got) != len(tc.ops) {
 				t.Fatalf("got %d changes, want %d: %+v", len(got), len(tc.ops), got)
 			}
@@ -93,7 +93,7 @@ func TestDiffPeers(t *testing.T) {
 
 func TestDiffPeersWritesExactlyThePodCIDRs(t *testing.T) {
 	a := key(t)
-	got := DiffPeers([]Peer{want(a, "10.99.0.11:51820", "10.244.1.0/24", "fd00:10:244:1::/64")}, nil)
+	got, _ := DiffPeers([]Peer{want(a, "10.99.0.11:51820", "10.244.1.0/24", "fd00:10:244:1::/64")}, nil)
 	if len(got) != 1 || len(got[0].AllowedIPs) != 2 {
 		t.Fatalf("got %+v", got)
 	}
@@ -127,5 +127,24 @@ func TestDiffAddresses(t *testing.T) {
 	add, del := DiffAddresses([]netip.Prefix{p("10.244.1.1/32"), p("fd00:10:244:1::1/128")}, []netip.Prefix{p("10.244.7.1/32"), p("fd00:10:244:1::1/128")})
 	if len(add) != 1 || add[0] != p("10.244.1.1/32") || len(del) != 1 || del[0] != p("10.244.7.1/32") {
 		t.Fatalf("add %v del %v", add, del)
+	}
+}
+
+// A passive peer is created without keepalive, then gets it on the next diff.
+func TestDiffPeersDefersPassiveKeepalive(t *testing.T) {
+	a := key(t)
+	p := want(a, "10.99.0.11:51820", "10.244.1.0/24")
+	p.Passive = true
+	cfgs, deferred := DiffPeers([]Peer{p}, nil)
+	if len(cfgs) != 1 || deferred != 1 || *cfgs[0].PersistentKeepaliveInterval != 0 {
+		t.Fatalf("create: %+v deferred=%d; want keepalive 0 and one deferred", cfgs, deferred)
+	}
+	cfgs, deferred = DiffPeers([]Peer{p}, []wgtypes.Peer{wgPeer(a, "10.99.0.11:51820", 0, "10.244.1.0/24")})
+	if len(cfgs) != 1 || deferred != 0 || *cfgs[0].PersistentKeepaliveInterval != 25*time.Second {
+		t.Fatalf("next diff: %+v deferred=%d; want keepalive turned on", cfgs, deferred)
+	}
+	cfgs, _ = DiffPeers([]Peer{p}, []wgtypes.Peer{wgPeer(a, "10.99.0.11:51820", 25*time.Second, "10.244.1.0/24")})
+	if len(cfgs) != 0 {
+		t.Fatalf("settled passive peer still written: %+v", cfgs)
 	}
 }

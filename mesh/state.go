@@ -23,6 +23,13 @@ type Peer struct {
 	Endpoint   netip.AddrPort
 	AllowedIPs []netip.Prefix // exactly the peer's pod CIDRs
 	Keepalive  time.Duration  // 0: off
+	// Passive defers the keepalive of a newly created peer to the next
+	// Apply. Turning a keepalive on makes wireguard-go send a handshake at
+	// once; if both ends do that at the same instant, each consumes the
+	// other's initiation, both end up responders, and the session waits
+	// for WireGuard's 5 s retry. One end of each pair (the planner picks it)
+	// waits, so the other's handshake is answered instead of crossed.
+	Passive bool
 }
 
 // Route sends Dst into the tunnel with source address Src (invalid: kernel's choice).

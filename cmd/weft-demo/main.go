@@ -12,14 +12,12 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
@@ -91,11 +89,25 @@ func run(ctx context.Context, bins string, nodes int) (err error) {
 	}
 	fmt.Print(indent(out))
 
-	step("reachability: ping from each node to every node's own pod-CIDR address (IPv4 / IPv6)")
-	matrix(ctx, ns)
+	step("pods: one per node, attached by weft-cni through libcni (as containerd does)")
+	var pods []*netlab.Pod
+	for _, n := range ns {
+		if err := n.WaitCNIConf(ctx, 20*time.Second); err != nil {
+			return err
+		}
+		p, err := n.AddPod(ctx, bins, "pod-"+n.Name)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("   %-11s on %-6s %-12s %s\n", p.Name, n.Name, p.Addr(false), p.Addr(true))
+		pods = append(pods, p)
+	}
 
-	step("iperf3: %s -> %s across the encrypted mesh (one TCP stream, 5 s)", ns[0].Name, ns[1].Name)
-	bps, err := iperf(ctx, ns[0], ns[1])
+	step("reachability: ping from every pod and node to every pod (IPv4/IPv6), no NAT anywhere")
+	matrix(ctx, ns, pods)
+
+	step("iperf3: %s -> %s across the encrypted mesh (one TCP stream, 5 s)", pods[0].Name, pods[1].Name)
+	bps, err := iperf(ctx, pods[0], pods[1])
 	if err != nil {
 		return err
 	}
@@ -103,41 +115,59 @@ func run(ctx context.Context, bins string, nodes int) (err error) {
 	return ctx.Err()
 }
 
-func matrix(ctx context.Context, ns []*netlab.Node) {
-	fmt.Printf("   %-8s", "from\\to")
-	for _, to := range ns {
+// source is anything that can ping: a node or a pod.
+type source struct {
+	name string
+	ping func(ctx context.Context, dst netip.Addr) bool
+}
+
+func matrix(ctx context.Context, ns []*netlab.Node, pods []*netlab.Pod) {
+	var from []source
+	for _, p := range pods {
+		from = append(from, source{p.Name, func(ctx context.Context, dst netip.Addr) bool { return p.Ping(ctx, dst, 1) }})
+	}
+	for _, n := range ns {
+		from = append(from, source{n.Name, func(ctx context.Context, dst netip.Addr) bool { return n.Ping(ctx, dst, 1, time.Second) }})
+	}
+	fmt.Printf("   %-11s", "from\\to")
+	for _, to := range pods {
 		fmt.Printf("%-12s", to.Name)
 	}
 	fmt.Println()
-	for _, from := range ns {
-		fmt.Printf("   %-8s", from.Name)
-		for _, to := range ns {
+	failed := 0
+	for _, f := range from {
+		fmt.Printf("   %-11s", f.name)
+		for _, to := range pods {
 			var cell []string
-			for _, p := range to.PodCIDRs {
-				if from.Ping(ctx, agent.FirstAddress(p), 1, time.Second) {
+			for _, v6 := range []bool{false, true} {
+				if f.ping(ctx, to.Addr(v6)) {
 					cell = append(cell, "ok")
 				} else {
 					cell = append(cell, "FAIL")
+					failed++
 				}
 			}
 			fmt.Printf("%-12s", strings.Join(cell, "/"))
 		}
 		fmt.Println()
 	}
+	if failed > 0 {
+		fmt.Printf("   %d probes failed\n", failed)
+	}
 }
 
-// iperf runs an iperf3 server on to's own pod-CIDR address and a client on from.
-func iperf(ctx context.Context, from, to *netlab.Node) (float64, error) {
-	dst := agent.FirstAddress(to.PodCIDRs[0])
-	srv, err := to.Start("iperf3", "-s", "-1", "-B", dst.String())
-	if err != nil {
+// iperf runs an iperf3 server in pod to and a client in pod from.
+func iperf(ctx context.Context, from, to *netlab.Pod) (float64, error) {
+	dst := to.Addr(false)
+	srv := to.Command(ctx, "iperf3", "-s", "-1", "-B", dst.String())
+	if err := srv.Start(); err != nil {
 		return 0, err
 	}
-	defer srv.Stop()
+	defer func() { srv.Process.Kill(); srv.Wait() }()
 	// iperf3 -J reports "connection refused" in its JSON until the server listens.
 	var lastErr string
 	for i := 0; i < 50; i++ {
-		out, _ := exec.CommandContext(ctx, "ip", "netns", "exec", from.NS, "iperf3", "-c", dst.String(), "-t", "5", "-J").Output()
+		out, _ := from.Command(ctx, "iperf3", "-c", dst.String(), "-t", "5", "-J").Output()
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
@@ -156,9 +186,6 @@ func iperf(ctx context.Context, from, to *netlab.Node) (float64, error) {
 			return r.End.SumReceived.BitsPerSecond, nil
 		}
 		lastErr = r.Error
-		if ctx.Err() != nil {
-			break
-		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	return 0, fmt.Errorf("iperf3: %s", lastErr)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/weftnet/weft/agent"
 )
 
 // AgentHTTP is where lab agents serve their API, inside each node.
@@ -103,6 +105,26 @@ func (l *Lab) WaitMesh(ctx context.Context, bins string, timeout time.Duration) 
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// WaitCNIConf waits for the node's agent to write its conflist, which it
+// does only once its mesh is ready.
+func (n *Node) WaitCNIConf(ctx context.Context, timeout time.Duration) error {
+	path := filepath.Join(n.CNIConfDir, agent.CNIConfFile)
+	deadline := time.Now().Add(timeout)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: no %s after %v", n.Name, path, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
