@@ -2,11 +2,13 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,20 +16,15 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/cni"
+	"github.com/weftnet/weft/internal/atomicfile"
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/policy"
 )
 
-// Claim sources, as shown in /v1/peers.
-const (
-	SourceGossip = "gossip"
-	SourceCache  = "cache"
-)
-
 const (
 	resyncInterval = 30 * time.Second
-	// cacheGrace is how long a peer restored from the cache stays without any
-	// live source confirming it.
+	// cacheGrace is how long, in standalone mode, a peer restored from the
+	// cache stays without gossip confirming it.
 	cacheGrace = 60 * time.Second
 )
 
@@ -37,6 +34,7 @@ type Agent struct {
 	log     *slog.Logger
 	self    NodeInfo
 	reg     *Registry
+	kube    *Kube // nil in standalone mode
 	dev     *mesh.Device
 	mesh    *mesh.Mesh
 	gossip  *Gossip
@@ -44,6 +42,8 @@ type Agent struct {
 	ready   atomic.Bool
 	saved   []NodeInfo
 	cniConf []byte // written once the first reconcile succeeds
+	// published: the Node carries our annotations and condition (Kubernetes mode).
+	annotated, conditioned bool
 }
 
 // Run starts the agent and blocks until ctx is done or the device stops. A
@@ -52,9 +52,22 @@ type Agent struct {
 // tunnel is touched, and a failure undoes what was started.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct{}) error {
 	a := &Agent{cfg: cfg, log: log}
-	adv := cfg.AdvertiseAddress
+	// Ports first: a busy port must fail before anything is written or created.
+	if err := mesh.CheckPortFree(cfg.ListenPort); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http address %s: %w", cfg.HTTPAddr, err)
+	}
+	defer ln.Close()
+	if cfg.KubeMode {
+		if err := a.learnSelf(ctx); err != nil {
+			return err
+		}
+	}
+	adv := a.cfg.AdvertiseAddress
 	if !adv.IsValid() {
-		var err error
 		if adv, err = mesh.DefaultRouteSource(); err != nil {
 			return err
 		}
@@ -67,15 +80,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		}
 		mtu = u - mesh.Overhead
 	}
-	// Ports first: a busy port must fail before anything is written or created.
-	if err := mesh.CheckPortFree(cfg.ListenPort); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("http address %s: %w", cfg.HTTPAddr, err)
-	}
-	defer ln.Close()
 	key, err := mesh.LoadOrCreatePrivateKey(filepath.Join(cfg.StateDir, mesh.PrivateKeyFile))
 	if err != nil {
 		return err
@@ -91,11 +95,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	a.self = NodeInfo{
 		Name:       cfg.NodeName,
 		PublicKey:  key.PublicKey(),
-		Endpoint:   netipAddrPort(adv, cfg.ListenPort),
-		GossipAddr: netipAddrPort(adv, cfg.GossipPort),
-		PodCIDRs:   cfg.PodCIDRs,
+		Endpoint:   netip.AddrPortFrom(adv, uint16(cfg.ListenPort)),
+		GossipAddr: netip.AddrPortFrom(adv, uint16(cfg.GossipPort)),
+		PodCIDRs:   a.cfg.PodCIDRs,
 	}
-	a.reg = NewRegistry(a.self, a.rejected)
+	a.reg = NewRegistry(a.self, cfg.KubeMode, a.rejected)
 
 	cached, err := loadCache(cfg.StateDir)
 	if err != nil {
@@ -134,27 +138,112 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	if err := policy.EnsureAntiSpoof(ctx, cni.HostVethPrefix); err != nil {
 		return err
 	}
-	if a.cniConf, err = CNIConfList(cfg, mtu); err != nil {
+	if a.cniConf, err = CNIConfList(a.cfg, mtu); err != nil {
 		return err
 	}
 	a.metrics = newMetrics(func() float64 { return float64(a.gossip.Members()) },
 		func() float64 { return float64(a.mesh.DeviceWrites()) })
+	if a.kube != nil {
+		if err := a.kube.Start(ctx, a.reg); err != nil {
+			return err
+		}
+		defer a.kube.Stop()
+	}
 
 	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	defer srv.Close()
 	log.Info("agent started", "node", cfg.NodeName, "public_key", a.self.PublicKey.String(),
-		"endpoint", a.self.Endpoint.String(), "pod_cidrs", fmt.Sprint(cfg.PodCIDRs), "mtu", mtu)
+		"endpoint", a.self.Endpoint.String(), "pod_cidrs", fmt.Sprint(a.cfg.PodCIDRs), "mtu", mtu, "kubernetes", cfg.KubeMode)
 	return a.loop(ctx, resync)
+}
+
+// learnSelf reads this node's pod CIDRs and InternalIP from its Node (flags
+// override). While the API server does not answer it falls back to what it
+// learned last time, so a restarted agent comes back without the API.
+func (a *Agent) learnSelf(ctx context.Context) error {
+	client, err := kubeClient(a.cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	a.kube = newKube(client, a.cfg.NodeName, a.log)
+	cachePath := filepath.Join(a.cfg.StateDir, "self.json")
+	var cidrs []netip.Prefix
+	var ip netip.Addr
+	for attempt := 0; ; attempt++ {
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		node, err := a.kube.fetchSelf(fctx)
+		cancel()
+		if err == nil {
+			if cidrs, ip, err = selfFromNode(node); err != nil {
+				return err
+			}
+			b, _ := json.Marshal(selfCache{PodCIDRs: prefixStrings(cidrs), InternalIP: ip.String()})
+			os.MkdirAll(a.cfg.StateDir, 0o700)
+			atomicfile.Write(cachePath, b, 0o600)
+			break
+		}
+		if c, ok := loadSelfCache(cachePath); ok {
+			a.log.Warn("API server unreachable; starting from the cached Node", "err", err)
+			cidrs, ip = c.cidrs, c.ip
+			break
+		}
+		if attempt%10 == 0 {
+			a.log.Warn("waiting for the API server to read this Node", "node", a.cfg.NodeName, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+	if len(a.cfg.PodCIDRs) == 0 {
+		a.cfg.PodCIDRs = cidrs
+	}
+	if !a.cfg.AdvertiseAddress.IsValid() {
+		a.cfg.AdvertiseAddress = ip
+	}
+	if len(a.cfg.PodCIDRs) == 0 {
+		return errNoPodCIDRs
+	}
+	return nil
+}
+
+type selfCache struct {
+	PodCIDRs   []string `json:"podCIDRs"`
+	InternalIP string   `json:"internalIP"`
+	cidrs      []netip.Prefix
+	ip         netip.Addr
+}
+
+func loadSelfCache(path string) (selfCache, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) > 4096 {
+		return selfCache{}, false
+	}
+	var c selfCache
+	if json.Unmarshal(b, &c) != nil {
+		return selfCache{}, false
+	}
+	if c.cidrs, err = ParsePodCIDRs(c.PodCIDRs); err != nil {
+		return selfCache{}, false
+	}
+	c.ip, _ = netip.ParseAddr(c.InternalIP)
+	return c, true
 }
 
 func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 	resync := time.NewTicker(resyncInterval)
 	defer resync.Stop()
-	expireCache := time.After(cacheGrace)
+	var expireCache <-chan time.Time
+	if !a.cfg.KubeMode {
+		expireCache = time.After(cacheGrace)
+	}
 	retry := time.NewTimer(0)
 	retry.Stop()
-	a.reconcile()
+	if a.reconcile(ctx) {
+		retry.Reset(time.Second)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -162,29 +251,30 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 		case <-a.dev.Done():
 			return errors.New("wireguard device stopped (was the interface deleted?)")
 		case <-expireCache:
-			peers, src := a.reg.Peers()
-			for _, n := range peers {
-				if src[n.Name] == SourceCache {
-					a.log.Info("dropping cached peer no source confirmed", "node", n.Name)
-					a.reg.DeleteFrom(SourceCache, n.Name)
-				}
+			for _, c := range a.saved {
+				a.reg.Delete(SourceCache, c.Name)
 			}
 		case <-a.reg.Changed():
 		case <-resync.C:
 		case <-kick:
 		case <-retry.C:
 		}
-		if again := a.reconcile(); again {
+		if a.reconcile(ctx) {
 			retry.Reset(time.Second)
 		}
 	}
 }
 
-// reconcile applies the registry's view to the data plane. It reports
-// whether another pass is due soon: after a failure, or when passive peers
-// wait for their keepalive.
-func (a *Agent) reconcile() (again bool) {
-	peers, _ := a.reg.Peers()
+// reconcile applies the registry's view to the data plane and, once that
+// works, publishes readiness. It reports whether another pass is due soon:
+// after a failure, while passive peers wait for their keepalive, or while
+// the Node is not yet annotated.
+func (a *Agent) reconcile(ctx context.Context) (again bool) {
+	claims := a.reg.Peers()
+	peers := make([]NodeInfo, len(claims))
+	for i, c := range claims {
+		peers[i] = c.NodeInfo
+	}
 	ch, err := a.mesh.Apply(Plan(a.self, peers))
 	if err != nil {
 		a.metrics.reconciles.WithLabelValues("error").Inc()
@@ -216,7 +306,33 @@ func (a *Agent) reconcile() (again bool) {
 		a.ready.Store(true)
 		a.log.Info("ready", "cni_conf", filepath.Join(a.cfg.CNIConfDir, CNIConfFile), "cni_conf_written", wrote)
 	}
-	return ch.PeersDeferred > 0
+	return a.publish(ctx) || ch.PeersDeferred > 0
+}
+
+// publish annotates this Node and sets its condition, once each; it reports
+// whether something is still to be done.
+func (a *Agent) publish(ctx context.Context) (pending bool) {
+	if a.kube == nil {
+		return false
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if !a.annotated {
+		if err := a.kube.Publish(pctx, a.self); err != nil {
+			a.log.Warn("cannot annotate node; retrying", "err", err)
+			return true
+		}
+		a.annotated = true
+		a.log.Info("node annotated", "node", a.cfg.NodeName)
+	}
+	if !a.conditioned {
+		if err := a.kube.SetNetworkAvailable(pctx); err != nil {
+			a.log.Warn("cannot set node condition; retrying", "err", err)
+			return true
+		}
+		a.conditioned = true
+	}
+	return false
 }
 
 func (a *Agent) rejected(r Rejection) {
@@ -224,15 +340,18 @@ func (a *Agent) rejected(r Rejection) {
 		a.metrics.rejections.WithLabelValues(r.Reason).Inc()
 	}
 	a.log.Warn("refused peer", "node", r.Name, "reason", r.Reason, "detail", r.Detail)
+	if a.kube != nil {
+		a.kube.Event(r.Name, "WeftPeerRefused", fmt.Sprintf("weft-agent on %s refused this node as a peer (%s): %s", a.cfg.NodeName, r.Reason, r.Detail))
+	}
 }
 
-// seeds are the --join seeds plus the gossip addresses of cached peers.
+// seeds are the --join seeds plus the gossip addresses of known peers
+// (from Node annotations in Kubernetes, from the cache after a restart).
 func (a *Agent) seeds() []string {
 	out := slices.Clone(a.cfg.Join)
-	peers, _ := a.reg.Peers()
-	for _, n := range peers {
-		if n.GossipAddr.IsValid() {
-			out = append(out, n.GossipAddr.String())
+	for _, c := range a.reg.Peers() {
+		if c.GossipAddr.IsValid() {
+			out = append(out, c.GossipAddr.String())
 		}
 	}
 	return out

@@ -29,6 +29,9 @@ type Config struct {
 	HTTPAddr         string
 	MTU              int // 0: underlay MTU - mesh.Overhead
 	LogLevel         string
+	// Kubernetes mode: a kubeconfig, or in-cluster when KUBERNETES_SERVICE_HOST is set.
+	Kubeconfig string
+	KubeMode   bool
 }
 
 var (
@@ -58,12 +61,14 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", ":9587", "address for health, metrics and the peer API")
 	fs.IntVar(&c.MTU, "mtu", 0, "tunnel MTU (default: underlay MTU - 80)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig for Kubernetes mode (in a pod, the service account is used)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	c.KubeMode = c.Kubeconfig != "" || getenv("KUBERNETES_SERVICE_HOST") != ""
 	if c.NodeName == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -99,8 +104,8 @@ func (c Config) validate() error {
 	if len(c.NodeName) > 253 || !nodeNameRE.MatchString(c.NodeName) {
 		return fmt.Errorf("--node-name %q: want a DNS subdomain (lower-case letters, digits, '-' and '.')", c.NodeName)
 	}
-	if len(c.PodCIDRs) == 0 {
-		return errors.New("--pod-cidr is required")
+	if len(c.PodCIDRs) == 0 && !c.KubeMode {
+		return errors.New("--pod-cidr is required (or run in Kubernetes mode, which reads the Node's spec.podCIDRs)")
 	}
 	for _, p := range []struct {
 		name string

@@ -123,7 +123,7 @@ func (g *Gossip) claim(n *memberlist.Node) {
 	}
 	info, err := DecodeMeta(n.Name, n.Meta)
 	if err != nil {
-		g.reg.Reject(n.Name, "gossip: "+err.Error())
+		g.reg.Reject(SourceGossip, n.Name, err.Error())
 		return
 	}
 	if a, ok := netip.AddrFromSlice(n.Addr); ok {
@@ -137,7 +137,7 @@ func (g *Gossip) NotifyJoin(n *memberlist.Node)   { g.claim(n) }
 func (g *Gossip) NotifyUpdate(n *memberlist.Node) { g.claim(n) }
 func (g *Gossip) NotifyLeave(n *memberlist.Node) {
 	g.log.Info("gossip member left or died", "node", n.Name)
-	g.reg.Delete(n.Name)
+	g.reg.Delete(SourceGossip, n.Name)
 }
 
 // memberlist.Delegate

@@ -44,7 +44,7 @@ func (a *Agent) handler() http.Handler {
 }
 
 func (a *Agent) servePeers(w http.ResponseWriter, r *http.Request) {
-	peers, src := a.reg.Peers()
+	peers := a.reg.Peers()
 	dev, err := a.mesh.Peers()
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -61,7 +61,7 @@ func (a *Agent) servePeers(w http.ResponseWriter, r *http.Request) {
 			PublicKey: n.PublicKey.String(),
 			Endpoint:  n.Endpoint.String(),
 			PodCIDRs:  prefixStrings(n.PodCIDRs),
-			Source:    src[n.Name],
+			Source:    n.Source,
 		}
 		if d, ok := byKey[n.PublicKey]; ok {
 			if !d.LastHandshakeTime.IsZero() {
@@ -85,6 +85,3 @@ func prefixStrings(ps []netip.Prefix) []string {
 	return out
 }
 
-func netipAddrPort(a netip.Addr, port int) netip.AddrPort {
-	return netip.AddrPortFrom(a, uint16(port))
-}

@@ -34,7 +34,7 @@ func newMetrics(members, deviceWrites func() float64) *metrics {
 			Name: "weft_wireguard_config_writes_total", Help: "Configuration writes to the WireGuard device.",
 		}, deviceWrites),
 	}
-	for _, r := range []string{"self", "duplicate-key", "cidr-overlap", "invalid"} {
+	for _, r := range rejectionReasons {
 		m.rejections.WithLabelValues(r)
 	}
 	for _, r := range []string{"changed", "unchanged", "error"} {

@@ -42,9 +42,9 @@ func TestAccept(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			claims := map[string]NodeInfo{}
+			claims := map[string]Claim{}
 			for _, c := range tc.claims {
-				claims[c.Name] = c
+				claims[c.Name] = Claim{c, SourceGossip}
 			}
 			acc, rej := Accept(self, tc.previous, claims)
 			var gotA, gotR []string
@@ -62,10 +62,79 @@ func TestAccept(t *testing.T) {
 	}
 }
 
+func TestAcceptRanksNodeObjectsFirst(t *testing.T) {
+	self := node("node1", pubKey(t), "10.244.1.0/24")
+	claims := map[string]Claim{
+		"a": {node("a", pubKey(t), "10.244.2.0/25"), SourceProvisional}, // sorts first by name
+		"b": {node("b", pubKey(t), "10.244.2.0/24"), SourceKubernetes},
+	}
+	acc, rej := Accept(self, []string{"a"}, claims)
+	if len(acc) != 1 || acc[0].Name != "b" || len(rej) != 1 || rej[0].Name != "a" {
+		t.Fatalf("accepted %v rejected %v; a provisional claim must never take a Node's range", acc, rej)
+	}
+}
+
+func TestMerge(t *testing.T) {
+	k1, k2, k3 := pubKey(t), pubKey(t), pubKey(t)
+	ep := func(n NodeInfo, s string) NodeInfo { n.Endpoint = netip.MustParseAddrPort(s); return n }
+	kubeA := node("a", k1, "10.244.2.0/24")
+	cases := []struct {
+		name     string
+		src      Sources
+		claims   []string // name:source:endpoint
+		rejected []string // name:reason
+	}{
+		{"standalone: gossip over cache", Sources{
+			Gossip: map[string]NodeInfo{"a": ep(kubeA, "10.99.0.5:51820")},
+			Cache:  map[string]NodeInfo{"a": kubeA, "b": node("b", k2, "10.244.3.0/24")}},
+			[]string{"a:gossip:10.99.0.5:51820", "b:cache:10.99.0.1:51820"}, nil},
+		{"kube: gossip agreeing moves the endpoint", Sources{KubeMode: true, APIUp: true,
+			Kube:   map[string]NodeInfo{"a": kubeA},
+			Gossip: map[string]NodeInfo{"a": ep(kubeA, "10.99.0.9:51820")}},
+			[]string{"a:kubernetes:10.99.0.9:51820"}, nil},
+		{"kube: gossip with another key is refused", Sources{KubeMode: true, APIUp: true,
+			Kube:   map[string]NodeInfo{"a": kubeA},
+			Gossip: map[string]NodeInfo{"a": ep(node("a", k3, "10.244.2.0/24"), "10.99.0.66:51820")}},
+			[]string{"a:kubernetes:10.99.0.1:51820"}, []string{"a:gossip-contradicts-node"}},
+		{"kube: gossip with other CIDRs is refused", Sources{KubeMode: true, APIUp: true,
+			Kube:   map[string]NodeInfo{"a": kubeA},
+			Gossip: map[string]NodeInfo{"a": node("a", k1, "10.244.9.0/24")}},
+			[]string{"a:kubernetes:10.99.0.1:51820"}, []string{"a:gossip-contradicts-node"}},
+		{"kube, API up: gossip-only node refused, cache ignored", Sources{KubeMode: true, APIUp: true,
+			Gossip: map[string]NodeInfo{"x": node("x", k2, "10.244.7.0/24")},
+			Cache:  map[string]NodeInfo{"c": node("c", k3, "10.244.8.0/24")}},
+			nil, []string{"x:not-a-node"}},
+		{"kube, API down: cache stands in, gossip-only is provisional", Sources{KubeMode: true, APIUp: false,
+			Gossip: map[string]NodeInfo{"x": node("x", k2, "10.244.7.0/24")},
+			Cache:  map[string]NodeInfo{"c": node("c", k3, "10.244.8.0/24")}},
+			[]string{"c:cache:10.99.0.1:51820", "x:gossip-provisional:10.99.0.1:51820"}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.src.Kube == nil {
+				tc.src.Kube = map[string]NodeInfo{}
+			}
+			claims, rej := Merge(tc.src)
+			var got, gotR []string
+			for n, c := range claims {
+				got = append(got, n+":"+c.Source+":"+c.Endpoint.String())
+			}
+			for _, r := range rej {
+				gotR = append(gotR, r.Name+":"+r.Reason)
+			}
+			slices.Sort(got)
+			slices.Sort(gotR)
+			if !slices.Equal(got, tc.claims) || !slices.Equal(gotR, tc.rejected) {
+				t.Fatalf("claims %v rejected %v; want %v and %v", got, gotR, tc.claims, tc.rejected)
+			}
+		})
+	}
+}
+
 func TestRegistryReportsEachRejectionOnce(t *testing.T) {
 	self := node("node1", pubKey(t), "10.244.1.0/24")
 	var got []string
-	r := NewRegistry(self, func(rej Rejection) { got = append(got, rej.Name+":"+rej.Reason) })
+	r := NewRegistry(self, false, func(rej Rejection) { got = append(got, rej.Name+":"+rej.Reason) })
 	bad := node("a", pubKey(t), "10.244.1.0/25")
 	r.Set(SourceGossip, bad)
 	r.Set(SourceGossip, bad) // same claim again: no new report
@@ -73,12 +142,12 @@ func TestRegistryReportsEachRejectionOnce(t *testing.T) {
 	if strings.Join(got, ",") != "a:cidr-overlap" {
 		t.Fatalf("reports = %v, want one cidr-overlap for a", got)
 	}
-	peers, _ := r.Peers()
+	peers := r.Peers()
 	if len(peers) != 1 || peers[0].Name != "b" {
 		t.Fatalf("peers = %v", peers)
 	}
-	r.Reject("c", "gossip: metadata is not valid")
-	r.Reject("c", "gossip: metadata is not valid")
+	r.Reject(SourceGossip, "c", "metadata is not valid")
+	r.Reject(SourceGossip, "c", "metadata is not valid")
 	if len(got) != 2 || got[1] != "c:invalid" {
 		t.Fatalf("reports = %v", got)
 	}
@@ -89,13 +158,13 @@ func TestRegistryReportsEachRejectionOnce(t *testing.T) {
 	}
 }
 
-func TestRegistryDeleteFromOnlyTouchesItsSource(t *testing.T) {
-	r := NewRegistry(node("node1", pubKey(t), "10.244.1.0/24"), nil)
+func TestRegistryCacheExpiryKeepsGossipPeers(t *testing.T) {
+	r := NewRegistry(node("node1", pubKey(t), "10.244.1.0/24"), false, nil)
 	n := node("a", pubKey(t), "10.244.2.0/24")
 	r.Set(SourceCache, n)
 	r.Set(SourceGossip, n) // gossip confirmed it
-	r.DeleteFrom(SourceCache, "a")
-	if peers, src := r.Peers(); len(peers) != 1 || src["a"] != SourceGossip {
-		t.Fatalf("cache expiry removed a gossip-confirmed peer: %v %v", peers, src)
+	r.Delete(SourceCache, "a")
+	if peers := r.Peers(); len(peers) != 1 || peers[0].Source != SourceGossip {
+		t.Fatalf("cache expiry removed a gossip-confirmed peer: %v", peers)
 	}
 }
