@@ -84,4 +84,3 @@ func prefixStrings(ps []netip.Prefix) []string {
 	}
 	return out
 }
-
