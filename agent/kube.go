@@ -206,14 +206,17 @@ func (k *Kube) onNode(obj any) {
 // last known state while the API is away, and gossip-only nodes are taken
 // provisionally only then.
 func (k *Kube) probe(ctx context.Context) {
+	cache.WaitForCacheSync(ctx.Done(), k.synced)
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
+	first := true
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := k.client.Discovery().RESTClient().Get().AbsPath("/readyz").Do(pctx).Error()
 		cancel()
 		up := err == nil && k.synced()
-		if k.up.Swap(up) != up {
+		if k.up.Swap(up) != up || first {
+			first = false
 			if up {
 				k.log.Info("API server answers")
 			} else {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -41,16 +42,26 @@ func (l *Lab) AddNode(name string) (*Node, error) {
 	if idx > 200 {
 		return nil, fmt.Errorf("lab holds at most 200 nodes")
 	}
-	n := &Node{
-		Lab: l, Name: name, NS: fmt.Sprintf("%s-n%d", l.ID, idx), Index: idx,
-		Addr:  netip.AddrFrom4([4]byte{10, 99, 0, byte(10 + idx)}),
-		Addr6: netip.MustParseAddr(fmt.Sprintf("fd99::%x", 10+idx)),
-		PodCIDRs: []netip.Prefix{
-			netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", idx)),
-			netip.MustParsePrefix(fmt.Sprintf("fd00:10:244:%x::/64", idx)),
-		},
-		Dir: filepath.Join(l.Dir, name),
+	n, err := l.addHost(name, fmt.Sprintf("%s-n%d", l.ID, idx),
+		netip.AddrFrom4([4]byte{10, 99, 0, byte(10 + idx)}), netip.MustParseAddr(fmt.Sprintf("fd99::%x", 10+idx)))
+	if err != nil {
+		return nil, err
 	}
+	n.Index = idx
+	n.PodCIDRs = []netip.Prefix{
+		netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", idx)),
+		netip.MustParsePrefix(fmt.Sprintf("fd00:10:244:%x::/64", idx)),
+	}
+	l.mu.Lock()
+	l.nodes = append(l.nodes, n)
+	l.mu.Unlock()
+	return n, nil
+}
+
+// addHost creates a namespace on the underlay with the given addresses and
+// its own scratch, state, run and CNI directories.
+func (l *Lab) addHost(name, ns string, addr, addr6 netip.Addr) (*Node, error) {
+	n := &Node{Lab: l, Name: name, NS: ns, Addr: addr, Addr6: addr6, Dir: filepath.Join(l.Dir, name)}
 	n.StateDir = filepath.Join(n.Dir, "state")
 	n.RunDir = filepath.Join(n.Dir, "run")
 	n.CNIConfDir = filepath.Join(n.Dir, "cni-conf")
@@ -62,7 +73,7 @@ func (l *Lab) AddNode(name string) (*Node, error) {
 	if err := l.addNS(n.NS); err != nil {
 		return nil, err
 	}
-	port := fmt.Sprintf("n%d", idx)
+	port := "p" + strings.TrimPrefix(ns, l.ID+"-")
 	err := runAll(
 		[]string{"ip", "-n", n.NS, "link", "set", "lo", "up"},
 		[]string{"ip", "-n", n.NS, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", l.Underlay},
@@ -74,9 +85,6 @@ func (l *Lab) AddNode(name string) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.mu.Lock()
-	l.nodes = append(l.nodes, n)
-	l.mu.Unlock()
 	return n, nil
 }
 

@@ -1,0 +1,327 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/deploy"
+	"github.com/weftnet/weft/internal/netlab"
+)
+
+// kubeCluster is a lab with a real kube-apiserver; agents run in Kubernetes
+// mode as the weft ServiceAccount under the shipped RBAC.
+type kubeCluster struct {
+	*cluster
+	cp *netlab.ControlPlane
+}
+
+func newKubeCluster(t *testing.T, nodes int) *kubeCluster {
+	t.Helper()
+	c := newCluster(t, 0)
+	cpBins, err := netlab.ControlPlaneBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cp, err := c.lab.StartControlPlane(ctx, cpBins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.Apply(ctx, deploy.RBAC, false); err != nil {
+		t.Fatalf("apply deploy/rbac.yaml: %v", err)
+	}
+	k := &kubeCluster{cluster: c, cp: cp}
+	for i := 1; i <= nodes; i++ {
+		k.addNode()
+	}
+	return k
+}
+
+// addNode creates a node namespace and registers its Node object.
+func (k *kubeCluster) addNode() *netlab.Node {
+	k.t.Helper()
+	n, err := k.lab.AddNode(fmt.Sprintf("node%d", len(k.lab.Nodes())+1))
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	if _, err := k.cp.RegisterNode(context.Background(), n); err != nil {
+		k.t.Fatal(err)
+	}
+	return n
+}
+
+// startKube starts n's agent in Kubernetes mode: no --pod-cidr, no
+// --advertise-address, no --join; all of it comes from the API.
+func (k *kubeCluster) startKube(n *netlab.Node) *netlab.Proc {
+	k.t.Helper()
+	kc := filepath.Join(n.Dir, "kubeconfig")
+	if _, err := os.Stat(kc); err != nil { // a restarted agent keeps its token
+		if err := k.cp.Kubeconfig(context.Background(), "weft-system", "weft", kc); err != nil {
+			k.t.Fatal(err)
+		}
+	}
+	p, err := n.Start(filepath.Join(k.bins, "weft-agent"),
+		"--kubeconfig", kc, "--node-name", n.Name, "--gossip-key-file", k.gossipKey,
+		"--state-dir", n.StateDir, "--cni-conf-dir", n.CNIConfDir, "--http-addr", netlab.AgentHTTP)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	k.agents[n.Name] = p
+	return p
+}
+
+func (k *kubeCluster) node(name string) *corev1.Node {
+	k.t.Helper()
+	n, err := k.cp.Admin.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	return n
+}
+
+// TestKubeMeshConverges: three agents learn identity and peers from the API
+// server and gossip; each publishes its annotations and NetworkUnavailable=False;
+// a fourth node added later joins every peer list; a deleted Node disappears
+// from every peer list and its routes go within 5 s.
+func TestKubeMeshConverges(t *testing.T) {
+	k := newKubeCluster(t, 3)
+	for _, n := range k.lab.Nodes() {
+		k.startKube(n)
+	}
+	k.waitMesh(30 * time.Second)
+
+	for _, n := range k.lab.Nodes() {
+		obj := k.node(n.Name)
+		key, err := wgtypes.ParseKey(obj.Annotations[agent.AnnotationPublicKey])
+		if err != nil {
+			t.Fatalf("%s: public-key annotation: %v", n.Name, err)
+		}
+		if obj.Annotations[agent.AnnotationEndpoint] != n.Addr.String()+":51820" || obj.Annotations[agent.AnnotationGossipAddress] != n.Addr.String()+":7946" {
+			t.Errorf("%s annotations: %v", n.Name, obj.Annotations)
+		}
+		other := k.lab.Nodes()[n.Index%3]
+		if got := peerKey(t, k.cluster, other, n.Name); got != key.String() {
+			t.Errorf("%s knows %s by key %s, the Node says %s", other.Name, n.Name, got, key)
+		}
+		cond := findCondition(obj, corev1.NodeNetworkUnavailable)
+		if cond == nil || cond.Status != corev1.ConditionFalse || cond.Reason != agent.ConditionReason {
+			t.Errorf("%s NetworkUnavailable condition = %+v", n.Name, cond)
+		}
+		ps, _ := k.peers(n)
+		for _, p := range ps {
+			if p.Source != agent.SourceKubernetes {
+				t.Errorf("%s's peer %s comes from %q, want kubernetes", n.Name, p.Name, p.Source)
+			}
+		}
+	}
+
+	// A fourth node joins later.
+	created := time.Now()
+	n4 := k.addNode()
+	k.startKube(n4)
+	d := waitPing(t, k.lab.Nodes()[0], agent.FirstAddress(n4.PodCIDRs[0]), 30*time.Second)
+	t.Logf("node4: %v from Node creation to the first packet from node1 to its pod range", time.Since(created).Round(10*time.Millisecond))
+	_ = d
+	k.waitMesh(30 * time.Second)
+
+	// Deleting a Node removes it everywhere within 5 s, although its agent
+	// still runs and gossips (a gossip-only node is not a peer while the API answers).
+	n3 := k.lab.Nodes()[2]
+	if err := k.cp.Admin.CoreV1().Nodes().Delete(context.Background(), n3.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for _, n := range k.lab.Nodes() {
+		if n == n3 {
+			continue
+		}
+		eventually(t, 5*time.Second-time.Since(start), n.Name+" drops deleted node3", func() bool {
+			names := peerNames(t, k.cluster, n)
+			return names != nil && !slices.Contains(names, "node3")
+		})
+		for _, r := range weftRoutes(t, n) {
+			if strings.HasPrefix(r, "10.244.3.") || strings.HasPrefix(r, "fd00:10:244:3:") {
+				t.Errorf("%s kept a route to the deleted node's pods: %s", n.Name, r)
+			}
+		}
+	}
+	t.Logf("deleted Node gone from every peer list after %v", time.Since(start).Round(10*time.Millisecond))
+}
+
+func findCondition(n *corev1.Node, t corev1.NodeConditionType) *corev1.NodeCondition {
+	for i := range n.Status.Conditions {
+		if n.Status.Conditions[i].Type == t {
+			return &n.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+// TestKubeAPIServerOutage: with the API server stopped, traffic keeps
+// flowing, and an agent restarted meanwhile comes back from its cached state.
+func TestKubeAPIServerOutage(t *testing.T) {
+	k := newKubeCluster(t, 3)
+	for _, n := range k.lab.Nodes() {
+		k.startKube(n)
+	}
+	k.waitMesh(30 * time.Second)
+	n1, n2 := k.lab.Nodes()[0], k.lab.Nodes()[1]
+	dst := agent.FirstAddress(n2.PodCIDRs[0])
+
+	eventually(t, 10*time.Second, "node1 sees the API server", func() bool {
+		return strings.Contains(k.agents[n1.Name].Output(), "API server answers")
+	})
+	k.cp.APIServer.Stop()
+	eventually(t, 10*time.Second, "node1 notices the API server is gone", func() bool {
+		return strings.Contains(k.agents[n1.Name].Output(), "API server unreachable")
+	})
+	waitPing(t, n1, dst, 2*time.Second)
+
+	k.agents[n2.Name].Kill()
+	start := time.Now()
+	k.startKube(n2)
+	waitPing(t, n1, dst, 10*time.Second)
+	t.Logf("restarted node2 reachable %v after restart, API server still down", time.Since(start).Round(10*time.Millisecond))
+	if !strings.Contains(k.agents[n2.Name].Output(), "starting from the cached Node") {
+		t.Errorf("node2 did not start from its cached Node:\n%s", tail(k.agents[n2.Name].Output(), 20))
+	}
+	for _, to := range k.lab.Nodes() {
+		if to != n2 {
+			waitPing(t, n2, agent.FirstAddress(to.PodCIDRs[1]), 5*time.Second)
+		}
+	}
+
+	if err := k.cp.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.cp.WaitReady(context.Background(), 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "node2's peers come from Node objects again", func() bool {
+		ps, err := k.peers(n2)
+		if err != nil || len(ps) != 2 {
+			return false
+		}
+		for _, p := range ps {
+			if p.Source != agent.SourceKubernetes {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestKubeRefusesHostileAnnotations: Nodes whose weft annotations are
+// invalid, oversized, point at another node's address or claim another
+// node's range are refused by every agent, each with a Warning Event on the
+// Node, and never installed; gossip contradicting a Node is ignored.
+func TestKubeRefusesHostileAnnotations(t *testing.T) {
+	k := newKubeCluster(t, 2)
+	for _, n := range k.lab.Nodes() {
+		k.startKube(n)
+	}
+	k.waitMesh(30 * time.Second)
+	n1 := k.lab.Nodes()[0]
+	good, _ := wgtypes.GenerateKey()
+	goodKey := good.PublicKey().String()
+	ctx := context.Background()
+	cases := []struct {
+		name        string
+		annotations map[string]string
+		cidrs       []string
+		reason      string
+		detail      string
+	}{
+		{"bad-key", map[string]string{agent.AnnotationPublicKey: "not-a-key", agent.AnnotationEndpoint: "10.99.0.101:51820"}, nil, agent.ReasonInvalid, "public key"},
+		{"hostname-endpoint", map[string]string{agent.AnnotationPublicKey: goodKey, agent.AnnotationEndpoint: "evil.example.com:51820"}, nil, agent.ReasonInvalid, "want ip:port"},
+		{"redirect", map[string]string{agent.AnnotationPublicKey: goodKey, agent.AnnotationEndpoint: n1.Addr.String() + ":51820"}, nil, agent.ReasonInvalid, "not one of the Node's addresses"},
+		{"oversized", map[string]string{agent.AnnotationPublicKey: strings.Repeat("A", 300), agent.AnnotationEndpoint: "10.99.0.101:51820"}, nil, agent.ReasonInvalid, "over 256"},
+		{"gossip-garbage", map[string]string{agent.AnnotationPublicKey: goodKey, agent.AnnotationEndpoint: "10.99.0.101:51820", agent.AnnotationGossipAddress: "[::1"}, nil, agent.ReasonInvalid, "gossip-address"},
+		{"steals-range", map[string]string{agent.AnnotationPublicKey: goodKey, agent.AnnotationEndpoint: "10.99.0.101:51820"}, []string{n1.PodCIDRs[0].String()}, agent.ReasonCIDROverlap, "overlaps 10.244.1.0/24 of node1"},
+		{"whole-internet", map[string]string{agent.AnnotationPublicKey: goodKey, agent.AnnotationEndpoint: "10.99.0.101:51820"}, []string{"0.0.0.0/0"}, agent.ReasonInvalid, "too large"},
+	}
+	for i, tc := range cases {
+		cidrs := tc.cidrs
+		if cidrs == nil {
+			cidrs = []string{fmt.Sprintf("10.244.%d.0/24", 100+i)}
+		}
+		// As a kubelet registers and a tenant then edits: Node, addresses, annotations.
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "evil-" + tc.name},
+			Spec: corev1.NodeSpec{PodCIDR: cidrs[0], PodCIDRs: cidrs}}
+		created, err := k.cp.Admin.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create %s: %v", node.Name, err)
+		}
+		created.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.99.0.101"}}
+		if created, err = k.cp.Admin.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		created.Annotations = tc.annotations
+		if _, err := k.cp.Admin.CoreV1().Nodes().Update(ctx, created, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range cases {
+		name := "evil-" + tc.name
+		t.Run(tc.name, func(t *testing.T) {
+			eventually(t, 10*time.Second, "a Warning Event on "+name, func() bool {
+				evs, err := k.cp.Admin.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
+				if err != nil {
+					return false
+				}
+				for _, e := range evs.Items {
+					if e.Type == corev1.EventTypeWarning && e.Reason == "WeftPeerRefused" && strings.Contains(e.Message, "("+tc.reason+")") && strings.Contains(e.Message, tc.detail) {
+						t.Logf("event: %s", e.Message)
+						return true
+					}
+				}
+				return false
+			})
+			for _, n := range k.lab.Nodes() {
+				if slices.Contains(peerNames(t, k.cluster, n), name) {
+					t.Errorf("%s installed %s", n.Name, name)
+				}
+			}
+		})
+	}
+	if got := k.metric(n1, `weft_peer_rejections_total{reason="invalid"}`); got < 6 {
+		t.Errorf("node1 counted %v invalid Nodes, want at least 6", got)
+	}
+	// The mesh itself is untouched.
+	waitPing(t, n1, agent.FirstAddress(k.lab.Nodes()[1].PodCIDRs[0]), 5*time.Second)
+
+	// Gossip contradicting a Node: a standalone agent calls itself node3 and
+	// gossips a key and range the Node object does not have.
+	n3 := k.addNode()
+	nodeKey, _ := wgtypes.GenerateKey()
+	obj := k.node(n3.Name)
+	obj.Annotations = map[string]string{agent.AnnotationPublicKey: nodeKey.PublicKey().String(),
+		agent.AnnotationEndpoint: n3.Addr.String() + ":51820", agent.AnnotationGossipAddress: n3.Addr.String() + ":7946"}
+	if _, err := k.cp.Admin.CoreV1().Nodes().Update(ctx, obj, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := n3.Start(filepath.Join(k.bins, "weft-agent"), "--node-name", n3.Name, "--pod-cidr", "10.244.3.0/24",
+		"--advertise-address", n3.Addr.String(), "--join", n1.Addr.String(), "--gossip-key-file", k.gossipKey,
+		"--state-dir", n3.StateDir, "--cni-conf-dir", n3.CNIConfDir, "--http-addr", netlab.AgentHTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.agents["impostor"] = p
+	eventually(t, 15*time.Second, "node1 counts the contradiction", func() bool {
+		return k.metric(n1, `weft_peer_rejections_total{reason="gossip-contradicts-node"}`) >= 1
+	})
+	if got := peerKey(t, k.cluster, n1, n3.Name); got != nodeKey.PublicKey().String() {
+		t.Errorf("node1 took node3's key %s from gossip; the Node says %s", got, nodeKey.PublicKey())
+	}
+}
