@@ -9,7 +9,7 @@ PKGS_DEB  := iproute2 iputils-ping iperf3 nftables ethtool tcpdump wireguard-too
 TOOLS     := ip ping iperf3 nft ethtool tcpdump wg unshare curl
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build controlplane deps test unit lint demo bench clean sweep
+.PHONY: all build controlplane deps test unit lint demo bench gobench clean sweep
 
 all: build
 
@@ -34,6 +34,7 @@ CNI_PLUGINS := github.com/containernetworking/plugins/plugins/meta/portmap \
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/... $(CNI_PLUGINS)
+	$(GO) build -o $(BIN)/wireguard-go golang.zx2c4.com/wireguard
 
 # The lab's real control plane (etcd, kube-apiserver, kube-proxy) comes from
 # its own module in tools/controlplane; a cold build takes ~7 min on 2 cores,
@@ -61,8 +62,15 @@ test: deps lint build controlplane
 demo: deps build
 	$(BIN)/weft-demo --bin-dir $(BIN)
 
+# bench measures weft against the raw underlay, kernel VXLAN and upstream
+# wireguard-go in one lab and one run (BENCH_FLAGS, e.g. --reps 5), and
+# writes bench/results/. Go micro-benchmarks: make gobench.
+BENCH_FLAGS ?=
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
+	$(BIN)/weft-bench --bin-dir $(BIN) --out bench/results $(BENCH_FLAGS)
+
+gobench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 sweep:
 	$(GO) run ./cmd/weft-demo --sweep

@@ -77,11 +77,14 @@ func (n *Node) peerHandshakes(ctx context.Context, bins string) ([]string, int, 
 	return names, shaken, nil
 }
 
-// WaitMesh waits until every node lists every other node as a peer and has
-// completed a WireGuard handshake with each.
-func (l *Lab) WaitMesh(ctx context.Context, bins string, timeout time.Duration) error {
+// WaitMesh waits until every node (of only, when given) lists every other as
+// a peer and has completed a WireGuard handshake with each.
+func (l *Lab) WaitMesh(ctx context.Context, bins string, timeout time.Duration, only ...*Node) error {
 	deadline := time.Now().Add(timeout)
 	nodes := l.Nodes()
+	if len(only) > 0 {
+		nodes = only
+	}
 	for {
 		problem := ""
 		for _, n := range nodes {

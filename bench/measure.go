@@ -1,0 +1,109 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Throughput is one iperf3 run.
+type Throughput struct {
+	BitsPerSecond float64 `json:"bitsPerSecond"`
+	LostPercent   float64 `json:"lostPercent,omitempty"`
+	JitterMs      float64 `json:"jitterMs,omitempty"`
+	CPUSeconds    float64 `json:"cpuSeconds,omitempty"`
+	Bytes         float64 `json:"bytes"`
+}
+
+func nsCommand(ctx context.Context, ns, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
+}
+
+// iperf runs one iperf3 client against the path's server (which must be
+// running) and returns what the receiver saw.
+func iperf(ctx context.Context, p *Path, d time.Duration, extra ...string) (Throughput, error) {
+	args := append([]string{"-c", p.Server.String(), "-t", fmt.Sprint(int(d.Seconds())), "-J"}, extra...)
+	var lastErr string
+	for attempt := 0; attempt < 30; attempt++ {
+		cpu0, hasCPU := p.cpuSeconds()
+		out, _ := nsCommand(ctx, p.ClientNS, "iperf3", args...).Output()
+		cpu1, _ := p.cpuSeconds()
+		if ctx.Err() != nil {
+			return Throughput{}, ctx.Err()
+		}
+		var r struct {
+			Error string `json:"error"`
+			End   struct {
+				SumReceived struct {
+					BitsPerSecond float64 `json:"bits_per_second"`
+					Bytes         float64 `json:"bytes"`
+				} `json:"sum_received"`
+				Sum struct { // UDP
+					BitsPerSecond float64 `json:"bits_per_second"`
+					Bytes         float64 `json:"bytes"`
+					JitterMs      float64 `json:"jitter_ms"`
+					LostPercent   float64 `json:"lost_percent"`
+				} `json:"sum"`
+			} `json:"end"`
+		}
+		if err := json.Unmarshal(out, &r); err != nil {
+			return Throughput{}, fmt.Errorf("iperf3 on %s: %v", p.Name, err)
+		}
+		if r.Error != "" {
+			lastErr = r.Error
+			time.Sleep(200 * time.Millisecond) // the server may not listen yet
+			continue
+		}
+		t := Throughput{BitsPerSecond: r.End.SumReceived.BitsPerSecond, Bytes: r.End.SumReceived.Bytes}
+		if slices.Contains(extra, "-u") {
+			t = Throughput{BitsPerSecond: r.End.Sum.BitsPerSecond, Bytes: r.End.Sum.Bytes, JitterMs: r.End.Sum.JitterMs, LostPercent: r.End.Sum.LostPercent}
+		}
+		if hasCPU {
+			t.CPUSeconds = cpu1 - cpu0
+		}
+		return t, nil
+	}
+	return Throughput{}, fmt.Errorf("iperf3 on %s: %s", p.Name, lastErr)
+}
+
+var pingTime = regexp.MustCompile(`time=([0-9.]+) ms`)
+
+// pingRTTs sends count pings 10 ms apart and returns each RTT in ms.
+func pingRTTs(ctx context.Context, p *Path, count int) ([]float64, error) {
+	out, err := nsCommand(ctx, p.ClientNS, "ping", "-n", "-i", "0.01", "-c", fmt.Sprint(count), "-W", "1", p.Server.String()).Output()
+	if err != nil && len(out) == 0 {
+		return nil, fmt.Errorf("ping on %s: %v", p.Name, err)
+	}
+	var rtts []float64
+	for _, m := range pingTime.FindAllStringSubmatch(string(out), -1) {
+		v, _ := strconv.ParseFloat(m[1], 64)
+		rtts = append(rtts, v)
+	}
+	if len(rtts) < count/2 {
+		return nil, fmt.Errorf("ping on %s: only %d of %d replies", p.Name, len(rtts), count)
+	}
+	return rtts, nil
+}
+
+// requestResponse runs weft-bench's TCP request/response client for d and
+// returns transactions per second.
+func requestResponse(ctx context.Context, bins string, p *Path, d time.Duration) (float64, error) {
+	var lastErr error
+	for attempt := 0; attempt < 30; attempt++ {
+		out, err := nsCommand(ctx, p.ClientNS, filepath.Join(bins, "weft-bench"), "rr-client",
+			"--target", p.Server.String()+":5202", "--duration", d.String()).Output()
+		if err == nil {
+			return strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
+		}
+		lastErr = err
+		time.Sleep(200 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("request/response on %s: %v", p.Name, lastErr)
+}

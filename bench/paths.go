@@ -1,0 +1,191 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/weftnet/weft/internal/netlab"
+)
+
+// Path is one way between two namespaces that the bench measures.
+type Path struct {
+	Name        string
+	Description string
+	ClientNS    string
+	ServerNS    string
+	Server      netip.Addr
+	// procs run the tunnel in userspace; their CPU time is the path's cost.
+	procs []*netlab.Proc
+}
+
+// cpuSeconds is the user+system CPU time the path's processes used so far.
+func (p *Path) cpuSeconds() (float64, bool) {
+	if len(p.procs) == 0 {
+		return 0, false
+	}
+	var total float64
+	for _, pr := range p.procs {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pr.Pid()))
+		if err != nil {
+			return 0, false
+		}
+		s := string(b)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		ut, _ := strconv.ParseFloat(fields[11], 64) // utime, field 14
+		st, _ := strconv.ParseFloat(fields[12], 64) // stime, field 15
+		total += (ut + st) / clockTicks
+	}
+	return total, true
+}
+
+// clockTicks is USER_HZ, which is 100 on every Linux architecture Go targets.
+const clockTicks = 100
+
+// Lab is the bench's lab: weft on node1/node2 (with a pod on each), kernel
+// VXLAN between node1 and node2, upstream wireguard-go between node3 and
+// node4, all on the same underlay bridge.
+type Lab struct {
+	*netlab.Lab
+	Paths     []*Path
+	bins      string
+	gossipKey string
+	agents    []*netlab.Proc
+	weftNodes []*netlab.Node
+}
+
+// NewLab builds the bench lab. binDir holds weft's binaries, wireguard-go,
+// the reference CNI plugins and weft-bench itself.
+func NewLab(ctx context.Context, binDir string) (l *Lab, err error) {
+	nl, err := netlab.New(netlab.Options{})
+	if err != nil {
+		return nil, err
+	}
+	l = &Lab{Lab: nl, bins: binDir}
+	defer func() {
+		if err != nil {
+			nl.Close()
+		}
+	}()
+	var nodes []*netlab.Node
+	for i := 1; i <= 4; i++ {
+		n, err := nl.AddNode(fmt.Sprintf("node%d", i))
+		if err != nil {
+			return nil, err
+		}
+		nodes = append(nodes, n)
+	}
+	n1, n2, n3, n4 := nodes[0], nodes[1], nodes[2], nodes[3]
+	l.Paths = append(l.Paths, &Path{Name: "veth", Description: "raw underlay: veth and bridge, no tunnel",
+		ClientNS: n1.NS, ServerNS: n2.NS, Server: n2.Addr})
+
+	// Kernel VXLAN, flannel's unencrypted default.
+	for i, n := range []*netlab.Node{n1, n2} {
+		peer := []*netlab.Node{n2, n1}[i]
+		if _, err := n.Run(ctx, "sh", "-c", fmt.Sprintf(
+			"ip link add vxb0 type vxlan id 42 local %s remote %s dstport 4789 dev eth0 && ip addr add 10.98.0.%d/24 dev vxb0 && ip link set vxb0 up",
+			n.Addr, peer.Addr, i+1)); err != nil {
+			return nil, err
+		}
+	}
+	l.Paths = append(l.Paths, &Path{Name: "vxlan", Description: "kernel VXLAN (unencrypted)",
+		ClientNS: n1.NS, ServerNS: n2.NS, Server: netip.MustParseAddr("10.98.0.2")})
+
+	wg, err := l.upstreamWireGuard(ctx, n3, n4)
+	if err != nil {
+		return nil, err
+	}
+	l.Paths = append(l.Paths, wg)
+
+	weft, err := l.weft(ctx, n1, n2)
+	if err != nil {
+		return nil, err
+	}
+	l.Paths = append(l.Paths, weft)
+	return l, nil
+}
+
+// upstreamWireGuard runs wireguard-go (built from the module version weft
+// uses) on a and b, configured through wgctrl, with the same MTU as weft.
+func (l *Lab) upstreamWireGuard(ctx context.Context, a, b *netlab.Node) (*Path, error) {
+	keys := make([]wgtypes.Key, 2)
+	p := &Path{Name: "wireguard-go", Description: "upstream wireguard-go, node to node",
+		ClientNS: a.NS, ServerNS: b.NS, Server: netip.MustParseAddr("10.97.0.2")}
+	for i, n := range []*netlab.Node{a, b} {
+		keys[i], _ = wgtypes.GeneratePrivateKey()
+		proc, err := n.Start(filepath.Join(l.bins, "wireguard-go"), "-f", "wgb0")
+		if err != nil {
+			return nil, err
+		}
+		p.procs = append(p.procs, proc)
+		sock := filepath.Join(n.RunDir, "wgb0.sock")
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, err := os.Stat(sock); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("wireguard-go on %s: no UAPI socket:\n%s", n.Name, proc.Output())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for i, n := range []*netlab.Node{a, b} {
+		peer := []*netlab.Node{b, a}[i]
+		keyFile := filepath.Join(n.Dir, "wgb0.key")
+		if err := os.WriteFile(keyFile, []byte(keys[i].String()), 0o600); err != nil {
+			return nil, err
+		}
+		if _, err := n.Run(ctx, filepath.Join(l.bins, "weft-bench"), "wg-configure", "--interface", "wgb0",
+			"--private-key-file", keyFile, "--listen-port", "51820",
+			"--peer", fmt.Sprintf("%s,%s:51820,10.97.0.%d/32", keys[1-i].PublicKey(), peer.Addr, 2-i)); err != nil {
+			return nil, err
+		}
+		if _, err := n.Run(ctx, "sh", "-c", fmt.Sprintf("ip addr add 10.97.0.%d/24 dev wgb0 && ip link set wgb0 mtu 1420 up", i+1)); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// weft starts weft agents on a and b and attaches a pod to each.
+func (l *Lab) weft(ctx context.Context, a, b *netlab.Node) (*Path, error) {
+	key, err := l.WriteGossipKey()
+	if err != nil {
+		return nil, err
+	}
+	l.gossipKey = key
+	p := &Path{Name: "weft", Description: "weft, pod to pod across nodes (encrypted)"}
+	for _, n := range []*netlab.Node{a, b} {
+		proc, err := n.Start(filepath.Join(l.bins, "weft-agent"), n.AgentArgs(key, a)...)
+		if err != nil {
+			return nil, err
+		}
+		p.procs = append(p.procs, proc)
+		l.agents = append(l.agents, proc)
+		l.weftNodes = append(l.weftNodes, n)
+	}
+	if err := l.WaitMesh(ctx, l.bins, 30*time.Second, a, b); err != nil {
+		return nil, err
+	}
+	var pods []*netlab.Pod
+	for _, n := range []*netlab.Node{a, b} {
+		if err := n.WaitCNIConf(ctx, 20*time.Second); err != nil {
+			return nil, err
+		}
+		pod, err := n.AddPod(ctx, l.bins, "bench")
+		if err != nil {
+			return nil, err
+		}
+		pods = append(pods, pod)
+	}
+	p.ClientNS, p.ServerNS, p.Server = pods[0].NS, pods[1].NS, pods[1].Addr(false)
+	return p, nil
+}

@@ -1,0 +1,177 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// Write stores the run under dir as <stamp>.json, <stamp>.md and two SVG
+// plots, and copies the table and plots to latest.md, throughput.svg and
+// latency.svg for the README. It returns the Markdown.
+func Write(r *Results, dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	stamp := strings.NewReplacer(":", "", "-", "").Replace(r.Time)
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	md := Markdown(r, stamp)
+	files := map[string][]byte{
+		stamp + ".json":           b,
+		stamp + ".md":             []byte(md),
+		stamp + "-throughput.svg": []byte(throughputSVG(r)),
+		stamp + "-latency.svg":    []byte(latencySVG(r)),
+		"latest.md":               []byte(md),
+		"throughput.svg":          []byte(throughputSVG(r)),
+		"latency.svg":             []byte(latencySVG(r)),
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			return "", err
+		}
+	}
+	return md, nil
+}
+
+func rng(s Summary, f string) string {
+	if len(s.Runs) <= 1 {
+		return fmt.Sprintf(f, s.Median)
+	}
+	return fmt.Sprintf(f+" ("+f+"–"+f+")", s.Median, s.Min, s.Max)
+}
+
+func ratio(a, b float64) string {
+	if b == 0 || math.IsNaN(a) || math.IsNaN(b) {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+// Markdown renders the run as tables: medians with min–max over the repetitions.
+func Markdown(r *Results, stamp string) string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "### weft bench %s\n\n", r.Time)
+	fmt.Fprintf(&sb, "Kernel %s, %d CPUs; %d repetitions of %s each; median (min–max). `make bench` wrote this.\n\n", r.Kernel, r.CPUs, r.Reps, r.Duration)
+	wg, veth := r.path("wireguard-go"), r.path("veth")
+	sb.WriteString("| path | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP at " + r.UDPRate + ": Gbit/s, loss %, jitter ms | RTT p50 / p99 ms | TCP req/resp per s | CPU s per Gbit | 1 stream vs wireguard-go | vs veth |\n")
+	sb.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	for _, p := range r.Paths {
+		cpu := "kernel"
+		if p.CPUPerGbit != nil {
+			cpu = rng(*p.CPUPerGbit, "%.2f")
+		}
+		vsWG, vsVeth := "–", "–"
+		if wg != nil {
+			vsWG = ratio(p.TCP1.Median, wg.TCP1.Median)
+		}
+		if veth != nil {
+			vsVeth = ratio(p.TCP1.Median, veth.TCP1.Median)
+		}
+		fmt.Fprintf(&sb, "| **%s** — %s | %s | %s | %s, %s, %s | %s / %s | %s | %s | %s | %s |\n",
+			p.Name, p.Description, rng(p.TCP1, "%.2f"), rng(p.TCP4, "%.2f"),
+			rng(p.UDP, "%.2f"), rng(p.UDPLoss, "%.2f"), rng(p.UDPJitter, "%.3f"),
+			rng(p.RTTP50, "%.3f"), rng(p.RTTP99, "%.3f"), rng(p.RR, "%.0f"), cpu, vsWG, vsVeth)
+	}
+	sb.WriteString("\n| CNI chain (libcni) | at a time | ADDs | ADD p50 / p99 ms | DEL p50 / p99 ms | ADD p50 vs ptp + host-local |\n|---|---|---|---|---|---|\n")
+	for _, c := range r.CNI {
+		base := r.cni("ptp+host-local", c.Parallel)
+		vs := "–"
+		if base != nil {
+			vs = ratio(c.AddP50, base.AddP50)
+		}
+		fmt.Fprintf(&sb, "| %s | %d | %d | %.1f / %.1f | %.1f / %.1f | %s |\n", c.Chain, c.Parallel, c.N, c.AddP50, c.AddP99, c.DelP50, c.DelP99, vs)
+	}
+	fmt.Fprintf(&sb, "\nConvergence (a new node's agent start → first packet from every node into its pod range): %s ms.\n\n", rng(r.Convergence, "%.0f"))
+	sb.WriteString("| target | this run | goal | met |\n|---|---|---|---|\n")
+	for _, t := range r.Targets {
+		met := "**no**"
+		if t.Met {
+			met = "yes"
+		}
+		fmt.Fprintf(&sb, "| %s | %.2f | %s | %s |\n", t.Name, t.Ratio, t.Limit, met)
+	}
+	fmt.Fprintf(&sb, "\n![throughput](%s-throughput.svg) ![latency](%s-latency.svg)\n", stamp, stamp)
+	return sb.String()
+}
+
+var colors = []string{"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1"}
+
+func throughputSVG(r *Results) string {
+	const w, h, left, bottom, top = 640, 320, 60, 40, 30
+	maxV := 0.0
+	for _, p := range r.Paths {
+		maxV = max(maxV, p.TCP1.Max, p.TCP4.Max)
+	}
+	if maxV == 0 {
+		maxV = 1
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`, w, h)
+	fmt.Fprintf(&sb, `<rect width="%d" height="%d" fill="white"/><text x="%d" y="18" font-size="14">Throughput, Gbit/s (median; whiskers min–max)</text>`, w, h, left)
+	plotH := float64(h - bottom - top)
+	y := func(v float64) float64 { return float64(h-bottom) - v/maxV*plotH }
+	for i := 0; i <= 4; i++ {
+		v := maxV * float64(i) / 4
+		fmt.Fprintf(&sb, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/><text x="%d" y="%.1f" text-anchor="end">%.1f</text>`, left, w-10, y(v), y(v), left-5, y(v)+4, v)
+	}
+	group := float64(w-left-20) / float64(max(len(r.Paths), 1))
+	for i, p := range r.Paths {
+		x0 := float64(left) + float64(i)*group + 10
+		for j, s := range []Summary{p.TCP1, p.TCP4} {
+			bw := (group - 30) / 2
+			x := x0 + float64(j)*bw
+			fmt.Fprintf(&sb, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`, x, y(s.Median), bw-4, float64(h-bottom)-y(s.Median), colors[j])
+			fmt.Fprintf(&sb, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="black"/>`, x+bw/2-2, x+bw/2-2, y(s.Min), y(s.Max))
+		}
+		fmt.Fprintf(&sb, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`, x0+(group-30)/2, h-bottom+16, p.Name)
+	}
+	fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="10" height="10" fill="%s"/><text x="%d" y="%d">1 TCP stream</text>`, w-200, top, colors[0], w-185, top+9)
+	fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="10" height="10" fill="%s"/><text x="%d" y="%d">4 TCP streams</text>`, w-200, top+16, colors[1], w-185, top+25)
+	sb.WriteString("</svg>\n")
+	return sb.String()
+}
+
+func latencySVG(r *Results) string {
+	const w, h, left, bottom, top = 640, 320, 60, 40, 30
+	maxV := 0.0
+	for _, p := range r.Paths {
+		if len(p.RTTs) > 0 {
+			s := slices.Sorted(slices.Values(p.RTTs))
+			maxV = max(maxV, quantile(s, 0.995))
+		}
+	}
+	if maxV == 0 {
+		maxV = 1
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`, w, h)
+	fmt.Fprintf(&sb, `<rect width="%d" height="%d" fill="white"/><text x="%d" y="18" font-size="14">Ping RTT CDF, ms</text>`, w, h, left)
+	plotW, plotH := float64(w-left-20), float64(h-bottom-top)
+	x := func(v float64) float64 { return float64(left) + min(v/maxV, 1)*plotW }
+	y := func(q float64) float64 { return float64(h-bottom) - q*plotH }
+	for i := 0; i <= 4; i++ {
+		v := maxV * float64(i) / 4
+		fmt.Fprintf(&sb, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="#ddd"/><text x="%.1f" y="%d" text-anchor="middle">%.2f</text>`, x(v), x(v), top, h-bottom, x(v), h-bottom+16, v)
+		q := float64(i) / 4
+		fmt.Fprintf(&sb, `<text x="%d" y="%.1f" text-anchor="end">%.2f</text>`, left-5, y(q)+4, q)
+	}
+	for i, p := range r.Paths {
+		s := slices.Sorted(slices.Values(p.RTTs))
+		var pts []string
+		for k, v := range s {
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(v), y(float64(k+1)/float64(len(s)))))
+		}
+		c := colors[i%len(colors)]
+		fmt.Fprintf(&sb, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`, c, strings.Join(pts, " "))
+		fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="10" height="10" fill="%s"/><text x="%d" y="%d">%s</text>`, w-160, top+16*i, c, w-145, top+16*i+9, p.Name)
+	}
+	sb.WriteString("</svg>\n")
+	return sb.String()
+}

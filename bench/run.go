@@ -1,0 +1,223 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Config says how much to measure.
+type Config struct {
+	BinDir   string
+	Reps     int
+	Duration time.Duration // of each iperf3 and request/response run
+	UDPRate  string        // iperf3 -b for the UDP run
+	Pings    int           // per repetition
+	CNIPods  int           // ADDs (then DELs) per CNI measurement
+	Log      io.Writer
+}
+
+// Results is everything one run measured.
+type Results struct {
+	Time        string       `json:"time"`
+	Kernel      string       `json:"kernel"`
+	CPUs        int          `json:"cpus"`
+	Reps        int          `json:"reps"`
+	Duration    string       `json:"duration"`
+	UDPRate     string       `json:"udpRate"`
+	Paths       []PathResult `json:"paths"`
+	CNI         []CNIStats   `json:"cni"`
+	Convergence Summary      `json:"convergenceMs"`
+	Targets     []Target     `json:"targets"`
+}
+
+// PathResult holds one path's figures; throughput in Gbit/s, times in ms.
+type PathResult struct {
+	Name        string    `json:"name"`
+	Description string    `json:"description"`
+	TCP1        Summary   `json:"tcp1Gbps"`
+	TCP4        Summary   `json:"tcp4Gbps"`
+	UDP         Summary   `json:"udpGbps"`
+	UDPLoss     Summary   `json:"udpLossPercent"`
+	UDPJitter   Summary   `json:"udpJitterMs"`
+	RTTP50      Summary   `json:"rttP50Ms"`
+	RTTP99      Summary   `json:"rttP99Ms"`
+	RR          Summary   `json:"requestResponsePerSecond"`
+	CPUPerGbit  *Summary  `json:"cpuSecondsPerGbit,omitempty"`
+	RTTs        []float64 `json:"rttsMs"`
+}
+
+// CNIStats is one plugin chain at one parallelism.
+type CNIStats struct {
+	Chain    string  `json:"chain"`
+	Parallel int     `json:"parallel"`
+	N        int     `json:"n"`
+	AddP50   float64 `json:"addP50Ms"`
+	AddP99   float64 `json:"addP99Ms"`
+	DelP50   float64 `json:"delP50Ms"`
+	DelP99   float64 `json:"delP99Ms"`
+}
+
+// Target is one goal the report checks.
+type Target struct {
+	Name  string  `json:"name"`
+	Ratio float64 `json:"ratio"`
+	Limit string  `json:"limit"`
+	Met   bool    `json:"met"`
+}
+
+// Run builds the lab, measures and tears the lab down.
+func Run(ctx context.Context, cfg Config) (*Results, error) {
+	logf := func(format string, args ...any) { fmt.Fprintf(cfg.Log, format+"\n", args...) }
+	logf("== building the bench lab (veth, VXLAN, upstream wireguard-go, weft)")
+	lab, err := NewLab(ctx, cfg.BinDir)
+	if err != nil {
+		return nil, err
+	}
+	defer lab.Close()
+	kernel, _ := exec.Command("uname", "-r").Output()
+	res := &Results{Time: time.Now().UTC().Format(time.RFC3339), Kernel: strings.TrimSpace(string(kernel)),
+		CPUs: runtime.NumCPU(), Reps: cfg.Reps, Duration: cfg.Duration.String(), UDPRate: cfg.UDPRate}
+
+	// Servers for the whole run, bound to each path's server address.
+	for _, p := range lab.Paths {
+		for _, args := range [][]string{
+			{"iperf3", "-s", "-B", p.Server.String()},
+			{filepath.Join(cfg.BinDir, "weft-bench"), "rr-server", "--listen", p.Server.String() + ":5202"},
+		} {
+			srv := nsCommand(ctx, p.ServerNS, args[0], args[1:]...)
+			if err := srv.Start(); err != nil {
+				return nil, err
+			}
+			defer func() { srv.Process.Kill(); srv.Wait() }()
+		}
+	}
+
+	type acc struct{ tcp1, tcp4, udp, loss, jitter, p50, p99, rr, cpu, rtts []float64 }
+	all := make([]acc, len(lab.Paths))
+	for rep := 1; rep <= cfg.Reps; rep++ {
+		for i, p := range lab.Paths {
+			logf("   rep %d/%d: %s", rep, cfg.Reps, p.Name)
+			a := &all[i]
+			t1, err := iperf(ctx, p, cfg.Duration)
+			if err != nil {
+				return nil, err
+			}
+			a.tcp1 = append(a.tcp1, t1.BitsPerSecond/1e9)
+			if t1.CPUSeconds > 0 && t1.Bytes > 0 {
+				a.cpu = append(a.cpu, t1.CPUSeconds/(t1.Bytes*8/1e9))
+			}
+			t4, err := iperf(ctx, p, cfg.Duration, "-P", "4")
+			if err != nil {
+				return nil, err
+			}
+			a.tcp4 = append(a.tcp4, t4.BitsPerSecond/1e9)
+			u, err := iperf(ctx, p, cfg.Duration, "-u", "-b", cfg.UDPRate)
+			if err != nil {
+				return nil, err
+			}
+			a.udp, a.loss, a.jitter = append(a.udp, u.BitsPerSecond/1e9), append(a.loss, u.LostPercent), append(a.jitter, u.JitterMs)
+			rtts, err := pingRTTs(ctx, p, cfg.Pings)
+			if err != nil {
+				return nil, err
+			}
+			sorted := slices.Sorted(slices.Values(rtts))
+			a.p50, a.p99 = append(a.p50, quantile(sorted, 0.5)), append(a.p99, quantile(sorted, 0.99))
+			a.rtts = append(a.rtts, rtts...)
+			rr, err := requestResponse(ctx, cfg.BinDir, p, cfg.Duration)
+			if err != nil {
+				return nil, err
+			}
+			a.rr = append(a.rr, rr)
+		}
+	}
+	for i, p := range lab.Paths {
+		a := all[i]
+		pr := PathResult{Name: p.Name, Description: p.Description, TCP1: summarize(a.tcp1), TCP4: summarize(a.tcp4),
+			UDP: summarize(a.udp), UDPLoss: summarize(a.loss), UDPJitter: summarize(a.jitter),
+			RTTP50: summarize(a.p50), RTTP99: summarize(a.p99), RR: summarize(a.rr), RTTs: a.rtts}
+		if len(a.cpu) > 0 {
+			s := summarize(a.cpu)
+			pr.CPUPerGbit = &s
+		}
+		res.Paths = append(res.Paths, pr)
+	}
+
+	logf("== CNI ADD/DEL through libcni: weft-cni vs ptp + host-local")
+	n1 := lab.weftNodes[0]
+	lists, err := cniLists(n1)
+	if err != nil {
+		return nil, err
+	}
+	for _, parallel := range []int{1, 20} {
+		for _, chain := range []string{"weft-cni", "ptp+host-local"} {
+			var r CNIResult
+			for rep := 0; rep < cfg.Reps; rep++ {
+				one, err := benchCNI(ctx, n1, cfg.BinDir, lists[chain], cfg.CNIPods, parallel)
+				if err != nil {
+					return nil, err
+				}
+				r.AddMs, r.DelMs = append(r.AddMs, one.AddMs...), append(r.DelMs, one.DelMs...)
+			}
+			add, del := slices.Sorted(slices.Values(r.AddMs)), slices.Sorted(slices.Values(r.DelMs))
+			res.CNI = append(res.CNI, CNIStats{Chain: chain, Parallel: parallel, N: len(add),
+				AddP50: quantile(add, 0.5), AddP99: quantile(add, 0.99), DelP50: quantile(del, 0.5), DelP99: quantile(del, 0.99)})
+			logf("   %s, %d at a time: ADD p50 %.1f ms, DEL p50 %.1f ms", chain, parallel, quantile(add, 0.5), quantile(del, 0.5))
+		}
+	}
+
+	logf("== convergence: a new node's start to the first packet from every node into its pod range")
+	var conv []float64
+	for rep := 0; rep < cfg.Reps; rep++ {
+		d, err := lab.convergence(ctx, fmt.Sprintf("new%d", rep+1))
+		if err != nil {
+			return nil, err
+		}
+		conv = append(conv, ms(d))
+		logf("   new node %d: %v", rep+1, d.Round(time.Millisecond))
+	}
+	res.Convergence = summarize(conv)
+	res.Targets = targets(res)
+	return res, nil
+}
+
+func (r *Results) path(name string) *PathResult {
+	for i := range r.Paths {
+		if r.Paths[i].Name == name {
+			return &r.Paths[i]
+		}
+	}
+	return nil
+}
+
+func (r *Results) cni(chain string, parallel int) *CNIStats {
+	for i := range r.CNI {
+		if r.CNI[i].Chain == chain && r.CNI[i].Parallel == parallel {
+			return &r.CNI[i]
+		}
+	}
+	return nil
+}
+
+// targets checks the goals of the bench issue against this run's figures.
+func targets(r *Results) []Target {
+	var out []Target
+	weft, wg := r.path("weft"), r.path("wireguard-go")
+	if weft != nil && wg != nil {
+		t := weft.TCP1.Median / wg.TCP1.Median
+		out = append(out, Target{"weft throughput ÷ upstream wireguard-go (1 TCP stream)", t, "≥ 1.0", t >= 1.0})
+		l := weft.RTTP50.Median / wg.RTTP50.Median
+		out = append(out, Target{"weft RTT p50 ÷ upstream wireguard-go", l, "≤ 1.1", l <= 1.1})
+	}
+	if w, p := r.cni("weft-cni", 1), r.cni("ptp+host-local", 1); w != nil && p != nil {
+		c := w.AddP50 / p.AddP50
+		out = append(out, Target{"weft-cni ADD p50 ÷ ptp + host-local", c, "≤ 0.8", c <= 0.8})
+	}
+	return out
+}
