@@ -38,21 +38,7 @@ func iperf(ctx context.Context, p *Path, d time.Duration, extra ...string) (Thro
 		if ctx.Err() != nil {
 			return Throughput{}, ctx.Err()
 		}
-		var r struct {
-			Error string `json:"error"`
-			End   struct {
-				SumReceived struct {
-					BitsPerSecond float64 `json:"bits_per_second"`
-					Bytes         float64 `json:"bytes"`
-				} `json:"sum_received"`
-				Sum struct { // UDP
-					BitsPerSecond float64 `json:"bits_per_second"`
-					Bytes         float64 `json:"bytes"`
-					JitterMs      float64 `json:"jitter_ms"`
-					LostPercent   float64 `json:"lost_percent"`
-				} `json:"sum"`
-			} `json:"end"`
-		}
+		var r iperfJSON
 		if err := json.Unmarshal(out, &r); err != nil {
 			return Throughput{}, fmt.Errorf("iperf3 on %s: %v", p.Name, err)
 		}
@@ -71,6 +57,23 @@ func iperf(ctx context.Context, p *Path, d time.Duration, extra ...string) (Thro
 		return t, nil
 	}
 	return Throughput{}, fmt.Errorf("iperf3 on %s: %s", p.Name, lastErr)
+}
+
+// iperfJSON is the part of iperf3 -J output the bench reads.
+type iperfJSON struct {
+	Error string `json:"error"`
+	End   struct {
+		SumReceived struct {
+			BitsPerSecond float64 `json:"bits_per_second"`
+			Bytes         float64 `json:"bytes"`
+		} `json:"sum_received"`
+		Sum struct { // UDP
+			BitsPerSecond float64 `json:"bits_per_second"`
+			Bytes         float64 `json:"bytes"`
+			JitterMs      float64 `json:"jitter_ms"`
+			LostPercent   float64 `json:"lost_percent"`
+		} `json:"sum"`
+	} `json:"end"`
 }
 
 var pingTime = regexp.MustCompile(`time=([0-9.]+) ms`)

@@ -41,7 +41,10 @@ func Write(r *Results, dir string) (string, error) {
 }
 
 func rng(s Summary, f string) string {
-	if len(s.Runs) <= 1 {
+	if len(s.Runs) == 0 {
+		return "–"
+	}
+	if len(s.Runs) == 1 {
 		return fmt.Sprintf(f, s.Median)
 	}
 	return fmt.Sprintf(f+" ("+f+"–"+f+")", s.Median, s.Min, s.Max)
@@ -79,17 +82,23 @@ func Markdown(r *Results, stamp string) string {
 			rng(p.UDP, "%.2f"), rng(p.UDPLoss, "%.2f"), rng(p.UDPJitter, "%.3f"),
 			rng(p.RTTP50, "%.3f"), rng(p.RTTP99, "%.3f"), rng(p.RR, "%.0f"), cpu, vsWG, vsVeth)
 	}
-	sb.WriteString("\n| CNI chain (libcni) | at a time | ADDs | ADD p50 / p99 ms | DEL p50 / p99 ms | ADD p50 vs ptp + host-local |\n|---|---|---|---|---|---|\n")
-	for _, c := range r.CNI {
-		base := r.cni("ptp+host-local", c.Parallel)
-		vs := "–"
-		if base != nil {
-			vs = ratio(c.AddP50, base.AddP50)
+	if len(r.CNI) > 0 {
+		sb.WriteString("\n| CNI chain (libcni) | at a time | ADDs | ADD p50 / p99 ms | DEL p50 / p99 ms | ADD p50 vs ptp + host-local |\n|---|---|---|---|---|---|\n")
+		for _, c := range r.CNI {
+			base := r.cni("ptp+host-local", c.Parallel)
+			vs := "–"
+			if base != nil {
+				vs = ratio(c.AddP50, base.AddP50)
+			}
+			fmt.Fprintf(&sb, "| %s | %d | %d | %.1f / %.1f | %.1f / %.1f | %s |\n", c.Chain, c.Parallel, c.N, c.AddP50, c.AddP99, c.DelP50, c.DelP99, vs)
 		}
-		fmt.Fprintf(&sb, "| %s | %d | %d | %.1f / %.1f | %.1f / %.1f | %s |\n", c.Chain, c.Parallel, c.N, c.AddP50, c.AddP99, c.DelP50, c.DelP99, vs)
 	}
-	fmt.Fprintf(&sb, "\nConvergence (a new node's agent start → first packet from every node into its pod range): %s ms.\n\n", rng(r.Convergence, "%.0f"))
-	sb.WriteString("| target | this run | goal | met |\n|---|---|---|---|\n")
+	if len(r.Convergence.Runs) > 0 {
+		fmt.Fprintf(&sb, "\nConvergence (a new node's agent start → first packet from every node into its pod range): %s ms.\n\n", rng(r.Convergence, "%.0f"))
+	}
+	if len(r.Targets) > 0 {
+		sb.WriteString("| target | this run | goal | met |\n|---|---|---|---|\n")
+	}
 	for _, t := range r.Targets {
 		met := "**no**"
 		if t.Met {
@@ -97,7 +106,9 @@ func Markdown(r *Results, stamp string) string {
 		}
 		fmt.Fprintf(&sb, "| %s | %.2f | %s | %s |\n", t.Name, t.Ratio, t.Limit, met)
 	}
-	fmt.Fprintf(&sb, "\n![throughput](%s-throughput.svg) ![latency](%s-latency.svg)\n", stamp, stamp)
+	if stamp != "" {
+		fmt.Fprintf(&sb, "\n![throughput](%s-throughput.svg) ![latency](%s-latency.svg)\n", stamp, stamp)
+	}
 	return sb.String()
 }
 
@@ -174,4 +185,35 @@ func latencySVG(r *Results) string {
 	}
 	sb.WriteString("</svg>\n")
 	return sb.String()
+}
+
+// ParseIperfLog reads a log of iperf3 -J documents, each after a
+// "=== tcp1|tcp4|udp" line (bench/k8s), into a one-path Results.
+func ParseIperfLog(name string, log []byte) (*Results, error) {
+	var tcp1, tcp4, udp, loss, jitter []float64
+	sections := strings.Split(string(log), "=== ")
+	for _, sec := range sections[1:] {
+		kind, body, _ := strings.Cut(sec, "\n")
+		var r iperfJSON
+		if err := json.Unmarshal([]byte(body), &r); err != nil {
+			return nil, fmt.Errorf("%s run: %v", kind, err)
+		}
+		if r.Error != "" {
+			return nil, fmt.Errorf("%s run: %s", kind, r.Error)
+		}
+		switch strings.TrimSpace(kind) {
+		case "tcp1":
+			tcp1 = append(tcp1, r.End.SumReceived.BitsPerSecond/1e9)
+		case "tcp4":
+			tcp4 = append(tcp4, r.End.SumReceived.BitsPerSecond/1e9)
+		case "udp":
+			udp, loss, jitter = append(udp, r.End.Sum.BitsPerSecond/1e9), append(loss, r.End.Sum.LostPercent), append(jitter, r.End.Sum.JitterMs)
+		}
+	}
+	if len(tcp1) == 0 {
+		return nil, fmt.Errorf("no \"=== tcp1\" run in the log")
+	}
+	return &Results{Reps: len(tcp1), Duration: "5s", UDPRate: "500M", Paths: []PathResult{{
+		Name: name, Description: "in-cluster iperf3 pair", TCP1: summarize(tcp1), TCP4: summarize(tcp4),
+		UDP: summarize(udp), UDPLoss: summarize(loss), UDPJitter: summarize(jitter)}}}, nil
 }

@@ -1,6 +1,10 @@
 package bench
 
-import "testing"
+import (
+	"strconv"
+	"strings"
+	"testing"
+)
 
 func TestSummarize(t *testing.T) {
 	s := summarize([]float64{3, 1, 2, 10})
@@ -11,3 +15,28 @@ func TestSummarize(t *testing.T) {
 		t.Fatalf("p99 = %v", q)
 	}
 }
+
+func TestParseIperfLog(t *testing.T) {
+	doc := func(bps float64) string {
+		return `{"end":{"sum_received":{"bits_per_second":` + ftoa(bps) + `},"sum":{"bits_per_second":` + ftoa(bps) + `,"lost_percent":1.5,"jitter_ms":0.2}}}`
+	}
+	log := "=== tcp1\n" + doc(2e9) + "\n=== tcp4\n" + doc(3e9) + "\n=== udp\n" + doc(0.5e9) + "\n=== tcp1\n" + doc(4e9) + "\n"
+	r, err := ParseIperfLog("x", []byte(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := r.Paths[0]
+	if p.TCP1.Median != 3 || p.TCP1.Min != 2 || p.TCP4.Median != 3 || p.UDPLoss.Median != 1.5 {
+		t.Fatalf("%+v", p)
+	}
+	if _, err := ParseIperfLog("x", []byte(`=== tcp1
+{"error":"unable to connect"}`)); err == nil {
+		t.Fatal("an iperf3 error was not reported")
+	}
+	md := Markdown(r, "")
+	if !strings.Contains(md, "| **x** — in-cluster iperf3 pair | 3.00 (2.00–4.00) |") || strings.Contains(md, "svg") {
+		t.Fatalf("table:\n%s", md)
+	}
+}
+
+func ftoa(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }

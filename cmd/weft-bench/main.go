@@ -36,6 +36,8 @@ func main() {
 			err = rrClient(os.Args[2:])
 		case "wg-configure":
 			err = wgConfigure(os.Args[2:])
+		case "table":
+			err = table(os.Args[2:])
 		default:
 			err = runBench(os.Args[1:])
 		}
@@ -198,4 +200,26 @@ func wgConfigure(args []string) error {
 	}
 	defer c.Close()
 	return c.ConfigureDevice(*iface, cfg)
+}
+
+// table prints the bench table for an in-cluster iperf3 log (bench/k8s/run.sh).
+func table(args []string) error {
+	fs := flag.NewFlagSet("table", flag.ContinueOnError)
+	name := fs.String("name", "cluster", "path name for the table")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: weft-bench table [--name NAME] IPERF_LOG")
+	}
+	b, err := os.ReadFile(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	r, err := bench.ParseIperfLog(*name, b)
+	if err != nil {
+		return err
+	}
+	fmt.Print(bench.Markdown(r, ""))
+	return nil
 }
