@@ -44,6 +44,7 @@ type Agent struct {
 	cniConf []byte // written once the first reconcile succeeds
 	// published: the Node carries our annotations and condition (Kubernetes mode).
 	annotated, conditioned bool
+	masq                   *policy.Masquerade // last applied
 }
 
 // Run starts the agent and blocks until ctx is done or the device stops. A
@@ -290,6 +291,11 @@ func (a *Agent) reconcile(ctx context.Context) (again bool) {
 			"routes_added", ch.RoutesAdded, "routes_removed", ch.RoutesRemoved,
 			"addresses_added", ch.AddressesAdded, "addresses_removed", ch.AddressesRemoved)
 	}
+	if err := a.applyMasquerade(ctx, peers); err != nil {
+		a.metrics.reconciles.WithLabelValues("error").Inc()
+		a.log.Error("egress masquerade failed; retrying", "err", err)
+		return true
+	}
 	if !slices.EqualFunc(peers, a.saved, sameNode) {
 		if err := saveCache(a.cfg.StateDir, peers); err != nil {
 			a.log.Warn("cannot save peer cache", "err", err)
@@ -307,6 +313,28 @@ func (a *Agent) reconcile(ctx context.Context) (again bool) {
 		a.log.Info("ready", "cni_conf", filepath.Join(a.cfg.CNIConfDir, CNIConfFile), "cni_conf_written", wrote)
 	}
 	return a.publish(ctx) || ch.PeersDeferred > 0
+}
+
+// applyMasquerade keeps the egress NAT in step with the mesh: every node's
+// pod CIDRs and addresses are reached without NAT, the rest of the world
+// sees the node's address. It writes nothing when nothing changed.
+func (a *Agent) applyMasquerade(ctx context.Context, peers []NodeInfo) error {
+	want := policy.Masquerade{Enabled: a.cfg.Masquerade, PodCIDRs: a.self.PodCIDRs}
+	no := slices.Clone(a.cfg.NoMasquerade)
+	for _, n := range append([]NodeInfo{a.self}, peers...) {
+		no = append(no, n.PodCIDRs...)
+		a := n.Endpoint.Addr()
+		no = append(no, netip.PrefixFrom(a, a.BitLen()))
+	}
+	want.NoMasquerade = policy.Disjoint(no)
+	if a.masq != nil && a.masq.Equal(want) {
+		return nil
+	}
+	if err := policy.ApplyMasquerade(ctx, want); err != nil {
+		return err
+	}
+	a.masq = &want
+	return nil
 }
 
 // publish annotates this Node and sets its condition, once each; it reports

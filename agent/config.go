@@ -32,6 +32,10 @@ type Config struct {
 	// Kubernetes mode: a kubeconfig, or in-cluster when KUBERNETES_SERVICE_HOST is set.
 	Kubeconfig string
 	KubeMode   bool
+	// Egress: pod traffic to destinations outside every pod CIDR, node
+	// address and NoMasquerade range is masqueraded to the node's address.
+	Masquerade   bool
+	NoMasquerade []netip.Prefix
 }
 
 var (
@@ -61,6 +65,9 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", ":9587", "address for health, metrics and the peer API")
 	fs.IntVar(&c.MTU, "mtu", 0, "tunnel MTU (default: underlay MTU - 80)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	var noMasq listFlag
+	fs.BoolVar(&c.Masquerade, "masquerade", true, "masquerade pod traffic that leaves the cluster")
+	fs.Var(&noMasq, "no-masquerade-cidr", "extra destinations reached without masquerade (repeat or comma list)")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig for Kubernetes mode (in a pod, the service account is used)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -89,6 +96,13 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 			return c, fmt.Errorf("--advertise-address %q: not a unicast IP address", adv[0])
 		}
 		c.AdvertiseAddress = a.Unmap()
+	}
+	for _, s := range noMasq {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return c, fmt.Errorf("--no-masquerade-cidr %q: not a CIDR", s)
+		}
+		c.NoMasquerade = append(c.NoMasquerade, p.Masked())
 	}
 	for _, s := range join {
 		hp, err := normalizeSeed(s, c.GossipPort)

@@ -181,7 +181,8 @@ func latencySVG(r *Results) string {
 		}
 		c := colors[i%len(colors)]
 		fmt.Fprintf(&sb, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`, c, strings.Join(pts, " "))
-		fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="10" height="10" fill="%s"/><text x="%d" y="%d">%s</text>`, w-160, top+16*i, c, w-145, top+16*i+9, p.Name)
+		ly := h - bottom - 16*(len(r.Paths)-i) - 6 // legend bottom right, clear of the curves
+		fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="10" height="10" fill="%s"/><text x="%d" y="%d">%s</text>`, w-160, ly, c, w-145, ly+9, p.Name)
 	}
 	sb.WriteString("</svg>\n")
 	return sb.String()

@@ -176,3 +176,10 @@ func (n *Node) HTTPClient() *http.Client {
 		Transport: &http.Transport{DialContext: n.Dial, DisableKeepAlives: true},
 	}
 }
+
+// AddOutside creates a host on the underlay that belongs to no cluster: it
+// has no route to any pod CIDR, so only masqueraded pod traffic can get
+// an answer from it. Its addresses are 10.99.0.200 and fd99::c8.
+func (l *Lab) AddOutside() (*Node, error) {
+	return l.addHost("outside", l.ID+"-out", netip.MustParseAddr("10.99.0.200"), netip.MustParseAddr("fd99::c8"))
+}

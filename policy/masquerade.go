@@ -1,0 +1,107 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"sigs.k8s.io/knftables"
+)
+
+// MasqueradeChain masquerades traffic that this node's pods send to
+// addresses outside the cluster: everything whose destination is not in
+// NoMasquerade. Pod to pod, pod to node and node to pod stay un-NATed.
+const MasqueradeChain = "masquerade"
+
+// Masquerade is the desired egress NAT of one node.
+type Masquerade struct {
+	Enabled bool
+	// PodCIDRs are this node's pod ranges: sources to masquerade.
+	PodCIDRs []netip.Prefix
+	// NoMasquerade are destinations reached without NAT: every node's pod
+	// CIDRs, the nodes' own addresses and the operator's extra ranges.
+	NoMasquerade []netip.Prefix
+}
+
+// Equal reports whether m and o program the same rules.
+func (m Masquerade) Equal(o Masquerade) bool {
+	return m.Enabled == o.Enabled && slices.Equal(m.PodCIDRs, o.PodCIDRs) && slices.Equal(m.NoMasquerade, o.NoMasquerade)
+}
+
+// ApplyMasquerade replaces the masquerade chain and its sets in one
+// transaction, so there is no moment with half the rules.
+func ApplyMasquerade(ctx context.Context, m Masquerade) error {
+	nft, err := knftables.New(knftables.InetFamily, Table)
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	tx := nft.NewTransaction()
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft")})
+	chain := &knftables.Chain{
+		Name:     MasqueradeChain,
+		Type:     knftables.PtrTo(knftables.NATType),
+		Hook:     knftables.PtrTo(knftables.PostroutingHook),
+		Priority: knftables.PtrTo(knftables.SNATPriority),
+		Comment:  knftables.PtrTo("masquerade pod traffic leaving the cluster"),
+	}
+	tx.Add(chain)
+	tx.Flush(chain)
+	for _, fam := range []struct {
+		v4           bool
+		name, typ, k string
+	}{{true, "v4", "ipv4_addr", "ip"}, {false, "v6", "ipv6_addr", "ip6"}} {
+		for _, set := range []struct {
+			name string
+			ps   []netip.Prefix
+		}{{"pods-" + fam.name, m.PodCIDRs}, {"no-masquerade-" + fam.name, m.NoMasquerade}} {
+			s := &knftables.Set{Name: set.name, Type: fam.typ, Flags: []knftables.SetFlag{knftables.IntervalFlag}}
+			tx.Add(s)
+			tx.Flush(s)
+			for _, p := range Disjoint(set.ps) {
+				if p.Addr().Is4() == fam.v4 {
+					tx.Add(&knftables.Element{Set: set.name, Key: []string{p.Masked().String()}})
+				}
+			}
+		}
+		if m.Enabled {
+			tx.Add(&knftables.Rule{Chain: MasqueradeChain, Rule: knftables.Concat(
+				fam.k, "saddr", "@pods-"+fam.name, fam.k, "daddr", "!=", "@no-masquerade-"+fam.name, "counter", "masquerade")})
+		}
+	}
+	if err := nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("nftables masquerade: %w", err)
+	}
+	return nil
+}
+
+// Disjoint returns ps without prefixes that another one covers, sorted, so
+// they can be elements of one interval set.
+func Disjoint(ps []netip.Prefix) []netip.Prefix {
+	sorted := make([]netip.Prefix, 0, len(ps))
+	for _, p := range ps {
+		sorted = append(sorted, p.Masked())
+	}
+	// Wider prefixes first, so a covering prefix is kept before what it covers.
+	slices.SortFunc(sorted, func(a, b netip.Prefix) int {
+		if a.Bits() != b.Bits() {
+			return a.Bits() - b.Bits()
+		}
+		return a.Addr().Compare(b.Addr())
+	})
+	var out []netip.Prefix
+	for _, p := range sorted {
+		covered := false
+		for _, q := range out {
+			if q.Overlaps(p) { // q is at least as wide as p
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	return out
+}
