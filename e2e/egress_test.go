@@ -93,8 +93,8 @@ func TestEgressIsMasqueraded(t *testing.T) {
 	c.start(n1, "--masquerade=false")
 	c.waitMesh(20 * time.Second)
 	eventually(t, 10*time.Second, "node1 drops its masquerade rule", func() bool {
-		out, _ := n1.Run(context.Background(), "nft", "list", "chain", "inet", "weft", "masquerade")
-		return !strings.Contains(out, "masquerade\n") && strings.Contains(out, "chain masquerade")
+		out, _ := n1.Run(context.Background(), "nft", "list", "chain", "inet", "weft", "egress-nat")
+		return !strings.Contains(out, "masquerade\n") && strings.Contains(out, "chain egress-nat")
 	})
 	if err := dialFrom(pod.Do, netip.AddrPortFrom(out.Addr, 8080)); err == nil {
 		t.Error("with --masquerade=false the outside host still answered: something else NATs pod traffic")

@@ -12,7 +12,7 @@ import (
 // MasqueradeChain masquerades traffic that this node's pods send to
 // addresses outside the cluster: everything whose destination is not in
 // NoMasquerade. Pod to pod, pod to node and node to pod stay un-NATed.
-const MasqueradeChain = "masquerade"
+const MasqueradeChain = "egress-nat"
 
 // Masquerade is the desired egress NAT of one node.
 type Masquerade struct {
