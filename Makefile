@@ -36,12 +36,15 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/... $(CNI_PLUGINS)
 	$(GO) build -o $(BIN)/wireguard-go golang.zx2c4.com/wireguard
 
-# The lab's real control plane (etcd, kube-apiserver, kube-proxy) comes from
+# The lab's real control plane (etcd, kube-apiserver, kube-proxy, CoreDNS) comes from
 # its own module in tools/controlplane; a cold build takes ~7 min on 2 cores,
 # a warm one (Go build cache) seconds.
 CP_DIR := $(CURDIR)/.cache/controlplane
+COREDNS_VERSION := v1.13.1
 controlplane:
 	cd tools/controlplane && $(GO) build -o $(CP_DIR)/ ./cmd/...
+	@test -x $(CP_DIR)/coredns || { echo ">> building CoreDNS $(COREDNS_VERSION) (about 3 minutes cold)"; \
+		GOBIN=$(CP_DIR) $(GO) install github.com/coredns/coredns@$(COREDNS_VERSION); }
 
 lint:
 	@echo ">> gofmt"; out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -122,3 +122,35 @@ func (p *Pod) Ping(ctx context.Context, dst netip.Addr, timeoutSec float64, extr
 
 // Do runs fn on a thread inside the pod's network namespace (see Node.Do).
 func (p *Pod) Do(fn func() error) error { return inNamespace(p.NS, fn) }
+
+// Start runs a daemon inside the pod (as one of its containers would).
+func (p *Pod) Start(name string, args ...string) (*Proc, error) {
+	return p.Node.Lab.start(p.Command(context.Background(), name, args...), name, p.Node.Dir, p.Name)
+}
+
+// AddPodWith is AddPod with runtime capability arguments, such as
+// portMappings for hostPort (handled by the portmap plugin in the conflist).
+func (n *Node) AddPodWith(ctx context.Context, binDir, name string, capArgs map[string]any) (*Pod, error) {
+	cni, list, err := n.CNI(binDir)
+	if err != nil {
+		return nil, err
+	}
+	p, err := n.NewSandbox(name)
+	if err != nil {
+		return nil, err
+	}
+	rt := p.RuntimeConf()
+	rt.CapabilityArgs = capArgs
+	var res types.Result
+	if err := n.Do(func() error {
+		var err error
+		res, err = cni.AddNetworkList(ctx, list, rt)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("CNI ADD %s on %s: %w", name, n.Name, err)
+	}
+	if p.Result, err = current.NewResultFromResult(res); err != nil {
+		return nil, err
+	}
+	return p, nil
+}

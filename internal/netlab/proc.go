@@ -24,23 +24,28 @@ type Proc struct {
 // Start runs a daemon inside the node. Its output goes to a log file in the
 // node's directory; the lab stops it on Close.
 func (n *Node) Start(name string, args ...string) (*Proc, error) {
-	logPath := filepath.Join(n.Dir, fmt.Sprintf("%s.%d.log", filepath.Base(name), time.Now().UnixNano()))
+	return n.Lab.start(n.Command(context.Background(), name, args...), name, n.Dir, n.Name)
+}
+
+// start runs cmd (program name, wrapped for its namespace) as a daemon of
+// the lab, logging to a file in dir.
+func (l *Lab) start(cmd *exec.Cmd, name, dir, where string) (*Proc, error) {
+	logPath := filepath.Join(dir, fmt.Sprintf("%s.%d.log", filepath.Base(name), time.Now().UnixNano()))
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	cmd := n.Command(context.Background(), name, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s on %s: %w", name, n.Name, err)
+		return nil, fmt.Errorf("start %s on %s: %w", name, where, err)
 	}
 	p := &Proc{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
-	n.Lab.mu.Lock()
-	n.Lab.procs = append(n.Lab.procs, p)
-	n.Lab.mu.Unlock()
+	l.mu.Lock()
+	l.procs = append(l.procs, p)
+	l.mu.Unlock()
 	return p, nil
 }
 
