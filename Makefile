@@ -9,7 +9,7 @@ PKGS_DEB  := iproute2 iputils-ping iperf3 nftables ethtool tcpdump wireguard-too
 TOOLS     := ip ping iperf3 nft ethtool tcpdump wg unshare curl
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build controlplane deps test unit lint demo bench gobench clean sweep
+.PHONY: all build controlplane deps test unit lint demo bench gobench manifests image e2e-kind clean sweep
 
 all: build
 
@@ -56,8 +56,8 @@ unit:
 	$(GO) test -short -count=1 ./...
 
 # test runs everything: unit tests and the lab tests (root, network namespaces).
-test: deps lint build controlplane
-	@set -o pipefail; WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) -v ./... 2>&1 | tee /tmp/weft-test.log; \
+test: deps lint build controlplane $(HELM)
+	@set -o pipefail; WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) WEFT_HELM=$(HELM) $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) -v ./... 2>&1 | tee /tmp/weft-test.log; \
 		status=$$?; \
 		echo "tests: $$(grep -c -- '--- PASS' /tmp/weft-test.log) passed, $$(grep -c -- '--- FAIL' /tmp/weft-test.log) failed, $$(grep -c -- '--- SKIP' /tmp/weft-test.log) skipped"; \
 		exit $$status
@@ -74,6 +74,26 @@ bench: deps build
 
 gobench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# manifests renders the Helm chart's defaults into deploy/weft.yaml, with the
+# Helm CLI built from tools/helm (make test checks the two match).
+HELM := $(CURDIR)/.cache/tools/helm
+$(HELM): tools/helm/go.mod
+	cd tools/helm && $(GO) build -o $(HELM) helm.sh/helm/v3/cmd/helm
+
+manifests: $(HELM)
+	$(HELM) template weft deploy/helm/weft > deploy/weft.yaml
+
+IMAGE ?= ghcr.io/weftnet/weft:0.1.0
+image:
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make image needs a running Docker engine (none here)"; exit 1; }
+	docker build -t $(IMAGE) .
+
+# e2e-kind creates a kind cluster (deploy/kind/cluster.yaml), loads the image,
+# applies deploy/weft.yaml and checks pods, Services, DNS and iperf3 across
+# nodes. It needs docker and kind; without them it says so and skips.
+e2e-kind: build
+	$(GO) test -tags kind -count=1 -v -timeout 30m ./e2e/kind/
 
 sweep:
 	$(GO) run ./cmd/weft-demo --sweep

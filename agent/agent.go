@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -391,11 +392,16 @@ func sameNode(a, b NodeInfo) bool {
 }
 
 // enableForwarding makes the node route between pods, the tunnel and the
-// underlay, as every network plugin must.
+// underlay, as every network plugin must. Where it is already on, nothing
+// is written, so an unprivileged container (read-only /proc/sys) works on
+// hosts that forward already (kubeadm requires net.ipv4.ip_forward=1).
 func enableForwarding() error {
 	for _, f := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+		if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) == "1" {
+			continue
+		}
 		if err := os.WriteFile(f, []byte("1\n"), 0o644); err != nil {
-			return fmt.Errorf("enable forwarding (%s): %w", f, err)
+			return fmt.Errorf("enable forwarding: %s is off and cannot be set (%v); set it on the host", f, err)
 		}
 	}
 	return nil

@@ -1,10 +1,13 @@
-// Package deploy holds weft's manifests. The files are embedded so that
-// tests apply exactly what operators apply.
+// Package deploy holds weft's manifests: deploy/weft.yaml (rendered from the
+// Helm chart in deploy/helm/weft by `make manifests`), the kustomize base and
+// the kind cluster config. The rendered file is embedded so that the lab
+// applies exactly what operators apply.
 package deploy
 
 import _ "embed"
 
-// RBAC is the Namespace, ServiceAccount, ClusterRole and binding weft-agent runs under.
+// Manifest is deploy/weft.yaml: namespace, service accounts, RBAC, the
+// gossip-key Job and the DaemonSet.
 //
-//go:embed rbac.yaml
-var RBAC []byte
+//go:embed weft.yaml
+var Manifest []byte

@@ -38,8 +38,10 @@ func newKubeCluster(t *testing.T, nodes int) *kubeCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cp.Apply(ctx, deploy.RBAC, false); err != nil {
-		t.Fatalf("apply deploy/rbac.yaml: %v", err)
+	// The whole shipped manifest: its RBAC is what the agents run under (its
+	// DaemonSet and Job never start: the lab has no kubelet or controllers).
+	if err := cp.Apply(ctx, deploy.Manifest, false); err != nil {
+		t.Fatalf("apply deploy/weft.yaml: %v", err)
 	}
 	k := &kubeCluster{cluster: c, cp: cp}
 	for i := 1; i <= nodes; i++ {

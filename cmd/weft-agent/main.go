@@ -1,5 +1,9 @@
 // Command weft-agent runs weft's node agent: the in-process WireGuard data
-// plane, gossip discovery and the HTTP API. See agent.ParseFlags for flags.
+// plane, gossip and Kubernetes discovery, and the HTTP API. See
+// agent.ParseFlags for flags. Two helper commands serve the DaemonSet:
+//
+//	weft-agent install-cni [--from DIR] [--to DIR]      (init container)
+//	weft-agent ensure-gossip-key [--namespace NS] [--secret NAME] [--kubeconfig F]   (install Job)
 package main
 
 import (
@@ -11,11 +15,20 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/weftnet/weft/agent"
 )
 
 func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "install-cni":
+			exit(installCNI(os.Args[2:]))
+		case "ensure-gossip-key":
+			exit(ensureGossipKey(os.Args[2:]))
+		}
+	}
 	cfg, err := agent.ParseFlags(os.Args[1:], os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -38,8 +51,54 @@ func main() {
 			resync <- struct{}{}
 		}
 	}()
-	if err := agent.Run(ctx, cfg, log, resync); err != nil {
+	exit(agent.Run(ctx, cfg, log, resync))
+}
+
+func exit(err error) {
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "weft-agent: %v\n", err)
 		os.Exit(1)
 	}
+	os.Exit(0)
+}
+
+func installCNI(args []string) error {
+	fs := flag.NewFlagSet("install-cni", flag.ContinueOnError)
+	from := fs.String("from", "/opt/weft/cni", "directory holding the plugins in the image")
+	to := fs.String("to", "/host/opt/cni/bin", "the host's CNI binary directory")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	plugins := []string{"weft-cni", "portmap", "loopback"}
+	if err := agent.InstallCNI(*from, *to, plugins); err != nil {
+		return err
+	}
+	fmt.Printf("installed %v into %s\n", plugins, *to)
+	return nil
+}
+
+func ensureGossipKey(args []string) error {
+	fs := flag.NewFlagSet("ensure-gossip-key", flag.ContinueOnError)
+	ns := fs.String("namespace", "weft-system", "namespace of the Secret")
+	name := fs.String("secret", "weft-gossip", "name of the Secret")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig (default: in-cluster)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	client, err := agent.KubeClient(*kubeconfig)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	created, err := agent.EnsureGossipKey(ctx, client, *ns, *name)
+	if err != nil {
+		return err
+	}
+	if created {
+		fmt.Printf("created gossip key Secret %s/%s\n", *ns, *name)
+	} else {
+		fmt.Printf("gossip key Secret %s/%s exists; left unchanged\n", *ns, *name)
+	}
+	return nil
 }

@@ -1,0 +1,23 @@
+# weft's image: weft-agent, weftctl and the CNI plugins it installs
+# (weft-cni, and portmap and loopback built from containernetworking/plugins).
+# Static binaries; the final stage is Debian slim because knftables drives
+# the `nft` CLI, which the agent needs for anti-spoofing and egress NAT.
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ENV CGO_ENABLED=0
+RUN go build -trimpath -ldflags=-s -o /out/ ./cmd/weft-agent ./cmd/weftctl ./cmd/weft-cni \
+ && go build -trimpath -ldflags=-s -o /out/cni/ \
+      github.com/containernetworking/plugins/plugins/meta/portmap \
+      github.com/containernetworking/plugins/plugins/main/loopback \
+ && mv /out/weft-cni /out/cni/
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends nftables \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/weft-agent /out/weftctl /usr/local/bin/
+COPY --from=build /out/cni/ /opt/weft/cni/
+ENTRYPOINT ["/usr/local/bin/weft-agent"]
