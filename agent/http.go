@@ -8,20 +8,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/weftnet/weft/api"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // PeerStatus is one entry of GET /v1/peers.
-type PeerStatus struct {
-	Name            string   `json:"name"`
-	PublicKey       string   `json:"publicKey"`
-	Endpoint        string   `json:"endpoint"`
-	PodCIDRs        []string `json:"podCIDRs"`
-	LatestHandshake string   `json:"latestHandshake"` // RFC 3339; empty when none
-	Source          string   `json:"source"`
-	RxBytes         int64    `json:"rxBytes"`
-	TxBytes         int64    `json:"txBytes"`
-}
+type PeerStatus = api.PeerStatus
 
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()

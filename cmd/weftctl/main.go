@@ -12,7 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/api"
 )
 
 const usage = `usage: weftctl [--agent URL] peers [-o table|json]
@@ -73,7 +73,7 @@ func peers(base, format string, out io.Writer) error {
 		_, err := out.Write(body)
 		return err
 	}
-	var ps []agent.PeerStatus
+	var ps []api.PeerStatus
 	if err := json.Unmarshal(body, &ps); err != nil {
 		return fmt.Errorf("decode peers: %w", err)
 	}
