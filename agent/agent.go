@@ -253,9 +253,7 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 		case <-a.dev.Done():
 			return errors.New("wireguard device stopped (was the interface deleted?)")
 		case <-expireCache:
-			for _, c := range a.saved {
-				a.reg.Delete(SourceCache, c.Name)
-			}
+			a.reg.DeleteAll(SourceCache)
 		case <-a.reg.Changed():
 		case <-resync.C:
 		case <-kick:

@@ -265,6 +265,11 @@ func (r *Registry) Delete(source, name string) {
 	r.update(func(s *Sources) { delete(r.sourceMap(source), name) })
 }
 
+// DeleteAll forgets everything source has said.
+func (r *Registry) DeleteAll(source string) {
+	r.update(func(s *Sources) { clear(r.sourceMap(source)) })
+}
+
 // SetAPIUp records whether the API server answers (Kubernetes mode).
 func (r *Registry) SetAPIUp(up bool) {
 	r.mu.Lock()

@@ -26,9 +26,9 @@ func nsCommand(ctx context.Context, ns, name string, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
 }
 
-// iperf runs one iperf3 client against the path's server (which must be
-// running) and returns what the receiver saw.
-func iperf(ctx context.Context, p *Path, d time.Duration, extra ...string) (Throughput, error) {
+// Iperf runs one iperf3 client against the path's server (which must be
+// running, or start within a few seconds) and returns what the receiver saw.
+func Iperf(ctx context.Context, p *Path, d time.Duration, extra ...string) (Throughput, error) {
 	args := append([]string{"-c", p.Server.String(), "-t", fmt.Sprint(int(d.Seconds())), "-J"}, extra...)
 	var lastErr string
 	for attempt := 0; attempt < 30; attempt++ {

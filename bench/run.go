@@ -105,7 +105,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		for i, p := range lab.Paths {
 			logf("   rep %d/%d: %s", rep, cfg.Reps, p.Name)
 			a := &all[i]
-			t1, err := iperf(ctx, p, cfg.Duration)
+			t1, err := Iperf(ctx, p, cfg.Duration)
 			if err != nil {
 				return nil, err
 			}
@@ -113,12 +113,12 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			if t1.CPUSeconds > 0 && t1.Bytes > 0 {
 				a.cpu = append(a.cpu, t1.CPUSeconds/(t1.Bytes*8/1e9))
 			}
-			t4, err := iperf(ctx, p, cfg.Duration, "-P", "4")
+			t4, err := Iperf(ctx, p, cfg.Duration, "-P", "4")
 			if err != nil {
 				return nil, err
 			}
 			a.tcp4 = append(a.tcp4, t4.BitsPerSecond/1e9)
-			u, err := iperf(ctx, p, cfg.Duration, "-u", "-b", cfg.UDPRate)
+			u, err := Iperf(ctx, p, cfg.Duration, "-u", "-b", cfg.UDPRate)
 			if err != nil {
 				return nil, err
 			}

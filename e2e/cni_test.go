@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -403,43 +402,12 @@ func TestNoNATAndPodMTU(t *testing.T) {
 	client, server := c.addPod(n1, "client"), c.addPod(n2, "server")
 	ctx := context.Background()
 
-	var ln net.Listener
-	if err := server.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", ":8080")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	seen := make(chan netip.Addr, 4)
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			seen <- conn.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
-			conn.Close()
-		}
-	}()
-	check := func(who string, dial func(func() error) error, dst netip.Addr, want netip.Addr) {
+	seen := listenIn(t, server.Do, ":8080")
+	check := func(who string, do func(func() error) error, dst, want netip.Addr) {
 		t.Helper()
-		var conn net.Conn
-		err := dial(func() error {
-			var err error
-			for i := 0; i < 50; i++ {
-				if conn, err = net.DialTimeout("tcp", netip.AddrPortFrom(dst, 8080).String(), time.Second); err == nil {
-					return nil
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-			return err
-		})
-		if err != nil {
+		if err := dialFrom(do, netip.AddrPortFrom(dst, 8080)); err != nil {
 			t.Fatalf("%s cannot connect to %s: %v", who, dst, err)
 		}
-		conn.Close()
 		if got := <-seen; got != want {
 			t.Errorf("%s -> %s: server saw %s, want %s (no NAT)", who, dst, got, want)
 		}

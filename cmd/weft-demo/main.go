@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/weftnet/weft/bench"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
@@ -156,39 +156,16 @@ func matrix(ctx context.Context, ns []*netlab.Node, pods []*netlab.Pod) {
 	}
 }
 
-// iperf runs an iperf3 server in pod to and a client in pod from.
+// iperf runs an iperf3 server in pod to and a client in pod from, with the
+// bench harness's client.
 func iperf(ctx context.Context, from, to *netlab.Pod) (float64, error) {
-	dst := to.Addr(false)
-	srv := to.Command(ctx, "iperf3", "-s", "-1", "-B", dst.String())
+	srv := to.Command(ctx, "iperf3", "-s", "-1", "-B", to.Addr(false).String())
 	if err := srv.Start(); err != nil {
 		return 0, err
 	}
 	defer func() { srv.Process.Kill(); srv.Wait() }()
-	// iperf3 -J reports "connection refused" in its JSON until the server listens.
-	var lastErr string
-	for i := 0; i < 50; i++ {
-		out, _ := from.Command(ctx, "iperf3", "-c", dst.String(), "-t", "5", "-J").Output()
-		if ctx.Err() != nil {
-			return 0, ctx.Err()
-		}
-		var r struct {
-			Error string `json:"error"`
-			End   struct {
-				SumReceived struct {
-					BitsPerSecond float64 `json:"bits_per_second"`
-				} `json:"sum_received"`
-			} `json:"end"`
-		}
-		if err := json.Unmarshal(out, &r); err != nil {
-			return 0, fmt.Errorf("iperf3 output: %v", err)
-		}
-		if r.Error == "" && r.End.SumReceived.BitsPerSecond > 0 {
-			return r.End.SumReceived.BitsPerSecond, nil
-		}
-		lastErr = r.Error
-		time.Sleep(100 * time.Millisecond)
-	}
-	return 0, fmt.Errorf("iperf3: %s", lastErr)
+	r, err := bench.Iperf(ctx, &bench.Path{Name: "weft", ClientNS: from.NS, ServerNS: to.NS, Server: to.Addr(false)}, 5*time.Second)
+	return r.BitsPerSecond, err
 }
 
 func step(format string, args ...any) {

@@ -62,27 +62,7 @@ func (p *Pod) RuntimeConf() *libcni.RuntimeConf {
 // AddPod creates a sandbox and attaches it with ADD through libcni, run
 // from inside the node's namespace.
 func (n *Node) AddPod(ctx context.Context, binDir, name string) (*Pod, error) {
-	cni, list, err := n.CNI(binDir)
-	if err != nil {
-		return nil, err
-	}
-	p, err := n.NewSandbox(name)
-	if err != nil {
-		return nil, err
-	}
-	var res types.Result
-	err = n.Do(func() error {
-		var err error
-		res, err = cni.AddNetworkList(ctx, list, p.RuntimeConf())
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("CNI ADD %s on %s: %w", name, n.Name, err)
-	}
-	if p.Result, err = current.NewResultFromResult(res); err != nil {
-		return nil, err
-	}
-	return p, nil
+	return n.AddPodWith(ctx, binDir, name, nil)
 }
 
 // Delete runs CNI DEL through libcni and removes the namespace.
