@@ -63,6 +63,20 @@ func openNetns(path string) (ns.NetNS, error) {
 	return n, nil
 }
 
+// lockedStore opens the network's reservations and takes their lock; done
+// releases both.
+func lockedStore(conf *NetConf) (*ipam.Store, func(), error) {
+	store, err := ipam.Open(conf.storeDir())
+	if err != nil {
+		return nil, nil, ioErr("ipam", err)
+	}
+	if err := store.Lock(); err != nil {
+		store.Close()
+		return nil, nil, ioErr("ipam lock", err)
+	}
+	return store, func() { store.Unlock(); store.Close() }, nil
+}
+
 // Add attaches the sandbox. On any failure it undoes what it did.
 func Add(args *skel.CmdArgs) (err error) {
 	conf, err := ParseConf(args.StdinData)
@@ -261,15 +275,11 @@ func Del(args *skel.CmdArgs) error {
 		}
 	}
 	deleteLink(HostVethName(args.ContainerID, args.IfName))
-	store, err := ipam.Open(conf.storeDir())
+	store, done, err := lockedStore(conf)
 	if err != nil {
-		return ioErr("ipam", err)
+		return err
 	}
-	defer store.Close()
-	if err := store.Lock(); err != nil {
-		return ioErr("ipam lock", err)
-	}
-	defer store.Unlock()
+	defer done()
 	if _, err := store.Release(ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}); err != nil {
 		return ioErr("release", err)
 	}
@@ -399,15 +409,11 @@ func GC(args *skel.CmdArgs) error {
 		valid[ipam.Attachment{ContainerID: a.ContainerID, IfName: a.IfName}] = true
 		validVeth[HostVethName(a.ContainerID, a.IfName)] = true
 	}
-	store, err := ipam.Open(conf.storeDir())
+	store, done, err := lockedStore(conf)
 	if err != nil {
-		return ioErr("ipam", err)
+		return err
 	}
-	defer store.Close()
-	if err := store.Lock(); err != nil {
-		return ioErr("ipam lock", err)
-	}
-	defer store.Unlock()
+	defer done()
 	held, err := store.List()
 	if err != nil {
 		return ioErr("ipam", err)

@@ -393,12 +393,8 @@ func currentResult(r types.Result) (*current.Result, error) { return current.New
 // and IPv6) and a remote node's own pod-CIDR address; a don't-fragment ping
 // of exactly the pod MTU crosses the mesh, one byte more fails at once.
 func TestNoNATAndPodMTU(t *testing.T) {
-	c := newCluster(t, 2)
-	c.startAll()
-	c.waitMesh(20 * time.Second)
+	c := newPodCluster(t, 2)
 	n1, n2 := c.lab.Nodes()[0], c.lab.Nodes()[1]
-	c.waitCNIConf(n1)
-	c.waitCNIConf(n2)
 	client, server := c.addPod(n1, "client"), c.addPod(n2, "server")
 	ctx := context.Background()
 
@@ -439,12 +435,8 @@ func TestNoNATAndPodMTU(t *testing.T) {
 // TestPodCannotSpoofItsSource: packets a pod sends from an address that is
 // not its own are dropped on the host, IPv4 and IPv6; its own still pass.
 func TestPodCannotSpoofItsSource(t *testing.T) {
-	c := newCluster(t, 2)
-	c.startAll()
-	c.waitMesh(20 * time.Second)
+	c := newPodCluster(t, 2)
 	n1, n2 := c.lab.Nodes()[0], c.lab.Nodes()[1]
-	c.waitCNIConf(n1)
-	c.waitCNIConf(n2)
 	a, b := c.addPod(n1, "a"), c.addPod(n1, "b")
 	remote := c.addPod(n2, "remote")
 	ctx := context.Background()

@@ -17,6 +17,19 @@ func (c *cluster) waitCNIConf(n *netlab.Node) {
 	}
 }
 
+// newPodCluster is a cluster whose agents have formed the mesh and written
+// their CNI configs, ready for pods.
+func newPodCluster(t *testing.T, nodes int) *cluster {
+	t.Helper()
+	c := newCluster(t, nodes)
+	c.startAll()
+	c.waitMesh(20 * time.Second)
+	for _, n := range c.lab.Nodes() {
+		c.waitCNIConf(n)
+	}
+	return c
+}
+
 // addPod attaches a pod on n through libcni and removes it at cleanup.
 func (c *cluster) addPod(n *netlab.Node, name string) *netlab.Pod {
 	c.t.Helper()
@@ -31,12 +44,9 @@ func (c *cluster) addPod(n *netlab.Node, name string) *netlab.Pod {
 // through libcni; every pod reaches every other pod over IPv4 and IPv6, and
 // every node reaches every remote pod.
 func TestPodsReachEachOtherAcrossNodes(t *testing.T) {
-	c := newCluster(t, 3)
-	c.startAll()
-	c.waitMesh(20 * time.Second)
+	c := newPodCluster(t, 3)
 	var pods []*netlab.Pod
 	for _, n := range c.lab.Nodes() {
-		c.waitCNIConf(n)
 		pods = append(pods, c.addPod(n, "web"))
 	}
 	ctx := context.Background()

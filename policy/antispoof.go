@@ -19,12 +19,10 @@ const AntiSpoofChain = "antispoof"
 // veths whose names start with vethPrefix. It replaces the chain's rules in
 // one transaction, so there is no moment without them.
 func EnsureAntiSpoof(ctx context.Context, vethPrefix string) error {
-	nft, err := knftables.New(knftables.InetFamily, Table)
+	nft, tx, err := begin()
 	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
+		return err
 	}
-	tx := nft.NewTransaction()
-	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft")})
 	chain := &knftables.Chain{
 		Name:     AntiSpoofChain,
 		Type:     knftables.PtrTo(knftables.FilterType),
@@ -42,4 +40,16 @@ func EnsureAntiSpoof(ctx context.Context, vethPrefix string) error {
 		return fmt.Errorf("nftables anti-spoofing: %w", err)
 	}
 	return nil
+}
+
+// begin opens weft's table and starts a transaction that (re)creates it, so
+// every writer works the same whether the table exists yet or not.
+func begin() (knftables.Interface, *knftables.Transaction, error) {
+	nft, err := knftables.New(knftables.InetFamily, Table)
+	if err != nil {
+		return nil, nil, fmt.Errorf("nftables: %w", err)
+	}
+	tx := nft.NewTransaction()
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft")})
+	return nft, tx, nil
 }

@@ -32,12 +32,10 @@ func (m Masquerade) Equal(o Masquerade) bool {
 // ApplyMasquerade replaces the masquerade chain and its sets in one
 // transaction, so there is no moment with half the rules.
 func ApplyMasquerade(ctx context.Context, m Masquerade) error {
-	nft, err := knftables.New(knftables.InetFamily, Table)
+	nft, tx, err := begin()
 	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
+		return err
 	}
-	tx := nft.NewTransaction()
-	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft")})
 	chain := &knftables.Chain{
 		Name:     MasqueradeChain,
 		Type:     knftables.PtrTo(knftables.NATType),
