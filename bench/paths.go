@@ -12,6 +12,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
@@ -108,7 +109,10 @@ func NewLab(ctx context.Context, binDir string) (l *Lab, err error) {
 	if err != nil {
 		return nil, err
 	}
-	l.Paths = append(l.Paths, weft)
+	// weft node to node: the same topology as the wireguard-go baseline (no
+	// pod veths), so the two compare like with like.
+	l.Paths = append(l.Paths, &Path{Name: "weft-node", Description: "weft, node to node (encrypted; same topology as wireguard-go)",
+		ClientNS: n1.NS, ServerNS: n2.NS, Server: agent.FirstAddress(n2.PodCIDRs[0]), procs: weft.procs}, weft)
 	return l, nil
 }
 

@@ -208,12 +208,16 @@ func (r *Results) cni(chain string, parallel int) *CNIStats {
 // targets checks the goals of the bench issue against this run's figures.
 func targets(r *Results) []Target {
 	var out []Target
-	weft, wg := r.path("weft"), r.path("wireguard-go")
-	if weft != nil && wg != nil {
+	wg := r.path("wireguard-go")
+	for _, name := range []string{"weft", "weft-node"} {
+		weft := r.path(name)
+		if weft == nil || wg == nil {
+			continue
+		}
 		t := weft.TCP1.Median / wg.TCP1.Median
-		out = append(out, Target{"weft throughput ÷ upstream wireguard-go (1 TCP stream)", t, "≥ 1.0", t >= 1.0})
+		out = append(out, Target{name + " throughput ÷ upstream wireguard-go (1 TCP stream)", t, "≥ 1.0", t >= 1.0})
 		l := weft.RTTP50.Median / wg.RTTP50.Median
-		out = append(out, Target{"weft RTT p50 ÷ upstream wireguard-go", l, "≤ 1.1", l <= 1.1})
+		out = append(out, Target{name + " RTT p50 ÷ upstream wireguard-go", l, "≤ 1.1", l <= 1.1})
 	}
 	if w, p := r.cni("weft-cni", 1), r.cni("ptp+host-local", 1); w != nil && p != nil {
 		c := w.AddP50 / p.AddP50
