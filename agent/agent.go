@@ -140,6 +140,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	if err := policy.EnsureAntiSpoof(ctx, cni.HostVethPrefix); err != nil {
 		return err
 	}
+	if err := policy.EnsureTransportNotrack(ctx, cfg.ListenPort); err != nil {
+		return err
+	}
 	if a.cniConf, err = CNIConfList(a.cfg, mtu); err != nil {
 		return err
 	}

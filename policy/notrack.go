@@ -1,0 +1,39 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+
+	"sigs.k8s.io/knftables"
+)
+
+// notrackChains keep WireGuard's own UDP transport out of conntrack: the
+// encrypted packets between nodes are never NATed or filtered statefully,
+// and tracking each of them costs throughput and latency on every node
+// where anything (weft's egress NAT, kube-proxy) turns conntrack on.
+var notrackChains = []struct {
+	name string
+	hook knftables.BaseChainHook
+	dir  string
+}{{"transport-in", knftables.PreroutingHook, "dport"}, {"transport-out", knftables.OutputHook, "sport"}}
+
+// EnsureTransportNotrack exempts UDP to and from the WireGuard listen port
+// from connection tracking.
+func EnsureTransportNotrack(ctx context.Context, listenPort int) error {
+	nft, tx, err := begin()
+	if err != nil {
+		return err
+	}
+	for _, c := range notrackChains {
+		chain := &knftables.Chain{Name: c.name, Type: knftables.PtrTo(knftables.FilterType),
+			Hook: knftables.PtrTo(c.hook), Priority: knftables.PtrTo(knftables.RawPriority),
+			Comment: knftables.PtrTo("WireGuard transport is not tracked")}
+		tx.Add(chain)
+		tx.Flush(chain)
+		tx.Add(&knftables.Rule{Chain: c.name, Rule: knftables.Concat("udp", c.dir, fmt.Sprint(listenPort), "notrack")})
+	}
+	if err := nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("nftables transport notrack: %w", err)
+	}
+	return nil
+}
