@@ -298,8 +298,8 @@ func Check(args *skel.CmdArgs) error {
 	if conf.RawPrevResult == nil {
 		return cniErr(types.ErrInvalidNetworkConfig, "CHECK needs prevResult")
 	}
-	if err := version100(conf); err != nil {
-		return err
+	if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
+		return cniErr(types.ErrDecodingFailure, "prevResult: %v", err)
 	}
 	prev, err := current.NewResultFromResult(conf.PrevResult)
 	if err != nil {
@@ -361,13 +361,6 @@ func Check(args *skel.CmdArgs) error {
 	})
 }
 
-func version100(conf *NetConf) error {
-	if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
-		return cniErr(types.ErrDecodingFailure, "prevResult: %v", err)
-	}
-	return nil
-}
-
 func hasRoute(link netlink.Link, a netip.Addr) bool {
 	routes, _ := netlink.RouteList(link, family(a))
 	for _, r := range routes {
@@ -380,20 +373,16 @@ func hasRoute(link netlink.Link, a netip.Addr) bool {
 
 func hasDefault(routes []netlink.Route) bool {
 	for _, r := range routes {
-		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
-			if ones, _ := maskSize(r.Dst); ones == 0 && r.Gw != nil {
-				return true
-			}
+		isDefault := r.Dst == nil
+		if r.Dst != nil {
+			ones, _ := r.Dst.Mask.Size()
+			isDefault = ones == 0
+		}
+		if isDefault && r.Gw != nil {
+			return true
 		}
 	}
 	return false
-}
-
-func maskSize(n *net.IPNet) (int, int) {
-	if n == nil {
-		return 0, 0
-	}
-	return n.Mask.Size()
 }
 
 // GC removes reservations and host veths of attachments the runtime no

@@ -132,9 +132,8 @@ func TestKubeMeshConverges(t *testing.T) {
 	created := time.Now()
 	n4 := k.addNode()
 	k.startKube(n4)
-	d := waitPing(t, k.lab.Nodes()[0], agent.FirstAddress(n4.PodCIDRs[0]), 30*time.Second)
+	waitPing(t, k.lab.Nodes()[0], agent.FirstAddress(n4.PodCIDRs[0]), 30*time.Second)
 	t.Logf("node4: %v from Node creation to the first packet from node1 to its pod range", time.Since(created).Round(10*time.Millisecond))
-	_ = d
 	k.waitMesh(30 * time.Second)
 
 	// Deleting a Node removes it everywhere within 5 s, although its agent

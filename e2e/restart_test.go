@@ -37,9 +37,9 @@ func TestKillAndRestartKeepsDataPlane(t *testing.T) {
 
 	restart := time.Now()
 	c.start(n2)
-	took := waitPing(t, n1, dst, 10*time.Second)
+	waitPing(t, n1, dst, 10*time.Second)
 	total := time.Since(restart)
-	t.Logf("node1 -> node2 reachable %v after the restart began (last ping round %v)", total.Round(time.Millisecond), took.Round(time.Millisecond))
+	t.Logf("node1 -> node2 reachable %v after the restart began", total.Round(time.Millisecond))
 	if total > 2*time.Second {
 		t.Errorf("reachability came back after %v, want within 2s", total)
 	}
