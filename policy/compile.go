@@ -1,0 +1,346 @@
+package policy
+
+import (
+	"fmt"
+	"math/big"
+	"net/netip"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Pod is what the NetworkPolicy compiler needs to know about a pod.
+type Pod struct {
+	Namespace string
+	Name      string
+	Labels    map[string]string
+	IPs       []netip.Addr
+	Ports     []corev1.ContainerPort // for named ports
+}
+
+// Cluster is the compiler's input: every pod and namespace it can see and
+// every policy.
+type Cluster struct {
+	Namespaces map[string]map[string]string // name -> labels
+	Pods       []Pod
+	Policies   []networkingv1.NetworkPolicy
+}
+
+// PortRange is a protocol and an inclusive range of destination ports.
+type PortRange struct {
+	Protocol corev1.Protocol
+	From, To uint16
+}
+
+// Allow admits traffic from (ingress) or to (egress) Peers on Ports.
+// AnyPeer admits every address; no Ports admits every port and protocol.
+type Allow struct {
+	AnyPeer bool
+	Peers   []netip.Prefix
+	Ports   []PortRange
+}
+
+// PodPolicy is the compiled NetworkPolicy of one pod: per direction, whether
+// it is isolated, and if so the union of what is allowed.
+type PodPolicy struct {
+	Namespace, Name string
+	IPs             []netip.Addr
+	IngressIsolated bool
+	EgressIsolated  bool
+	Ingress, Egress []Allow
+}
+
+// Compile computes the policy of each pod in local under the cluster's
+// NetworkPolicies (networking.k8s.io/v1): a pod is isolated for a direction
+// once any policy of that type selects it, and then allowed exactly the
+// union of those policies' rules. It is pure. Errors name policies whose
+// selectors cannot be parsed; those policies select nothing.
+func Compile(c Cluster, local []Pod) ([]PodPolicy, []error) {
+	var errs []error
+	type compiled struct {
+		p   *networkingv1.NetworkPolicy
+		sel labels.Selector
+	}
+	var pols []compiled
+	for i := range c.Policies {
+		p := &c.Policies[i]
+		sel, err := metav1.LabelSelectorAsSelector(&p.Spec.PodSelector)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("networkpolicy %s/%s: podSelector: %w", p.Namespace, p.Name, err))
+			continue
+		}
+		pols = append(pols, compiled{p, sel})
+	}
+	out := make([]PodPolicy, 0, len(local))
+	for _, pod := range local {
+		pp := PodPolicy{Namespace: pod.Namespace, Name: pod.Name, IPs: pod.IPs}
+		for _, cp := range pols {
+			if cp.p.Namespace != pod.Namespace || !cp.sel.Matches(labels.Set(pod.Labels)) {
+				continue
+			}
+			ingress, egress := policyTypes(cp.p)
+			if ingress {
+				pp.IngressIsolated = true
+				for _, r := range cp.p.Spec.Ingress {
+					a, err := c.peers(cp.p.Namespace, r.From)
+					if err != nil {
+						errs = append(errs, fmt.Errorf("networkpolicy %s/%s: %w", cp.p.Namespace, cp.p.Name, err))
+						continue
+					}
+					a.Ports = resolvePorts(r.Ports, pod.Ports)
+					if len(r.Ports) > 0 && len(a.Ports) == 0 {
+						continue // only named ports this pod does not have: no match
+					}
+					pp.Ingress = append(pp.Ingress, a)
+				}
+			}
+			if egress {
+				pp.EgressIsolated = true
+				for _, r := range cp.p.Spec.Egress {
+					allows, err := c.egressRule(cp.p.Namespace, r)
+					if err != nil {
+						errs = append(errs, fmt.Errorf("networkpolicy %s/%s: %w", cp.p.Namespace, cp.p.Name, err))
+						continue
+					}
+					pp.Egress = append(pp.Egress, allows...)
+				}
+			}
+		}
+		out = append(out, pp)
+	}
+	return out, errs
+}
+
+// policyTypes applies the defaulting of spec.policyTypes: Ingress always,
+// Egress when the policy has egress rules.
+func policyTypes(p *networkingv1.NetworkPolicy) (ingress, egress bool) {
+	if len(p.Spec.PolicyTypes) == 0 {
+		return true, len(p.Spec.Egress) > 0
+	}
+	for _, t := range p.Spec.PolicyTypes {
+		switch t {
+		case networkingv1.PolicyTypeIngress:
+			ingress = true
+		case networkingv1.PolicyTypeEgress:
+			egress = true
+		}
+	}
+	return ingress, egress
+}
+
+// egressRule compiles one egress rule. Named ports refer to the destination
+// pod's ports, so a rule with named ports becomes one Allow per destination
+// pod; ipBlock peers cannot have named ports and match only numeric ones.
+func (c Cluster) egressRule(ns string, r networkingv1.NetworkPolicyEgressRule) ([]Allow, error) {
+	all, err := c.peers(ns, r.To)
+	if err != nil {
+		return nil, err
+	}
+	if !hasNamedPort(r.Ports) {
+		all.Ports = resolvePorts(r.Ports, nil)
+		return []Allow{all}, nil
+	}
+	var out []Allow
+	if numeric := resolvePorts(r.Ports, nil); len(numeric) > 0 {
+		out = append(out, Allow{AnyPeer: all.AnyPeer, Peers: all.Peers, Ports: numeric})
+	}
+	pods, err := c.selectedPods(ns, r.To)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range pods {
+		ports := resolvePorts(r.Ports, p.Ports)
+		if len(ports) == 0 {
+			continue
+		}
+		out = append(out, Allow{Peers: hostPrefixes(p.IPs), Ports: ports})
+	}
+	return out, nil
+}
+
+// peers compiles a rule's peer list into addresses. No peers means any.
+func (c Cluster) peers(ns string, peers []networkingv1.NetworkPolicyPeer) (Allow, error) {
+	if len(peers) == 0 {
+		return Allow{AnyPeer: true}, nil
+	}
+	var a Allow
+	for _, peer := range peers {
+		if peer.IPBlock != nil {
+			ps, err := ipBlock(peer.IPBlock)
+			if err != nil {
+				return Allow{}, err
+			}
+			a.Peers = append(a.Peers, ps...)
+		}
+	}
+	pods, err := c.selectedPods(ns, peers)
+	if err != nil {
+		return Allow{}, err
+	}
+	for _, p := range pods {
+		a.Peers = append(a.Peers, hostPrefixes(p.IPs)...)
+	}
+	a.Peers = Disjoint(a.Peers)
+	return a, nil
+}
+
+// selectedPods returns the pods the selector peers (not ipBlocks) pick:
+// podSelector alone within the policy's namespace, namespaceSelector alone
+// for all pods of matching namespaces, both for matching pods in matching
+// namespaces.
+func (c Cluster) selectedPods(ns string, peers []networkingv1.NetworkPolicyPeer) ([]Pod, error) {
+	var out []Pod
+	seen := map[string]bool{}
+	for _, peer := range peers {
+		if peer.PodSelector == nil && peer.NamespaceSelector == nil {
+			continue
+		}
+		podSel, nsSel := labels.Everything(), labels.Nothing()
+		var err error
+		if peer.PodSelector != nil {
+			if podSel, err = metav1.LabelSelectorAsSelector(peer.PodSelector); err != nil {
+				return nil, fmt.Errorf("podSelector: %w", err)
+			}
+		}
+		if peer.NamespaceSelector != nil {
+			if nsSel, err = metav1.LabelSelectorAsSelector(peer.NamespaceSelector); err != nil {
+				return nil, fmt.Errorf("namespaceSelector: %w", err)
+			}
+		}
+		for _, p := range c.Pods {
+			inNS := p.Namespace == ns
+			if peer.NamespaceSelector != nil {
+				inNS = nsSel.Matches(labels.Set(c.Namespaces[p.Namespace]))
+			}
+			key := p.Namespace + "/" + p.Name
+			if inNS && podSel.Matches(labels.Set(p.Labels)) && !seen[key] {
+				seen[key] = true
+				out = append(out, p)
+			}
+		}
+	}
+	return out, nil
+}
+
+func hasNamedPort(ports []networkingv1.NetworkPolicyPort) bool {
+	for _, p := range ports {
+		if p.Port != nil && p.Port.Type == intstr.String {
+			return true
+		}
+	}
+	return false
+}
+
+// resolvePorts turns policy ports into ranges. Named ports resolve against
+// podPorts (the destination pod's containerPorts); with podPorts nil, named
+// ports are left out. No policy ports means every port: nil.
+func resolvePorts(ports []networkingv1.NetworkPolicyPort, podPorts []corev1.ContainerPort) []PortRange {
+	var out []PortRange
+	for _, p := range ports {
+		proto := corev1.ProtocolTCP
+		if p.Protocol != nil {
+			proto = *p.Protocol
+		}
+		switch {
+		case p.Port == nil:
+			out = append(out, PortRange{proto, 1, 65535})
+		case p.Port.Type == intstr.String: // named
+			for _, cp := range podPorts {
+				cpProto := cp.Protocol
+				if cpProto == "" {
+					cpProto = corev1.ProtocolTCP
+				}
+				if cp.Name == p.Port.StrVal && cpProto == proto && cp.ContainerPort > 0 && cp.ContainerPort < 65536 {
+					out = append(out, PortRange{proto, uint16(cp.ContainerPort), uint16(cp.ContainerPort)})
+				}
+			}
+		default:
+			from := p.Port.IntVal
+			to := from
+			if p.EndPort != nil && *p.EndPort >= from {
+				to = *p.EndPort
+			}
+			if from >= 1 && to <= 65535 {
+				out = append(out, PortRange{proto, uint16(from), uint16(to)})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b PortRange) int {
+		if a.Protocol != b.Protocol {
+			if a.Protocol < b.Protocol {
+				return -1
+			}
+			return 1
+		}
+		return int(a.From) - int(b.From)
+	})
+	return slices.Compact(out)
+}
+
+func hostPrefixes(ips []netip.Addr) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(ips))
+	for _, ip := range ips {
+		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+	}
+	return out
+}
+
+// ipBlock turns a CIDR with exceptions into disjoint prefixes.
+func ipBlock(b *networkingv1.IPBlock) ([]netip.Prefix, error) {
+	cidr, err := netip.ParsePrefix(b.CIDR)
+	if err != nil {
+		return nil, fmt.Errorf("ipBlock %q: not a CIDR", b.CIDR)
+	}
+	out := []netip.Prefix{cidr.Masked()}
+	for _, e := range b.Except {
+		ex, err := netip.ParsePrefix(e)
+		if err != nil {
+			return nil, fmt.Errorf("ipBlock except %q: not a CIDR", e)
+		}
+		var next []netip.Prefix
+		for _, p := range out {
+			next = append(next, subtract(p, ex.Masked())...)
+		}
+		out = next
+	}
+	return out, nil
+}
+
+// subtract returns p without q as disjoint prefixes (at most one per bit of
+// difference in length).
+func subtract(p, q netip.Prefix) []netip.Prefix {
+	if !p.Overlaps(q) {
+		return []netip.Prefix{p}
+	}
+	if q.Bits() <= p.Bits() {
+		return nil // q covers p
+	}
+	// Split p into halves until the half holding q is q itself.
+	var out []netip.Prefix
+	cur := p
+	for cur.Bits() < q.Bits() {
+		lo, hi := halves(cur)
+		if lo.Contains(q.Addr()) {
+			out = append(out, hi)
+			cur = lo
+		} else {
+			out = append(out, lo)
+			cur = hi
+		}
+	}
+	return out
+}
+
+func halves(p netip.Prefix) (netip.Prefix, netip.Prefix) {
+	bits := p.Bits() + 1
+	lo := netip.PrefixFrom(p.Addr(), bits)
+	n := new(big.Int).SetBytes(p.Addr().AsSlice())
+	n.SetBit(n, p.Addr().BitLen()-bits, 1)
+	b := n.FillBytes(make([]byte, p.Addr().BitLen()/8))
+	a, _ := netip.AddrFromSlice(b)
+	return lo, netip.PrefixFrom(a, bits)
+}
