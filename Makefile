@@ -8,6 +8,8 @@ BIN       := $(CURDIR)/bin
 PKGS_DEB  := iproute2 iputils-ping iperf3 nftables ethtool tcpdump wireguard-tools util-linux curl
 TOOLS     := ip ping iperf3 nft ethtool tcpdump wg unshare curl
 TEST_TIMEOUT ?= 25m
+# Tools built from their own modules (defined early: make expands prerequisites as it reads).
+HELM      := $(CURDIR)/.cache/tools/helm
 
 .PHONY: all build controlplane deps test unit lint demo bench gobench manifests image e2e-kind clean sweep
 
@@ -77,7 +79,6 @@ gobench:
 
 # manifests renders the Helm chart's defaults into deploy/weft.yaml, with the
 # Helm CLI built from tools/helm (make test checks the two match).
-HELM := $(CURDIR)/.cache/tools/helm
 $(HELM): tools/helm/go.mod
 	cd tools/helm && $(GO) build -o $(HELM) helm.sh/helm/v3/cmd/helm
 

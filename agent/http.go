@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/weftnet/weft/api"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // PeerStatus is one entry of GET /v1/peers.
