@@ -326,3 +326,56 @@ func TestKubeRefusesHostileAnnotations(t *testing.T) {
 		t.Errorf("node1 took node3's key %s from gossip; the Node says %s", got, nodeKey.PublicKey())
 	}
 }
+
+// TestKubeProvisionalGossipNode: while the API server is down, a node that
+// only gossip announces (its range overlapping no known node) is added
+// provisionally and traffic reaches it; once the API answers again and has no
+// such Node, it is dropped.
+func TestKubeProvisionalGossipNode(t *testing.T) {
+	k := newKubeCluster(t, 2)
+	for _, n := range k.lab.Nodes() {
+		k.startKube(n)
+	}
+	k.waitMesh(30 * time.Second)
+	n1 := k.lab.Nodes()[0]
+	eventually(t, 10*time.Second, "node1 sees the API server", func() bool {
+		return strings.Contains(k.agents[n1.Name].Output(), "API server answers")
+	})
+	k.cp.APIServer.Stop()
+	eventually(t, 10*time.Second, "node1 notices the API server is gone", func() bool {
+		return strings.Contains(k.agents[n1.Name].Output(), "API server unreachable")
+	})
+
+	n3, err := k.lab.AddNode("node3") // no Node object: only gossip knows it
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.start(n3) // standalone agent, same gossip key, joins node1
+	eventually(t, 20*time.Second, "node1 takes node3 provisionally", func() bool {
+		ps, err := k.peers(n1)
+		if err != nil {
+			return false
+		}
+		for _, p := range ps {
+			if p.Name == "node3" && p.Source == agent.SourceProvisional {
+				return true
+			}
+		}
+		return false
+	})
+	waitPing(t, n1, agent.FirstAddress(n3.PodCIDRs[0]), 10*time.Second)
+
+	if err := k.cp.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.cp.WaitReady(context.Background(), 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "node1 drops node3, which has no Node", func() bool {
+		names := peerNames(t, k.cluster, n1)
+		return names != nil && !slices.Contains(names, "node3")
+	})
+	if got := k.metric(n1, `weft_peer_rejections_total{reason="not-a-node"}`); got < 1 {
+		t.Errorf("not-a-node rejections = %v", got)
+	}
+}
