@@ -35,7 +35,8 @@ func cniLists(n *netlab.Node) (map[string]*libcni.NetworkConfigList, error) {
 	ptp, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "ptp", "plugins": []any{map[string]any{
 		"type": "ptp", "ipMasq": false, "mtu": mtu,
 		"ipam": map[string]any{"type": "host-local", "dataDir": filepath.Join(n.Dir, "host-local"),
-			"ranges": []any{[]any{map[string]any{"subnet": "10.201.0.0/16"}}}},
+			// Dual-stack like weft-cni, so both chains do the same work.
+			"ranges": []any{[]any{map[string]any{"subnet": "10.201.0.0/16"}}, []any{map[string]any{"subnet": "fd00:201::/64"}}}},
 	}}})
 	out := map[string]*libcni.NetworkConfigList{}
 	for name, b := range map[string][]byte{"weft-cni": weftOnly, "ptp+host-local": ptp} {

@@ -106,17 +106,11 @@ func Add(args *skel.CmdArgs) (err error) {
 		return ioErr("ipam lock", err)
 	}
 	who := ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
-	var addrs []netip.Addr
-	for _, pool := range conf.Pools() {
-		a, err := store.Reserve(pool, who)
-		if err != nil {
-			store.Release(who)
-			store.Unlock()
-			return ioErr("reserve address", err)
-		}
-		addrs = append(addrs, a)
-	}
+	addrs, err := store.ReserveAll(conf.Pools(), who)
 	store.Unlock()
+	if err != nil {
+		return ioErr("reserve address", err)
+	}
 	hostName := HostVethName(args.ContainerID, args.IfName)
 	defer func() {
 		if err != nil {

@@ -66,11 +66,35 @@ func (s *Store) Unlock() error { return unix.Flock(int(s.lock.Fd()), unix.LOCK_U
 // after the last handed out if a holds none. The network address, the node's
 // own first address and (IPv4) the broadcast address are never handed out.
 func (s *Store) Reserve(pool netip.Prefix, a Attachment) (netip.Addr, error) {
-	pool = pool.Masked()
 	held, err := s.List()
 	if err != nil {
 		return netip.Addr{}, err
 	}
+	return s.reserve(pool.Masked(), a, held)
+}
+
+// ReserveAll reserves one address in each pool for a (one per family for
+// dual-stack), reading the reservations once. On error it releases what it
+// reserved here.
+func (s *Store) ReserveAll(pools []netip.Prefix, a Attachment) ([]netip.Addr, error) {
+	held, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, pool := range pools {
+		ip, err := s.reserve(pool.Masked(), a, held)
+		if err != nil {
+			s.Release(a)
+			return nil, err
+		}
+		held[ip] = a
+		out = append(out, ip)
+	}
+	return out, nil
+}
+
+func (s *Store) reserve(pool netip.Prefix, a Attachment, held map[netip.Addr]Attachment) (netip.Addr, error) {
 	for ip, h := range held {
 		if h == a && pool.Contains(ip) {
 			return ip, nil

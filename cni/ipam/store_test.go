@@ -142,3 +142,25 @@ func TestConcurrentReservationsAreDistinct(t *testing.T) {
 }
 
 func contains(err error, s string) bool { return err != nil && strings.Contains(err.Error(), s) }
+
+// ReserveAll takes one address per family and, when one pool is full,
+// leaves nothing reserved.
+func TestReserveAllIsAllOrNothing(t *testing.T) {
+	s := open(t)
+	pools := []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("10.244.9.0/30")} // the second holds one pod
+	s.Lock()
+	defer s.Unlock()
+	got, err := s.ReserveAll(pools, Attachment{"c1", "eth0"})
+	if err != nil || len(got) != 2 || got[0].String() != "10.244.1.2" || got[1].String() != "10.244.9.2" {
+		t.Fatalf("first: %v %v", got, err)
+	}
+	if _, err := s.ReserveAll(pools, Attachment{"c2", "eth0"}); err == nil || !contains(err, "no free address") {
+		t.Fatalf("second in a full pool: %v", err)
+	}
+	held, _ := s.List()
+	for ip, a := range held {
+		if a.ContainerID == "c2" {
+			t.Fatalf("failed ReserveAll left %s reserved", ip)
+		}
+	}
+}
