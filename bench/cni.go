@@ -20,7 +20,9 @@ type CNIResult struct {
 }
 
 // cniLists returns weft-cni alone (the plugin the agent configured, without
-// portmap) and the reference ptp + host-local, so both do the same job.
+// portmap) and the reference ptp + host-local, both IPv4-only so they do the
+// same job: in dual-stack, ptp waits for IPv6 duplicate address detection on
+// every ADD (about a second), which would measure DAD rather than the plugin.
 func cniLists(n *netlab.Node) (map[string]*libcni.NetworkConfigList, error) {
 	_, weft, err := n.CNI("")
 	if err != nil {
@@ -31,12 +33,14 @@ func cniLists(n *netlab.Node) (map[string]*libcni.NetworkConfigList, error) {
 		return nil, err
 	}
 	mtu := plug["mtu"]
+	if cidrs, ok := plug["podCIDRs"].([]any); ok && len(cidrs) > 0 {
+		plug["podCIDRs"] = cidrs[:1] // the node's IPv4 range
+	}
 	weftOnly, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "weft", "plugins": []any{plug}})
 	ptp, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "ptp", "plugins": []any{map[string]any{
 		"type": "ptp", "ipMasq": false, "mtu": mtu,
 		"ipam": map[string]any{"type": "host-local", "dataDir": filepath.Join(n.Dir, "host-local"),
-			// Dual-stack like weft-cni, so both chains do the same work.
-			"ranges": []any{[]any{map[string]any{"subnet": "10.201.0.0/16"}}, []any{map[string]any{"subnet": "fd00:201::/64"}}}},
+			"ranges": []any{[]any{map[string]any{"subnet": "10.201.0.0/16"}}}},
 	}}})
 	out := map[string]*libcni.NetworkConfigList{}
 	for name, b := range map[string][]byte{"weft-cni": weftOnly, "ptp+host-local": ptp} {
