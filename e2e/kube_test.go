@@ -83,6 +83,30 @@ func (k *kubeCluster) startKube(n *netlab.Node) *netlab.Proc {
 	return p
 }
 
+// newKubeMesh is a kube cluster whose agents run and have formed the mesh.
+func newKubeMesh(t *testing.T, nodes int) *kubeCluster {
+	t.Helper()
+	k := newKubeCluster(t, nodes)
+	for _, n := range k.lab.Nodes() {
+		k.startKube(n)
+	}
+	k.waitMesh(30 * time.Second)
+	return k
+}
+
+// stopAPIServer stops the API server once n's agent has seen it up, and
+// waits until that agent notices it is gone.
+func (k *kubeCluster) stopAPIServer(n *netlab.Node) {
+	k.t.Helper()
+	eventually(k.t, 10*time.Second, n.Name+" sees the API server", func() bool {
+		return strings.Contains(k.agents[n.Name].Output(), "API server answers")
+	})
+	k.cp.APIServer.Stop()
+	eventually(k.t, 10*time.Second, n.Name+" notices the API server is gone", func() bool {
+		return strings.Contains(k.agents[n.Name].Output(), "API server unreachable")
+	})
+}
+
 func (k *kubeCluster) node(name string) *corev1.Node {
 	k.t.Helper()
 	n, err := k.cp.Admin.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
@@ -97,11 +121,7 @@ func (k *kubeCluster) node(name string) *corev1.Node {
 // a fourth node added later joins every peer list; a deleted Node disappears
 // from every peer list and its routes go within 5 s.
 func TestKubeMeshConverges(t *testing.T) {
-	k := newKubeCluster(t, 3)
-	for _, n := range k.lab.Nodes() {
-		k.startKube(n)
-	}
-	k.waitMesh(30 * time.Second)
+	k := newKubeMesh(t, 3)
 
 	for _, n := range k.lab.Nodes() {
 		obj := k.node(n.Name)
@@ -172,21 +192,11 @@ func findCondition(n *corev1.Node, t corev1.NodeConditionType) *corev1.NodeCondi
 // TestKubeAPIServerOutage: with the API server stopped, traffic keeps
 // flowing, and an agent restarted meanwhile comes back from its cached state.
 func TestKubeAPIServerOutage(t *testing.T) {
-	k := newKubeCluster(t, 3)
-	for _, n := range k.lab.Nodes() {
-		k.startKube(n)
-	}
-	k.waitMesh(30 * time.Second)
+	k := newKubeMesh(t, 3)
 	n1, n2 := k.lab.Nodes()[0], k.lab.Nodes()[1]
 	dst := agent.FirstAddress(n2.PodCIDRs[0])
 
-	eventually(t, 10*time.Second, "node1 sees the API server", func() bool {
-		return strings.Contains(k.agents[n1.Name].Output(), "API server answers")
-	})
-	k.cp.APIServer.Stop()
-	eventually(t, 10*time.Second, "node1 notices the API server is gone", func() bool {
-		return strings.Contains(k.agents[n1.Name].Output(), "API server unreachable")
-	})
+	k.stopAPIServer(n1)
 	waitPing(t, n1, dst, 2*time.Second)
 
 	k.agents[n2.Name].Kill()
@@ -228,11 +238,7 @@ func TestKubeAPIServerOutage(t *testing.T) {
 // node's range are refused by every agent, each with a Warning Event on the
 // Node, and never installed; gossip contradicting a Node is ignored.
 func TestKubeRefusesHostileAnnotations(t *testing.T) {
-	k := newKubeCluster(t, 2)
-	for _, n := range k.lab.Nodes() {
-		k.startKube(n)
-	}
-	k.waitMesh(30 * time.Second)
+	k := newKubeMesh(t, 2)
 	n1 := k.lab.Nodes()[0]
 	good, _ := wgtypes.GenerateKey()
 	goodKey := good.PublicKey().String()
@@ -332,19 +338,9 @@ func TestKubeRefusesHostileAnnotations(t *testing.T) {
 // provisionally and traffic reaches it; once the API answers again and has no
 // such Node, it is dropped.
 func TestKubeProvisionalGossipNode(t *testing.T) {
-	k := newKubeCluster(t, 2)
-	for _, n := range k.lab.Nodes() {
-		k.startKube(n)
-	}
-	k.waitMesh(30 * time.Second)
+	k := newKubeMesh(t, 2)
 	n1 := k.lab.Nodes()[0]
-	eventually(t, 10*time.Second, "node1 sees the API server", func() bool {
-		return strings.Contains(k.agents[n1.Name].Output(), "API server answers")
-	})
-	k.cp.APIServer.Stop()
-	eventually(t, 10*time.Second, "node1 notices the API server is gone", func() bool {
-		return strings.Contains(k.agents[n1.Name].Output(), "API server unreachable")
-	})
+	k.stopAPIServer(n1)
 
 	n3, err := k.lab.AddNode("node3") // no Node object: only gossip knows it
 	if err != nil {

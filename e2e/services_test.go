@@ -25,12 +25,8 @@ import (
 //   - two containers of one pod talk over localhost;
 //   - hostPort works through the portmap plugin in weft's conflist.
 func TestServicesAndDNS(t *testing.T) {
-	k := newKubeCluster(t, 3)
+	k := newKubeMesh(t, 3)
 	ctx := context.Background()
-	for _, n := range k.lab.Nodes() {
-		k.startKube(n)
-	}
-	k.waitMesh(30 * time.Second)
 	for _, n := range k.lab.Nodes() {
 		k.waitCNIConf(n)
 		p, err := k.cp.StartKubeProxy(ctx, n)
