@@ -101,6 +101,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		GossipAddr: netip.AddrPortFrom(adv, uint16(cfg.GossipPort)),
 		PodCIDRs:   a.cfg.PodCIDRs,
 	}
+	// Metrics exist before any source can report a rejection; the two
+	// functions read the gossip and the device only when scraped, which the
+	// HTTP server allows once both exist.
+	a.metrics = newMetrics(func() float64 { return float64(a.gossip.Members()) },
+		func() float64 { return float64(a.mesh.DeviceWrites()) })
 	a.reg = NewRegistry(a.self, cfg.KubeMode, a.rejected)
 
 	cached, err := loadCache(cfg.StateDir)
@@ -146,8 +151,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	if a.cniConf, err = CNIConfList(a.cfg, mtu); err != nil {
 		return err
 	}
-	a.metrics = newMetrics(func() float64 { return float64(a.gossip.Members()) },
-		func() float64 { return float64(a.mesh.DeviceWrites()) })
 	if a.kube != nil {
 		if err := a.kube.Start(ctx, a.reg); err != nil {
 			return err
@@ -366,9 +369,7 @@ func (a *Agent) publish(ctx context.Context) (pending bool) {
 }
 
 func (a *Agent) rejected(r Rejection) {
-	if a.metrics != nil {
-		a.metrics.rejections.WithLabelValues(r.Reason).Inc()
-	}
+	a.metrics.rejections.WithLabelValues(r.Reason).Inc()
 	a.log.Warn("refused peer", "node", r.Name, "reason", r.Reason, "detail", r.Detail)
 	if a.kube != nil {
 		a.kube.Event(r.Name, "WeftPeerRefused", fmt.Sprintf("weft-agent on %s refused this node as a peer (%s): %s", a.cfg.NodeName, r.Reason, r.Detail))
