@@ -35,7 +35,8 @@ type Agent struct {
 	log     *slog.Logger
 	self    NodeInfo
 	reg     *Registry
-	kube    *Kube // nil in standalone mode
+	kube    *Kube   // nil in standalone mode
+	netpol  *NetPol // nil unless enforcing NetworkPolicy
 	dev     *mesh.Device
 	mesh    *mesh.Mesh
 	gossip  *Gossip
@@ -157,6 +158,22 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		}
 		defer a.kube.Stop()
 	}
+	if cfg.enforcesPolicy() {
+		var own []netip.Addr
+		for _, p := range cfg.PodCIDRs {
+			own = append(own, FirstAddress(p))
+		}
+		if a.netpol, err = newNetPol(a.kube.client, a.cfg, own, a.metrics, log); err != nil {
+			return err
+		}
+		stop, err := a.netpol.serveSocket(ctx)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		a.netpol.Start(ctx)
+		defer a.netpol.Stop()
+	}
 
 	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
@@ -249,6 +266,12 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 	}
 	retry := time.NewTimer(0)
 	retry.Stop()
+	// Pods may be attached (the CNI config written) only once their
+	// NetworkPolicy can be programmed.
+	var policySynced <-chan struct{}
+	if a.netpol != nil {
+		policySynced = a.netpol.FirstSync()
+	}
 	if a.reconcile(ctx) {
 		retry.Reset(time.Second)
 	}
@@ -264,6 +287,8 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 		case <-resync.C:
 		case <-kick:
 		case <-retry.C:
+		case <-policySynced:
+			policySynced = nil
 		}
 		if a.reconcile(ctx) {
 			retry.Reset(time.Second)
@@ -309,6 +334,10 @@ func (a *Agent) reconcile(ctx context.Context) (again bool) {
 		}
 	}
 	if !a.ready.Load() {
+		if a.netpol != nil && !a.netpol.Healthy() {
+			a.log.Debug("waiting for network policy to be programmed before writing the CNI config")
+			return false
+		}
 		wrote, err := writeCNIConf(a.cfg.CNIConfDir, a.cniConf)
 		if err != nil {
 			a.log.Error("cannot write CNI config; retrying", "err", err)

@@ -31,17 +31,21 @@ func CNIConfList(cfg Config, mtu int) ([]byte, error) {
 	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
+	weft := map[string]any{
+		"type":     "weft-cni",
+		"podCIDRs": cidrs,
+		"mtu":      mtu,
+		"dataDir":  filepath.Join(cfg.StateDir, "ipam"),
+		"readyURL": "http://" + net.JoinHostPort(host, port) + "/readyz",
+	}
+	if cfg.enforcesPolicy() {
+		weft["agentSocket"] = filepath.Join(cfg.StateDir, AgentSocket)
+	}
 	list := map[string]any{
 		"cniVersion": "1.1.0",
 		"name":       CNINetworkName,
 		"plugins": []any{
-			map[string]any{
-				"type":     "weft-cni",
-				"podCIDRs": cidrs,
-				"mtu":      mtu,
-				"dataDir":  filepath.Join(cfg.StateDir, "ipam"),
-				"readyURL": "http://" + net.JoinHostPort(host, port) + "/readyz",
-			},
+			weft,
 			map[string]any{
 				"type":         "portmap",
 				"capabilities": map[string]bool{"portMappings": true},

@@ -36,7 +36,13 @@ type Config struct {
 	// address and NoMasquerade range is masqueraded to the node's address.
 	Masquerade   bool
 	NoMasquerade []netip.Prefix
+	// NetworkPolicy: enforce networking.k8s.io/v1 for this node's pods
+	// (Kubernetes mode only).
+	NetworkPolicy bool
 }
+
+// enforcesPolicy reports whether the agent runs the NetworkPolicy controller.
+func (c Config) enforcesPolicy() bool { return c.KubeMode && c.NetworkPolicy }
 
 var (
 	nodeNameRE  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
@@ -68,6 +74,7 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 	var noMasq listFlag
 	fs.BoolVar(&c.Masquerade, "masquerade", true, "masquerade pod traffic that leaves the cluster")
 	fs.Var(&noMasq, "no-masquerade-cidr", "extra destinations reached without masquerade (repeat or comma list)")
+	fs.BoolVar(&c.NetworkPolicy, "network-policy", true, "enforce Kubernetes NetworkPolicy for this node's pods (Kubernetes mode)")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig for Kubernetes mode (in a pod, the service account is used)")
 	if err := fs.Parse(args); err != nil {
 		return c, err

@@ -26,6 +26,10 @@ func (a *Agent) handler() http.Handler {
 			http.Error(w, "not ready: first reconcile not done", http.StatusServiceUnavailable)
 			return
 		}
+		if a.netpol != nil && !a.netpol.Healthy() {
+			http.Error(w, "not ready: network policy not programmed", http.StatusServiceUnavailable)
+			return
+		}
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))

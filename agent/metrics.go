@@ -13,6 +13,8 @@ type metrics struct {
 	rejections   *prometheus.CounterVec
 	reconciles   *prometheus.CounterVec
 	deviceWrites prometheus.CounterFunc
+	policySyncs  *prometheus.CounterVec
+	policyPods   prometheus.Gauge
 }
 
 func newMetrics(members, deviceWrites func() float64) *metrics {
@@ -33,14 +35,21 @@ func newMetrics(members, deviceWrites func() float64) *metrics {
 		deviceWrites: prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "weft_wireguard_config_writes_total", Help: "Configuration writes to the WireGuard device.",
 		}, deviceWrites),
+		policySyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_policy_syncs_total", Help: "NetworkPolicy syncs to nftables, by result (changed, unchanged, error).",
+		}, []string{"result"}),
+		policyPods: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_policy_isolated_pods", Help: "Pods on this node isolated by a NetworkPolicy in at least one direction.",
+		}),
 	}
 	for _, r := range rejectionReasons {
 		m.rejections.WithLabelValues(r)
 	}
 	for _, r := range []string{"changed", "unchanged", "error"} {
 		m.reconciles.WithLabelValues(r)
+		m.policySyncs.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.peers, m.members, m.rejections, m.reconciles, m.deviceWrites,
+	m.reg.MustRegister(m.peers, m.members, m.rejections, m.reconciles, m.deviceWrites, m.policySyncs, m.policyPods,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -13,3 +13,17 @@ type PeerStatus struct {
 	RxBytes         int64    `json:"rxBytes"`
 	TxBytes         int64    `json:"txBytes"`
 }
+
+// Attachment is what weft-cni tells the agent over its Unix socket: POST
+// /v1/attachments after an ADD (the agent answers once the pod's
+// NetworkPolicy is in the data plane) and DELETE after a DEL.
+type Attachment struct {
+	ContainerID string   `json:"containerID"`
+	IfName      string   `json:"ifName"`
+	Namespace   string   `json:"namespace,omitempty"` // K8S_POD_NAMESPACE; empty outside Kubernetes
+	Name        string   `json:"name,omitempty"`      // K8S_POD_NAME
+	IPs         []string `json:"ips,omitempty"`
+}
+
+// AttachmentsPath is the socket API's resource for attachments.
+const AttachmentsPath = "/v1/attachments"

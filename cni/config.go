@@ -37,6 +37,9 @@ type NetConf struct {
 	MTU      int      `json:"mtu"`
 	DataDir  string   `json:"dataDir"`
 	ReadyURL string   `json:"readyURL,omitempty"`
+	// AgentSocket is the agent's Unix socket; when set, each ADD waits for
+	// the agent to program the pod's NetworkPolicy.
+	AgentSocket string `json:"agentSocket,omitempty"`
 
 	// Set by runtimes; accepted and ignored.
 	RuntimeConfig json.RawMessage `json:"runtimeConfig,omitempty"`
@@ -101,6 +104,9 @@ func ParseConf(b []byte) (*NetConf, error) {
 	}
 	if c.Name == "" || len(c.Name) > 128 || !containerIDRE.MatchString(c.Name) {
 		return nil, bad("name %q: want letters, digits, '_', '.' or '-'", c.Name)
+	}
+	if c.AgentSocket != "" && (!filepath.IsAbs(c.AgentSocket) || len(c.AgentSocket) > 107) {
+		return nil, bad("agentSocket %q: want an absolute path of at most 107 bytes", c.AgentSocket)
 	}
 	if c.ReadyURL != "" {
 		u, err := url.Parse(c.ReadyURL)

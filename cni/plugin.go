@@ -144,6 +144,9 @@ func Add(args *skel.CmdArgs) (err error) {
 	if err := routeToPod(hostName, contIf.HardwareAddr, addrs); err != nil {
 		return cniErr(types.ErrInternal, "host route: %v", err)
 	}
+	if err := registerAttachment(conf, args, addrs); err != nil {
+		return err
+	}
 
 	result := &current.Result{
 		CNIVersion: current.ImplementedSpecVersion,
@@ -269,6 +272,7 @@ func Del(args *skel.CmdArgs) error {
 		}
 	}
 	deleteLink(HostVethName(args.ContainerID, args.IfName))
+	releaseAttachment(conf, args)
 	store, done, err := lockedStore(conf)
 	if err != nil {
 		return err

@@ -39,6 +39,11 @@ type PortRange struct {
 // Allow admits traffic from (ingress) or to (egress) Peers on Ports.
 // AnyPeer admits every address; no Ports admits every port and protocol.
 type Allow struct {
+	// Key names the peer list: the same Key always holds the same Peers
+	// (policy, direction, rule and, for egress named ports, the destination
+	// pod), so the data plane can keep Peers in a set of that name and
+	// change only its elements when pods come and go.
+	Key     string
 	AnyPeer bool
 	Peers   []netip.Prefix
 	Ports   []PortRange
@@ -75,6 +80,18 @@ func Compile(c Cluster, local []Pod) ([]PodPolicy, []error) {
 		}
 		pols = append(pols, compiled{p, sel})
 	}
+	// Peers depend on the rule, not on the pod it protects: compute each
+	// rule's once, however many local pods the policy selects.
+	memo := map[string]ruleResult{}
+	seenErr := map[string]bool{}
+	ruleOnce := func(key string, f func() ([]Allow, error)) ([]Allow, error) {
+		if r, ok := memo[key]; ok {
+			return r.allows, r.err
+		}
+		as, err := f()
+		memo[key] = ruleResult{as, err}
+		return as, err
+	}
 	out := make([]PodPolicy, 0, len(local))
 	for _, pod := range local {
 		pp := PodPolicy{Namespace: pod.Namespace, Name: pod.Name, IPs: pod.IPs}
@@ -85,12 +102,21 @@ func Compile(c Cluster, local []Pod) ([]PodPolicy, []error) {
 			ingress, egress := policyTypes(cp.p)
 			if ingress {
 				pp.IngressIsolated = true
-				for _, r := range cp.p.Spec.Ingress {
-					a, err := c.peers(cp.p.Namespace, r.From)
+				for i, r := range cp.p.Spec.Ingress {
+					key := fmt.Sprintf("%s/%s/ingress/%d", cp.p.Namespace, cp.p.Name, i)
+					as, err := ruleOnce(key, func() ([]Allow, error) {
+						a, err := c.peers(cp.p.Namespace, r.From)
+						a.Key = key
+						return []Allow{a}, err
+					})
 					if err != nil {
-						errs = append(errs, fmt.Errorf("networkpolicy %s/%s: %w", cp.p.Namespace, cp.p.Name, err))
+						if !seenErr[key] {
+							seenErr[key] = true
+							errs = append(errs, fmt.Errorf("networkpolicy %s/%s: %w", cp.p.Namespace, cp.p.Name, err))
+						}
 						continue
 					}
+					a := as[0]
 					a.Ports = resolvePorts(r.Ports, pod.Ports)
 					if len(r.Ports) > 0 && len(a.Ports) == 0 {
 						continue // only named ports this pod does not have: no match
@@ -100,10 +126,14 @@ func Compile(c Cluster, local []Pod) ([]PodPolicy, []error) {
 			}
 			if egress {
 				pp.EgressIsolated = true
-				for _, r := range cp.p.Spec.Egress {
-					allows, err := c.egressRule(cp.p.Namespace, r)
+				for i, r := range cp.p.Spec.Egress {
+					key := fmt.Sprintf("%s/%s/egress/%d", cp.p.Namespace, cp.p.Name, i)
+					allows, err := ruleOnce(key, func() ([]Allow, error) { return c.egressRule(key, cp.p.Namespace, r) })
 					if err != nil {
-						errs = append(errs, fmt.Errorf("networkpolicy %s/%s: %w", cp.p.Namespace, cp.p.Name, err))
+						if !seenErr[key] {
+							seenErr[key] = true
+							errs = append(errs, fmt.Errorf("networkpolicy %s/%s: %w", cp.p.Namespace, cp.p.Name, err))
+						}
 						continue
 					}
 					pp.Egress = append(pp.Egress, allows...)
@@ -113,6 +143,11 @@ func Compile(c Cluster, local []Pod) ([]PodPolicy, []error) {
 		out = append(out, pp)
 	}
 	return out, errs
+}
+
+type ruleResult struct {
+	allows []Allow
+	err    error
 }
 
 // policyTypes applies the defaulting of spec.policyTypes: Ingress always,
@@ -135,29 +170,88 @@ func policyTypes(p *networkingv1.NetworkPolicy) (ingress, egress bool) {
 // egressRule compiles one egress rule. Named ports refer to the destination
 // pod's ports, so a rule with named ports becomes one Allow per destination
 // pod; ipBlock peers cannot have named ports and match only numeric ones.
-func (c Cluster) egressRule(ns string, r networkingv1.NetworkPolicyEgressRule) ([]Allow, error) {
+func (c Cluster) egressRule(key, ns string, r networkingv1.NetworkPolicyEgressRule) ([]Allow, error) {
 	all, err := c.peers(ns, r.To)
 	if err != nil {
 		return nil, err
 	}
+	all.Key = key
 	if !hasNamedPort(r.Ports) {
 		all.Ports = resolvePorts(r.Ports, nil)
 		return []Allow{all}, nil
 	}
 	var out []Allow
 	if numeric := resolvePorts(r.Ports, nil); len(numeric) > 0 {
-		out = append(out, Allow{AnyPeer: all.AnyPeer, Peers: all.Peers, Ports: numeric})
+		out = append(out, Allow{Key: key, AnyPeer: all.AnyPeer, Peers: all.Peers, Ports: numeric})
 	}
-	pods, err := c.selectedPods(ns, r.To)
-	if err != nil {
-		return nil, err
+	// The destinations a named port can resolve on: the selected pods, with
+	// all their addresses; every pod when the rule names no peer; pods with
+	// an address in an ipBlock, with those addresses.
+	type dest struct {
+		pod Pod
+		ips []netip.Prefix
 	}
-	for _, p := range pods {
-		ports := resolvePorts(r.Ports, p.Ports)
+	var dests []dest
+	if len(r.To) == 0 {
+		for _, p := range c.Pods {
+			dests = append(dests, dest{p, hostPrefixes(p.IPs)})
+		}
+	} else {
+		pods, err := c.selectedPods(ns, r.To)
+		if err != nil {
+			return nil, err
+		}
+		picked := map[string]bool{}
+		for _, p := range pods {
+			picked[p.Namespace+"/"+p.Name] = true
+			dests = append(dests, dest{p, hostPrefixes(p.IPs)})
+		}
+		var blocks []netip.Prefix
+		for _, peer := range r.To {
+			if peer.IPBlock != nil {
+				ps, err := ipBlock(peer.IPBlock)
+				if err != nil {
+					return nil, err
+				}
+				blocks = append(blocks, ps...)
+			}
+		}
+		for _, p := range c.Pods {
+			if picked[p.Namespace+"/"+p.Name] {
+				continue
+			}
+			var in []netip.Prefix
+			for _, ip := range hostPrefixes(p.IPs) {
+				if slices.ContainsFunc(blocks, func(b netip.Prefix) bool { return b.Contains(ip.Addr()) }) {
+					in = append(in, ip)
+				}
+			}
+			if len(in) > 0 {
+				dests = append(dests, dest{p, in})
+			}
+		}
+	}
+	// Destinations whose named ports resolve alike share one Allow, so a
+	// rule costs one set per distinct port list, not one per pod.
+	byPorts := map[string]int{}
+	for _, d := range dests {
+		ports := resolvePorts(r.Ports, d.pod.Ports)
 		if len(ports) == 0 {
 			continue
 		}
-		out = append(out, Allow{Peers: hostPrefixes(p.IPs), Ports: ports})
+		sig := fmt.Sprint(ports)
+		i, ok := byPorts[sig]
+		if !ok {
+			i = len(out)
+			byPorts[sig] = i
+			out = append(out, Allow{Key: key + "/ports=" + sig, Ports: ports})
+		}
+		out[i].Peers = append(out[i].Peers, d.ips...)
+	}
+	for i := range out {
+		if !out[i].AnyPeer {
+			out[i].Peers = Disjoint(out[i].Peers)
+		}
 	}
 	return out, nil
 }

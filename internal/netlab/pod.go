@@ -111,15 +111,37 @@ func (p *Pod) Start(name string, args ...string) (*Proc, error) {
 // AddPodWith is AddPod with runtime capability arguments, such as
 // portMappings for hostPort (handled by the portmap plugin in the conflist).
 func (n *Node) AddPodWith(ctx context.Context, binDir, name string, capArgs map[string]any) (*Pod, error) {
-	cni, list, err := n.CNI(binDir)
-	if err != nil {
-		return nil, err
-	}
 	p, err := n.NewSandbox(name)
 	if err != nil {
 		return nil, err
 	}
+	return p, p.Attach(ctx, binDir, nil, capArgs)
+}
+
+// AddKubePod attaches a sandbox for the Kubernetes pod namespace/name,
+// passing K8S_POD_NAMESPACE and K8S_POD_NAME as kubelet's runtimes do.
+func (n *Node) AddKubePod(ctx context.Context, binDir, namespace, name string) (*Pod, error) {
+	p, err := n.NewSandbox(namespace + "-" + name)
+	if err != nil {
+		return nil, err
+	}
+	return p, p.Attach(ctx, binDir, KubeArgs(namespace, name), nil)
+}
+
+// KubeArgs are the CNI_ARGS a Kubernetes runtime passes for a pod.
+func KubeArgs(namespace, name string) [][2]string {
+	return [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", namespace}, {"K8S_POD_NAME", name}}
+}
+
+// Attach runs CNI ADD for a sandbox made by NewSandbox.
+func (p *Pod) Attach(ctx context.Context, binDir string, args [][2]string, capArgs map[string]any) error {
+	n, name := p.Node, p.Name
+	cni, list, err := n.CNI(binDir)
+	if err != nil {
+		return err
+	}
 	rt := p.RuntimeConf()
+	rt.Args = args
 	rt.CapabilityArgs = capArgs
 	var res types.Result
 	if err := n.Do(func() error {
@@ -127,10 +149,8 @@ func (n *Node) AddPodWith(ctx context.Context, binDir, name string, capArgs map[
 		res, err = cni.AddNetworkList(ctx, list, rt)
 		return err
 	}); err != nil {
-		return nil, fmt.Errorf("CNI ADD %s on %s: %w", name, n.Name, err)
+		return fmt.Errorf("CNI ADD %s on %s: %w", name, n.Name, err)
 	}
-	if p.Result, err = current.NewResultFromResult(res); err != nil {
-		return nil, err
-	}
-	return p, nil
+	p.Result, err = current.NewResultFromResult(res)
+	return err
 }

@@ -1,0 +1,386 @@
+package policy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"sigs.k8s.io/knftables"
+)
+
+// The NetworkPolicy data plane, in weft's table:
+//
+//	chain np-forward (hook forward, priority filter)
+//	    ct state established,related accept      replies; see Behaviour on update in the README
+//	    <source or destination a local pod address not yet programmed> drop
+//	    ip saddr vmap @np-egress-v4              egress-isolated pod -> its chain (return = allowed)
+//	    ip daddr vmap @np-ingress-v4             ingress-isolated pod -> its chain (accept = allowed)
+//	    (the same for ip6)
+//	chain np-in-<hash>, np-eg-<hash>             one per distinct rule list, shared by the pods that have it
+//	set np-p-<hash>-v4 / -v6                     the peers of one policy rule (interval set)
+//
+// Pods are only ever forwarded to and from, so the forward hook sees all
+// their traffic except with their own node, which NetworkPolicy always
+// allows (the node's own packets leave through output, the pod's packets
+// to the node arrive through input). Policy chains are named by a hash of
+// their rules, so a chain never changes: a pod whose policy changes is
+// pointed at another chain. Peer sets are named by their rule, so pods
+// coming and going change set elements, not rules.
+const (
+	ForwardChain  = "np-forward"
+	chainPrefix   = "np-"
+	ingressPrefix = "np-in-"
+	egressPrefix  = "np-eg-"
+	peerSetPrefix = "np-p-"
+)
+
+// Desired is everything the NetworkPolicy data plane of one node holds.
+type Desired struct {
+	// LocalCIDRs are this node's pod ranges; an address in them that is not
+	// in Known is dropped in both directions (fail closed).
+	LocalCIDRs []netip.Prefix
+	// Known are the local addresses weft has programmed: pods (with or
+	// without policy) and the node's own addresses in its pod ranges.
+	Known []netip.Addr
+	Pods  []PodPolicy
+}
+
+// state is Desired rendered into nftables objects.
+type state struct {
+	sets   map[string][]string          // name -> sorted elements
+	chains map[string][]string          // name -> rules
+	maps   map[string]map[string]string // name -> key -> verdict
+}
+
+var families = []struct {
+	suffix, addrType, match string
+	v4                      bool
+}{{"v4", "ipv4_addr", "ip", true}, {"v6", "ipv6_addr", "ip6", false}}
+
+func hashName(prefix string, parts ...string) string {
+	h := sha256.Sum256([]byte(strings.Join(parts, "\n")))
+	return prefix + hex.EncodeToString(h[:8])
+}
+
+// renderState computes the objects for d. It is pure.
+func renderState(d Desired) state {
+	s := state{sets: map[string][]string{}, chains: map[string][]string{}, maps: map[string]map[string]string{}}
+	for _, f := range families {
+		for _, m := range []string{"np-ingress-", "np-egress-"} {
+			s.maps[m+f.suffix] = map[string]string{}
+		}
+		var cidrs, known []string
+		for _, p := range Disjoint(d.LocalCIDRs) {
+			if p.Addr().Is4() == f.v4 {
+				cidrs = append(cidrs, p.String())
+			}
+		}
+		for _, a := range d.Known {
+			if a.Is4() == f.v4 {
+				known = append(known, a.String())
+			}
+		}
+		s.sets["np-local-"+f.suffix] = sortedUnique(cidrs)
+		s.sets["np-known-"+f.suffix] = sortedUnique(known)
+	}
+	for _, p := range d.Pods {
+		for _, dir := range []struct {
+			isolated bool
+			allows   []Allow
+			prefix   string
+			peer     string // the other end's address field
+			verdict  string
+			maps     string
+			addrKey  string
+		}{
+			{p.IngressIsolated, p.Ingress, ingressPrefix, "saddr", "accept", "np-ingress-", "daddr"},
+			{p.EgressIsolated, p.Egress, egressPrefix, "daddr", "return", "np-egress-", "saddr"},
+		} {
+			if !dir.isolated {
+				continue
+			}
+			var rules []string
+			for _, a := range dir.allows {
+				for _, f := range families {
+					var peer string
+					if !a.AnyPeer {
+						set := hashName(peerSetPrefix, a.Key) + "-" + f.suffix
+						var elems []string
+						for _, q := range a.Peers {
+							if q.Addr().Is4() == f.v4 {
+								elems = append(elems, q.Masked().String())
+							}
+						}
+						s.sets[set] = sortedUnique(elems)
+						peer = knftables.Concat(f.match, dir.peer, "@"+set)
+					} else {
+						peer = knftables.Concat("meta nfproto", ipv(f.v4))
+					}
+					if len(a.Ports) == 0 {
+						rules = append(rules, knftables.Concat(peer, dir.verdict))
+						continue
+					}
+					for _, pr := range a.Ports {
+						ports := fmt.Sprint(pr.From)
+						if pr.To != pr.From {
+							ports = fmt.Sprintf("%d-%d", pr.From, pr.To)
+						}
+						rules = append(rules, knftables.Concat(peer, "meta l4proto", strings.ToLower(string(pr.Protocol)), "th dport", ports, dir.verdict))
+					}
+				}
+			}
+			rules = append(sortedUnique(rules), "counter drop")
+			chain := hashName(dir.prefix, rules...)
+			s.chains[chain] = rules
+			for _, ip := range p.IPs {
+				f := "v6"
+				if ip.Is4() {
+					f = "v4"
+				}
+				s.maps[dir.maps+f][ip.String()] = "jump " + chain
+			}
+		}
+	}
+	return s
+}
+
+func ipv(v4 bool) string {
+	if v4 {
+		return "ipv4"
+	}
+	return "ipv6"
+}
+
+func sortedUnique(xs []string) []string {
+	slices.Sort(xs)
+	return slices.Compact(xs)
+}
+
+// Enforcer programs Desired states into nftables, changing only what
+// differs from the last state it programmed. The first Apply rewrites
+// weft's policy objects completely (in one transaction, so the rules of the
+// previous run stay in force until the new ones replace them).
+type Enforcer struct {
+	nft  knftables.Interface
+	last *state
+}
+
+// NewEnforcer opens weft's table; nft may be a knftables fake in tests.
+func NewEnforcer(nft knftables.Interface) (*Enforcer, error) {
+	if nft == nil {
+		var err error
+		if nft, err = knftables.New(knftables.InetFamily, Table); err != nil {
+			return nil, fmt.Errorf("nftables: %w", err)
+		}
+	}
+	return &Enforcer{nft: nft}, nil
+}
+
+// Apply programs d. It reports the number of nftables operations it ran
+// (0: nothing changed).
+func (e *Enforcer) Apply(ctx context.Context, d Desired) (int, error) {
+	want := renderState(d)
+	tx := e.nft.NewTransaction()
+	if e.last == nil {
+		if err := e.rewrite(ctx, tx, want); err != nil {
+			return 0, err
+		}
+	} else {
+		update(tx, *e.last, want)
+	}
+	n := tx.NumOperations()
+	if n == 0 {
+		return 0, nil
+	}
+	if err := e.nft.Run(ctx, tx); err != nil {
+		e.last = nil // unknown now: rewrite everything next time
+		return 0, fmt.Errorf("nftables network policy: %w", err)
+	}
+	e.last = &want
+	return n, nil
+}
+
+func setObj(name string) *knftables.Set {
+	typ := "ipv4_addr"
+	if strings.HasSuffix(name, "-v6") {
+		typ = "ipv6_addr"
+	}
+	return &knftables.Set{Name: name, Type: typ, Flags: []knftables.SetFlag{knftables.IntervalFlag}}
+}
+
+func mapObj(name string) *knftables.Map {
+	typ := "ipv4_addr : verdict"
+	if strings.HasSuffix(name, "-v6") {
+		typ = "ipv6_addr : verdict"
+	}
+	return &knftables.Map{Name: name, Type: typ}
+}
+
+// rewrite replaces every policy object: existing sets and maps are flushed
+// and refilled, chains of the previous run that are not wanted are deleted
+// (after the map entries jumping to them), the forward chain is rebuilt.
+func (e *Enforcer) rewrite(ctx context.Context, tx *knftables.Transaction, want state) error {
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft")})
+	var oldChains, oldSets, oldMaps []string
+	for _, kind := range []struct {
+		typ string
+		out *[]string
+	}{{"chains", &oldChains}, {"sets", &oldSets}, {"maps", &oldMaps}} {
+		names, err := e.nft.List(ctx, kind.typ)
+		if err != nil && !knftables.IsNotFound(err) {
+			return fmt.Errorf("nftables list %s: %w", kind.typ, err)
+		}
+		for _, n := range names {
+			if strings.HasPrefix(n, chainPrefix) {
+				*kind.out = append(*kind.out, n)
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(want.sets)) {
+		s := setObj(name)
+		tx.Add(s)
+		tx.Flush(s)
+		for _, el := range want.sets[name] {
+			tx.Add(&knftables.Element{Set: name, Key: []string{el}})
+		}
+	}
+	// Old chains are emptied first so that nothing jumps from them and no
+	// rule holds a set that goes away.
+	for _, name := range oldChains {
+		if name != ForwardChain {
+			tx.Flush(&knftables.Chain{Name: name})
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(want.chains)) {
+		addChain(tx, name, want.chains[name])
+	}
+	for _, name := range slices.Sorted(maps.Keys(want.maps)) {
+		m := mapObj(name)
+		tx.Add(m)
+		tx.Flush(m)
+		for _, k := range slices.Sorted(maps.Keys(want.maps[name])) {
+			tx.Add(&knftables.Element{Map: name, Key: []string{k}, Value: []string{want.maps[name][k]}})
+		}
+	}
+	addForward(tx)
+	for _, name := range oldChains {
+		if _, ok := want.chains[name]; !ok && name != ForwardChain {
+			tx.Delete(&knftables.Chain{Name: name})
+		}
+	}
+	for _, name := range oldMaps {
+		if _, ok := want.maps[name]; !ok {
+			tx.Delete(&knftables.Map{Name: name})
+		}
+	}
+	for _, name := range oldSets {
+		if _, ok := want.sets[name]; !ok {
+			tx.Delete(&knftables.Set{Name: name})
+		}
+	}
+	return nil
+}
+
+func addChain(tx *knftables.Transaction, name string, rules []string) {
+	c := &knftables.Chain{Name: name}
+	tx.Add(c)
+	tx.Flush(c)
+	for _, r := range rules {
+		tx.Add(&knftables.Rule{Chain: name, Rule: r})
+	}
+}
+
+// addForward (re)writes the base chain that sends pod traffic to the maps.
+func addForward(tx *knftables.Transaction) {
+	c := &knftables.Chain{
+		Name:     ForwardChain,
+		Type:     knftables.PtrTo(knftables.FilterType),
+		Hook:     knftables.PtrTo(knftables.ForwardHook),
+		Priority: knftables.PtrTo(knftables.FilterPriority),
+		Comment:  knftables.PtrTo("Kubernetes NetworkPolicy for this node's pods"),
+	}
+	tx.Add(c)
+	tx.Flush(c)
+	tx.Add(&knftables.Rule{Chain: ForwardChain, Rule: "ct state established,related accept"})
+	for _, f := range families {
+		for _, dir := range []string{"saddr", "daddr"} {
+			tx.Add(&knftables.Rule{Chain: ForwardChain, Rule: knftables.Concat(
+				f.match, dir, "@np-local-"+f.suffix, f.match, dir, "!=", "@np-known-"+f.suffix, "counter drop"),
+				Comment: knftables.PtrTo("not yet programmed")})
+		}
+	}
+	for _, f := range families {
+		tx.Add(&knftables.Rule{Chain: ForwardChain, Rule: knftables.Concat(f.match, "saddr vmap", "@np-egress-"+f.suffix)})
+	}
+	for _, f := range families {
+		tx.Add(&knftables.Rule{Chain: ForwardChain, Rule: knftables.Concat(f.match, "daddr vmap", "@np-ingress-"+f.suffix)})
+	}
+}
+
+// update writes the difference between two states: new sets and chains
+// first, then element changes (deletions before additions, so interval
+// sets never hold overlapping elements), then what is gone.
+func update(tx *knftables.Transaction, old, want state) {
+	for _, name := range slices.Sorted(maps.Keys(want.sets)) {
+		before, had := old.sets[name]
+		if !had {
+			tx.Add(setObj(name))
+		}
+		gone, added := diff(before, want.sets[name])
+		for _, el := range gone {
+			tx.Delete(&knftables.Element{Set: name, Key: []string{el}})
+		}
+		for _, el := range added {
+			tx.Add(&knftables.Element{Set: name, Key: []string{el}})
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(want.chains)) {
+		if _, had := old.chains[name]; !had {
+			addChain(tx, name, want.chains[name])
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(want.maps)) {
+		before, after := old.maps[name], want.maps[name]
+		for _, k := range slices.Sorted(maps.Keys(before)) {
+			if v, ok := after[k]; !ok || v != before[k] {
+				tx.Delete(&knftables.Element{Map: name, Key: []string{k}})
+			}
+		}
+		for _, k := range slices.Sorted(maps.Keys(after)) {
+			if v, ok := before[k]; !ok || v != after[k] {
+				tx.Add(&knftables.Element{Map: name, Key: []string{k}, Value: []string{after[k]}})
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(old.chains)) {
+		if _, ok := want.chains[name]; !ok {
+			tx.Flush(&knftables.Chain{Name: name})
+			tx.Delete(&knftables.Chain{Name: name})
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(old.sets)) {
+		if _, ok := want.sets[name]; !ok {
+			tx.Delete(&knftables.Set{Name: name})
+		}
+	}
+}
+
+// diff returns what is in a but not b, and in b but not a (both sorted).
+func diff(a, b []string) (gone, added []string) {
+	for _, x := range a {
+		if _, ok := slices.BinarySearch(b, x); !ok {
+			gone = append(gone, x)
+		}
+	}
+	for _, x := range b {
+		if _, ok := slices.BinarySearch(a, x); !ok {
+			added = append(added, x)
+		}
+	}
+	return gone, added
+}
