@@ -65,7 +65,8 @@ func (k *kubeCluster) addNode() *netlab.Node {
 
 // startKube starts n's agent in Kubernetes mode: no --pod-cidr, no
 // --advertise-address, no --join; all of it comes from the API.
-func (k *kubeCluster) startKube(n *netlab.Node) *netlab.Proc {
+// Extra environment (NAME=value) is passed through env(1).
+func (k *kubeCluster) startKube(n *netlab.Node, env ...string) *netlab.Proc {
 	k.t.Helper()
 	kc := filepath.Join(n.Dir, "kubeconfig")
 	if _, err := os.Stat(kc); err != nil { // a restarted agent keeps its token
@@ -73,9 +74,14 @@ func (k *kubeCluster) startKube(n *netlab.Node) *netlab.Proc {
 			k.t.Fatal(err)
 		}
 	}
-	p, err := n.Start(filepath.Join(k.bins, "weft-agent"),
+	args := []string{filepath.Join(k.bins, "weft-agent"),
 		"--kubeconfig", kc, "--node-name", n.Name, "--gossip-key-file", k.gossipKey,
-		"--state-dir", n.StateDir, "--cni-conf-dir", n.CNIConfDir, "--http-addr", netlab.AgentHTTP)
+		"--state-dir", n.StateDir, "--cni-conf-dir", n.CNIConfDir, "--http-addr", netlab.AgentHTTP}
+	if len(env) > 0 {
+		args = append(env, args...)
+		args = append([]string{"env"}, args...)
+	}
+	p, err := n.Start(args[0], args[1:]...)
 	if err != nil {
 		k.t.Fatal(err)
 	}

@@ -253,6 +253,9 @@ func (l *npLab) probeMatrix(want expectation) (wrong []cell, got map[cell]bool) 
 	for c, ok := range l.probeCells(retry) {
 		got[c] = ok
 	}
+	if len(retry) > 0 {
+		l.t.Logf("%d cells answered only on the second try", len(retry))
+	}
 	for _, c := range cells {
 		if got[c] != (c.from == c.to || want(c.from, c.to, c.pr)) {
 			wrong = append(wrong, c)

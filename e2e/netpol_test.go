@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -211,6 +212,13 @@ func npCases() []npCase {
 			func(from, to *npPod, pr probe) bool { return !to.is("y/a") }),
 		one("default deny everywhere", fixed(denyBoth("x"), denyBoth("y"), denyBoth("z")),
 			func(*npPod, *npPod, probe) bool { return false }),
+		one("x/a admits 0.0.0.0/0 except 200 ranges outside the cluster (a large ipBlock)", func(*npLab) []*networkingv1.NetworkPolicy {
+			var except []string
+			for i := range 200 {
+				except = append(except, fmt.Sprintf("198.%d.%d.0/24", 18+i/100, i%100))
+			}
+			return []*networkingv1.NetworkPolicy{ingressXA("large-block", rule{peers: peers(cidr("0.0.0.0/0", except...))})}
+		}, toXA(func(_ *npPod, pr probe) bool { return !pr.v6 })),
 		{"a policy update takes the new rule", []npStep{
 			{policies: fixed(ingressXA("from-ns", rule{peers: peers(namespaces(sel("ns", "y")))})),
 				expect: toXA(func(from *npPod, _ probe) bool { return from.ns == "y" })},
@@ -287,6 +295,19 @@ func TestNetworkPolicy(t *testing.T) {
 		})
 	}
 	l.syncPolicies(nil)
+	for _, sub := range []struct {
+		name string
+		run  func(*testing.T, *npLab)
+	}{
+		{"established connections survive a policy change", testEstablished},
+		{"a new pod under deny-all is never reachable", testNewPodFailsClosed},
+		{"the pod's own node always passes", testOwnNode},
+		{"ADD of a pod the API does not have is refused", testUnknownPod},
+		{"enforcement survives an agent restart", testAgentRestart},
+		{"an nftables failure is reported and retried", testNftablesFailure},
+	} {
+		t.Run(strings.ReplaceAll(sub.name, " ", "_"), func(t *testing.T) { sub.run(t, l) })
+	}
 }
 
 // restoreLabels puts back pod=<name> and ns=<name>.
