@@ -19,14 +19,14 @@ import (
 
 // cluster is a lab with a weft-agent per node.
 type cluster struct {
-	t         *testing.T
+	t         testing.TB
 	lab       *netlab.Lab
 	bins      string
 	gossipKey string
 	agents    map[string]*netlab.Proc
 }
 
-func newCluster(t *testing.T, nodes int) *cluster {
+func newCluster(t testing.TB, nodes int) *cluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("lab test: needs root and network namespaces; run without -short")
@@ -156,7 +156,7 @@ func (c *cluster) metric(n *netlab.Node, series string) float64 {
 }
 
 // eventually polls cond every 100ms until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {

@@ -26,7 +26,7 @@ type kubeCluster struct {
 	cp *netlab.ControlPlane
 }
 
-func newKubeCluster(t *testing.T, nodes int) *kubeCluster {
+func newKubeCluster(t testing.TB, nodes int) *kubeCluster {
 	t.Helper()
 	c := newCluster(t, 0)
 	cpBins, err := netlab.ControlPlaneBinaries()
@@ -90,7 +90,7 @@ func (k *kubeCluster) startKube(n *netlab.Node, env ...string) *netlab.Proc {
 }
 
 // newKubeMesh is a kube cluster whose agents run and have formed the mesh.
-func newKubeMesh(t *testing.T, nodes int) *kubeCluster {
+func newKubeMesh(t testing.TB, nodes int) *kubeCluster {
 	t.Helper()
 	k := newKubeCluster(t, nodes)
 	for _, n := range k.lab.Nodes() {

@@ -87,7 +87,7 @@ func npPodObject(ns, name, node string) *corev1.Pod {
 	}
 }
 
-func newNPLab(t *testing.T) *npLab {
+func newNPLab(t testing.TB) *npLab {
 	t.Helper()
 	k := newKubeMesh(t, 3)
 	l := &npLab{kubeCluster: k, by: map[string]*npPod{}}
@@ -146,7 +146,7 @@ func (l *npLab) setStatus(obj *corev1.Pod, p *npPod) {
 
 // serve starts TCP and UDP servers on 80 and 81 (both families) in the pod:
 // TCP accepts and closes, UDP echoes.
-func serve(t *testing.T, p *netlab.Pod) {
+func serve(t testing.TB, p *netlab.Pod) {
 	t.Helper()
 	for _, port := range []int{80, 81} {
 		var ln net.Listener
