@@ -104,7 +104,11 @@ func Markdown(r *Results, stamp string) string {
 		if t.Met {
 			met = "yes"
 		}
-		fmt.Fprintf(&sb, "| %s | %.2f | %s | %s |\n", t.Name, t.Ratio, t.Limit, met)
+		figure := fmt.Sprintf("%.2f", t.Ratio)
+		if t.Detailed {
+			figure = fmt.Sprintf("%.2f (%.2f–%.2f)", t.Ratio, t.Min, t.Max)
+		}
+		fmt.Fprintf(&sb, "| %s | %s | %s | %s |\n", t.Name, figure, t.Limit, met)
 	}
 	if stamp != "" {
 		fmt.Fprintf(&sb, "\n![throughput](%s-throughput.svg) ![latency](%s-latency.svg)\n", stamp, stamp)

@@ -40,3 +40,13 @@ func TestParseIperfLog(t *testing.T) {
 }
 
 func ftoa(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+
+func TestPairedRatiosCancelDrift(t *testing.T) {
+	// The machine slows down over the run; weft is 5 % faster in every pair.
+	base := summarize([]float64{3.0, 2.0, 1.0})
+	weft := summarize([]float64{3.15, 2.1, 1.05})
+	p := paired(weft, base)
+	if p.Min < 1.049 || p.Max > 1.051 {
+		t.Errorf("paired ratios %.3f–%.3f, want 1.05", p.Min, p.Max)
+	}
+}

@@ -18,9 +18,14 @@ import (
 	"github.com/weftnet/weft/api"
 )
 
-// agentTimeout bounds a call to the agent: it answers an ADD once the pod's
-// NetworkPolicy is programmed, which takes milliseconds when all is well.
-const agentTimeout = 15 * time.Second
+// addTimeout bounds an ADD's call to the agent: it answers once the pod's
+// NetworkPolicy is programmed, which takes milliseconds when all is well
+// (the agent itself gives up after 3 s waiting for the pod and 10 s for
+// nftables). A DEL only informs, and waits less.
+const (
+	addTimeout = 15 * time.Second
+	delTimeout = 2 * time.Second
+)
 
 // podIdentity reads K8S_POD_NAMESPACE and K8S_POD_NAME from CNI_ARGS, as
 // kubelet's runtimes pass them; outside Kubernetes both are empty.
@@ -38,8 +43,8 @@ func podIdentity(cniArgs string) (ns, name string) {
 }
 
 // tellAgent reports an attachment to the agent on its Unix socket.
-func tellAgent(socket, method string, a api.Attachment) error {
-	c := &http.Client{Timeout: agentTimeout, Transport: &http.Transport{
+func tellAgent(socket, method string, a api.Attachment, timeout time.Duration) error {
+	c := &http.Client{Timeout: timeout, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
@@ -73,7 +78,7 @@ func registerAttachment(conf *NetConf, args *skel.CmdArgs, addrs []netip.Addr) e
 	for _, ip := range addrs {
 		a.IPs = append(a.IPs, ip.String())
 	}
-	if err := tellAgent(conf.AgentSocket, http.MethodPost, a); err != nil {
+	if err := tellAgent(conf.AgentSocket, http.MethodPost, a, addTimeout); err != nil {
 		releaseAttachment(conf, args)
 		return cniErr(types.ErrTryAgainLater, "network policy: %v", err)
 	}
@@ -84,6 +89,6 @@ func registerAttachment(conf *NetConf, args *skel.CmdArgs, addrs []netip.Addr) e
 // stops trusting it when the pod goes, so a failure here is not fatal.
 func releaseAttachment(conf *NetConf, args *skel.CmdArgs) {
 	if conf.AgentSocket != "" {
-		tellAgent(conf.AgentSocket, http.MethodDelete, api.Attachment{ContainerID: args.ContainerID, IfName: args.IfName})
+		tellAgent(conf.AgentSocket, http.MethodDelete, api.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}, delTimeout)
 	}
 }
