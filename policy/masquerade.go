@@ -74,32 +74,31 @@ func ApplyMasquerade(ctx context.Context, m Masquerade) error {
 }
 
 // Disjoint returns ps without prefixes that another one covers, sorted, so
-// they can be elements of one interval set.
+// they can be elements of one interval set. Two prefixes either nest or do
+// not overlap at all, so after sorting by address (wider first at the same
+// address) one sweep with a stack of the open covering prefixes suffices:
+// O(n log n), which matters for rules that admit thousands of pods.
 func Disjoint(ps []netip.Prefix) []netip.Prefix {
 	sorted := make([]netip.Prefix, 0, len(ps))
 	for _, p := range ps {
 		sorted = append(sorted, p.Masked())
 	}
-	// Wider prefixes first, so a covering prefix is kept before what it covers.
 	slices.SortFunc(sorted, func(a, b netip.Prefix) int {
-		if a.Bits() != b.Bits() {
-			return a.Bits() - b.Bits()
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
 		}
-		return a.Addr().Compare(b.Addr())
+		return a.Bits() - b.Bits()
 	})
-	var out []netip.Prefix
+	var out, open []netip.Prefix
 	for _, p := range sorted {
-		covered := false
-		for _, q := range out {
-			if q.Overlaps(p) { // q is at least as wide as p
-				covered = true
-				break
-			}
+		for len(open) > 0 && !open[len(open)-1].Contains(p.Addr()) {
+			open = open[:len(open)-1]
 		}
-		if !covered {
-			out = append(out, p)
+		if len(open) > 0 && open[len(open)-1].Bits() <= p.Bits() {
+			continue // covered (or a duplicate)
 		}
+		out = append(out, p)
+		open = append(open, p)
 	}
-	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
 	return out
 }

@@ -15,3 +15,13 @@ func TestDisjoint(t *testing.T) {
 		t.Fatalf("Disjoint = %s", got)
 	}
 }
+
+func TestDisjointKeepsNeighboursAndDropsNested(t *testing.T) {
+	var ps []netip.Prefix
+	for _, s := range []string{"10.1.0.0/16", "10.0.0.5/32", "10.1.2.3/32", "10.0.0.0/24", "10.0.1.0/24", "10.2.0.0/15", "10.3.0.1/32", "::/0", "10.0.0.4/32"} {
+		ps = append(ps, netip.MustParsePrefix(s))
+	}
+	if got := fmt.Sprint(Disjoint(ps)); got != "[10.0.0.0/24 10.0.1.0/24 10.1.0.0/16 10.2.0.0/15 ::/0]" {
+		t.Fatalf("Disjoint = %s", got)
+	}
+}
