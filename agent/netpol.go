@@ -261,21 +261,25 @@ func (n *NetPol) desired() (policy.Desired, int, []error) {
 			c.Policies = append(c.Policies, *p)
 		}
 	}
-	pods, _ := n.pods.List(labels.Everything())
-
+	// Attachments first, pods second: an attachment is recorded only once
+	// its pod is in the informer (or in extra), so every pod of this
+	// snapshot is in the list taken after it, unless it has been deleted.
 	n.mu.Lock()
 	atts := make([]attachment, 0, len(n.atts))
 	for _, a := range n.atts {
 		atts = append(atts, a)
 	}
+	var extra []*corev1.Pod
 	for k, e := range n.extra {
 		if _, err := n.pods.Pods(e.pod.Namespace).Get(e.pod.Name); err == nil || time.Since(e.seen) > extraTTL {
 			delete(n.extra, k)
 			continue
 		}
-		pods = append(pods, e.pod)
+		extra = append(extra, e.pod)
 	}
 	n.mu.Unlock()
+	pods, _ := n.pods.List(labels.Everything())
+	pods = append(pods, extra...)
 
 	// Addresses attached here, by pod; an address belongs to its latest
 	// attachment only (weft-cni's IPAM never hands out one address twice).
@@ -333,12 +337,26 @@ func (n *NetPol) desired() (policy.Desired, int, []error) {
 	}
 	pps, errs := policy.Compile(c, local)
 	d.Pods = pps
-	// Attached pods the API no longer has are on their way out: isolate
-	// them both ways rather than let them talk without their policy.
+	// Attached pods the API no longer has (or that have finished) are on
+	// their way out: isolate them both ways now, and forget them, so that
+	// their addresses count as not programmed from the next sync on. This
+	// also bounds the attachments a node keeps when DELs go missing.
+	gone := map[string]bool{}
 	for key, ips := range byPod {
 		if !found[key] {
+			gone[key] = true
 			d.Pods = append(d.Pods, policy.PodPolicy{IPs: ips, IngressIsolated: true, EgressIsolated: true})
 		}
+	}
+	if len(gone) > 0 {
+		n.mu.Lock()
+		for k, a := range n.atts {
+			if a.Name != "" && gone[a.Namespace+"/"+a.Name] {
+				delete(n.atts, k)
+			}
+		}
+		n.saveAttachmentsLocked()
+		n.mu.Unlock()
 	}
 	return d, len(local), errs
 }

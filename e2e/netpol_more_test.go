@@ -360,3 +360,40 @@ func testNftablesFailure(t *testing.T, l *npLab) {
 	}
 	l.syncPolicies(nil)
 }
+
+// testDeletedPod: a pod whose object is gone while its sandbox is still
+// attached (force-deleted, and the runtime's DEL has not come) loses its
+// network within 1 s, and the agent forgets the attachment rather than keep
+// it forever. (A graceful delete leaves the object, terminating, and the pod
+// keeps its network to drain, until kubelet has stopped it.)
+func testDeletedPod(t *testing.T, l *npLab) {
+	ctx := context.Background()
+	node := l.by["x/a"].node
+	if _, err := l.cp.Admin.CoreV1().Pods("y").Create(ctx, npPodObject("y", "g", node.Name), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	g, err := node.AddKubePod(ctx, l.bins, "y", "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Delete(ctx, l.bins)
+	serve(t, g)
+	from := l.by["z/a"]
+	if !connect(from.pod.Do, probe{"tcp", 80, false}, g.Addr(false), time.Second) {
+		t.Fatal("the new pod is not reachable")
+	}
+	if err := l.cp.Admin.CoreV1().Pods("y").Delete(ctx, "g", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if connect(from.pod.Do, probe{"tcp", 80, false}, g.Addr(false), time.Second) {
+		t.Error("a pod deleted from the API is still reachable 1 s later")
+	}
+	b, err := os.ReadFile(filepath.Join(node.StateDir, "attachments.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), g.ContainerID) {
+		t.Errorf("the agent still keeps the deleted pod's attachment: %s", b)
+	}
+}

@@ -306,6 +306,7 @@ func TestNetworkPolicy(t *testing.T) {
 		{"a new pod under deny-all is never reachable", testNewPodFailsClosed},
 		{"the pod's own node always passes", testOwnNode},
 		{"ADD of a pod the API does not have is refused", testUnknownPod},
+		{"a pod deleted from the API loses its network", testDeletedPod},
 		{"enforcement survives an agent restart", testAgentRestart},
 		{"an nftables failure is reported and retried", testNftablesFailure},
 	} {
