@@ -26,6 +26,25 @@ func nsCommand(ctx context.Context, ns, name string, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
 }
 
+// clientCommand runs a program on the path's client side: on CPU 0 when
+// the lab pins (see Lab.pin).
+func (p *Path) clientCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return p.onCPU(ctx, p.ClientNS, clientCPU, name, args...)
+}
+
+// serverCommand runs a program on the path's server side: on CPU 1 when
+// the lab pins.
+func (p *Path) serverCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return p.onCPU(ctx, p.ServerNS, serverCPU, name, args...)
+}
+
+func (p *Path) onCPU(ctx context.Context, ns string, cpu int, name string, args ...string) *exec.Cmd {
+	if !p.pinned {
+		return nsCommand(ctx, ns, name, args...)
+	}
+	return nsCommand(ctx, ns, "taskset", append([]string{"-c", fmt.Sprint(cpu), name}, args...)...)
+}
+
 // Iperf runs one iperf3 client against the path's server (which must be
 // running, or start within a few seconds) and returns what the receiver saw.
 func Iperf(ctx context.Context, p *Path, d time.Duration, extra ...string) (Throughput, error) {
@@ -33,7 +52,7 @@ func Iperf(ctx context.Context, p *Path, d time.Duration, extra ...string) (Thro
 	var lastErr string
 	for attempt := 0; attempt < 30; attempt++ {
 		cpu0, hasCPU := p.cpuSeconds()
-		out, _ := nsCommand(ctx, p.ClientNS, "iperf3", args...).Output()
+		out, _ := p.clientCommand(ctx, "iperf3", args...).Output()
 		cpu1, _ := p.cpuSeconds()
 		if ctx.Err() != nil {
 			return Throughput{}, ctx.Err()
@@ -80,7 +99,7 @@ var pingTime = regexp.MustCompile(`time=([0-9.]+) ms`)
 
 // pingRTTs sends count pings 10 ms apart and returns each RTT in ms.
 func pingRTTs(ctx context.Context, p *Path, count int) ([]float64, error) {
-	out, err := nsCommand(ctx, p.ClientNS, "ping", "-n", "-i", "0.01", "-c", fmt.Sprint(count), "-W", "1", p.Server.String()).Output()
+	out, err := p.clientCommand(ctx, "ping", "-n", "-i", "0.01", "-c", fmt.Sprint(count), "-W", "1", p.Server.String()).Output()
 	if err != nil && len(out) == 0 {
 		return nil, fmt.Errorf("ping on %s: %v", p.Name, err)
 	}
@@ -100,7 +119,7 @@ func pingRTTs(ctx context.Context, p *Path, count int) ([]float64, error) {
 func requestResponse(ctx context.Context, bins string, p *Path, d time.Duration) (float64, error) {
 	var lastErr error
 	for attempt := 0; attempt < 30; attempt++ {
-		out, err := nsCommand(ctx, p.ClientNS, filepath.Join(bins, "weft-bench"), "rr-client",
+		out, err := p.clientCommand(ctx, filepath.Join(bins, "weft-bench"), "rr-client",
 			"--target", p.Server.String()+":5202", "--duration", d.String()).Output()
 		if err == nil {
 			return strconv.ParseFloat(strings.TrimSpace(string(out)), 64)

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -23,8 +25,41 @@ type Path struct {
 	ClientNS    string
 	ServerNS    string
 	Server      netip.Addr
-	// procs run the tunnel in userspace; their CPU time is the path's cost.
+	// procs run the tunnel in userspace (client side first); their CPU time
+	// is the path's cost.
 	procs []*netlab.Proc
+	// pinned: the client side (its programs and its tunnel process) runs on
+	// clientCPU, the server side on serverCPU.
+	pinned bool
+}
+
+// The CPUs of the two sides of every path when the lab pins.
+const clientCPU, serverCPU = 0, 1
+
+// pin gives each side of every path a CPU of its own, as two real nodes
+// have: the client's programs and the client-side tunnel process on
+// clientCPU, the server's on serverCPU. Without it, iperf3, both tunnel
+// ends and the kernel contend for the same cores and the figures move by
+// ±25 % between runs. Baselines and weft are pinned alike; the kernel's
+// own work (softirq) still runs where the packet is. Machines with one CPU
+// are not pinned.
+func (l *Lab) pin(ctx context.Context) error {
+	if runtime.NumCPU() < 2 {
+		return nil
+	}
+	for _, p := range l.Paths {
+		p.pinned = true
+		for i, pr := range p.procs {
+			cpu := clientCPU
+			if i == 1 {
+				cpu = serverCPU
+			}
+			if out, err := exec.CommandContext(ctx, "taskset", "-a", "-p", "-c", fmt.Sprint(cpu), fmt.Sprint(pr.Pid())).CombinedOutput(); err != nil {
+				return fmt.Errorf("pin %s: %v %s", pr.Name, err, out)
+			}
+		}
+	}
+	return nil
 }
 
 // cpuSeconds is the user+system CPU time the path's processes used so far.
@@ -113,6 +148,9 @@ func NewLab(ctx context.Context, binDir string) (l *Lab, err error) {
 	// pod veths), so the two compare like with like.
 	l.Paths = append(l.Paths, &Path{Name: "weft-node", Description: "weft, node to node (encrypted; same topology as wireguard-go)",
 		ClientNS: n1.NS, ServerNS: n2.NS, Server: agent.FirstAddress(n2.PodCIDRs[0]), procs: weft.procs}, weft)
+	if err := l.pin(ctx); err != nil {
+		return nil, err
+	}
 	return l, nil
 }
 

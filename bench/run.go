@@ -97,7 +97,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			{"iperf3", "-s", "-B", p.Server.String()},
 			{filepath.Join(cfg.BinDir, "weft-bench"), "rr-server", "--listen", p.Server.String() + ":5202"},
 		} {
-			srv := nsCommand(ctx, p.ServerNS, args[0], args[1:]...)
+			srv := p.serverCommand(ctx, args[0], args[1:]...)
 			if err := srv.Start(); err != nil {
 				return nil, err
 			}
