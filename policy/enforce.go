@@ -16,7 +16,7 @@ import (
 // The NetworkPolicy data plane, in weft's table:
 //
 //	chain np-forward (hook forward, priority filter)
-//	    ct state established,related accept      replies; see Behaviour on update in the README
+//	    ct state established,related accept      replies, and connections open before a change (README)
 //	    <source or destination a local pod address not yet programmed> drop
 //	    ip saddr vmap @np-egress-v4              egress-isolated pod -> its chain (return = allowed)
 //	    ip daddr vmap @np-ingress-v4             ingress-isolated pod -> its chain (accept = allowed)
