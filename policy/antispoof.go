@@ -23,13 +23,8 @@ func EnsureAntiSpoof(ctx context.Context, vethPrefix string) error {
 	if err != nil {
 		return err
 	}
-	chain := &knftables.Chain{
-		Name:     AntiSpoofChain,
-		Type:     knftables.PtrTo(knftables.FilterType),
-		Hook:     knftables.PtrTo(knftables.PreroutingHook),
-		Priority: knftables.PtrTo(knftables.RawPriority),
-		Comment:  knftables.PtrTo("drop pod packets with a source that is not the pod's"),
-	}
+	chain := baseChain(AntiSpoofChain, knftables.FilterType, knftables.PreroutingHook, knftables.RawPriority,
+		"drop pod packets with a source that is not the pod's")
 	tx.Add(chain)
 	tx.Flush(chain)
 	tx.Add(&knftables.Rule{
@@ -42,6 +37,11 @@ func EnsureAntiSpoof(ctx context.Context, vethPrefix string) error {
 	return nil
 }
 
+// baseChain is a chain of weft's table attached to a netfilter hook.
+func baseChain(name string, typ knftables.BaseChainType, hook knftables.BaseChainHook, prio knftables.BaseChainPriority, comment string) *knftables.Chain {
+	return &knftables.Chain{Name: name, Type: &typ, Hook: &hook, Priority: &prio, Comment: &comment}
+}
+
 // begin opens weft's table and starts a transaction that (re)creates it, so
 // every writer works the same whether the table exists yet or not.
 func begin() (knftables.Interface, *knftables.Transaction, error) {
@@ -50,6 +50,11 @@ func begin() (knftables.Interface, *knftables.Transaction, error) {
 		return nil, nil, fmt.Errorf("nftables: %w", err)
 	}
 	tx := nft.NewTransaction()
-	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft")})
+	addTable(tx)
 	return nft, tx, nil
+}
+
+// addTable (re)creates weft's table in tx; it is a no-op when it exists.
+func addTable(tx *knftables.Transaction) {
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft")})
 }

@@ -57,10 +57,12 @@ type state struct {
 	maps   map[string]map[string]string // name -> key -> verdict
 }
 
+// families are the address families weft's table handles: set name
+// suffix, set element type, payload keyword and meta nfproto value.
 var families = []struct {
-	suffix, addrType, match string
-	v4                      bool
-}{{"v4", "ipv4_addr", "ip", true}, {"v6", "ipv6_addr", "ip6", false}}
+	suffix, addrType, match, nfproto string
+	v4                               bool
+}{{"v4", "ipv4_addr", "ip", "ipv4", true}, {"v6", "ipv6_addr", "ip6", "ipv6", false}}
 
 func hashName(prefix string, parts ...string) string {
 	h := sha256.Sum256([]byte(strings.Join(parts, "\n")))
@@ -119,7 +121,7 @@ func renderState(d Desired) state {
 						s.sets[set] = sortedUnique(elems)
 						peer = knftables.Concat(f.match, dir.peer, "@"+set)
 					} else {
-						peer = knftables.Concat("meta nfproto", ipv(f.v4))
+						peer = knftables.Concat("meta nfproto", f.nfproto)
 					}
 					if len(a.Ports) == 0 {
 						rules = append(rules, knftables.Concat(peer, dir.verdict))
@@ -147,13 +149,6 @@ func renderState(d Desired) state {
 		}
 	}
 	return s
-}
-
-func ipv(v4 bool) string {
-	if v4 {
-		return "ipv4"
-	}
-	return "ipv6"
 }
 
 func sortedUnique(xs []string) []string {
@@ -225,7 +220,7 @@ func mapObj(name string) *knftables.Map {
 // and refilled, chains of the previous run that are not wanted are deleted
 // (after the map entries jumping to them), the forward chain is rebuilt.
 func (e *Enforcer) rewrite(ctx context.Context, tx *knftables.Transaction, want state) error {
-	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft")})
+	addTable(tx)
 	var oldChains, oldSets, oldMaps []string
 	for _, kind := range []struct {
 		typ string
@@ -297,13 +292,8 @@ func addChain(tx *knftables.Transaction, name string, rules []string) {
 
 // addForward (re)writes the base chain that sends pod traffic to the maps.
 func addForward(tx *knftables.Transaction) {
-	c := &knftables.Chain{
-		Name:     ForwardChain,
-		Type:     knftables.PtrTo(knftables.FilterType),
-		Hook:     knftables.PtrTo(knftables.ForwardHook),
-		Priority: knftables.PtrTo(knftables.FilterPriority),
-		Comment:  knftables.PtrTo("Kubernetes NetworkPolicy for this node's pods"),
-	}
+	c := baseChain(ForwardChain, knftables.FilterType, knftables.ForwardHook, knftables.FilterPriority,
+		"Kubernetes NetworkPolicy for this node's pods")
 	tx.Add(c)
 	tx.Flush(c)
 	tx.Add(&knftables.Rule{Chain: ForwardChain, Rule: "ct state established,related accept"})

@@ -36,24 +36,16 @@ func ApplyMasquerade(ctx context.Context, m Masquerade) error {
 	if err != nil {
 		return err
 	}
-	chain := &knftables.Chain{
-		Name:     MasqueradeChain,
-		Type:     knftables.PtrTo(knftables.NATType),
-		Hook:     knftables.PtrTo(knftables.PostroutingHook),
-		Priority: knftables.PtrTo(knftables.SNATPriority),
-		Comment:  knftables.PtrTo("masquerade pod traffic leaving the cluster"),
-	}
+	chain := baseChain(MasqueradeChain, knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority,
+		"masquerade pod traffic leaving the cluster")
 	tx.Add(chain)
 	tx.Flush(chain)
-	for _, fam := range []struct {
-		v4           bool
-		name, typ, k string
-	}{{true, "v4", "ipv4_addr", "ip"}, {false, "v6", "ipv6_addr", "ip6"}} {
+	for _, fam := range families {
 		for _, set := range []struct {
 			name string
 			ps   []netip.Prefix
-		}{{"pods-" + fam.name, m.PodCIDRs}, {"no-masquerade-" + fam.name, m.NoMasquerade}} {
-			s := &knftables.Set{Name: set.name, Type: fam.typ, Flags: []knftables.SetFlag{knftables.IntervalFlag}}
+		}{{"pods-" + fam.suffix, m.PodCIDRs}, {"no-masquerade-" + fam.suffix, m.NoMasquerade}} {
+			s := &knftables.Set{Name: set.name, Type: fam.addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}}
 			tx.Add(s)
 			tx.Flush(s)
 			for _, p := range Disjoint(set.ps) {
@@ -64,7 +56,7 @@ func ApplyMasquerade(ctx context.Context, m Masquerade) error {
 		}
 		if m.Enabled {
 			tx.Add(&knftables.Rule{Chain: MasqueradeChain, Rule: knftables.Concat(
-				fam.k, "saddr", "@pods-"+fam.name, fam.k, "daddr", "!=", "@no-masquerade-"+fam.name, "counter", "masquerade")})
+				fam.match, "saddr", "@pods-"+fam.suffix, fam.match, "daddr", "!=", "@no-masquerade-"+fam.suffix, "counter", "masquerade")})
 		}
 	}
 	if err := nft.Run(ctx, tx); err != nil {

@@ -25,9 +25,7 @@ func EnsureTransportNotrack(ctx context.Context, listenPort int) error {
 		return err
 	}
 	for _, c := range notrackChains {
-		chain := &knftables.Chain{Name: c.name, Type: knftables.PtrTo(knftables.FilterType),
-			Hook: knftables.PtrTo(c.hook), Priority: knftables.PtrTo(knftables.RawPriority),
-			Comment: knftables.PtrTo("WireGuard transport is not tracked")}
+		chain := baseChain(c.name, knftables.FilterType, c.hook, knftables.RawPriority, "WireGuard transport is not tracked")
 		tx.Add(chain)
 		tx.Flush(chain)
 		tx.Add(&knftables.Rule{Chain: c.name, Rule: knftables.Concat("udp", c.dir, fmt.Sprint(listenPort), "notrack")})
