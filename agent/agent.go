@@ -166,7 +166,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		if a.netpol, err = newNetPol(a.kube.client, a.cfg, own, a.metrics, log); err != nil {
 			return err
 		}
-		stop, err := a.netpol.serveSocket(ctx)
+		stop, err := a.netpol.serveSocket()
 		if err != nil {
 			return err
 		}

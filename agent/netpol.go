@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -159,14 +160,12 @@ func (n *NetPol) FirstSync() <-chan struct{} { return n.firstRun }
 // Healthy reports whether the last sync reached nftables.
 func (n *NetPol) Healthy() bool { return n.healthy.Load() }
 
+// poke asks for a sync of whatever changed in the informers.
 func (n *NetPol) poke() {
 	n.mu.Lock()
 	n.gen++
 	n.mu.Unlock()
-	select {
-	case n.kick <- struct{}{}:
-	default:
-	}
+	n.kickNow()
 }
 
 func (n *NetPol) loop(ctx context.Context) {
@@ -543,22 +542,12 @@ func (n *NetPol) saveAttachmentsLocked() {
 		list = append(list, a.Attachment)
 	}
 	slices.SortFunc(list, func(a, b api.Attachment) int {
-		return compareStrings(a.ContainerID+"/"+a.IfName, b.ContainerID+"/"+b.IfName)
+		return strings.Compare(a.ContainerID+"/"+a.IfName, b.ContainerID+"/"+b.IfName)
 	})
 	b, _ := json.Marshal(list)
 	if err := atomicfile.Write(filepath.Join(n.stateDir, attachmentsFile), b, 0o600); err != nil {
 		n.log.Warn("cannot save attachments", "err", err)
 	}
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // loadAttachments restores what weft-cni reported before a restart; any
@@ -585,7 +574,7 @@ func (n *NetPol) loadAttachments() {
 }
 
 // serveSocket serves weft-cni's requests on the agent's Unix socket.
-func (n *NetPol) serveSocket(ctx context.Context) (func(), error) {
+func (n *NetPol) serveSocket() (func(), error) {
 	path := filepath.Join(n.stateDir, AgentSocket)
 	os.Remove(path)
 	if err := os.MkdirAll(n.stateDir, 0o700); err != nil {
