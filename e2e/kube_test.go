@@ -113,6 +113,18 @@ func (k *kubeCluster) stopAPIServer(n *netlab.Node) {
 	})
 }
 
+// startAPIServer starts the API server stopped by stopAPIServer and waits
+// until it answers.
+func (k *kubeCluster) startAPIServer() {
+	k.t.Helper()
+	if err := k.cp.StartAPIServer(); err != nil {
+		k.t.Fatal(err)
+	}
+	if err := k.cp.WaitReady(context.Background(), 60*time.Second); err != nil {
+		k.t.Fatal(err)
+	}
+}
+
 func (k *kubeCluster) node(name string) *corev1.Node {
 	k.t.Helper()
 	n, err := k.cp.Admin.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
@@ -219,12 +231,7 @@ func TestKubeAPIServerOutage(t *testing.T) {
 		}
 	}
 
-	if err := k.cp.StartAPIServer(); err != nil {
-		t.Fatal(err)
-	}
-	if err := k.cp.WaitReady(context.Background(), 60*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	k.startAPIServer()
 	eventually(t, 20*time.Second, "node2's peers come from Node objects again", func() bool {
 		ps, err := k.peers(n2)
 		if err != nil || len(ps) != 2 {
@@ -367,12 +374,7 @@ func TestKubeProvisionalGossipNode(t *testing.T) {
 	})
 	waitPing(t, n1, agent.FirstAddress(n3.PodCIDRs[0]), 10*time.Second)
 
-	if err := k.cp.StartAPIServer(); err != nil {
-		t.Fatal(err)
-	}
-	if err := k.cp.WaitReady(context.Background(), 60*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	k.startAPIServer()
 	eventually(t, 20*time.Second, "node1 drops node3, which has no Node", func() bool {
 		names := peerNames(t, k.cluster, n1)
 		return names != nil && !slices.Contains(names, "node3")
