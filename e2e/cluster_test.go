@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -153,6 +154,23 @@ func (c *cluster) metric(n *netlab.Node, series string) float64 {
 	}
 	c.t.Fatalf("%s has no metric %s", n.Name, series)
 	return 0
+}
+
+// readyz is the status code of the node agent's /readyz (0 when it does
+// not answer).
+func readyz(n *netlab.Node) int {
+	resp, err := n.HTTPClient().Get("http://" + netlab.AgentHTTP + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitReady waits for n's agent to report ready.
+func (c *cluster) waitReady(n *netlab.Node, timeout time.Duration) {
+	c.t.Helper()
+	eventually(c.t, timeout, n.Name+" ready", func() bool { return readyz(n) == http.StatusOK })
 }
 
 // eventually polls cond every 100ms until it holds or timeout passes.

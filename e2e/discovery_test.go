@@ -91,14 +91,7 @@ func TestUnreachableSeedIsNotFatal(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.agents[n1.Name] = p
-	eventually(t, 10*time.Second, "agent ready", func() bool {
-		resp, err := n1.HTTPClient().Get("http://127.0.0.1:9587/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	c.waitReady(n1, 10*time.Second)
 	eventually(t, 30*time.Second, "warning about the seed", func() bool {
 		return strings.Contains(c.agents[n1.Name].Output(), "10.99.0.250:7946")
 	})

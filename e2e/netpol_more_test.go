@@ -290,7 +290,7 @@ func testAgentRestart(t *testing.T, l *npLab) {
 		t.Error("with its agent dead, x/a's node stopped enforcing deny-all")
 	}
 	l.startKube(xa.node)
-	l.waitReady(xa.node)
+	l.waitReady(xa.node, 20*time.Second)
 	if connect(ya.pod.Do, probe{"tcp", 80, false}, xa.addr(false), time.Second) {
 		t.Error("the restarted agent let x/a be reached under deny-all")
 	}
@@ -299,18 +299,6 @@ func testAgentRestart(t *testing.T, l *npLab) {
 	if !connect(ya.pod.Do, probe{"tcp", 80, false}, xa.addr(false), time.Second) {
 		t.Error("the restarted agent did not follow the policy's deletion within 1 s")
 	}
-}
-
-func (l *npLab) waitReady(n *netlab.Node) {
-	l.t.Helper()
-	eventually(l.t, 20*time.Second, n.Name+" ready", func() bool {
-		resp, err := n.HTTPClient().Get("http://" + netlab.AgentHTTP + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
 }
 
 // testNftablesFailure: when nft fails, the agent says so (log, metric,
@@ -329,7 +317,7 @@ func testNftablesFailure(t *testing.T, l *npLab) {
 	}
 	l.agents[n.Name].Stop()
 	l.startKube(n, "PATH="+wrapDir+":"+os.Getenv("PATH"))
-	l.waitReady(n)
+	l.waitReady(n, 20*time.Second)
 
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -338,13 +326,8 @@ func testNftablesFailure(t *testing.T, l *npLab) {
 	eventually(t, 5*time.Second, "the failure is counted", func() bool {
 		return l.metric(n, `weft_policy_syncs_total{result="error"}`) > 0
 	})
-	resp, err := n.HTTPClient().Get("http://" + netlab.AgentHTTP + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("readyz while nft fails: %s, want 503", resp.Status)
+	if code := readyz(n); code != http.StatusServiceUnavailable {
+		t.Errorf("readyz while nft fails: %d, want 503", code)
 	}
 	if out := l.agents[n.Name].Output(); !strings.Contains(out, "injected failure") {
 		t.Error("the agent's log does not show nft's error")
@@ -363,7 +346,7 @@ func testNftablesFailure(t *testing.T, l *npLab) {
 		t.Errorf("host veths: %d before, %d after the refused ADD", before, after)
 	}
 	os.Remove(flag)
-	l.waitReady(n)
+	l.waitReady(n, 20*time.Second)
 	time.Sleep(500 * time.Millisecond)
 	if connect(ya.pod.Do, probe{"tcp", 80, false}, xc.addr(false), time.Second) {
 		t.Error("after nft recovered, x/c is still reachable under deny-all")
