@@ -18,6 +18,15 @@ func Write(r *Results, dir string) (string, error) {
 		return "", err
 	}
 	stamp := strings.NewReplacer(":", "", "-", "").Replace(r.Time)
+	for _, p := range r.AgentProfiles {
+		if p.merged == nil {
+			continue
+		}
+		p.File = stamp + "-agent-" + p.Side + ".pprof"
+		if err := p.write(filepath.Join(dir, p.File)); err != nil {
+			return "", err
+		}
+	}
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return "", err
@@ -109,6 +118,15 @@ func Markdown(r *Results, stamp string) string {
 			figure = fmt.Sprintf("%.2f (%.2f–%.2f)", t.Ratio, t.Min, t.Max)
 		}
 		fmt.Fprintf(&sb, "| %s | %s | %s | %s |\n", t.Name, figure, t.Limit, met)
+	}
+	if len(r.AgentProfiles) > 0 {
+		sb.WriteString("\nWhere the weft agents' CPU went during the pod-to-pod 1-stream TCP runs (their /debug/pprof/profile, all repetitions):\n\n")
+		sb.WriteString("| agent | CPU s sampled | wireguard-go data path | Go runtime (GC, scheduler) | weft's own code | other libraries | profile |\n|---|---|---|---|---|---|---|\n")
+		for _, p := range r.AgentProfiles {
+			pct := func(part string) string { return fmt.Sprintf("%.1f %%", 100*p.Shares[part]) }
+			fmt.Fprintf(&sb, "| %s | %.1f | %s | %s | %s | %s | `%s` |\n", p.Side, p.Seconds,
+				pct("wireguard-go"), pct("Go runtime"), pct("weft"), pct("other"), p.File)
+		}
 	}
 	if stamp != "" {
 		fmt.Fprintf(&sb, "\n![throughput](%s-throughput.svg) ![latency](%s-latency.svg)\n", stamp, stamp)

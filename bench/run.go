@@ -35,6 +35,9 @@ type Results struct {
 	CNI         []CNIStats   `json:"cni"`
 	Convergence Summary      `json:"convergenceMs"`
 	Targets     []Target     `json:"targets"`
+	// AgentProfiles: where the two weft agents' CPU time went during the
+	// pod-to-pod 1-stream TCP runs.
+	AgentProfiles []*AgentProfile `json:"agentProfiles,omitempty"`
 }
 
 // PathResult holds one path's figures; throughput in Gbit/s, times in ms.
@@ -107,40 +110,70 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 
 	type acc struct{ tcp1, tcp4, udp, loss, jitter, p50, p99, rr, cpu, rtts []float64 }
 	all := make([]acc, len(lab.Paths))
-	for rep := 1; rep <= cfg.Reps; rep++ {
-		for i, p := range lab.Paths {
-			logf("   rep %d/%d: %s", rep, cfg.Reps, p.Name)
-			a := &all[i]
-			t1, err := Iperf(ctx, p, cfg.Duration)
-			if err != nil {
-				return nil, err
+	profiles := []*AgentProfile{{Side: "client"}, {Side: "server"}}
+	// Each measurement runs on every path back to back before the next
+	// measurement starts, and every other repetition takes the paths in
+	// reverse order: a path's figure and its baseline's are taken seconds
+	// apart, and neither always goes first.
+	measures := []struct {
+		name string
+		run  func(p *Path, a *acc) error
+	}{
+		{"TCP 1 stream", func(p *Path, a *acc) error {
+			var wait func() error
+			if p.Name == "weft" {
+				wait = lab.profileAgents(ctx, profiles, cfg.Duration)
 			}
-			a.tcp1 = append(a.tcp1, t1.BitsPerSecond/1e9)
-			if t1.CPUSeconds > 0 && t1.Bytes > 0 {
-				a.cpu = append(a.cpu, t1.CPUSeconds/(t1.Bytes*8/1e9))
+			t, err := Iperf(ctx, p, cfg.Duration)
+			if wait != nil {
+				if perr := wait(); err == nil {
+					err = perr
+				}
 			}
-			t4, err := Iperf(ctx, p, cfg.Duration, "-P", "4")
-			if err != nil {
-				return nil, err
+			a.tcp1 = append(a.tcp1, t.BitsPerSecond/1e9)
+			if t.CPUSeconds > 0 && t.Bytes > 0 {
+				a.cpu = append(a.cpu, t.CPUSeconds/(t.Bytes*8/1e9))
 			}
-			a.tcp4 = append(a.tcp4, t4.BitsPerSecond/1e9)
+			return err
+		}},
+		{"TCP 4 streams", func(p *Path, a *acc) error {
+			t, err := Iperf(ctx, p, cfg.Duration, "-P", "4")
+			a.tcp4 = append(a.tcp4, t.BitsPerSecond/1e9)
+			return err
+		}},
+		{"UDP at " + cfg.UDPRate, func(p *Path, a *acc) error {
 			u, err := Iperf(ctx, p, cfg.Duration, "-u", "-b", cfg.UDPRate)
-			if err != nil {
-				return nil, err
-			}
 			a.udp, a.loss, a.jitter = append(a.udp, u.BitsPerSecond/1e9), append(a.loss, u.LostPercent), append(a.jitter, u.JitterMs)
+			return err
+		}},
+		{"ping", func(p *Path, a *acc) error {
 			rtts, err := pingRTTs(ctx, p, cfg.Pings)
-			if err != nil {
-				return nil, err
-			}
 			sorted := slices.Sorted(slices.Values(rtts))
 			a.p50, a.p99 = append(a.p50, quantile(sorted, 0.5)), append(a.p99, quantile(sorted, 0.99))
 			a.rtts = append(a.rtts, rtts...)
+			return err
+		}},
+		{"TCP request/response", func(p *Path, a *acc) error {
 			rr, err := requestResponse(ctx, cfg.BinDir, p, cfg.Duration)
-			if err != nil {
-				return nil, err
-			}
 			a.rr = append(a.rr, rr)
+			return err
+		}},
+	}
+	for rep := 1; rep <= cfg.Reps; rep++ {
+		order := make([]int, len(lab.Paths))
+		for i := range order {
+			order[i] = i
+		}
+		if rep%2 == 0 {
+			slices.Reverse(order)
+		}
+		for _, m := range measures {
+			logf("   rep %d/%d: %s", rep, cfg.Reps, m.name)
+			for _, i := range order {
+				if err := m.run(lab.Paths[i], &all[i]); err != nil {
+					return nil, err
+				}
+			}
 		}
 	}
 	for i, p := range lab.Paths {
@@ -189,8 +222,41 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		logf("   new node %d: %v", rep+1, d.Round(time.Millisecond))
 	}
 	res.Convergence = summarize(conv)
+	for _, p := range profiles {
+		p.summarize()
+	}
+	res.AgentProfiles = profiles
 	res.Targets = targets(res)
 	return res, nil
+}
+
+// profileAgents starts CPU profiles of the client and the server agent of
+// the weft path, over the middle of a run of d; the returned function
+// waits for them and adds them to profiles.
+func (l *Lab) profileAgents(ctx context.Context, profiles []*AgentProfile, d time.Duration) func() error {
+	errs := make(chan error, len(profiles))
+	for i, prof := range profiles {
+		go func() {
+			select {
+			case <-time.After(500 * time.Millisecond): // iperf3 connects and ramps up
+			case <-ctx.Done():
+			}
+			p, err := profileAgent(ctx, l.weftNodes[i], d-time.Second)
+			if err == nil {
+				err = prof.add(p)
+			}
+			errs <- err
+		}()
+	}
+	return func() error {
+		var first error
+		for range profiles {
+			if err := <-errs; err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
 }
 
 // paired summarizes a's repetitions divided by b's, repetition by repetition.
