@@ -20,7 +20,11 @@ type Config struct {
 	UDPRate  string        // iperf3 -b for the UDP run
 	Pings    int           // per repetition
 	CNIPods  int           // ADDs (then DELs) per CNI measurement
-	Log      io.Writer
+	// Pairs is how many back-to-back runs of the target paths (upstream
+	// wireguard-go and weft) decide the targets; 0 decides them on the
+	// repetitions.
+	Pairs int
+	Log   io.Writer
 }
 
 // Results is everything one run measured.
@@ -30,6 +34,7 @@ type Results struct {
 	CPUs        int          `json:"cpus"`
 	Reps        int          `json:"reps"`
 	Duration    string       `json:"duration"`
+	Pairs       int          `json:"pairs,omitempty"`
 	UDPRate     string       `json:"udpRate"`
 	Paths       []PathResult `json:"paths"`
 	CNI         []CNIStats   `json:"cni"`
@@ -54,6 +59,10 @@ type PathResult struct {
 	RR          Summary   `json:"requestResponsePerSecond"`
 	CPUPerGbit  *Summary  `json:"cpuSecondsPerGbit,omitempty"`
 	RTTs        []float64 `json:"rttsMs"`
+	// The target pairs (Config.Pairs): short runs taken back to back with
+	// the baseline's, the figures the targets are decided on.
+	PairTCP1   Summary `json:"pairTcp1Gbps,omitzero"`
+	PairRTTP50 Summary `json:"pairRttP50Ms,omitzero"`
 }
 
 // CNIStats is one plugin chain at one parallelism.
@@ -176,6 +185,11 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			}
 		}
 	}
+	pairs, err := targetPairs(ctx, lab, cfg, logf)
+	if err != nil {
+		return nil, err
+	}
+	res.Pairs = cfg.Pairs
 	for i, p := range lab.Paths {
 		a := all[i]
 		pr := PathResult{Name: p.Name, Description: p.Description, TCP1: summarize(a.tcp1), TCP4: summarize(a.tcp4),
@@ -184,6 +198,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		if len(a.cpu) > 0 {
 			s := summarize(a.cpu)
 			pr.CPUPerGbit = &s
+		}
+		if pa, ok := pairs[p.Name]; ok {
+			pr.PairTCP1, pr.PairRTTP50 = summarize(pa.tcp1), summarize(pa.p50)
 		}
 		res.Paths = append(res.Paths, pr)
 	}
@@ -228,6 +245,53 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	res.AgentProfiles = profiles
 	res.Targets = targets(res)
 	return res, nil
+}
+
+// The paths the targets compare: the baseline first.
+var targetPaths = []string{"wireguard-go", "weft-node", "weft"}
+
+type pairRuns struct{ tcp1, p50 []float64 }
+
+// targetPairs runs the target paths back to back cfg.Pairs times, in
+// alternating order: a 3-second TCP stream each, then 100 pings each. With
+// the noise of a shared machine (±20 % between runs here), a handful of
+// repetitions cannot tell 0.95 from 1.05; twenty short pairs narrow it.
+func targetPairs(ctx context.Context, lab *Lab, cfg Config, logf func(string, ...any)) (map[string]*pairRuns, error) {
+	out := map[string]*pairRuns{}
+	if cfg.Pairs == 0 {
+		return out, nil
+	}
+	var paths []*Path
+	for _, name := range targetPaths {
+		for _, p := range lab.Paths {
+			if p.Name == name {
+				paths = append(paths, p)
+				out[name] = &pairRuns{}
+			}
+		}
+	}
+	logf("== target pairs: %d back-to-back runs of %s (TCP 1 stream, 3 s; 100 pings)", cfg.Pairs, strings.Join(targetPaths, ", "))
+	for i := 0; i < cfg.Pairs; i++ {
+		order := slices.Clone(paths)
+		if i%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, p := range order {
+			t, err := Iperf(ctx, p, 3*time.Second)
+			if err != nil {
+				return nil, err
+			}
+			out[p.Name].tcp1 = append(out[p.Name].tcp1, t.BitsPerSecond/1e9)
+		}
+		for _, p := range order {
+			rtts, err := pingRTTs(ctx, p, 100)
+			if err != nil {
+				return nil, err
+			}
+			out[p.Name].p50 = append(out[p.Name].p50, quantile(slices.Sorted(slices.Values(rtts)), 0.5))
+		}
+	}
+	return out, nil
 }
 
 // profileAgents starts CPU profiles of the client and the server agent of
@@ -297,12 +361,15 @@ func targets(r *Results) []Target {
 		if weft == nil || wg == nil {
 			continue
 		}
-		t := paired(weft.TCP1, wg.TCP1)
-		out = append(out, Target{Name: name + " throughput ÷ upstream wireguard-go (1 TCP stream, paired)", Ratio: t.Median,
-			Min: t.Min, Max: t.Max, Limit: "≥ 1.0", Met: t.Median >= 1.0, Detailed: true})
-		l := paired(weft.RTTP50, wg.RTTP50)
-		out = append(out, Target{Name: name + " RTT p50 ÷ upstream wireguard-go (paired)", Ratio: l.Median,
-			Min: l.Min, Max: l.Max, Limit: "≤ 1.1", Met: l.Median <= 1.1, Detailed: true})
+		tcp, rtt, how := paired(weft.TCP1, wg.TCP1), paired(weft.RTTP50, wg.RTTP50), "repetitions"
+		if len(weft.PairTCP1.Runs) > 0 && len(wg.PairTCP1.Runs) > 0 {
+			tcp, rtt = paired(weft.PairTCP1, wg.PairTCP1), paired(weft.PairRTTP50, wg.PairRTTP50)
+			how = fmt.Sprintf("%d back-to-back pairs", len(tcp.Runs))
+		}
+		out = append(out, Target{Name: fmt.Sprintf("%s throughput ÷ upstream wireguard-go (1 TCP stream, %s)", name, how), Ratio: tcp.Median,
+			Min: tcp.Min, Max: tcp.Max, Limit: "≥ 1.0", Met: tcp.Median >= 1.0, Detailed: true})
+		out = append(out, Target{Name: fmt.Sprintf("%s RTT p50 ÷ upstream wireguard-go (%s)", name, how), Ratio: rtt.Median,
+			Min: rtt.Min, Max: rtt.Max, Limit: "≤ 1.1", Met: rtt.Median <= 1.1, Detailed: true})
 	}
 	if w, p := r.cni("weft-cni", 1), r.cni("ptp+host-local", 1); w != nil && p != nil {
 		c := w.AddP50 / p.AddP50

@@ -50,3 +50,28 @@ func TestPairedRatiosCancelDrift(t *testing.T) {
 		t.Errorf("paired ratios %.3f–%.3f, want 1.05", p.Min, p.Max)
 	}
 }
+
+func TestTargetsDecidedOnPairs(t *testing.T) {
+	// The repetitions say weft is slower; the back-to-back pairs, which
+	// the targets go by when there are any, say 2 % faster.
+	r := &Results{Paths: []PathResult{
+		{Name: "wireguard-go", TCP1: summarize([]float64{4}), RTTP50: summarize([]float64{0.4}),
+			PairTCP1: summarize([]float64{3, 3.5, 4}), PairRTTP50: summarize([]float64{0.4, 0.4, 0.4})},
+		{Name: "weft", TCP1: summarize([]float64{3}), RTTP50: summarize([]float64{0.5}),
+			PairTCP1: summarize([]float64{3.06, 3.57, 4.08}), PairRTTP50: summarize([]float64{0.42, 0.42, 0.42})},
+	}}
+	got := targets(r)
+	if len(got) != 2 {
+		t.Fatalf("targets: %+v", got)
+	}
+	if tp := got[0]; tp.Ratio < 1.019 || tp.Ratio > 1.021 || !tp.Met || !strings.Contains(tp.Name, "3 back-to-back pairs") {
+		t.Errorf("throughput target %+v, want 1.02 from 3 pairs, met", tp)
+	}
+	if rt := got[1]; rt.Ratio < 1.049 || rt.Ratio > 1.051 || !rt.Met {
+		t.Errorf("RTT target %+v, want 1.05, met", rt)
+	}
+	r.Paths[0].PairTCP1, r.Paths[1].PairTCP1 = Summary{}, Summary{}
+	if tp := targets(r)[0]; tp.Ratio != 0.75 || tp.Met || !strings.Contains(tp.Name, "repetitions") {
+		t.Errorf("without pairs the repetitions decide: %+v", tp)
+	}
+}

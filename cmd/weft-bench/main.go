@@ -59,11 +59,12 @@ func runBench(args []string) error {
 	udp := fs.String("udp-rate", "500M", "iperf3 UDP rate")
 	pings := fs.Int("pings", 200, "pings per repetition (10 ms apart)")
 	pods := fs.Int("cni-pods", 40, "ADDs (then DELs) per CNI measurement")
+	pairs := fs.Int("pairs", 20, "back-to-back runs of wireguard-go and weft that decide the targets (0: the repetitions decide)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *reps < 1 || *dur < time.Second {
-		return errors.New("--reps must be ≥ 1 and --duration ≥ 1s")
+	if *reps < 1 || *dur < time.Second || *pairs < 0 {
+		return errors.New("--reps must be ≥ 1, --duration ≥ 1s and --pairs ≥ 0")
 	}
 	bins, err := filepath.Abs(*binDir)
 	if err != nil {
@@ -72,7 +73,7 @@ func runBench(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := bench.Run(ctx, bench.Config{BinDir: bins, Reps: *reps, Duration: *dur, UDPRate: *udp,
-		Pings: *pings, CNIPods: *pods, Log: os.Stdout})
+		Pings: *pings, CNIPods: *pods, Pairs: *pairs, Log: os.Stdout})
 	if err != nil {
 		return err
 	}
