@@ -70,7 +70,11 @@ func ratio(a, b float64) string {
 func Markdown(r *Results, stamp string) string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "### weft bench %s\n\n", r.Time)
-	fmt.Fprintf(&sb, "Kernel %s, %d CPUs; %d repetitions of %s each; median (min–max). `make bench` wrote this.\n\n", r.Kernel, r.CPUs, r.Reps, r.Duration)
+	pairs := ""
+	if r.Pairs > 0 {
+		pairs = fmt.Sprintf("; the wireguard-go targets on %d back-to-back pairs of short runs", r.Pairs)
+	}
+	fmt.Fprintf(&sb, "Kernel %s, %d CPUs; %d repetitions of %s each; median (min–max)%s. `make bench` wrote this.\n\n", r.Kernel, r.CPUs, r.Reps, r.Duration, pairs)
 	wg, veth := r.path("wireguard-go"), r.path("veth")
 	sb.WriteString("| path | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP at " + r.UDPRate + ": Gbit/s, loss %, jitter ms | RTT p50 / p99 ms | TCP req/resp per s | CPU s per Gbit | 1 stream vs wireguard-go | vs veth |\n")
 	sb.WriteString("|---|---|---|---|---|---|---|---|---|\n")
