@@ -19,12 +19,9 @@ import (
 // wireguard-go's data path with its crypto, and the Go runtime (GC and
 // scheduler) when every frame is the runtime's. What is left is other
 // libraries (memberlist, net/http...).
-var profileParts = []struct {
-	name     string
-	prefixes []string
-}{
-	{"weft", []string{"github.com/weftnet/weft/"}},
-	{"wireguard-go", []string{"golang.zx2c4.com/wireguard/"}},
+var profileParts = []struct{ name, prefix string }{
+	{"weft", "github.com/weftnet/weft/"},
+	{"wireguard-go", "golang.zx2c4.com/wireguard/"},
 }
 
 // AgentProfile is where one weft agent's CPU time went while it carried
@@ -118,10 +115,8 @@ func classify(s *profile.Sample) string {
 	}
 	for _, part := range profileParts {
 		for _, f := range funcs {
-			for _, prefix := range part.prefixes {
-				if strings.HasPrefix(f, prefix) {
-					return part.name
-				}
+			if strings.HasPrefix(f, part.prefix) {
+				return part.name
 			}
 		}
 	}
