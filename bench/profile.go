@@ -20,9 +20,17 @@ import (
 // scheduler) when every frame is the runtime's. What is left is other
 // libraries (memberlist, net/http...).
 var profileParts = []struct{ name, prefix string }{
-	{"weft", "github.com/weftnet/weft/"},
-	{"wireguard-go", "golang.zx2c4.com/wireguard/"},
+	{partWeft, "github.com/weftnet/weft/"},
+	{partWireGuard, "golang.zx2c4.com/wireguard/"},
 }
+
+// The names of the parts, as keys of AgentProfile.Shares.
+const (
+	partWeft      = "weft"
+	partWireGuard = "wireguard-go"
+	partRuntime   = "Go runtime"
+	partOther     = "other"
+)
 
 // AgentProfile is where one weft agent's CPU time went while it carried
 // the 1-stream TCP runs, from its /debug/pprof/profile.
@@ -122,10 +130,10 @@ func classify(s *profile.Sample) string {
 	}
 	for _, f := range funcs {
 		if !strings.HasPrefix(f, "runtime.") && !strings.HasPrefix(f, "internal/") && !strings.HasPrefix(f, "sync.") {
-			return "other"
+			return partOther
 		}
 	}
-	return "Go runtime"
+	return partRuntime
 }
 
 // write stores the merged profile as path.

@@ -129,7 +129,7 @@ func Markdown(r *Results, stamp string) string {
 		for _, p := range r.AgentProfiles {
 			pct := func(part string) string { return fmt.Sprintf("%.1f %%", 100*p.Shares[part]) }
 			fmt.Fprintf(&sb, "| %s | %.1f | %s | %s | %s | %s | `%s` |\n", p.Side, p.Seconds,
-				pct("wireguard-go"), pct("Go runtime"), pct("weft"), pct("other"), p.File)
+				pct(partWireGuard), pct(partRuntime), pct(partWeft), pct(partOther), p.File)
 		}
 	}
 	if stamp != "" {
