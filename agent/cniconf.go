@@ -14,6 +14,10 @@ import (
 // CNIConfFile is the conflist the agent writes once its mesh is ready.
 const CNIConfFile = "10-weft.conflist"
 
+// CNIConfVersion is the conflist's cniVersion: the newest version the
+// container runtimes weft supports (containerd 1.6+, CRI-O) all accept.
+const CNIConfVersion = "1.0.0"
+
 // CNINetworkName is the network name in the conflist (and the IPAM subdirectory).
 const CNINetworkName = "weft"
 
@@ -42,7 +46,11 @@ func CNIConfList(cfg Config, mtu int) ([]byte, error) {
 		weft["agentSocket"] = filepath.Join(cfg.StateDir, AgentSocket)
 	}
 	list := map[string]any{
-		"cniVersion": "1.1.0",
+		// 1.0.0, not 1.1.0: containerd 1.6 and 1.7 (libcni 1.1) refuse a
+		// 1.1.0 result ("unsupported CNI result version"), as the kind
+		// suite's real containerd showed; weft-cni answers in whichever
+		// version the runtime's config asks for.
+		"cniVersion": CNIConfVersion,
 		"name":       CNINetworkName,
 		"plugins": []any{
 			weft,

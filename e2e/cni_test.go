@@ -82,7 +82,7 @@ func TestCNIOperations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if list.CNIVersion != "1.1.0" || len(list.Plugins) != 2 || list.Plugins[0].Network.Type != "weft-cni" || list.Plugins[1].Network.Type != "portmap" {
+	if list.CNIVersion != agent.CNIConfVersion || len(list.Plugins) != 2 || list.Plugins[0].Network.Type != "weft-cni" || list.Plugins[1].Network.Type != "portmap" {
 		t.Fatalf("conflist: version %s, plugins %d", list.CNIVersion, len(list.Plugins))
 	}
 	vi, err := cniConf.GetVersionInfo(ctx, "weft-cni")

@@ -30,7 +30,7 @@ func repoFile(t *testing.T, rel string) []byte {
 func TestManifestsAreValid(t *testing.T) {
 	k := newKubeCluster(t, 0) // applies deploy/weft.yaml already
 	ctx := context.Background()
-	iperf := strings.NewReplacer("SERVER_NODE", "node1", "CLIENT_NODE", "node2", "SERVER_IP", "10.244.1.2").Replace(string(repoFile(t, "bench/k8s/iperf3.yaml")))
+	iperf := strings.NewReplacer("SERVER_NODE", "node1", "CLIENT_NODE", "node2", "SERVER_IP", "10.244.1.2", "IPERF3_IMAGE", "weft.local/iperf3:3.12").Replace(string(repoFile(t, "bench/k8s/iperf3.yaml")))
 	// A dry run does not create namespaces, and the lab has no controller to
 	// create their default ServiceAccount: make both for the bench's pods.
 	if _, err := k.cp.Admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "weft-bench"}}, metav1.CreateOptions{}); err != nil {

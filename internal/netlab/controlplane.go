@@ -52,7 +52,7 @@ type ControlPlane struct {
 func ControlPlaneBinaries() (string, error) {
 	d := os.Getenv("WEFT_CONTROLPLANE_DIR")
 	if d == "" {
-		return "", errors.New("WEFT_CONTROLPLANE_DIR is not set: run the lab tests through `make test`, which builds etcd and kube-apiserver into .cache/controlplane")
+		return "", errors.New("WEFT_CONTROLPLANE_DIR is not set: run the lab tests through `make test`, which builds etcd and kube-apiserver into .cache/k8s/<version>")
 	}
 	for _, b := range []string{"etcd", "kube-apiserver"} {
 		if _, err := os.Stat(filepath.Join(d, b)); err != nil {
@@ -91,7 +91,9 @@ func (l *Lab) StartControlPlane(ctx context.Context, binDir string) (*ControlPla
 	}
 	cp := &ControlPlane{Host: host, URL: "https://" + net.JoinHostPort(ControlPlaneAddr.String(), "6443"), CAFile: p.CAFile, binDir: binDir}
 	if cp.Etcd, err = host.Start(filepath.Join(binDir, "etcd"), "--data-dir", filepath.Join(host.Dir, "etcd"),
-		"--listen-client-url", "http://127.0.0.1:2379", "--listen-peer-url", "http://127.0.0.1:2380"); err != nil {
+		"--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls", "http://127.0.0.1:2379",
+		"--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+		"--initial-cluster", "default=http://127.0.0.1:2380", "--log-level", "warn"); err != nil {
 		return nil, err
 	}
 	cp.args = []string{

@@ -2,7 +2,7 @@ module github.com/weftnet/weft/tools/controlplane
 
 go 1.26.0
 
-require go.etcd.io/etcd/server/v3 v3.6.5
+require go.etcd.io/etcd/server/v3 v3.6.5 // indirect
 
 require (
 	cel.dev/expr v0.24.0 // indirect

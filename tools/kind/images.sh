@@ -8,6 +8,9 @@
 #                     the committed Dockerfile names (so `docker build .` works)
 #   images.sh node    the kind node image (prints its tag on the last line)
 #   images.sh agnhost registry.k8s.io/e2e-test-images/agnhost:$AGNHOST_VERSION
+#   images.sh iperf3  weft.local/iperf3:<Debian's iperf3 version>
+#
+# node and agnhost run `make k8s` (in $MAKE) when their image is not cached.
 #
 # Environment (the Makefile sets it): K8S_VERSION, K8S_BIN (kubelet, kubeadm,
 # kubectl, kube-* and etcd built from tools/controlplane), COREDNS_BIN,
@@ -223,6 +226,8 @@ node() {
 		echo "$tag"
 		return
 	fi
+	log "building Kubernetes $K8S_VERSION (make k8s)"
+	${MAKE:-make} -C "$repo" --no-print-directory k8s >&2
 	for b in kubeadm kubelet kubectl kube-apiserver kube-controller-manager kube-scheduler kube-proxy etcd; do
 		[ -x "$K8S_BIN/$b" ] || die "$K8S_BIN/$b is missing (make k8s builds it)"
 	done
@@ -267,6 +272,7 @@ agnhost() {
 	local cached
 	cached="weft.local/agnhost:$AGNHOST_VERSION-$(hash "$(declare -f agnhost)" "$MINBASE" "$K8S_VERSION" "$repo/tools/controlplane/go.sum" "$(go env GOVERSION)")"
 	if ! have "$cached"; then
+		${MAKE:-make} -C "$repo" --no-print-directory k8s >&2
 		[ -x "$K8S_BIN/agnhost" ] || die "$K8S_BIN/agnhost is missing (make k8s builds it)"
 		local src ctx="$work/agnhost"
 		src="$(cd "$repo/tools/controlplane" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | jq -r .Dir)/test/images/agnhost"
@@ -296,6 +302,28 @@ agnhost() {
 	echo "$tag"
 }
 
+# iperf3: Debian's iperf3 for the bench pair on a cluster (bench/k8s), tagged
+# with its version (a :latest tag would make the kubelet try to pull it).
+iperf3_image() {
+	local cached="weft.local/iperf3:bookworm-$(hash "$(declare -f iperf3_image)" "$MINBASE")"
+	if ! have "$cached"; then
+		local ctx="$work/iperf3"
+		mkdir -p "$ctx"
+		cat >"$ctx/Dockerfile" <<-EOF
+			FROM $MINBASE
+			RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iperf3 \\
+			 && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
+			USER nobody
+			ENTRYPOINT ["iperf3"]
+		EOF
+		build "$cached" "$ctx"
+	fi
+	local v
+	v=$(docker run --rm --entrypoint sh "$cached" -c "dpkg-query -W -f '\${Version}' iperf3" | cut -d- -f1)
+	docker tag "$cached" "weft.local/iperf3:$v"
+	echo "weft.local/iperf3:$v"
+}
+
 command -v docker >/dev/null && docker info >/dev/null 2>&1 || die "needs a running Docker engine"
 case "${1:-}" in
 bases)
@@ -311,5 +339,9 @@ agnhost)
 	minbase
 	agnhost
 	;;
-*) die "usage: images.sh bases|node|agnhost" ;;
+iperf3)
+	minbase
+	iperf3_image
+	;;
+*) die "usage: images.sh bases|node|agnhost|iperf3" ;;
 esac
