@@ -180,9 +180,9 @@ kind-down: $(KIND)
 
 # e2e-kind: kind-up, the suite in e2e/kind against it, kind-down (kept with
 # WEFT_KIND_KEEP=1).
-e2e-kind:
+e2e-kind: build
 	@$(MAKE) --no-print-directory kind-up
-	@set -o pipefail; KUBECTL=$(KUBECTL) WEFT_BIN_DIR=$(BIN) $(GO) test -tags kind -count=1 -v -timeout 30m ./e2e/kind/ 2>&1 | tee -a $(TEST_LOG); \
+	@set -o pipefail; KUBECTL=$(KUBECTL) WEFT_BIN_DIR=$(BIN) IPERF3_IMAGE=$$(grep iperf3 .cache/kind-test-images) $(GO) test -tags kind -count=1 -v -timeout 30m ./e2e/kind/ 2>&1 | tee -a $(TEST_LOG); \
 		status=$$?; \
 		[ -n "$$WEFT_KIND_KEEP" ] || $(MAKE) --no-print-directory kind-down; \
 		exit $$status

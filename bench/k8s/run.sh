@@ -12,7 +12,8 @@ here=$(dirname "$0")
 out=$(mktemp)
 trap 'kubectl delete namespace weft-bench --wait=false >/dev/null 2>&1 || true; rm -f "$out"' EXIT
 sed -e "s/SERVER_NODE/$1/; s/CLIENT_NODE/$2/; s|IPERF3_IMAGE|$img|" "$here/iperf3.yaml" |
-	awk '/^kind: Job/{exit} {print}' | kubectl apply -f -
+	awk 'function flush() { if (doc != "" && doc !~ /\nkind: Job\n/) printf "---\n%s", doc; doc = "" }
+		/^---$/ { flush(); next } { doc = doc $0 "\n" } END { flush() }' | kubectl apply -f -
 kubectl -n weft-bench wait --for=condition=Ready pod/iperf3-server --timeout=300s
 ip=$(kubectl -n weft-bench get pod iperf3-server -o jsonpath='{.status.podIP}')
 sed -e "s/SERVER_NODE/$1/; s/CLIENT_NODE/$2/; s/SERVER_IP/$ip/; s|IPERF3_IMAGE|$img|" "$here/iperf3.yaml" | kubectl apply -f -

@@ -20,7 +20,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 work=$(mktemp -d /tmp/weft-images.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+container="" # the node image's preload container, removed on any exit
+trap 'rm -rf "$work"; [ -z "$container" ] || docker rm -f "$container" >/dev/null 2>&1' EXIT
 
 log() { echo ">> $(date -u +%T) $*" >&2; }
 die() { echo "images.sh: $*" >&2; exit 1; }
@@ -36,6 +37,12 @@ hash() {
 }
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# prune REPO:TAG untags every other tag of REPO: the cache keeps one image per
+# recipe, the newest (layers still used by another image stay).
+prune() {
+	docker images "${1%%:*}" --format '{{.Repository}}:{{.Tag}}' | grep -vxF "$1" | xargs -r docker rmi >/dev/null 2>&1 || true
+}
 
 # mirror reads the Debian mirror this machine's apt uses (never hard-coded).
 mirror() {
@@ -66,6 +73,7 @@ minbase() {
 		tar -C "$root" --numeric-owner -c . |
 			docker import -c 'CMD ["bash"]' -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - "$tag" >/dev/null
 		rm -rf "$root"
+		prune "$tag"
 	fi
 	docker tag "$tag" debian:bookworm-slim
 	MINBASE=$tag
@@ -75,7 +83,7 @@ minbase() {
 # shown on failure.
 build() {
 	log "docker build $1"
-	docker build -q -t "$1" "$2" >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; die "docker build $1 failed"; }
+	docker build --force-rm -q -t "$1" "$2" >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; die "docker build $1 failed"; }
 }
 
 # golang: the Go toolchain this machine builds with, on the minbase, under the
@@ -107,6 +115,7 @@ golang_image() {
 		EOF
 		build "$tag" "$ctx"
 		rm -rf "$ctx"
+		prune "$tag"
 	fi
 	docker tag "$tag" golang:1.26-bookworm
 }
@@ -163,6 +172,7 @@ nodebase() {
 		EOF
 		build "$tag" "$ctx"
 		rm -rf "$ctx"
+		prune "$tag"
 	fi
 	NODEBASE=$tag
 }
@@ -244,6 +254,7 @@ node() {
 	docker save $want >"$work/images.tar"
 	local c
 	c=$(docker run -d --entrypoint sleep -v "$work:/preload:ro" "$NODEBASE" infinity)
+	container=$c
 	docker cp "$K8S_BIN/kubeadm" "$c:/usr/bin/kubeadm"
 	docker cp "$K8S_BIN/kubelet" "$c:/usr/bin/kubelet"
 	docker cp "$K8S_BIN/kubectl" "$c:/usr/bin/kubectl"
@@ -256,12 +267,12 @@ node() {
 		ctr -n k8s.io images import --no-unpack /preload/images.tar >/dev/null || { cat /tmp/containerd.log >&2; exit 1; }
 		ctr -n k8s.io images ls -q
 		kill $pid && wait $pid || true
-		rm -f /tmp/containerd.log' >"$work/preloaded" || { docker rm -f "$c" >/dev/null; die "preloading images failed"; }
-	for i in $want; do grep -qx "$i" "$work/preloaded" || { docker rm -f "$c" >/dev/null; die "$i is not in the node's containerd"; }; done
+		rm -f /tmp/containerd.log' >"$work/preloaded" || die "preloading images failed"
+	for i in $want; do grep -qx "$i" "$work/preloaded" || die "$i is not in the node's containerd"; done
 	docker commit \
 		-c 'ENTRYPOINT ["/usr/local/bin/weft-node-entrypoint", "/sbin/init"]' -c 'CMD []' \
 		"$c" "$tag" >/dev/null
-	docker rm -f "$c" >/dev/null
+	prune "$tag"
 	echo "$tag"
 }
 
@@ -297,6 +308,7 @@ agnhost() {
 			CMD ["pause"]
 		EOF
 		build "$cached" "$ctx"
+		prune "$cached"
 	fi
 	docker tag "$cached" "$tag"
 	echo "$tag"
@@ -317,6 +329,7 @@ iperf3_image() {
 			ENTRYPOINT ["iperf3"]
 		EOF
 		build "$cached" "$ctx"
+		prune "$cached"
 	fi
 	local v
 	v=$(docker run --rm --entrypoint sh "$cached" -c "dpkg-query -W -f '\${Version}' iperf3" | cut -d- -f1)
