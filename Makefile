@@ -73,7 +73,8 @@ k8s: controlplane
 lint:
 	@echo ">> gofmt"; out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	@echo ">> go vet"; $(GO) vet ./...
+	@echo ">> go vet"; $(GO) vet ./... && $(GO) vet -tags kind ./e2e/kind/
+	@echo ">> shell"; for f in tools/kind/*.sh tools/kind/shim/docker tools/kind/node/entrypoint bench/k8s/run.sh; do bash -n $$f || exit 1; done
 
 # unit runs the tests that need no root.
 unit:

@@ -131,6 +131,13 @@ down() {
 	# Nodes left by a run that died before kind knew them.
 	docker ps -aq --filter "label=io.x-k8s.kind.cluster=$name" | xargs -r docker rm -f -v >/dev/null
 	network_down
+	# Nothing of the cluster may remain but the cached images.
+	local left=""
+	[[ -z "$(docker ps -aq --filter "label=io.x-k8s.kind.cluster=$name")" ]] || left="$left containers"
+	! docker network inspect "$network" >/dev/null 2>&1 || left="$left network:$network"
+	! nft list table inet weft-kind-isolation >/dev/null 2>&1 || left="$left nft-table"
+	[[ -z "$left" ]] || die "kind-down left:$left"
+	log "cluster $name is gone (containers, network $network, firewall table)"
 }
 
 case "${1:-}" in

@@ -273,6 +273,9 @@ node() {
 		-c 'ENTRYPOINT ["/usr/local/bin/weft-node-entrypoint", "/sbin/init"]' -c 'CMD []' \
 		"$c" "$tag" >/dev/null
 	prune "$tag"
+	# The control-plane images live on in the node image; their tags here were
+	# only the preload's input.
+	docker rmi $want >/dev/null
 	echo "$tag"
 }
 
