@@ -14,9 +14,14 @@ import (
 // CNIConfFile is the conflist the agent writes once its mesh is ready.
 const CNIConfFile = "10-weft.conflist"
 
-// CNIConfVersion is the conflist's cniVersion: the newest version the
-// container runtimes weft supports (containerd 1.6+, CRI-O) all accept.
+// CNIConfVersion is the conflist's cniVersion: the newest version every
+// runtime weft supports accepts (containerd 1.6+, CRI-O). CNIConfVersions is
+// its cniVersions list, from which runtimes with libcni 1.2+ take the newest
+// they implement.
 const CNIConfVersion = "1.0.0"
+
+// CNIConfVersions: see CNIConfVersion.
+var CNIConfVersions = []string{"1.0.0", "1.1.0"}
 
 // CNINetworkName is the network name in the conflist (and the IPAM subdirectory).
 const CNINetworkName = "weft"
@@ -46,12 +51,14 @@ func CNIConfList(cfg Config, mtu int) ([]byte, error) {
 		weft["agentSocket"] = filepath.Join(cfg.StateDir, AgentSocket)
 	}
 	list := map[string]any{
-		// 1.0.0, not 1.1.0: containerd 1.6 and 1.7 (libcni 1.1) refuse a
-		// 1.1.0 result ("unsupported CNI result version"), as the kind
-		// suite's real containerd showed; weft-cni answers in whichever
-		// version the runtime's config asks for.
-		"cniVersion": CNIConfVersion,
-		"name":       CNINetworkName,
+		// cniVersion 1.0.0 for runtimes whose libcni predates 1.2
+		// (containerd 1.6 and 1.7 refuse a 1.1.0 result, "unsupported CNI
+		// result version", as the kind suite's containerd showed);
+		// cniVersions lets libcni 1.2+ (containerd 2, CRI-O) pick 1.1.0 and
+		// with it GC and STATUS.
+		"cniVersion":  CNIConfVersion,
+		"cniVersions": CNIConfVersions,
+		"name":        CNINetworkName,
 		"plugins": []any{
 			weft,
 			map[string]any{

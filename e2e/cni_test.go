@@ -82,7 +82,11 @@ func TestCNIOperations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if list.CNIVersion != agent.CNIConfVersion || len(list.Plugins) != 2 || list.Plugins[0].Network.Type != "weft-cni" || list.Plugins[1].Network.Type != "portmap" {
+	// libcni 1.3 takes 1.1.0 from cniVersions; older runtimes read cniVersion.
+	if raw := string(list.Bytes); !strings.Contains(raw, `"cniVersion": "`+agent.CNIConfVersion+`"`) {
+		t.Errorf("conflist cniVersion is not %s (what containerd 1.6/1.7 accept):\n%s", agent.CNIConfVersion, raw)
+	}
+	if list.CNIVersion != "1.1.0" || len(list.Plugins) != 2 || list.Plugins[0].Network.Type != "weft-cni" || list.Plugins[1].Network.Type != "portmap" {
 		t.Fatalf("conflist: version %s, plugins %d", list.CNIVersion, len(list.Plugins))
 	}
 	vi, err := cniConf.GetVersionInfo(ctx, "weft-cni")
