@@ -174,8 +174,12 @@ func nodeFetch(node, target string) (string, error) {
 	return sh("docker", "exec", node, "curl", "-sS", "--max-time", "3", target)
 }
 
-// clientAddr parses netexec's /clientip answer ("ip:port" or "[ip]:port").
-func clientAddr(body string) (netip.Addr, error) {
+// seen parses netexec's /clientip answer ("ip:port" or "[ip]:port"): the
+// address the server saw the request come from.
+func seen(body string, err error) (netip.Addr, error) {
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("%v %s", err, body)
+	}
 	ap, err := netip.ParseAddrPort(strings.TrimSpace(body))
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("clientip answer %q: %v", body, err)
@@ -226,17 +230,11 @@ func TestKind(t *testing.T) {
 					continue
 				}
 				for _, dst := range []netip.Addr{to.v4, to.v6} {
-					body, err := fetch(from, url(dst, 8080, "/clientip"))
-					if err != nil {
-						t.Errorf("%s -> %s (%s): %v %s", from, to, dst, err, body)
-						continue
-					}
-					src, err := clientAddr(body)
 					want := from.v4
 					if dst.Is6() {
 						want = from.v6
 					}
-					if err != nil || src != want {
+					if src, err := seen(fetch(from, url(dst, 8080, "/clientip"))); err != nil || src != want {
 						t.Errorf("%s -> %s (%s): the server saw %v (%v), want the client pod's own %s", from, to, dst, src, err, want)
 					}
 				}
@@ -254,12 +252,7 @@ func TestKind(t *testing.T) {
 					continue
 				}
 				for _, dst := range []netip.Addr{to.v4, to.v6} {
-					body, err := nodeFetch(node, url(dst, 8080, "/clientip"))
-					if err != nil {
-						t.Errorf("node %s -> %s (%s): %v %s", node, to, dst, err, body)
-						continue
-					}
-					src, err := clientAddr(body)
+					src, err := seen(nodeFetch(node, url(dst, 8080, "/clientip")))
 					ok := false
 					for _, r := range ranges {
 						ok = ok || (r.Contains(src) && src == r.Addr().Next())
