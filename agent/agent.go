@@ -143,6 +143,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	if err := enableForwarding(); err != nil {
 		return err
 	}
+	if err := looseReversePath(); err != nil {
+		a.log.Warn("pods cannot reach other nodes' host-network endpoints (the API server among them)", "err", err)
+	}
 	if err := policy.EnsureAntiSpoof(ctx, cni.HostVethPrefix); err != nil {
 		return err
 	}
@@ -420,6 +423,24 @@ func (a *Agent) seeds() []string {
 func sameNode(a, b NodeInfo) bool {
 	return a.Name == b.Name && a.PublicKey == b.PublicKey && a.Endpoint == b.Endpoint &&
 		a.GossipAddr == b.GossipAddr && slices.Equal(a.PodCIDRs, b.PodCIDRs)
+}
+
+// looseReversePath turns strict reverse-path filtering (rp_filter=1, as on
+// RHEL and in kind's nodes) into loose (2). A pod's packet to another node's
+// own address crosses the underlay, and the reply comes back to it through
+// the tunnel, so under strict filtering the other node drops the pod's packet
+// (its route to the pod is weft0, not the interface it came in on). Where
+// /proc/sys is read-only (an unprivileged pod), it says what to set instead.
+func looseReversePath() error {
+	const f = "/proc/sys/net/ipv4/conf/all/rp_filter"
+	b, err := os.ReadFile(f)
+	if err != nil || strings.TrimSpace(string(b)) != "1" {
+		return nil
+	}
+	if err := os.WriteFile(f, []byte("2\n"), 0o644); err != nil {
+		return fmt.Errorf("net.ipv4.conf.all.rp_filter is 1 (strict) and cannot be set to 2 (loose) here (%v); set it on the host", err)
+	}
+	return nil
 }
 
 // enableForwarding makes the node route between pods, the tunnel and the

@@ -129,7 +129,8 @@ kindfiles() {
 
 # nodebase: kind's base image, as kind's own images/base/Dockerfile makes it,
 # from Debian bookworm's systemd, containerd and runc and kind's node files
-# read from the kind module at build time.
+# read from the kind module at build time. One change: reverse-path filtering
+# is loose (kind sets it strict), which weft needs on every host (README).
 NODEBASE=""
 nodebase() {
 	local files tag
@@ -163,6 +164,7 @@ nodebase() {
 			 && systemctl enable kubelet.service containerd.service undo-mount-hacks.service \\
 			 && systemctl mask systemd-binfmt.service \\
 			 && mkdir -p /etc/kubernetes/manifests /opt/cni/bin \\
+			 && printf 'net.ipv4.conf.all.rp_filter=2\\nnet.ipv4.conf.default.rp_filter=2\\n' > /etc/sysctl.d/99-weft-rp-filter.conf \\
 			 && ctr oci spec | jq '.hooks.createContainer[.hooks.createContainer| length] |= . + {"path": "/kind/bin/mount-product-files.sh"}' \\
 			      | jq 'del(.process.rlimits)' > /etc/containerd/cri-base.json
 			COPY weft-node-entrypoint /usr/local/bin/weft-node-entrypoint
