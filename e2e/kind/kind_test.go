@@ -265,6 +265,26 @@ func TestKind(t *testing.T) {
 		}
 	})
 
+	t.Run("pods reach every node's host-network endpoints", func(t *testing.T) {
+		// The agent's HTTP port on every node, and the API server on the
+		// control plane by its node address and through the kubernetes
+		// Service: a pod's packet crosses the underlay, the reply comes back
+		// through the tunnel (strict rp_filter on the node would drop it).
+		for _, from := range pods {
+			for _, node := range []string{cp, w1, w2} {
+				target := "http://" + nodeIP(t, node).String() + ":9587/healthz"
+				if body, err := fetch(from, target); err != nil {
+					t.Errorf("%s -> node %s (%s): %v %s", from, node, target, err, body)
+				}
+			}
+			for _, target := range []string{"https://" + nodeIP(t, cp).String() + ":6443/healthz", "https://kubernetes.default.svc.cluster.local/healthz"} {
+				if body, err := kc("-n", ns, "exec", from.name, "--", "curl", "-sSk", "--max-time", "3", target); err != nil || body != "ok" {
+					t.Errorf("%s -> API server %s: %v %q", from, target, err, body)
+				}
+			}
+		}
+	})
+
 	t.Run("capture on the Docker bridge holds only ciphertext", func(t *testing.T) {
 		capture(t, pods[1], pods[2])
 	})
