@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/weftnet/weft/mesh"
@@ -16,9 +17,10 @@ const Keepalive = 25 * time.Second
 
 // Plan turns this node and its accepted peers into the data plane it wants:
 // the node's own first address in each pod CIDR on the tunnel, one WireGuard
-// peer per node whose AllowedIPs are exactly that node's pod CIDRs, and a route
-// per remote pod CIDR with the node's own address of that family as source, so
-// node-to-remote-pod traffic passes the peer's cryptokey routing.
+// peer per node whose AllowedIPs are that node's pod CIDRs and its own
+// address (see nodeAddress), and a route per remote pod CIDR with the node's
+// own address of that family as source, so node-to-remote-pod traffic passes
+// the peer's cryptokey routing. Node addresses are allowed, never routed.
 func Plan(self NodeInfo, peers []NodeInfo) mesh.State {
 	var s mesh.State
 	src := map[bool]netip.Addr{}
@@ -27,12 +29,17 @@ func Plan(self NodeInfo, peers []NodeInfo) mesh.State {
 		src[a.Is4()] = a
 		s.Addresses = append(s.Addresses, netip.PrefixFrom(a, a.BitLen()))
 	}
+	own := nodeAddresses(self, peers)
 	for _, n := range peers {
+		allowed := n.PodCIDRs
+		if a, ok := own[n.Name]; ok {
+			allowed = append(slices.Clip(n.PodCIDRs), netip.PrefixFrom(a, a.BitLen()))
+		}
 		s.Peers = append(s.Peers, mesh.Peer{
 			Name:       n.Name,
 			PublicKey:  n.PublicKey,
 			Endpoint:   n.Endpoint,
-			AllowedIPs: n.PodCIDRs,
+			AllowedIPs: allowed,
 			Keepalive:  Keepalive,
 			// The end with the greater key waits for the other's handshake.
 			Passive: bytes.Compare(self.PublicKey[:], n.PublicKey[:]) > 0,
@@ -42,4 +49,36 @@ func Plan(self NodeInfo, peers []NodeInfo) mesh.State {
 		}
 	}
 	return s
+}
+
+// nodeAddresses picks, per peer, the node address its tunnel may carry as a
+// source: a pod's packet to another node's own address (the API server, a
+// hostNetwork pod) leaves on the underlay, and that node's reply comes back
+// through the tunnel from its node address, which WireGuard drops unless the
+// peer is allowed it. The address is the peer's endpoint address, and only
+// where no other peer announces the same one, it is not this node's, and it
+// is inside no pod range: a node cannot make the tunnel accept another
+// node's address, or a pod's, from itself.
+func nodeAddresses(self NodeInfo, peers []NodeInfo) map[string]netip.Addr {
+	count := map[netip.Addr]int{}
+	var pods []netip.Prefix
+	pods = append(pods, self.PodCIDRs...)
+	for _, n := range peers {
+		pods = append(pods, n.PodCIDRs...)
+		if n.Endpoint.IsValid() {
+			count[n.Endpoint.Addr().Unmap()]++
+		}
+	}
+	if self.Endpoint.IsValid() {
+		count[self.Endpoint.Addr().Unmap()] += 2
+	}
+	own := map[string]netip.Addr{}
+	for _, n := range peers {
+		a := n.Endpoint.Addr().Unmap()
+		if !n.Endpoint.IsValid() || count[a] != 1 || slices.ContainsFunc(pods, func(p netip.Prefix) bool { return p.Contains(a) }) {
+			continue
+		}
+		own[n.Name] = a
+	}
+	return own
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 )
 
@@ -46,5 +47,49 @@ func TestPlan(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPlanAllowsEachPeersOwnAddress: a peer's tunnel may carry its node
+// address as a source (a node's reply to a pod that reached it over the
+// underlay), unless another peer or this node announces the same address or
+// it lies in a pod range.
+func TestPlanAllowsEachPeersOwnAddress(t *testing.T) {
+	withEndpoint := func(n NodeInfo, ep string) NodeInfo {
+		n.Endpoint = netip.MustParseAddrPort(ep)
+		if n.Endpoint.Addr().IsUnspecified() {
+			n.Endpoint = netip.AddrPort{}
+		}
+		return n
+	}
+	self := withEndpoint(node("self", pubKey(t), "10.244.1.0/24"), "10.99.0.11:51820")
+	peers := []NodeInfo{
+		withEndpoint(node("a", pubKey(t), "10.244.2.0/24", "fd00:10:244:2::/64"), "10.99.0.12:51820"),
+		withEndpoint(node("b", pubKey(t), "10.244.3.0/24"), "10.99.0.13:51820"),
+		withEndpoint(node("c", pubKey(t), "10.244.4.0/24"), "10.99.0.13:51820"),   // claims b's address
+		withEndpoint(node("d", pubKey(t), "10.244.5.0/24"), "10.99.0.11:51820"),   // claims this node's
+		withEndpoint(node("e", pubKey(t), "10.244.6.0/24"), "10.244.2.7:51820"),   // a pod's address
+		withEndpoint(node("f", pubKey(t), "10.244.7.0/24"), "[fd00:99::7]:51820"), // IPv6 underlay
+		withEndpoint(node("g", pubKey(t), "10.244.8.0/24"), "0.0.0.0:0"),          // no endpoint yet
+	}
+	want := map[string]string{
+		"a": "[10.244.2.0/24 fd00:10:244:2::/64 10.99.0.12/32]",
+		"b": "[10.244.3.0/24]", "c": "[10.244.4.0/24]", "d": "[10.244.5.0/24]", "e": "[10.244.6.0/24]",
+		"f": "[10.244.7.0/24 fd00:99::7/128]",
+		"g": "[10.244.8.0/24]",
+	}
+	s := Plan(self, peers)
+	for i, p := range s.Peers {
+		if got := fmt.Sprint(p.AllowedIPs); got != want[p.Name] {
+			t.Errorf("peer %s AllowedIPs %s, want %s", p.Name, got, want[p.Name])
+		}
+		if fmt.Sprint(peers[i].PodCIDRs) != fmt.Sprint(p.AllowedIPs[:len(peers[i].PodCIDRs)]) {
+			t.Errorf("peer %s's own pod CIDRs changed: %v", p.Name, peers[i].PodCIDRs)
+		}
+	}
+	for _, r := range s.Routes {
+		if r.Dst.Bits() == r.Dst.Addr().BitLen() {
+			t.Errorf("a node address is routed into the tunnel: %v", r.Dst)
+		}
 	}
 }

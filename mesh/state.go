@@ -21,7 +21,7 @@ type Peer struct {
 	Name       string
 	PublicKey  wgtypes.Key
 	Endpoint   netip.AddrPort
-	AllowedIPs []netip.Prefix // exactly the peer's pod CIDRs
+	AllowedIPs []netip.Prefix // the peer's pod CIDRs, and its node address (agent.Plan)
 	Keepalive  time.Duration  // 0: off
 	// Passive defers the keepalive of a newly created peer to the next
 	// Apply. Turning a keepalive on makes wireguard-go send a handshake at
