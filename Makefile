@@ -75,6 +75,8 @@ lint:
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@echo ">> go vet"; $(GO) vet ./... && $(GO) vet -tags kind ./e2e/kind/
 	@echo ">> shell"; for f in tools/kind/*.sh tools/kind/shim/docker tools/kind/node/entrypoint bench/k8s/run.sh; do bash -n $$f || exit 1; done
+	@echo ">> kind config pins"; grep -q 'imageTag: "$(ETCD_IMAGE_TAG)"' deploy/kind/cluster.yaml && grep -q 'imageTag: "$(COREDNS_VERSION)"' deploy/kind/cluster.yaml || \
+		{ echo "deploy/kind/cluster.yaml must pin etcd $(ETCD_IMAGE_TAG) and CoreDNS $(COREDNS_VERSION), the images make kind-images builds"; exit 1; }
 
 # unit runs the tests that need no root.
 unit:
