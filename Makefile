@@ -170,11 +170,15 @@ KUBECTL := $(BIN)/kubectl
 $(KIND):
 	GOBIN=$(BIN) $(GO) install sigs.k8s.io/kind@$(KIND_VERSION)
 
+# kubectl of the cluster's version (a relink when the node image came from the
+# cache and make k8s did not run).
+$(KUBECTL): tools/controlplane/go.mod
+	$(K8S_BUILD) -o $(KUBECTL) k8s.io/kubernetes/cmd/kubectl
+
 # kind-up: cluster "weft" (context kind-weft), 1 control plane + 2 workers,
 # weft from deploy/weft.yaml as shipped. kind-down removes it and everything
 # it made but the cached images. Both are idempotent.
-kind-up: kind-images image $(KIND)
-	@install -m 0755 $(K8S_BIN)/kubectl $(KUBECTL)
+kind-up: kind-images image $(KIND) $(KUBECTL)
 	@KIND=$(KIND) KUBECTL=$(KUBECTL) NODE_IMAGE=$$(cat .cache/kind-node-image) \
 		LOAD_IMAGES="$(IMAGE) $$(cat .cache/kind-test-images | tr '\n' ' ')" tools/kind/cluster.sh up
 
