@@ -18,7 +18,7 @@ const Keepalive = 25 * time.Second
 // Plan turns this node and its accepted peers into the data plane it wants:
 // the node's own first address in each pod CIDR on the tunnel, one WireGuard
 // peer per node whose AllowedIPs are that node's pod CIDRs and its own
-// address (see nodeAddress), and a route per remote pod CIDR with the node's
+// address (see nodeAddresses), and a route per remote pod CIDR with the node's
 // own address of that family as source, so node-to-remote-pod traffic passes
 // the peer's cryptokey routing. Node addresses are allowed, never routed.
 func Plan(self NodeInfo, peers []NodeInfo) mesh.State {
@@ -70,7 +70,7 @@ func nodeAddresses(self NodeInfo, peers []NodeInfo) map[string]netip.Addr {
 		}
 	}
 	if self.Endpoint.IsValid() {
-		count[self.Endpoint.Addr().Unmap()] += 2
+		count[self.Endpoint.Addr().Unmap()]++ // a peer announcing this node's address counts 2
 	}
 	own := map[string]netip.Addr{}
 	for _, n := range peers {

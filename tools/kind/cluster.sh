@@ -29,11 +29,7 @@ k() { "$KUBECTL" --context "$context" "$@"; }
 # kind runs docker; on an engine that cannot grant every capability it runs it
 # through the shim (see tools/kind/shim/docker).
 kind() {
-	if [[ -n "${shim:-}" ]]; then
-		WEFT_REAL_DOCKER=$(command -v docker) PATH="$here/shim:$PATH" KIND_EXPERIMENTAL_DOCKER_NETWORK=$network "$KIND" "$@"
-	else
-		KIND_EXPERIMENTAL_DOCKER_NETWORK=$network "$KIND" "$@"
-	fi
+	WEFT_REAL_DOCKER=$(command -v docker) PATH="${shim:+$here/shim:}$PATH" KIND_EXPERIMENTAL_DOCKER_NETWORK=$network "$KIND" "$@"
 }
 
 detect_shim() {

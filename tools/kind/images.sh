@@ -120,9 +120,15 @@ golang_image() {
 	docker tag "$tag" golang:1.26-bookworm
 }
 
+# moddir MODULE@VERSION: the module's directory in the module cache, resolved
+# in tools/controlplane (which pins kind and kubernetes).
+moddir() {
+	(cd "$repo/tools/controlplane" && go mod download -json "$1" | jq -r .Dir)
+}
+
 kindfiles() {
 	local d
-	d=$(cd "$repo/tools/controlplane" && go mod download -json "sigs.k8s.io/kind@$KIND_VERSION" | jq -r .Dir)
+	d=$(moddir "sigs.k8s.io/kind@$KIND_VERSION")
 	[ -d "$d/images/base/files" ] || die "kind $KIND_VERSION has no images/base/files in the module cache"
 	echo "$d/images/base/files"
 }
@@ -210,7 +216,7 @@ controlplane_images() {
 	local ctx="$work/pause"
 	mkdir -p "$ctx/root"
 	local pausec
-	pausec="$(cd "$repo/tools/controlplane" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | jq -r .Dir)/build/pause/linux/pause.c"
+	pausec="$(moddir "k8s.io/kubernetes@$K8S_VERSION")/build/pause/linux/pause.c"
 	gcc -Os -Wall -Werror -static -DVERSION="$PAUSE_VERSION" -o "$ctx/root/pause" "$pausec"
 	printf 'FROM scratch\nCOPY root/ /\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$ctx/Dockerfile"
 	build "registry.k8s.io/pause:$PAUSE_VERSION" "$ctx"
@@ -246,7 +252,7 @@ node() {
 	[ -x "$COREDNS_BIN" ] || die "$COREDNS_BIN is missing (make controlplane builds it)"
 	"$K8S_BIN/kubeadm" version -o short | grep -qx "$K8S_VERSION" || die "kubeadm is not $K8S_VERSION"
 	controlplane_images
-	local want have_list
+	local want
 	want=$("$K8S_BIN/kubeadm" config images list \
 		--config <(printf 'apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nkubernetesVersion: %s\netcd: {local: {imageTag: %s}}\ndns: {imageTag: %s}\n' \
 			"$K8S_VERSION" "$ETCD_IMAGE_TAG" "$COREDNS_IMAGE_TAG") 2>/dev/null) ||
@@ -291,7 +297,7 @@ agnhost() {
 		${MAKE:-make} -C "$repo" --no-print-directory k8s >&2
 		[ -x "$K8S_BIN/agnhost" ] || die "$K8S_BIN/agnhost is missing (make k8s builds it)"
 		local src ctx="$work/agnhost"
-		src="$(cd "$repo/tools/controlplane" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | jq -r .Dir)/test/images/agnhost"
+		src="$(moddir "k8s.io/kubernetes@$K8S_VERSION")/test/images/agnhost"
 		grep -qx "$AGNHOST_VERSION" "$src/VERSION" || die "k8s.io/kubernetes@$K8S_VERSION has agnhost $(cat "$src/VERSION"), not $AGNHOST_VERSION"
 		mkdir -p "$ctx"
 		cp "$K8S_BIN/agnhost" "$COREDNS_BIN" "$src/porter/localhost.crt" "$src/porter/localhost.key" "$ctx/"
