@@ -221,8 +221,9 @@ func ParseIperfLog(name string, log []byte) (*Results, error) {
 	sections := strings.Split(string(log), "=== ")
 	for _, sec := range sections[1:] {
 		kind, body, _ := strings.Cut(sec, "\n")
+		// One JSON document per section; a failed try's "--- " line may follow it.
 		var r iperfJSON
-		if err := json.Unmarshal([]byte(body), &r); err != nil {
+		if err := json.NewDecoder(strings.NewReader(body)).Decode(&r); err != nil {
 			return nil, fmt.Errorf("%s run: %v", kind, err)
 		}
 		if r.Error != "" {

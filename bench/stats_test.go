@@ -20,7 +20,9 @@ func TestParseIperfLog(t *testing.T) {
 	doc := func(bps float64) string {
 		return `{"end":{"sum_received":{"bits_per_second":` + ftoa(bps) + `},"sum":{"bits_per_second":` + ftoa(bps) + `,"lost_percent":1.5,"jitter_ms":0.2}}}`
 	}
-	log := "=== tcp1\n" + doc(2e9) + "\n=== tcp4\n" + doc(3e9) + "\n=== udp\n" + doc(0.5e9) + "\n=== tcp1\n" + doc(4e9) + "\n"
+	log := "=== tcp1\n" + doc(2e9) + "\n=== tcp4\n" + doc(3e9) + "\n=== udp\n" + doc(0.5e9) + "\n" +
+		"--- tcp1 try 1: \"error\": \"unable to receive control message: Connection reset by peer\"\n" +
+		"=== tcp1\n" + doc(4e9) + "\n"
 	r, err := ParseIperfLog("x", []byte(log))
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,20 @@ sed -e "s/SERVER_NODE/$1/; s/CLIENT_NODE/$2/; s|IPERF3_IMAGE|$img|" "$here/iperf
 kubectl -n weft-bench wait --for=condition=Ready pod/iperf3-server --timeout=300s
 ip=$(kubectl -n weft-bench get pod iperf3-server -o jsonpath='{.status.podIP}')
 sed -e "s/SERVER_NODE/$1/; s/CLIENT_NODE/$2/; s/SERVER_IP/$ip/; s|IPERF3_IMAGE|$img|" "$here/iperf3.yaml" | kubectl apply -f -
-kubectl -n weft-bench wait --for=condition=Complete job/iperf3-client --timeout=600s
+# Wait for the client to succeed or fail (10 min at most); on failure both
+# sides' logs are shown.
+state=""
+for _ in $(seq 300); do
+	state=$(kubectl -n weft-bench get job iperf3-client -o jsonpath='{.status.succeeded}{.status.failed}')
+	[ -z "$state" ] || break
+	sleep 2
+done
 kubectl -n weft-bench logs job/iperf3-client > "$out"
+if [ "$(kubectl -n weft-bench get job iperf3-client -o jsonpath='{.status.succeeded}')" != 1 ]; then
+	echo "the iperf3 client failed; its log (last 20 lines) and the server's:" >&2
+	tail -20 "$out" >&2
+	kubectl -n weft-bench logs pod/iperf3-server --tail=20 >&2 || true
+	exit 1
+fi
+grep '^--- ' "$out" | sed 's/^--- /iperf3 run tried again: /' >&2 || true
 "${WEFT_BENCH:-bin/weft-bench}" table --name "pod $2 -> pod $1" "$out"
