@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 25m
 # Tools built from their own modules (defined early: make expands prerequisites as it reads).
 HELM      := $(CURDIR)/.cache/tools/helm
 
-.PHONY: all build controlplane k8s deps test test-lab test-kind unit lint demo bench bench-policy gobench manifests docker-engine image kind-images kind-up kind-down e2e-kind clean sweep
+.PHONY: all build controlplane k8s deps test test-lab test-kind unit lint demo bench bench-policy gobench manifests docker-engine image kind-images kind-up kind-down e2e-kind e2e-upstream e2e-upstream-ci clean sweep
 
 all: build
 
@@ -70,11 +70,23 @@ k8s: controlplane
 	$(K8S_BUILD) -o $(K8S_BIN)/ k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kubeadm k8s.io/kubernetes/cmd/kubectl \
 		k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/test/images/agnhost
 
+# The upstream e2e suite of the same version (make e2e-upstream), and the
+# ginkgo CLI that runs its specs in parallel; go vet is off for e2e.test (not
+# our code: it saves ~3 of its ~12 cold minutes). -mod=mod lets go test read
+# the test-only requirements of a dependency's package; go.sum has them.
+E2E_TEST := $(K8S_BIN)/e2e.test
+GINKGO   := $(K8S_BIN)/ginkgo
+$(E2E_TEST): tools/controlplane/go.mod tools/controlplane/go.sum
+	cd tools/controlplane && CGO_ENABLED=0 GOFLAGS=-mod=mod $(GO) test -c -vet=off -trimpath -ldflags "$(K8S_LDFLAGS)" \
+		-o $(E2E_TEST) k8s.io/kubernetes/test/e2e
+$(GINKGO): tools/controlplane/go.mod
+	$(K8S_BUILD) -o $(GINKGO) github.com/onsi/ginkgo/v2/ginkgo
+
 lint:
 	@echo ">> gofmt"; out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@echo ">> go vet"; $(GO) vet ./... && $(GO) vet -tags kind ./e2e/kind/
-	@echo ">> shell"; for f in tools/kind/*.sh tools/kind/shim/docker tools/kind/node/entrypoint bench/k8s/run.sh; do bash -n $$f || exit 1; done
+	@echo ">> shell"; for f in tools/kind/*.sh tools/kind/shim/docker tools/kind/node/entrypoint bench/k8s/run.sh e2e/upstream/run.sh; do bash -n $$f || exit 1; done
 	@echo ">> kind config pins"; grep -q 'imageTag: "$(ETCD_IMAGE_TAG)"' deploy/kind/cluster.yaml && grep -q 'imageTag: "$(COREDNS_VERSION)"' deploy/kind/cluster.yaml || \
 		{ echo "deploy/kind/cluster.yaml must pin etcd $(ETCD_IMAGE_TAG) and CoreDNS $(COREDNS_VERSION), the images make kind-images builds"; exit 1; }
 
@@ -97,7 +109,9 @@ test:
 	$(call stage,lab-tests,$(MAKE) --no-print-directory test-lab)
 	$(call stage,kind,$(MAKE) --no-print-directory test-kind)
 	@echo ">> stage times: $$(tr '\n' ' ' < /tmp/weft-stages.txt)"
-	@echo "tests: $$(grep -c -- '--- PASS' $(TEST_LOG)) passed, $$(grep -c -- '--- FAIL' $(TEST_LOG)) failed, $$(grep -c -- '--- SKIP' $(TEST_LOG)) skipped"
+	@# Go tests (lab and kind) plus the upstream specs of the CI subset, when it ran.
+	@read up uf us < <(sed -n 's/^upstream e2e: \([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped.*/\1 \2 \3/p' $(TEST_LOG) | tail -1; echo 0 0 0); \
+		echo "tests: $$(( $$(grep -c -- '--- PASS' $(TEST_LOG)) + up )) passed, $$(( $$(grep -c -- '--- FAIL' $(TEST_LOG)) + uf )) failed, $$(( $$(grep -c -- '--- SKIP' $(TEST_LOG)) + us )) skipped"
 
 test-lab: build controlplane $(HELM)
 	@set -o pipefail; WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) WEFT_HELM=$(HELM) $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) -v ./... 2>&1 | tee -a $(TEST_LOG); \
@@ -105,11 +119,13 @@ test-lab: build controlplane $(HELM)
 		echo "lab tests: $$(grep -c -- '--- PASS' $(TEST_LOG)) passed, $$(grep -c -- '--- FAIL' $(TEST_LOG)) failed, $$(grep -c -- '--- SKIP' $(TEST_LOG)) skipped"; \
 		exit $$status
 
-# test-kind runs the kind e2e suite when a Docker engine answers, and says so
-# plainly when none does.
+# test-kind runs the kind e2e suite and the upstream CI subset on one cluster
+# when a Docker engine answers, and says so plainly when none does. e2e.test is
+# built first, so the cluster does not wait for it.
 test-kind:
 	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
-		$(MAKE) --no-print-directory e2e-kind; \
+		$(MAKE) --no-print-directory $(E2E_TEST) $(GINKGO) && \
+		$(MAKE) --no-print-directory e2e-kind E2E_UPSTREAM_CI=1; \
 	else \
 		echo ">> no Docker engine answers here: the kind e2e suite (make e2e-kind) did NOT run"; \
 	fi
@@ -157,12 +173,14 @@ image: docker-engine
 	docker build -q -t $(IMAGE) . >/dev/null && echo ">> built $(IMAGE)"
 
 # kind-images: the kind node image (Kubernetes $(K8S_VERSION)) and the test
-# images (agnhost, iperf3), built here and cached by their inputs.
+# images (agnhost, iperf3, and the upstream specs' jessie-dnsutils and nginx),
+# built here and cached by their inputs.
 kind-images: docker-engine deps
 	@mkdir -p .cache
 	@$(KIND_ENV) tools/kind/images.sh node > .cache/kind-node-image
 	@$(KIND_ENV) tools/kind/images.sh agnhost > .cache/kind-test-images
 	@$(KIND_ENV) tools/kind/images.sh iperf3 >> .cache/kind-test-images
+	@$(KIND_ENV) tools/kind/images.sh upstream >> .cache/kind-test-images
 
 # kind and kubectl, left in bin/.
 KIND    := $(BIN)/kind
@@ -185,14 +203,35 @@ kind-up: kind-images image $(KIND) $(KUBECTL)
 kind-down: $(KIND)
 	@KIND=$(KIND) KUBECTL=$(KUBECTL) tools/kind/cluster.sh down
 
-# e2e-kind: kind-up, the suite in e2e/kind against it, kind-down (kept with
-# WEFT_KIND_KEEP=1).
+# e2e-kind: kind-up, the suite in e2e/kind against it (then, with
+# E2E_UPSTREAM_CI=1, the upstream CI subset on the same cluster), kind-down
+# (kept with WEFT_KIND_KEEP=1).
 e2e-kind: build
 	@$(MAKE) --no-print-directory kind-up
 	@set -o pipefail; KUBECTL=$(KUBECTL) WEFT_BIN_DIR=$(BIN) IPERF3_IMAGE=$$(grep iperf3 .cache/kind-test-images) $(GO) test -tags kind -count=1 -v -timeout 30m ./e2e/kind/ 2>&1 | tee -a $(TEST_LOG); \
 		status=$$?; \
+		if [ -n "$(E2E_UPSTREAM_CI)" ]; then $(MAKE) --no-print-directory e2e-upstream-ci 2>&1 | tee -a $(TEST_LOG) || status=1; fi; \
 		[ -n "$$WEFT_KIND_KEEP" ] || $(MAKE) --no-print-directory kind-down; \
 		exit $$status
+
+# e2e-upstream: the upstream Kubernetes network e2e suite (e2e.test
+# $(K8S_VERSION)) on the running kind-weft cluster (make kind-up): NetworkPolicy,
+# Networking and sig-network's Conformance specs, but for the exclusions in
+# e2e/upstream/exclusions.txt (each with its reason). E2E_FOCUS and E2E_SKIP
+# (extra) override; the report goes to e2e/results/.
+E2E_FOCUS ?= \[sig-network\] (Netpol|NetworkPolicy|Networking) |\[sig-network\] .*\[Conformance\]
+E2E_SKIP  ?=
+E2E_NODES ?= 4
+E2E_ENV = E2E_TEST=$(E2E_TEST) GINKGO=$(GINKGO) KUBECTL=$(KUBECTL) REPORT=$(BIN)/weft-e2e-report K8S_VERSION=$(K8S_VERSION)
+e2e-upstream: build $(E2E_TEST) $(GINKGO) $(KUBECTL)
+	@$(E2E_ENV) E2E_NODES=$(E2E_NODES) E2E_FOCUS='$(E2E_FOCUS)' E2E_SKIP='$(E2E_SKIP)' e2e/upstream/run.sh
+
+# e2e-upstream-ci: the fixed subset make test runs (NetworkPolicy across the
+# main rule kinds, the Granular Checks for pods, a Service and a DNS
+# Conformance spec); its report stays in /tmp.
+e2e-upstream-ci: build $(E2E_TEST) $(GINKGO) $(KUBECTL)
+	@$(E2E_ENV) E2E_NODES=$(E2E_NODES) E2E_FOCUS="$$($(BIN)/weft-e2e-report focus e2e/upstream/ci-subset.txt)" \
+		E2E_OUT=/tmp/weft-upstream-ci E2E_TIMEOUT=30m e2e/upstream/run.sh
 
 sweep:
 	$(GO) run ./cmd/weft-demo --sweep

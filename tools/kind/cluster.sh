@@ -50,7 +50,24 @@ detect_shim() {
 # that drops anything forwarded between its bridge and any other interface.
 # The host reaches the nodes (published API server port, NodePorts) and the
 # nodes reach each other; nothing leaves the machine.
-network_up() {
+network_# coredns_cluster_only drops the forward plugin from CoreDNS's Corefile:
+# it answers the cluster's own names and nothing else, so no name a test
+# resolves (the upstream suite's search-path retries included) is sent to the
+# resolvers beyond this machine; other names fail at once (SERVFAIL).
+coredns_cluster_only() {
+	local corefile new
+	corefile=$(k -n kube-system get configmap coredns -o jsonpath='{.data.Corefile}')
+	new=$(printf '%s\n' "$corefile" | awk '
+		skip { if ($0 ~ /}/) skip = 0; next }
+		$1 == "forward" { if ($0 ~ /{/ && $0 !~ /}/) skip = 1; next }
+		{ print }')
+	[[ "$new" != "$corefile" ]] || return 0
+	log "CoreDNS: cluster names only (forward plugin removed)"
+	k -n kube-system patch configmap coredns --type merge -p "$(jq -n --arg c "$new" '{data: {Corefile: $c}}')" >/dev/null
+	k -n kube-system rollout restart deployment/coredns >/dev/null
+}
+
+up() {
 	if ! docker network inspect "$network" >/dev/null 2>&1; then
 		log "docker network $network (bridge $bridge)"
 		docker network create --driver bridge --ipv6 --subnet fc00:f853:ccd:e793::/64 \
@@ -115,6 +132,7 @@ up() {
 	[[ -z "$reused" ]] || k -n weft-system rollout restart daemonset/weft >/dev/null
 	k -n weft-system rollout status daemonset/weft --timeout=300s
 	k wait --for=condition=Ready nodes --all --timeout=300s
+	coredns_cluster_only
 	k -n kube-system rollout status deployment/coredns --timeout=300s
 	log "cluster $name is up in $((SECONDS - t0)) s: kubectl --context $context"
 }

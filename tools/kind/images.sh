@@ -9,6 +9,7 @@
 #   images.sh node    the kind node image (prints its tag on the last line)
 #   images.sh agnhost registry.k8s.io/e2e-test-images/agnhost:$AGNHOST_VERSION
 #   images.sh iperf3  weft.local/iperf3:<Debian's iperf3 version>
+#   images.sh upstream  the upstream network specs' other images (jessie-dnsutils, nginx)
 #
 # node and agnhost run `make k8s` (in $MAKE) when their image is not cached.
 #
@@ -348,6 +349,35 @@ iperf3_image() {
 	echo "weft.local/iperf3:$v"
 }
 
+# upstream_images: the other images the upstream network specs run (make
+# e2e-upstream), under the names and tags e2e.test $K8S_VERSION expects, from
+# Debian's packages: jessie-dnsutils (the DNS specs' second querier: sh, dig,
+# getent) and nginx (an HTTP server on port 80, for the EndpointSlice specs).
+upstream_images() {
+	local name pkgs cmd cached ctx
+	for name in jessie-dnsutils:1.7 nginx:1.14-4; do
+		case "$name" in
+		jessie-dnsutils:*) pkgs="bind9-dnsutils" cmd='["sh"]' ;;
+		nginx:*) pkgs="nginx-light" cmd='["nginx", "-g", "daemon off;"]' ;;
+		esac
+		cached="weft.local/${name%%:*}:${name#*:}-$(hash "$(declare -f upstream_images)" "$MINBASE")"
+		if ! have "$cached"; then
+			ctx="$work/${name%%:*}"
+			mkdir -p "$ctx"
+			cat >"$ctx/Dockerfile" <<-EOF
+				FROM $MINBASE
+				RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs \\
+				 && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
+				CMD $cmd
+			EOF
+			build "$cached" "$ctx"
+			prune "$cached"
+		fi
+		docker tag "$cached" "registry.k8s.io/e2e-test-images/$name"
+		echo "registry.k8s.io/e2e-test-images/$name"
+	done
+}
+
 command -v docker >/dev/null && docker info >/dev/null 2>&1 || die "needs a running Docker engine"
 case "${1:-}" in
 bases)
@@ -367,5 +397,9 @@ iperf3)
 	minbase
 	iperf3_image
 	;;
-*) die "usage: images.sh bases|node|agnhost|iperf3" ;;
+upstream)
+	minbase
+	upstream_images
+	;;
+*) die "usage: images.sh bases|node|agnhost|iperf3|upstream" ;;
 esac
