@@ -50,24 +50,7 @@ detect_shim() {
 # that drops anything forwarded between its bridge and any other interface.
 # The host reaches the nodes (published API server port, NodePorts) and the
 # nodes reach each other; nothing leaves the machine.
-network_# coredns_cluster_only drops the forward plugin from CoreDNS's Corefile:
-# it answers the cluster's own names and nothing else, so no name a test
-# resolves (the upstream suite's search-path retries included) is sent to the
-# resolvers beyond this machine; other names fail at once (SERVFAIL).
-coredns_cluster_only() {
-	local corefile new
-	corefile=$(k -n kube-system get configmap coredns -o jsonpath='{.data.Corefile}')
-	new=$(printf '%s\n' "$corefile" | awk '
-		skip { if ($0 ~ /}/) skip = 0; next }
-		$1 == "forward" { if ($0 ~ /{/ && $0 !~ /}/) skip = 1; next }
-		{ print }')
-	[[ "$new" != "$corefile" ]] || return 0
-	log "CoreDNS: cluster names only (forward plugin removed)"
-	k -n kube-system patch configmap coredns --type merge -p "$(jq -n --arg c "$new" '{data: {Corefile: $c}}')" >/dev/null
-	k -n kube-system rollout restart deployment/coredns >/dev/null
-}
-
-up() {
+network_up() {
 	if ! docker network inspect "$network" >/dev/null 2>&1; then
 		log "docker network $network (bridge $bridge)"
 		docker network create --driver bridge --ipv6 --subnet fc00:f853:ccd:e793::/64 \
@@ -102,6 +85,23 @@ healthy() {
 	[[ "$(docker ps -q --filter "label=io.x-k8s.kind.cluster=$name" | wc -l)" == 3 ]] || { log "cluster $name has not 3 running nodes"; return 1; }
 	"$KIND" export kubeconfig --name "$name" >/dev/null 2>&1 || return 1
 	k wait --for=condition=Ready nodes --all --timeout=60s >/dev/null 2>&1 || { log "cluster $name has nodes not Ready"; return 1; }
+}
+
+# coredns_cluster_only drops the forward plugin from CoreDNS's Corefile:
+# it answers the cluster's own names and nothing else, so no name a test
+# resolves (the upstream suite's search-path retries included) is sent to the
+# resolvers beyond this machine; other names fail at once (SERVFAIL).
+coredns_cluster_only() {
+	local corefile new
+	corefile=$(k -n kube-system get configmap coredns -o jsonpath='{.data.Corefile}')
+	new=$(printf '%s\n' "$corefile" | awk '
+		skip { if ($0 ~ /}/) skip = 0; next }
+		$1 == "forward" { if ($0 ~ /{/ && $0 !~ /}/) skip = 1; next }
+		{ print }')
+	[[ "$new" != "$corefile" ]] || return 0
+	log "CoreDNS: cluster names only (forward plugin removed)"
+	k -n kube-system patch configmap coredns --type merge -p "$(jq -n --arg c "$new" '{data: {Corefile: $c}}')" >/dev/null
+	k -n kube-system rollout restart deployment/coredns >/dev/null
 }
 
 up() {
