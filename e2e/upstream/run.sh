@@ -31,7 +31,9 @@ skip=$("$REPORT" skip "$here/exclusions.txt")
 log "e2e.test $K8S_VERSION on $context, $E2E_NODES parallel: focus '$E2E_FOCUS'"
 rc=0
 # --timeout bounds the whole run; each spec has the suite's own timeouts.
-"$GINKGO" --nodes="${E2E_NODES:-2}" --timeout="${E2E_TIMEOUT:-2h}" --no-color --silence-skips --poll-progress-after=5m \
+# GO111MODULE=off: the CLI asks `go list -m` in the binary's directory for the
+# suite's Ginkgo version, and would find weft's go.mod there, not e2e.test's.
+GO111MODULE=off "$GINKGO" --nodes="${E2E_NODES:-2}" --timeout="${E2E_TIMEOUT:-2h}" --no-color --silence-skips --poll-progress-after=5m \
 	--focus="$E2E_FOCUS" --skip="$skip" \
 	--output-dir="$work" --json-report=report.json --junit-report=junit.xml \
 	"$E2E_TEST" -- \
