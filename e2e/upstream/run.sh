@@ -25,10 +25,14 @@ log() { echo ">> $(date -u +%T) $*" >&2; }
 "$KUBECTL" --context "$context" get nodes >/dev/null || { echo "run.sh: no cluster answers as $context (make kind-up)" >&2; exit 1; }
 "$KUBECTL" config view --raw --minify --context "$context" >"$work/kubeconfig"
 
+# The suite detects the schedulable nodes only in its first parallel process;
+# the others would skip every spec that needs two nodes, so it is told.
+nodes=$("$KUBECTL" --context "$context" get nodes -o jsonpath='{range .items[*]}{.spec.taints[*].effect}{"\n"}{end}' | grep -vc NoSchedule || true)
+
 skip=$("$REPORT" skip "$here/exclusions.txt")
 [[ -z "${E2E_SKIP:-}" ]] || skip="$skip|$E2E_SKIP"
 
-log "e2e.test $K8S_VERSION on $context, $E2E_NODES parallel: focus '$E2E_FOCUS'"
+log "e2e.test $K8S_VERSION on $context ($nodes schedulable nodes), ${E2E_NODES:-2} parallel: focus '$E2E_FOCUS'"
 rc=0
 # --timeout bounds the whole run; each spec has the suite's own timeouts.
 # GO111MODULE=off: the CLI asks `go list -m` in the binary's directory for the
@@ -37,7 +41,7 @@ GO111MODULE=off "$GINKGO" --nodes="${E2E_NODES:-2}" --timeout="${E2E_TIMEOUT:-2h
 	--focus="$E2E_FOCUS" --skip="$skip" \
 	--output-dir="$work" --json-report=report.json --junit-report=junit.xml \
 	"$E2E_TEST" -- \
-	--kubeconfig="$work/kubeconfig" --provider=skeleton --kubectl-path="$KUBECTL" \
+	--kubeconfig="$work/kubeconfig" --provider=skeleton --kubectl-path="$KUBECTL" --num-nodes="$nodes" \
 	--report-dir="$work" --dump-logs-on-failure=false ||
 	rc=$?
 [[ -s "$work/report.json" ]] || { echo "run.sh: ginkgo wrote no report (exit $rc)" >&2; exit 1; }

@@ -290,10 +290,14 @@ node() {
 
 # agnhost: the e2e suite's test image, built from k8s.io/kubernetes/test/images/agnhost
 # on Debian instead of Alpine, with the tools its Dockerfile installs.
+# iperf 2.2.1, the source of Debian trixie's package (its Sources index gives
+# the hash); the agnhost image builds it.
+IPERF2_TARBALL=iperf_2.2.1+dfsg.orig.tar.xz
+IPERF2_SHA256=9cbbcb3c8489913871ad1855199a6c03e5d402837c9210b7baf7997aa064cd2c
 agnhost() {
 	local tag="registry.k8s.io/e2e-test-images/agnhost:$AGNHOST_VERSION"
 	local cached
-	cached="weft.local/agnhost:$AGNHOST_VERSION-$(hash "$(declare -f agnhost)" "$MINBASE" "$K8S_VERSION" "$repo/tools/controlplane/go.sum" "$(go env GOVERSION)")"
+	cached="weft.local/agnhost:$AGNHOST_VERSION-$(hash "$(declare -f agnhost)" "$MINBASE" "$IPERF2_SHA256" "$K8S_VERSION" "$repo/tools/controlplane/go.sum" "$(go env GOVERSION)")"
 	if ! have "$cached"; then
 		${MAKE:-make} -C "$repo" --no-print-directory k8s >&2
 		[ -x "$K8S_BIN/agnhost" ] || die "$K8S_BIN/agnhost is missing (make k8s builds it)"
@@ -302,17 +306,28 @@ agnhost() {
 		grep -qx "$AGNHOST_VERSION" "$src/VERSION" || die "k8s.io/kubernetes@$K8S_VERSION has agnhost $(cat "$src/VERSION"), not $AGNHOST_VERSION"
 		mkdir -p "$ctx"
 		cp "$K8S_BIN/agnhost" "$COREDNS_BIN" "$src/porter/localhost.crt" "$src/porter/localhost.key" "$ctx/"
+		# iperf 2 is built from Debian trixie's source (2.2.1, as Alpine's in
+		# upstream's image): the suite's iperf2 spec reads the CSV of iperf
+		# >= 2.2, and bookworm ships 2.1.8. The mirror serves the tarball by
+		# its pool path; its hash is pinned above. The DFSG tarball lacks the
+		# Windows-only src/service.c its Makefile still lists: an empty one.
 		cat >"$ctx/Dockerfile" <<-EOF
+			FROM $MINBASE AS iperf2
+			RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends curl xz-utils gcc g++ make \\
+			 && mkdir /src && cd /src && curl -fsS -o iperf.tar.xz "$(mirror)/pool/main/i/iperf/$IPERF2_TARBALL" \\
+			 && echo "$IPERF2_SHA256  iperf.tar.xz" | sha256sum -c - && tar -xJf iperf.tar.xz && cd iperf-* \\
+			 && touch src/service.c \\
+			 && ./configure --prefix=/usr/local >/dev/null && make -j2 >/dev/null && make install >/dev/null
 			FROM $MINBASE
 			RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -o Dpkg::Options::=--force-confold \\
-			      bind9-dnsutils curl netcat-openbsd iproute2 iperf iperf3 bash passwd \\
+			      bind9-dnsutils curl netcat-openbsd iproute2 iperf3 bash passwd \\
 			 && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \\
-			 && ln -s /usr/bin/iperf /usr/local/bin/iperf \\
 			 && groupadd -g 50000 group-defined-in-image \\
 			 && useradd -u 1000 -G group-defined-in-image user-defined-in-image \\
 			 && mkdir /uploads
 			COPY coredns /coredns
 			COPY localhost.crt localhost.key /
+			COPY --from=iperf2 /usr/local/bin/iperf /usr/local/bin/iperf
 			COPY agnhost /agnhost
 			RUN ln -s agnhost /agnhost-2
 			EXPOSE 80 8080 8081 9376 5000
