@@ -226,9 +226,10 @@ E2E_ENV = E2E_TEST=$(E2E_TEST) GINKGO=$(GINKGO) KUBECTL=$(KUBECTL) REPORT=$(BIN)
 e2e-upstream: build $(E2E_TEST) $(GINKGO) $(KUBECTL)
 	@$(E2E_ENV) E2E_NODES=$(E2E_NODES) E2E_FOCUS='$(E2E_FOCUS)' E2E_SKIP='$(E2E_SKIP)' e2e/upstream/run.sh
 
-# e2e-upstream-ci: the fixed subset make test runs (NetworkPolicy across the
-# main rule kinds, the Granular Checks for pods, a Service and a DNS
-# Conformance spec); its report stays in /tmp.
+# e2e-upstream-ci: the fixed subset make test runs (e2e/upstream/ci-subset.txt:
+# NetworkPolicy across the main rule kinds, the Granular Checks for pods and
+# Services, HostPort, NodePort, a Service and a DNS Conformance spec; ~5 min);
+# its report stays in /tmp.
 e2e-upstream-ci: build $(E2E_TEST) $(GINKGO) $(KUBECTL)
 	@$(E2E_ENV) E2E_NODES=$(E2E_NODES) E2E_FOCUS="$$($(BIN)/weft-e2e-report focus e2e/upstream/ci-subset.txt)" \
 		E2E_OUT=/tmp/weft-upstream-ci E2E_TIMEOUT=30m e2e/upstream/run.sh
