@@ -179,7 +179,7 @@ func skipReason(name string, ex []Exclusion) string {
 			return "excluded: " + e.Reason
 		}
 	}
-	return "skipped by the run's skip expression"
+	return "skipped by the run's extra skip expression (E2E_SKIP)"
 }
 
 func firstLine(s string) string {

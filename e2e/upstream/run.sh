@@ -29,8 +29,10 @@ log() { echo ">> $(date -u +%T) $*" >&2; }
 # the others would skip every spec that needs two nodes, so it is told.
 nodes=$("$KUBECTL" --context "$context" get nodes -o jsonpath='{range .items[*]}{.spec.taints[*].effect}{"\n"}{end}' | grep -vc NoSchedule || true)
 
-skip=$("$REPORT" skip "$here/exclusions.txt")
-[[ -z "${E2E_SKIP:-}" ]] || skip="$skip|$E2E_SKIP"
+# The exclusion list, and E2E_SKIP as a second expression of its own (the
+# report names it apart from the list).
+skip=(--skip="$("$REPORT" skip "$here/exclusions.txt")")
+[[ -z "${E2E_SKIP:-}" ]] || skip+=(--skip="$E2E_SKIP")
 
 log "e2e.test $K8S_VERSION on $context ($nodes schedulable nodes), ${E2E_NODES:-2} parallel: focus '$E2E_FOCUS'"
 rc=0
@@ -38,7 +40,7 @@ rc=0
 # GO111MODULE=off: the CLI asks `go list -m` in the binary's directory for the
 # suite's Ginkgo version, and would find weft's go.mod there, not e2e.test's.
 GO111MODULE=off "$GINKGO" --nodes="${E2E_NODES:-2}" --timeout="${E2E_TIMEOUT:-2h}" --no-color --silence-skips --poll-progress-after=5m \
-	--focus="$E2E_FOCUS" --skip="$skip" \
+	--focus="$E2E_FOCUS" "${skip[@]}" \
 	--output-dir="$work" --json-report=report.json --junit-report=junit.xml \
 	"$E2E_TEST" -- \
 	--kubeconfig="$work/kubeconfig" --provider=skeleton --kubectl-path="$KUBECTL" --num-nodes="$nodes" \
