@@ -19,14 +19,14 @@ ip=$(kubectl -n weft-bench get pod iperf3-server -o jsonpath='{.status.podIP}')
 sed -e "s/SERVER_NODE/$1/; s/CLIENT_NODE/$2/; s/SERVER_IP/$ip/; s|IPERF3_IMAGE|$img|" "$here/iperf3.yaml" | kubectl apply -f -
 # Wait for the client to succeed or fail (10 min at most); on failure both
 # sides' logs are shown.
-state=""
+state=","
 for _ in $(seq 300); do
-	state=$(kubectl -n weft-bench get job iperf3-client -o jsonpath='{.status.succeeded}{.status.failed}')
-	[ -z "$state" ] || break
+	state=$(kubectl -n weft-bench get job iperf3-client -o jsonpath='{.status.succeeded},{.status.failed}')
+	[ "$state" = "," ] || break
 	sleep 2
 done
 kubectl -n weft-bench logs job/iperf3-client > "$out"
-if [ "$(kubectl -n weft-bench get job iperf3-client -o jsonpath='{.status.succeeded}')" != 1 ]; then
+if [ "${state%%,*}" != 1 ]; then
 	echo "the iperf3 client failed; its log (last 20 lines) and the server's:" >&2
 	tail -20 "$out" >&2
 	kubectl -n weft-bench logs pod/iperf3-server --tail=20 >&2 || true
