@@ -288,12 +288,13 @@ node() {
 	echo "$tag"
 }
 
-# agnhost: the e2e suite's test image, built from k8s.io/kubernetes/test/images/agnhost
-# on Debian instead of Alpine, with the tools its Dockerfile installs.
 # iperf 2.2.1, the source of Debian trixie's package (its Sources index gives
 # the hash); the agnhost image builds it.
 IPERF2_TARBALL=iperf_2.2.1+dfsg.orig.tar.xz
 IPERF2_SHA256=9cbbcb3c8489913871ad1855199a6c03e5d402837c9210b7baf7997aa064cd2c
+
+# agnhost: the e2e suite's test image, built from k8s.io/kubernetes/test/images/agnhost
+# on Debian instead of Alpine, with the tools its Dockerfile installs.
 agnhost() {
 	local tag="registry.k8s.io/e2e-test-images/agnhost:$AGNHOST_VERSION"
 	local cached
