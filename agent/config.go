@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/weftnet/weft/peer"
 )
 
 // Config is the agent's configuration, from flags.
@@ -91,8 +93,8 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 		c.NodeName = strings.ToLower(h)
 	}
 	var err error
-	if c.PodCIDRs, err = ParsePodCIDRs(podCIDRs); err != nil {
-		return c, err
+	if c.PodCIDRs, err = peer.ParsePodCIDRs(podCIDRs); err != nil {
+		return c, fmt.Errorf("--pod-cidr %v", err)
 	}
 	if len(adv) > 1 {
 		return c, errors.New("--advertise-address: give one address")
@@ -163,52 +165,6 @@ func (c Config) validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel)
-	}
-	return nil
-}
-
-// ParsePodCIDRs parses and checks a node's pod CIDRs: network addresses, at
-// most one per family, each with room for the node's own address and pods.
-func ParsePodCIDRs(ss []string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	var v4, v6 bool
-	for _, s := range ss {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return nil, fmt.Errorf("--pod-cidr %q: not a CIDR", s)
-		}
-		if p != p.Masked() {
-			return nil, fmt.Errorf("--pod-cidr %q: host bits set; did you mean %s?", s, p.Masked())
-		}
-		if err := checkPodCIDR(p); err != nil {
-			return nil, fmt.Errorf("--pod-cidr %q: %v", s, err)
-		}
-		if p.Addr().Is4() && v4 || p.Addr().Is6() && v6 {
-			return nil, fmt.Errorf("--pod-cidr %q: only one CIDR per address family", s)
-		}
-		v4, v6 = v4 || p.Addr().Is4(), v6 || p.Addr().Is6()
-		out = append(out, p)
-	}
-	return out, nil
-}
-
-// checkPodCIDR rejects prefixes that cannot be a node's pod range: too small
-// to hold the node's address and a pod, or so large they would swallow the
-// underlay (a default route, a /1).
-func checkPodCIDR(p netip.Prefix) error {
-	if !p.IsValid() || p.Addr().Zone() != "" {
-		return errors.New("not a valid prefix")
-	}
-	bits := p.Addr().BitLen()
-	switch {
-	case p.Addr().Is4In6():
-		return errors.New("IPv4-mapped IPv6 is not a pod range")
-	case p.Bits() > bits-2:
-		return fmt.Errorf("/%d is too small for a node's pods", p.Bits())
-	case p.Bits() < bits/4:
-		return fmt.Errorf("/%d is too large to be one node's pod range", p.Bits())
-	case p.Addr().IsLoopback() || p.Addr().IsMulticast() || p.Addr().IsLinkLocalUnicast() || p.Addr().IsUnspecified():
-		return errors.New("not a unicast range")
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/weftnet/weft/peer"
 )
 
 // Gossip is the memberlist source: it announces this node and turns other
@@ -18,7 +19,7 @@ import (
 type Gossip struct {
 	ml    *memberlist.Memberlist
 	name  string
-	reg   *Registry
+	reg   *peer.Registry
 	log   *slog.Logger
 	meta  []byte
 	seeds func() []string
@@ -38,8 +39,8 @@ type GossipConfig struct {
 // StartGossip binds the gossip port and starts announcing self. Joining the
 // seeds happens in the background and is retried: the first node of a mesh has
 // nobody to join, and a seed that is down now may be up later.
-func StartGossip(cfg GossipConfig, self NodeInfo, reg *Registry, logger *slog.Logger) (*Gossip, error) {
-	meta, err := EncodeMeta(self)
+func StartGossip(cfg GossipConfig, self peer.NodeInfo, reg *peer.Registry, logger *slog.Logger) (*Gossip, error) {
+	meta, err := peer.EncodeMeta(self)
 	if err != nil {
 		return nil, err
 	}
@@ -121,15 +122,15 @@ func (g *Gossip) claim(n *memberlist.Node) {
 	if n.Name == g.name {
 		return
 	}
-	info, err := DecodeMeta(n.Name, n.Meta)
+	info, err := peer.DecodeMeta(n.Name, n.Meta)
 	if err != nil {
-		g.reg.Reject(SourceGossip, n.Name, err.Error())
+		g.reg.Reject(peer.SourceGossip, n.Name, err.Error())
 		return
 	}
 	if a, ok := netip.AddrFromSlice(n.Addr); ok {
 		info.GossipAddr = netip.AddrPortFrom(a.Unmap(), n.Port)
 	}
-	g.reg.Set(SourceGossip, info)
+	g.reg.Set(peer.SourceGossip, info)
 }
 
 // memberlist.EventDelegate
@@ -137,7 +138,7 @@ func (g *Gossip) NotifyJoin(n *memberlist.Node)   { g.claim(n) }
 func (g *Gossip) NotifyUpdate(n *memberlist.Node) { g.claim(n) }
 func (g *Gossip) NotifyLeave(n *memberlist.Node) {
 	g.log.Info("gossip member left or died", "node", n.Name)
-	g.reg.Delete(SourceGossip, n.Name)
+	g.reg.Delete(peer.SourceGossip, n.Name)
 }
 
 // memberlist.Delegate

@@ -58,7 +58,7 @@ func (a *Agent) servePeers(w http.ResponseWriter, r *http.Request) {
 			PublicKey: n.PublicKey.String(),
 			Endpoint:  n.Endpoint.String(),
 			PodCIDRs:  prefixStrings(n.PodCIDRs),
-			Source:    n.Source,
+			Source:    string(n.Source),
 		}
 		if d, ok := byKey[n.PublicKey]; ok {
 			if !d.LastHandshakeTime.IsZero() {

@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"sync/atomic"
 	"time"
 
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/peer"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -23,17 +24,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 )
-
-// Annotations weft publishes on its own Node and reads from every other.
-const (
-	AnnotationPublicKey     = "weft.dev/public-key"
-	AnnotationEndpoint      = "weft.dev/endpoint"
-	AnnotationGossipAddress = "weft.dev/gossip-address"
-	maxAnnotationSize       = 256
-)
-
-// ConditionReason is the reason of the NetworkUnavailable=False condition weft sets.
-const ConditionReason = "WeftIsUp"
 
 // kubeClient builds a client from a kubeconfig file or, without one, from the
 // in-cluster service account.
@@ -53,88 +43,12 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 	return kubernetes.NewForConfig(cfg)
 }
 
-// selfFromNode reads this node's pod CIDRs and InternalIP from its Node.
-func selfFromNode(n *corev1.Node) ([]netip.Prefix, netip.Addr, error) {
-	cidrs := n.Spec.PodCIDRs
-	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
-		cidrs = []string{n.Spec.PodCIDR}
-	}
-	var ps []netip.Prefix
-	if len(cidrs) > 0 {
-		var err error
-		if ps, err = ParsePodCIDRs(cidrs); err != nil {
-			return nil, netip.Addr{}, fmt.Errorf("node %s spec.podCIDRs: %v", n.Name, err)
-		}
-	}
-	var ip netip.Addr
-	for _, a := range n.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			if p, err := netip.ParseAddr(a.Address); err == nil && !ip.IsValid() {
-				ip = p.Unmap()
-			}
-		}
-	}
-	return ps, ip, nil
-}
-
-// NodeInfoFromNode validates another Node's weft annotations and pod CIDRs.
-// ok is false when the Node carries no weft annotations yet (its agent has
-// not started): that is not an error. Everything here is untrusted: a
-// tenant who may edit annotations must not be able to take another node's
-// range (the registry checks overlaps) or point a node's traffic at an
-// address that is not the node's own.
-func NodeInfoFromNode(n *corev1.Node) (info NodeInfo, ok bool, err error) {
-	key, hasKey := n.Annotations[AnnotationPublicKey]
-	ep, hasEP := n.Annotations[AnnotationEndpoint]
-	ga := n.Annotations[AnnotationGossipAddress]
-	if !hasKey && !hasEP {
-		return NodeInfo{}, false, nil
-	}
-	for _, v := range []string{key, ep, ga} {
-		if len(v) > maxAnnotationSize {
-			return NodeInfo{}, true, fmt.Errorf("a weft.dev annotation is %d bytes, over %d", len(v), maxAnnotationSize)
-		}
-	}
-	info = NodeInfo{Name: n.Name}
-	if info.PublicKey, err = ParsePublicKey(key); err != nil {
-		return NodeInfo{}, true, fmt.Errorf("%s: %v", AnnotationPublicKey, err)
-	}
-	if info.Endpoint, err = ParseEndpoint(ep); err != nil {
-		return NodeInfo{}, true, fmt.Errorf("%s: %v", AnnotationEndpoint, err)
-	}
-	if ga != "" {
-		if info.GossipAddr, err = ParseEndpoint(ga); err != nil {
-			return NodeInfo{}, true, fmt.Errorf("%s: %v", AnnotationGossipAddress, err)
-		}
-	}
-	addrs := map[netip.Addr]bool{}
-	for _, a := range n.Status.Addresses {
-		if p, err := netip.ParseAddr(a.Address); err == nil {
-			addrs[p.Unmap()] = true
-		}
-	}
-	if !addrs[info.Endpoint.Addr()] {
-		return NodeInfo{}, true, fmt.Errorf("%s %s is not one of the Node's addresses", AnnotationEndpoint, info.Endpoint)
-	}
-	if info.GossipAddr.IsValid() && !addrs[info.GossipAddr.Addr()] {
-		return NodeInfo{}, true, fmt.Errorf("%s %s is not one of the Node's addresses", AnnotationGossipAddress, info.GossipAddr)
-	}
-	cidrs := n.Spec.PodCIDRs
-	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
-		cidrs = []string{n.Spec.PodCIDR}
-	}
-	if info.PodCIDRs, err = parseClaimedCIDRs(cidrs); err != nil {
-		return NodeInfo{}, true, fmt.Errorf("spec.podCIDRs: %v", err)
-	}
-	return info, true, nil
-}
-
 // Kube is the Kubernetes source: it watches Nodes into the registry,
 // publishes this node's annotations and condition, and records Events.
 type Kube struct {
 	client   kubernetes.Interface
 	name     string
-	reg      *Registry
+	reg      *peer.Registry
 	log      *slog.Logger
 	recorder record.EventRecorder
 	events   record.EventBroadcaster
@@ -158,7 +72,7 @@ func (k *Kube) fetchSelf(ctx context.Context) (*corev1.Node, error) {
 
 // Start watches Nodes into reg and probes the API server, telling reg
 // whether it answers. It returns at once.
-func (k *Kube) Start(ctx context.Context, reg *Registry) error {
+func (k *Kube) Start(ctx context.Context, reg *peer.Registry) error {
 	k.reg = reg
 	k.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: k.client.CoreV1().Events("")})
 	k.factory = informers.NewSharedInformerFactory(k.client, 10*time.Minute)
@@ -174,7 +88,7 @@ func (k *Kube) Start(ctx context.Context, reg *Registry) error {
 			}
 			if n, ok := obj.(*corev1.Node); ok && n.Name != k.name {
 				k.log.Info("node deleted", "node", n.Name)
-				k.reg.Delete(SourceKubernetes, n.Name)
+				k.reg.Delete(peer.SourceKubernetes, n.Name)
 			}
 		},
 	})
@@ -191,14 +105,14 @@ func (k *Kube) onNode(obj any) {
 	if !ok || n.Name == k.name {
 		return
 	}
-	info, has, err := NodeInfoFromNode(n)
+	info, has, err := peer.NodeInfoFromNode(n)
 	switch {
 	case err != nil:
-		k.reg.Reject(SourceKubernetes, n.Name, err.Error())
+		k.reg.Reject(peer.SourceKubernetes, n.Name, err.Error())
 	case !has:
-		k.reg.Delete(SourceKubernetes, n.Name)
+		k.reg.Delete(peer.SourceKubernetes, n.Name)
 	default:
-		k.reg.Set(SourceKubernetes, info)
+		k.reg.Set(peer.SourceKubernetes, info)
 	}
 }
 
@@ -233,11 +147,11 @@ func (k *Kube) probe(ctx context.Context) {
 }
 
 // Publish writes this node's annotations with one patch.
-func (k *Kube) Publish(ctx context.Context, self NodeInfo) error {
+func (k *Kube) Publish(ctx context.Context, self peer.NodeInfo) error {
 	patch := map[string]any{"metadata": map[string]any{"annotations": map[string]string{
-		AnnotationPublicKey:     self.PublicKey.String(),
-		AnnotationEndpoint:      self.Endpoint.String(),
-		AnnotationGossipAddress: self.GossipAddr.String(),
+		api.AnnotationPublicKey:     self.PublicKey.String(),
+		api.AnnotationEndpoint:      self.Endpoint.String(),
+		api.AnnotationGossipAddress: self.GossipAddr.String(),
 	}}}
 	b, _ := json.Marshal(patch)
 	_, err := k.client.CoreV1().Nodes().Patch(ctx, k.name, types.MergePatchType, b, metav1.PatchOptions{})
@@ -251,7 +165,7 @@ func (k *Kube) Publish(ctx context.Context, self NodeInfo) error {
 func (k *Kube) SetNetworkAvailable(ctx context.Context) error {
 	now := metav1.Now()
 	patch := map[string]any{"status": map[string]any{"conditions": []any{map[string]any{
-		"type": corev1.NodeNetworkUnavailable, "status": corev1.ConditionFalse, "reason": ConditionReason,
+		"type": corev1.NodeNetworkUnavailable, "status": corev1.ConditionFalse, "reason": api.ConditionReason,
 		"message": "weft mesh is up", "lastTransitionTime": now, "lastHeartbeatTime": now,
 	}}}}
 	b, _ := json.Marshal(patch)

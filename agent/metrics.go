@@ -3,6 +3,7 @@ package agent
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/weftnet/weft/peer"
 )
 
 // metrics are the agent's Prometheus series, on a registry of its own.
@@ -42,8 +43,8 @@ func newMetrics(members, deviceWrites func() float64) *metrics {
 			Name: "weft_policy_isolated_pods", Help: "Pods on this node isolated by a NetworkPolicy in at least one direction.",
 		}),
 	}
-	for _, r := range rejectionReasons {
-		m.rejections.WithLabelValues(r)
+	for _, r := range peer.Reasons {
+		m.rejections.WithLabelValues(string(r))
 	}
 	for _, r := range []string{"changed", "unchanged", "error"} {
 		m.reconciles.WithLabelValues(r)

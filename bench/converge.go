@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
@@ -19,7 +19,7 @@ func (l *Lab) convergence(ctx context.Context, name string) (time.Duration, erro
 	if err != nil {
 		return 0, err
 	}
-	dst := agent.FirstAddress(n.PodCIDRs[0])
+	dst := api.FirstAddress(n.PodCIDRs[0])
 	start := time.Now()
 	proc, err := n.Start(filepath.Join(l.bins, "weft-agent"), n.AgentArgs(l.gossipKey, l.weftNodes[0])...)
 	if err != nil {

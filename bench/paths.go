@@ -14,7 +14,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
@@ -147,7 +147,7 @@ func NewLab(ctx context.Context, binDir string) (l *Lab, err error) {
 	// weft node to node: the same topology as the wireguard-go baseline (no
 	// pod veths), so the two compare like with like.
 	l.Paths = append(l.Paths, &Path{Name: "weft-node", Description: "weft, node to node (encrypted; same topology as wireguard-go)",
-		ClientNS: n1.NS, ServerNS: n2.NS, Server: agent.FirstAddress(n2.PodCIDRs[0]), procs: weft.procs}, weft)
+		ClientNS: n1.NS, ServerNS: n2.NS, Server: api.FirstAddress(n2.PodCIDRs[0]), procs: weft.procs}, weft)
 	if err := l.pin(ctx); err != nil {
 		return nil, err
 	}

@@ -14,13 +14,15 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/weftnet/weft/api"
 )
 
 // Type is the plugin's CNI type.
-const Type = "weft-cni"
+const Type = api.PluginType
 
 // HostVethPrefix starts the name of every host-side veth weft-cni creates.
-const HostVethPrefix = "wv"
+const HostVethPrefix = api.HostVethPrefix
 
 // Gateways the pod routes through: link-local addresses answered by a static
 // neighbour entry for the host veth's MAC (Calico's pattern), so the host
@@ -33,13 +35,7 @@ var (
 // NetConf is weft-cni's configuration, as the agent writes it in the conflist.
 type NetConf struct {
 	types.PluginConf
-	PodCIDRs []string `json:"podCIDRs"`
-	MTU      int      `json:"mtu"`
-	DataDir  string   `json:"dataDir"`
-	ReadyURL string   `json:"readyURL,omitempty"`
-	// AgentSocket is the agent's Unix socket; when set, each ADD waits for
-	// the agent to program the pod's NetworkPolicy.
-	AgentSocket string `json:"agentSocket,omitempty"`
+	api.WeftConf // weft's own keys: the schema the agent writes
 
 	// Set by runtimes; accepted and ignored.
 	RuntimeConfig json.RawMessage `json:"runtimeConfig,omitempty"`

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/api"
 )
 
 // TestUnderlayCarriesOnlyCiphertext captures on the underlay bridge while
@@ -23,7 +23,7 @@ func TestUnderlayCarriesOnlyCiphertext(t *testing.T) {
 	c.waitMesh(20 * time.Second)
 	n1, n2 := c.lab.Nodes()[0], c.lab.Nodes()[1]
 	for _, p := range n2.PodCIDRs {
-		waitPing(t, n1, agent.FirstAddress(p), 10*time.Second)
+		waitPing(t, n1, api.FirstAddress(p), 10*time.Second)
 	}
 
 	pcap := filepath.Join(c.lab.Dir, "underlay.pcap")
@@ -42,7 +42,7 @@ func TestUnderlayCarriesOnlyCiphertext(t *testing.T) {
 
 	const pattern = "77656674706c61696e74657874" // "weftplaintext"
 	for _, p := range n2.PodCIDRs {
-		dst := agent.FirstAddress(p).String()
+		dst := api.FirstAddress(p).String()
 		out, err := exec.Command("ip", "netns", "exec", n1.NS, "ping", "-n", "-c", "20", "-i", "0.05", "-p", pattern, "-s", "512", dst).CombinedOutput()
 		if err != nil {
 			t.Fatalf("ping %s with payload: %v\n%s", dst, err, out)

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
@@ -90,14 +90,14 @@ func (c *cluster) startAll() {
 }
 
 // peers asks a node's agent for its peers with weftctl, as an operator would.
-func (c *cluster) peers(n *netlab.Node) ([]agent.PeerStatus, error) {
+func (c *cluster) peers(n *netlab.Node) ([]api.PeerStatus, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	out, err := n.Run(ctx, filepath.Join(c.bins, "weftctl"), "peers", "-o", "json")
 	if err != nil {
 		return nil, err
 	}
-	var ps []agent.PeerStatus
+	var ps []api.PeerStatus
 	if err := json.Unmarshal([]byte(out), &ps); err != nil {
 		return nil, fmt.Errorf("weftctl peers -o json: %v: %q", err, out)
 	}

@@ -21,7 +21,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/cni"
 	"github.com/weftnet/weft/internal/netlab"
 )
@@ -38,7 +38,7 @@ func oneNode(t *testing.T) (*cluster, *netlab.Node) {
 // reservations lists the addresses held in a node's IPAM directory.
 func reservations(t *testing.T, n *netlab.Node) []string {
 	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(n.StateDir, "ipam", agent.CNINetworkName))
+	ents, err := os.ReadDir(filepath.Join(n.StateDir, "ipam", api.NetworkName))
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func hostVeths(t *testing.T, n *netlab.Node) []string {
 	err := n.Do(func() error {
 		links, err := netlink.LinkList()
 		for _, l := range links {
-			if strings.HasPrefix(l.Attrs().Name, cni.HostVethPrefix) {
+			if strings.HasPrefix(l.Attrs().Name, api.HostVethPrefix) {
 				out = append(out, l.Attrs().Name)
 			}
 		}
@@ -83,8 +83,8 @@ func TestCNIOperations(t *testing.T) {
 		t.Fatal(err)
 	}
 	// libcni 1.3 takes 1.1.0 from cniVersions; older runtimes read cniVersion.
-	if raw := string(list.Bytes); !strings.Contains(raw, `"cniVersion": "`+agent.CNIConfVersion+`"`) {
-		t.Errorf("conflist cniVersion is not %s (what containerd 1.6/1.7 accept):\n%s", agent.CNIConfVersion, raw)
+	if raw := string(list.Bytes); !strings.Contains(raw, `"cniVersion": "`+api.ConfVersion+`"`) {
+		t.Errorf("conflist cniVersion is not %s (what containerd 1.6/1.7 accept):\n%s", api.ConfVersion, raw)
 	}
 	if list.CNIVersion != "1.1.0" || len(list.Plugins) != 2 || list.Plugins[0].Network.Type != "weft-cni" || list.Plugins[1].Network.Type != "portmap" {
 		t.Fatalf("conflist: version %s, plugins %d", list.CNIVersion, len(list.Plugins))
@@ -281,7 +281,7 @@ func TestKilledAddLeaksNothingAfterGC(t *testing.T) {
 		t.Errorf("after GC host veths %v, want %v", got, wantVeths)
 	}
 	for _, p := range alive {
-		if !p.Ping(context.Background(), agent.FirstAddress(n.PodCIDRs[0]), 1) {
+		if !p.Ping(context.Background(), api.FirstAddress(n.PodCIDRs[0]), 1) {
 			t.Errorf("surviving pod %s lost connectivity", p.Name)
 		}
 	}
@@ -414,8 +414,8 @@ func TestNoNATAndPodMTU(t *testing.T) {
 	}
 	check("client pod", client.Do, server.Addr(false), client.Addr(false))
 	check("client pod", client.Do, server.Addr(true), client.Addr(true))
-	check("node1", n1.Do, server.Addr(false), agent.FirstAddress(n1.PodCIDRs[0]))
-	check("node1", n1.Do, server.Addr(true), agent.FirstAddress(n1.PodCIDRs[1]))
+	check("node1", n1.Do, server.Addr(false), api.FirstAddress(n1.PodCIDRs[0]))
+	check("node1", n1.Do, server.Addr(true), api.FirstAddress(n1.PodCIDRs[1]))
 
 	const mtu = 1420
 	for _, tc := range []struct {
@@ -449,7 +449,7 @@ func TestPodCannotSpoofItsSource(t *testing.T) {
 		true:  {b.Addr(true).String(), "fd00:10:244:1::fa", "fd00:10:244:2::77"},
 	}
 	for _, v6 := range []bool{false, true} {
-		for _, dst := range []netip.Addr{remote.Addr(v6), agent.FirstAddress(n1.PodCIDRs[map[bool]int{false: 0, true: 1}[v6]])} {
+		for _, dst := range []netip.Addr{remote.Addr(v6), api.FirstAddress(n1.PodCIDRs[map[bool]int{false: 0, true: 1}[v6]])} {
 			if !a.Ping(ctx, dst, 2) {
 				t.Fatalf("pod a cannot reach %s from its own address", dst)
 			}

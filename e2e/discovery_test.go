@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
@@ -20,7 +20,7 @@ func TestOverlappingPeerIsRefused(t *testing.T) {
 	c.start(n1)
 	c.start(n2)
 	eventually(t, 20*time.Second, "node1 and node2 peer", func() bool { return len(peerNames(t, c, n2)) == 1 })
-	owner := agent.FirstAddress(n1.PodCIDRs[0])
+	owner := api.FirstAddress(n1.PodCIDRs[0])
 	waitPing(t, n2, owner, 10*time.Second)
 
 	args := c.agentArgs(n3)

@@ -14,9 +14,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/deploy"
 	"github.com/weftnet/weft/internal/netlab"
+	"github.com/weftnet/weft/peer"
 )
 
 // kubeCluster is a lab with a real kube-apiserver; agents run in Kubernetes
@@ -143,11 +144,11 @@ func TestKubeMeshConverges(t *testing.T) {
 
 	for _, n := range k.lab.Nodes() {
 		obj := k.node(n.Name)
-		key, err := wgtypes.ParseKey(obj.Annotations[agent.AnnotationPublicKey])
+		key, err := wgtypes.ParseKey(obj.Annotations[api.AnnotationPublicKey])
 		if err != nil {
 			t.Fatalf("%s: public-key annotation: %v", n.Name, err)
 		}
-		if obj.Annotations[agent.AnnotationEndpoint] != n.Addr.String()+":51820" || obj.Annotations[agent.AnnotationGossipAddress] != n.Addr.String()+":7946" {
+		if obj.Annotations[api.AnnotationEndpoint] != n.Addr.String()+":51820" || obj.Annotations[api.AnnotationGossipAddress] != n.Addr.String()+":7946" {
 			t.Errorf("%s annotations: %v", n.Name, obj.Annotations)
 		}
 		other := k.lab.Nodes()[n.Index%3]
@@ -155,12 +156,12 @@ func TestKubeMeshConverges(t *testing.T) {
 			t.Errorf("%s knows %s by key %s, the Node says %s", other.Name, n.Name, got, key)
 		}
 		cond := findCondition(obj, corev1.NodeNetworkUnavailable)
-		if cond == nil || cond.Status != corev1.ConditionFalse || cond.Reason != agent.ConditionReason {
+		if cond == nil || cond.Status != corev1.ConditionFalse || cond.Reason != api.ConditionReason {
 			t.Errorf("%s NetworkUnavailable condition = %+v", n.Name, cond)
 		}
 		ps, _ := k.peers(n)
 		for _, p := range ps {
-			if p.Source != agent.SourceKubernetes {
+			if p.Source != string(peer.SourceKubernetes) {
 				t.Errorf("%s's peer %s comes from %q, want kubernetes", n.Name, p.Name, p.Source)
 			}
 		}
@@ -170,7 +171,7 @@ func TestKubeMeshConverges(t *testing.T) {
 	created := time.Now()
 	n4 := k.addNode()
 	k.startKube(n4)
-	waitPing(t, k.lab.Nodes()[0], agent.FirstAddress(n4.PodCIDRs[0]), 30*time.Second)
+	waitPing(t, k.lab.Nodes()[0], api.FirstAddress(n4.PodCIDRs[0]), 30*time.Second)
 	t.Logf("node4: %v from Node creation to the first packet from node1 to its pod range", time.Since(created).Round(10*time.Millisecond))
 	k.waitMesh(30 * time.Second)
 
@@ -212,7 +213,7 @@ func findCondition(n *corev1.Node, t corev1.NodeConditionType) *corev1.NodeCondi
 func TestKubeAPIServerOutage(t *testing.T) {
 	k := newKubeMesh(t, 3)
 	n1, n2 := k.lab.Nodes()[0], k.lab.Nodes()[1]
-	dst := agent.FirstAddress(n2.PodCIDRs[0])
+	dst := api.FirstAddress(n2.PodCIDRs[0])
 
 	k.stopAPIServer(n1)
 	waitPing(t, n1, dst, 2*time.Second)
@@ -227,7 +228,7 @@ func TestKubeAPIServerOutage(t *testing.T) {
 	}
 	for _, to := range k.lab.Nodes() {
 		if to != n2 {
-			waitPing(t, n2, agent.FirstAddress(to.PodCIDRs[1]), 5*time.Second)
+			waitPing(t, n2, api.FirstAddress(to.PodCIDRs[1]), 5*time.Second)
 		}
 	}
 
@@ -238,7 +239,7 @@ func TestKubeAPIServerOutage(t *testing.T) {
 			return false
 		}
 		for _, p := range ps {
-			if p.Source != agent.SourceKubernetes {
+			if p.Source != string(peer.SourceKubernetes) {
 				return false
 			}
 		}
@@ -263,13 +264,13 @@ func TestKubeRefusesHostileAnnotations(t *testing.T) {
 		reason      string
 		detail      string
 	}{
-		{"bad-key", map[string]string{agent.AnnotationPublicKey: "not-a-key", agent.AnnotationEndpoint: "10.99.0.101:51820"}, nil, agent.ReasonInvalid, "public key"},
-		{"hostname-endpoint", map[string]string{agent.AnnotationPublicKey: goodKey, agent.AnnotationEndpoint: "evil.example.com:51820"}, nil, agent.ReasonInvalid, "want ip:port"},
-		{"redirect", map[string]string{agent.AnnotationPublicKey: goodKey, agent.AnnotationEndpoint: n1.Addr.String() + ":51820"}, nil, agent.ReasonInvalid, "not one of the Node's addresses"},
-		{"oversized", map[string]string{agent.AnnotationPublicKey: strings.Repeat("A", 300), agent.AnnotationEndpoint: "10.99.0.101:51820"}, nil, agent.ReasonInvalid, "over 256"},
-		{"gossip-garbage", map[string]string{agent.AnnotationPublicKey: goodKey, agent.AnnotationEndpoint: "10.99.0.101:51820", agent.AnnotationGossipAddress: "[::1"}, nil, agent.ReasonInvalid, "gossip-address"},
-		{"steals-range", map[string]string{agent.AnnotationPublicKey: goodKey, agent.AnnotationEndpoint: "10.99.0.101:51820"}, []string{n1.PodCIDRs[0].String()}, agent.ReasonCIDROverlap, "overlaps 10.244.1.0/24 of node1"},
-		{"whole-internet", map[string]string{agent.AnnotationPublicKey: goodKey, agent.AnnotationEndpoint: "10.99.0.101:51820"}, []string{"0.0.0.0/0"}, agent.ReasonInvalid, "too large"},
+		{"bad-key", map[string]string{api.AnnotationPublicKey: "not-a-key", api.AnnotationEndpoint: "10.99.0.101:51820"}, nil, string(peer.ReasonInvalid), "public key"},
+		{"hostname-endpoint", map[string]string{api.AnnotationPublicKey: goodKey, api.AnnotationEndpoint: "evil.example.com:51820"}, nil, string(peer.ReasonInvalid), "want ip:port"},
+		{"redirect", map[string]string{api.AnnotationPublicKey: goodKey, api.AnnotationEndpoint: n1.Addr.String() + ":51820"}, nil, string(peer.ReasonInvalid), "not one of the Node's addresses"},
+		{"oversized", map[string]string{api.AnnotationPublicKey: strings.Repeat("A", 300), api.AnnotationEndpoint: "10.99.0.101:51820"}, nil, string(peer.ReasonInvalid), "over 256"},
+		{"gossip-garbage", map[string]string{api.AnnotationPublicKey: goodKey, api.AnnotationEndpoint: "10.99.0.101:51820", api.AnnotationGossipAddress: "[::1"}, nil, string(peer.ReasonInvalid), "gossip-address"},
+		{"steals-range", map[string]string{api.AnnotationPublicKey: goodKey, api.AnnotationEndpoint: "10.99.0.101:51820"}, []string{n1.PodCIDRs[0].String()}, string(peer.ReasonCIDROverlap), "overlaps 10.244.1.0/24 of node1"},
+		{"whole-internet", map[string]string{api.AnnotationPublicKey: goodKey, api.AnnotationEndpoint: "10.99.0.101:51820"}, []string{"0.0.0.0/0"}, string(peer.ReasonInvalid), "too large"},
 	}
 	for i, tc := range cases {
 		cidrs := tc.cidrs
@@ -319,15 +320,15 @@ func TestKubeRefusesHostileAnnotations(t *testing.T) {
 		t.Errorf("node1 counted %v invalid Nodes, want at least 6", got)
 	}
 	// The mesh itself is untouched.
-	waitPing(t, n1, agent.FirstAddress(k.lab.Nodes()[1].PodCIDRs[0]), 5*time.Second)
+	waitPing(t, n1, api.FirstAddress(k.lab.Nodes()[1].PodCIDRs[0]), 5*time.Second)
 
 	// Gossip contradicting a Node: a standalone agent calls itself node3 and
 	// gossips a key and range the Node object does not have.
 	n3 := k.addNode()
 	nodeKey, _ := wgtypes.GenerateKey()
 	obj := k.node(n3.Name)
-	obj.Annotations = map[string]string{agent.AnnotationPublicKey: nodeKey.PublicKey().String(),
-		agent.AnnotationEndpoint: n3.Addr.String() + ":51820", agent.AnnotationGossipAddress: n3.Addr.String() + ":7946"}
+	obj.Annotations = map[string]string{api.AnnotationPublicKey: nodeKey.PublicKey().String(),
+		api.AnnotationEndpoint: n3.Addr.String() + ":51820", api.AnnotationGossipAddress: n3.Addr.String() + ":7946"}
 	if _, err := k.cp.Admin.CoreV1().Nodes().Update(ctx, obj, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -366,13 +367,13 @@ func TestKubeProvisionalGossipNode(t *testing.T) {
 			return false
 		}
 		for _, p := range ps {
-			if p.Name == "node3" && p.Source == agent.SourceProvisional {
+			if p.Name == "node3" && p.Source == string(peer.SourceProvisional) {
 				return true
 			}
 		}
 		return false
 	})
-	waitPing(t, n1, agent.FirstAddress(n3.PodCIDRs[0]), 10*time.Second)
+	waitPing(t, n1, api.FirstAddress(n3.PodCIDRs[0]), 10*time.Second)
 
 	k.startAPIServer()
 	eventually(t, 20*time.Second, "node1 drops node3, which has no Node", func() bool {

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/api"
 )
 
 // TestMeshForms: three agents find each other by gossip and every node reaches
@@ -19,8 +19,8 @@ func TestMeshForms(t *testing.T) {
 				continue
 			}
 			for _, p := range to.PodCIDRs {
-				d := waitPing(t, from, agent.FirstAddress(p), 10*time.Second)
-				t.Logf("%s -> %s (%s): first reply after %v", from.Name, to.Name, agent.FirstAddress(p), d.Round(time.Millisecond))
+				d := waitPing(t, from, api.FirstAddress(p), 10*time.Second)
+				t.Logf("%s -> %s (%s): first reply after %v", from.Name, to.Name, api.FirstAddress(p), d.Round(time.Millisecond))
 			}
 		}
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
@@ -19,7 +19,7 @@ func TestKillAndRestartKeepsDataPlane(t *testing.T) {
 	c.startAll()
 	c.waitMesh(20 * time.Second)
 	n1, n2 := c.lab.Nodes()[0], c.lab.Nodes()[1]
-	dst := agent.FirstAddress(n2.PodCIDRs[0])
+	dst := api.FirstAddress(n2.PodCIDRs[0])
 	waitPing(t, n1, dst, 10*time.Second)
 	keyBefore := peerKey(t, c, n1, n2.Name)
 	routesBefore := weftRoutes(t, n2)

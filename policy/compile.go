@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/weftnet/weft/api"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -250,7 +251,7 @@ func (c Cluster) egressRule(key, ns string, r networkingv1.NetworkPolicyEgressRu
 	}
 	for i := range out {
 		if !out[i].AnyPeer {
-			out[i].Peers = Disjoint(out[i].Peers)
+			out[i].Peers = api.Disjoint(out[i].Peers)
 		}
 	}
 	return out, nil
@@ -278,7 +279,7 @@ func (c Cluster) peers(ns string, peers []networkingv1.NetworkPolicyPeer) (Allow
 	for _, p := range pods {
 		a.Peers = append(a.Peers, hostPrefixes(p.IPs)...)
 	}
-	a.Peers = Disjoint(a.Peers)
+	a.Peers = api.Disjoint(a.Peers)
 	return a, nil
 }
 

@@ -1,6 +1,5 @@
-// Package policy owns weft's nftables table (inet weft), programmed through
-// knftables: anti-spoofing for pod veths, egress NAT, and keeping WireGuard's
-// transport out of conntrack. It also holds the NetworkPolicy compiler
-// (Compile, pure and table-tested), which is not yet wired to the agent or to
-// nftables. It writes only its own table.
+// Package policy compiles Kubernetes NetworkPolicy into what each local
+// pod may send and receive (Compile), and holds the Desired state the nft
+// package programs. It is pure: it reads API types only, never a client or
+// nftables (a test enforces it).
 package policy

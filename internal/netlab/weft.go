@@ -11,7 +11,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/api"
 )
 
 // AgentHTTP is where lab agents serve their API, inside each node.
@@ -115,7 +115,7 @@ func (l *Lab) WaitMesh(ctx context.Context, bins string, timeout time.Duration, 
 // WaitCNIConf waits for the node's agent to write its conflist, which it
 // does only once its mesh is ready.
 func (n *Node) WaitCNIConf(ctx context.Context, timeout time.Duration) error {
-	path := filepath.Join(n.CNIConfDir, agent.CNIConfFile)
+	path := filepath.Join(n.CNIConfDir, api.ConfFile)
 	deadline := time.Now().Add(timeout)
 	for {
 		if _, err := os.Stat(path); err == nil {

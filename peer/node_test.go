@@ -1,4 +1,4 @@
-package agent
+package peer
 
 import (
 	"net/netip"
@@ -65,17 +65,5 @@ func TestDecodeMetaRejectsHostileClaims(t *testing.T) {
 				t.Fatalf("err = %v, want one containing %q", err, tc.want)
 			}
 		})
-	}
-}
-
-func TestFirstAddress(t *testing.T) {
-	for in, want := range map[string]string{
-		"10.244.1.0/24":      "10.244.1.1",
-		"10.244.0.0/16":      "10.244.0.1",
-		"fd00:10:244:1::/64": "fd00:10:244:1::1",
-	} {
-		if got := FirstAddress(netip.MustParsePrefix(in)); got.String() != want {
-			t.Errorf("FirstAddress(%s) = %s, want %s", in, got, want)
-		}
 	}
 }

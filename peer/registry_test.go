@@ -1,4 +1,4 @@
-package agent
+package peer
 
 import (
 	"net/netip"
@@ -52,7 +52,7 @@ func TestAccept(t *testing.T) {
 				gotA = append(gotA, n.Name)
 			}
 			for _, r := range rej {
-				gotR = append(gotR, r.Name+":"+r.Reason)
+				gotR = append(gotR, r.Name+":"+string(r.Reason))
 			}
 			slices.Sort(gotR)
 			if !slices.Equal(gotA, tc.accepted) || !slices.Equal(gotR, tc.rejected) {
@@ -117,10 +117,10 @@ func TestMerge(t *testing.T) {
 			claims, rej := Merge(tc.src)
 			var got, gotR []string
 			for n, c := range claims {
-				got = append(got, n+":"+c.Source+":"+c.Endpoint.String())
+				got = append(got, n+":"+string(c.Source)+":"+c.Endpoint.String())
 			}
 			for _, r := range rej {
-				gotR = append(gotR, r.Name+":"+r.Reason)
+				gotR = append(gotR, r.Name+":"+string(r.Reason))
 			}
 			slices.Sort(got)
 			slices.Sort(gotR)
@@ -134,7 +134,7 @@ func TestMerge(t *testing.T) {
 func TestRegistryReportsEachRejectionOnce(t *testing.T) {
 	self := node("node1", pubKey(t), "10.244.1.0/24")
 	var got []string
-	r := NewRegistry(self, false, func(rej Rejection) { got = append(got, rej.Name+":"+rej.Reason) })
+	r := NewRegistry(self, false, func(rej Rejection) { got = append(got, rej.Name+":"+string(rej.Reason)) })
 	bad := node("a", pubKey(t), "10.244.1.0/25")
 	r.Set(SourceGossip, bad)
 	r.Set(SourceGossip, bad) // same claim again: no new report

@@ -1,25 +1,28 @@
-package agent
+package plan
 
 import (
 	"fmt"
 	"net/netip"
 	"testing"
+
+	"github.com/weftnet/weft/peer"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 func TestPlan(t *testing.T) {
 	self := node("node1", pubKey(t), "10.244.1.0/24", "fd00:10:244:1::/64")
 	cases := []struct {
 		name   string
-		self   NodeInfo
-		peers  []NodeInfo
+		self   peer.NodeInfo
+		peers  []peer.NodeInfo
 		addrs  string
 		routes string
 	}{
 		{"alone", self, nil, "[10.244.1.1/32 fd00:10:244:1::1/128]", "[]"},
-		{"dual-stack peers", self, []NodeInfo{node("a", pubKey(t), "10.244.2.0/24", "fd00:10:244:2::/64"), node("b", pubKey(t), "10.244.3.0/24")},
+		{"dual-stack peers", self, []peer.NodeInfo{node("a", pubKey(t), "10.244.2.0/24", "fd00:10:244:2::/64"), node("b", pubKey(t), "10.244.3.0/24")},
 			"[10.244.1.1/32 fd00:10:244:1::1/128]",
 			"[10.244.2.0/24<-10.244.1.1 fd00:10:244:2::/64<-fd00:10:244:1::1 10.244.3.0/24<-10.244.1.1]"},
-		{"v4-only node, v6 peer range has no source", node("n", pubKey(t), "10.244.1.0/24"), []NodeInfo{node("a", pubKey(t), "10.244.2.0/24", "fd00:10:244:2::/64")},
+		{"v4-only node, v6 peer range has no source", node("n", pubKey(t), "10.244.1.0/24"), []peer.NodeInfo{node("a", pubKey(t), "10.244.2.0/24", "fd00:10:244:2::/64")},
 			"[10.244.1.1/32]", "[10.244.2.0/24<-10.244.1.1 fd00:10:244:2::/64<-invalid IP]"},
 	}
 	for _, tc := range cases {
@@ -55,7 +58,7 @@ func TestPlan(t *testing.T) {
 // underlay), unless another peer or this node announces the same address or
 // it lies in a pod range.
 func TestPlanAllowsEachPeersOwnAddress(t *testing.T) {
-	withEndpoint := func(n NodeInfo, ep string) NodeInfo {
+	withEndpoint := func(n peer.NodeInfo, ep string) peer.NodeInfo {
 		n.Endpoint = netip.MustParseAddrPort(ep)
 		if n.Endpoint.Addr().IsUnspecified() {
 			n.Endpoint = netip.AddrPort{}
@@ -63,7 +66,7 @@ func TestPlanAllowsEachPeersOwnAddress(t *testing.T) {
 		return n
 	}
 	self := withEndpoint(node("self", pubKey(t), "10.244.1.0/24"), "10.99.0.11:51820")
-	peers := []NodeInfo{
+	peers := []peer.NodeInfo{
 		withEndpoint(node("a", pubKey(t), "10.244.2.0/24", "fd00:10:244:2::/64"), "10.99.0.12:51820"),
 		withEndpoint(node("b", pubKey(t), "10.244.3.0/24"), "10.99.0.13:51820"),
 		withEndpoint(node("c", pubKey(t), "10.244.4.0/24"), "10.99.0.13:51820"),   // claims b's address
@@ -92,4 +95,20 @@ func TestPlanAllowsEachPeersOwnAddress(t *testing.T) {
 			t.Errorf("a node address is routed into the tunnel: %v", r.Dst)
 		}
 	}
+}
+
+func pubKey(t *testing.T) wgtypes.Key {
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.PublicKey()
+}
+
+func node(name string, k wgtypes.Key, cidrs ...string) peer.NodeInfo {
+	n := peer.NodeInfo{Name: name, PublicKey: k, Endpoint: netip.MustParseAddrPort("10.99.0.1:51820")}
+	for _, c := range cidrs {
+		n.PodCIDRs = append(n.PodCIDRs, netip.MustParsePrefix(c))
+	}
+	return n
 }

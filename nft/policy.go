@@ -1,4 +1,4 @@
-package policy
+package nft
 
 import (
 	"context"
@@ -6,10 +6,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
-	"net/netip"
 	"slices"
 	"strings"
 
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/policy"
 	"sigs.k8s.io/knftables"
 )
 
@@ -39,30 +40,12 @@ const (
 	peerSetPrefix = "np-p-"
 )
 
-// Desired is everything the NetworkPolicy data plane of one node holds.
-type Desired struct {
-	// LocalCIDRs are this node's pod ranges; an address in them that is not
-	// in Known is dropped in both directions (fail closed).
-	LocalCIDRs []netip.Prefix
-	// Known are the local addresses weft has programmed: pods (with or
-	// without policy) and the node's own addresses in its pod ranges.
-	Known []netip.Addr
-	Pods  []PodPolicy
-}
-
-// state is Desired rendered into nftables objects.
+// state is policy.Desired rendered into nftables objects.
 type state struct {
 	sets   map[string][]string          // name -> sorted elements
 	chains map[string][]string          // name -> rules
 	maps   map[string]map[string]string // name -> key -> verdict
 }
-
-// families are the address families weft's table handles: set name
-// suffix, set element type, payload keyword and meta nfproto value.
-var families = []struct {
-	suffix, addrType, match, nfproto string
-	v4                               bool
-}{{"v4", "ipv4_addr", "ip", "ipv4", true}, {"v6", "ipv6_addr", "ip6", "ipv6", false}}
 
 func hashName(prefix string, parts ...string) string {
 	h := sha256.Sum256([]byte(strings.Join(parts, "\n")))
@@ -70,14 +53,14 @@ func hashName(prefix string, parts ...string) string {
 }
 
 // renderState computes the objects for d. It is pure.
-func renderState(d Desired) state {
+func renderState(d policy.Desired) state {
 	s := state{sets: map[string][]string{}, chains: map[string][]string{}, maps: map[string]map[string]string{}}
 	for _, f := range families {
 		for _, m := range []string{"np-ingress-", "np-egress-"} {
 			s.maps[m+f.suffix] = map[string]string{}
 		}
 		var cidrs, known []string
-		for _, p := range Disjoint(d.LocalCIDRs) {
+		for _, p := range api.Disjoint(d.LocalCIDRs) {
 			if p.Addr().Is4() == f.v4 {
 				cidrs = append(cidrs, p.String())
 			}
@@ -93,7 +76,7 @@ func renderState(d Desired) state {
 	for _, p := range d.Pods {
 		for _, dir := range []struct {
 			isolated bool
-			allows   []Allow
+			allows   []policy.Allow
 			prefix   string
 			peer     string // the other end's address field
 			verdict  string
@@ -156,7 +139,7 @@ func sortedUnique(xs []string) []string {
 	return slices.Compact(xs)
 }
 
-// Enforcer programs Desired states into nftables, changing only what
+// Enforcer programs policy.Desired states into nftables, changing only what
 // differs from the last state it programmed. The first Apply rewrites
 // weft's policy objects completely (in one transaction, so the rules of the
 // previous run stay in force until the new ones replace them).
@@ -178,7 +161,7 @@ func NewEnforcer(nft knftables.Interface) (*Enforcer, error) {
 
 // Apply programs d. It reports the number of nftables operations it ran
 // (0: nothing changed).
-func (e *Enforcer) Apply(ctx context.Context, d Desired) (int, error) {
+func (e *Enforcer) Apply(ctx context.Context, d policy.Desired) (int, error) {
 	want := renderState(d)
 	tx := e.nft.NewTransaction()
 	if e.last == nil {

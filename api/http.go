@@ -1,5 +1,9 @@
-// Package api holds the types of weft-agent's HTTP API, shared by the agent
-// and weftctl without pulling the agent's dependencies into the CLI.
+// Package api holds the contracts that cross weft's packages and programs:
+// the agent's HTTP and socket APIs, the CNI conflist schema, the Node
+// annotations, the names of files and links others look for, and the
+// address helpers both sides of a contract must compute alike. It depends
+// on nothing but the standard library's pure packages, so any program can
+// import it without linking the agent's dependencies.
 package api
 
 // PeerStatus is one entry of GET /v1/peers.
@@ -27,3 +31,8 @@ type Attachment struct {
 
 // AttachmentsPath is the socket API's resource for attachments.
 const AttachmentsPath = "/v1/attachments"
+
+// AgentSocket is the agent's Unix socket in its state directory, through
+// which weft-cni reports attachments. Only root on the node can reach it,
+// unlike the HTTP port, so a pod cannot claim another pod's identity.
+const AgentSocket = "agent.sock"

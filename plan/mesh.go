@@ -1,4 +1,11 @@
-package agent
+// Package plan computes the whole desired state of one node's data plane
+// from what the sources said: the WireGuard peers, tunnel addresses and
+// routes (Plan), the egress NAT (EgressNAT), the CNI conflist (ConfList)
+// and NetworkPolicy's nftables state from a snapshot of the cluster
+// (Policy). It is pure: no I/O, no client, socket, netlink or nftables
+// library (a test enforces it); the appliers (mesh, nft, agent) diff what
+// it returns against what is there.
+package plan
 
 import (
 	"bytes"
@@ -6,8 +13,40 @@ import (
 	"slices"
 	"time"
 
-	"github.com/weftnet/weft/mesh"
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/peer"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
+
+// Mesh is what the data plane of one node should look like: the addresses on
+// the tunnel link, the WireGuard peers, and the routes through the tunnel.
+type Mesh struct {
+	Addresses []netip.Prefix // single-address prefixes (/32, /128) the node owns
+	Peers     []Peer
+	Routes    []Route
+}
+
+// Peer is one remote node as WireGuard sees it.
+type Peer struct {
+	Name       string
+	PublicKey  wgtypes.Key
+	Endpoint   netip.AddrPort
+	AllowedIPs []netip.Prefix // the peer's pod CIDRs, and its node address (Plan)
+	Keepalive  time.Duration  // 0: off
+	// Passive defers the keepalive of a newly created peer to the next
+	// Apply. Turning a keepalive on makes wireguard-go send a handshake at
+	// once; if both ends do that at the same instant, each consumes the
+	// other's initiation, both end up responders, and the session waits
+	// for WireGuard's 5 s retry. One end of each pair (the planner picks it)
+	// waits, so the other's handshake is answered instead of crossed.
+	Passive bool
+}
+
+// Route sends Dst into the tunnel with source address Src (invalid: kernel's choice).
+type Route struct {
+	Dst netip.Prefix
+	Src netip.Addr
+}
 
 // Keepalive is the persistent keepalive of every peer. Besides keeping NAT
 // mappings open, turning it on makes a freshly configured peer send a
@@ -21,11 +60,11 @@ const Keepalive = 25 * time.Second
 // address (see nodeAddresses), and a route per remote pod CIDR with the node's
 // own address of that family as source, so node-to-remote-pod traffic passes
 // the peer's cryptokey routing. Node addresses are allowed, never routed.
-func Plan(self NodeInfo, peers []NodeInfo) mesh.State {
-	var s mesh.State
+func Plan(self peer.NodeInfo, peers []peer.NodeInfo) Mesh {
+	var s Mesh
 	src := map[bool]netip.Addr{}
 	for _, p := range self.PodCIDRs {
-		a := FirstAddress(p)
+		a := api.FirstAddress(p)
 		src[a.Is4()] = a
 		s.Addresses = append(s.Addresses, netip.PrefixFrom(a, a.BitLen()))
 	}
@@ -35,7 +74,7 @@ func Plan(self NodeInfo, peers []NodeInfo) mesh.State {
 		if a, ok := own[n.Name]; ok {
 			allowed = append(slices.Clip(n.PodCIDRs), netip.PrefixFrom(a, a.BitLen()))
 		}
-		s.Peers = append(s.Peers, mesh.Peer{
+		s.Peers = append(s.Peers, Peer{
 			Name:       n.Name,
 			PublicKey:  n.PublicKey,
 			Endpoint:   n.Endpoint,
@@ -45,7 +84,7 @@ func Plan(self NodeInfo, peers []NodeInfo) mesh.State {
 			Passive: bytes.Compare(self.PublicKey[:], n.PublicKey[:]) > 0,
 		})
 		for _, p := range n.PodCIDRs {
-			s.Routes = append(s.Routes, mesh.Route{Dst: p, Src: src[p.Addr().Is4()]})
+			s.Routes = append(s.Routes, Route{Dst: p, Src: src[p.Addr().Is4()]})
 		}
 	}
 	return s
@@ -59,7 +98,7 @@ func Plan(self NodeInfo, peers []NodeInfo) mesh.State {
 // where no other peer announces the same one, it is not this node's, and it
 // is inside no pod range: a node cannot make the tunnel accept another
 // node's address, or a pod's, from itself.
-func nodeAddresses(self NodeInfo, peers []NodeInfo) map[string]netip.Addr {
+func nodeAddresses(self peer.NodeInfo, peers []peer.NodeInfo) map[string]netip.Addr {
 	count := map[netip.Addr]int{}
 	var pods []netip.Prefix
 	pods = append(pods, self.PodCIDRs...)

@@ -1,4 +1,4 @@
-package policy
+package nft
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weftnet/weft/policy"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/knftables"
 )
@@ -14,8 +15,8 @@ import (
 // tested against knftables' fake; the lab's truth table proves the rules on
 // the real kernel.
 
-func desired(pods ...PodPolicy) Desired {
-	d := Desired{LocalCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}}
+func desired(pods ...policy.PodPolicy) policy.Desired {
+	d := policy.Desired{LocalCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}}
 	for _, p := range pods {
 		d.Known = append(d.Known, p.IPs...)
 	}
@@ -23,15 +24,15 @@ func desired(pods ...PodPolicy) Desired {
 	return d
 }
 
-func isolated(ip string, peers ...string) PodPolicy {
-	a := Allow{Key: "x/p/ingress/0", Ports: []PortRange{{corev1.ProtocolTCP, 80, 80}}}
+func isolated(ip string, peers ...string) policy.PodPolicy {
+	a := policy.Allow{Key: "x/p/ingress/0", Ports: []policy.PortRange{{Protocol: corev1.ProtocolTCP, From: 80, To: 80}}}
 	for _, p := range peers {
 		a.Peers = append(a.Peers, netip.MustParsePrefix(p))
 	}
-	return PodPolicy{IPs: []netip.Addr{netip.MustParseAddr(ip)}, IngressIsolated: true, Ingress: []Allow{a}}
+	return policy.PodPolicy{IPs: []netip.Addr{netip.MustParseAddr(ip)}, IngressIsolated: true, Ingress: []policy.Allow{a}}
 }
 
-func apply(t *testing.T, fake *knftables.Fake, e *Enforcer, d Desired) (int, string) {
+func apply(t *testing.T, fake *knftables.Fake, e *Enforcer, d policy.Desired) (int, string) {
 	t.Helper()
 	n, err := e.Apply(context.Background(), d)
 	if err != nil {
@@ -89,7 +90,7 @@ func TestEnforcerChangesOnlyWhatChanged(t *testing.T) {
 	// One pod's rules change: a new chain, its map element swapped; the old
 	// chain stays for the other pod.
 	other := isolated("10.244.1.6", "10.244.3.9/32")
-	other.Ingress[0].Ports = []PortRange{{corev1.ProtocolUDP, 53, 53}}
+	other.Ingress[0].Ports = []policy.PortRange{{Protocol: corev1.ProtocolUDP, From: 53, To: 53}}
 	_, tx = apply(t, fake, e, desired(isolated("10.244.1.5", "10.244.3.9/32"), other))
 	onlyLines(t, "policy change", tx, "add chain inet weft np-in-", "flush chain inet weft np-in-", "add rule inet weft np-in-",
 		"delete element inet weft np-ingress-v4", "add element inet weft np-ingress-v4")

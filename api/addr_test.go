@@ -1,4 +1,4 @@
-package policy
+package api
 
 import (
 	"fmt"
@@ -23,5 +23,17 @@ func TestDisjointKeepsNeighboursAndDropsNested(t *testing.T) {
 	}
 	if got := fmt.Sprint(Disjoint(ps)); got != "[10.0.0.0/24 10.0.1.0/24 10.1.0.0/16 10.2.0.0/15 ::/0]" {
 		t.Fatalf("Disjoint = %s", got)
+	}
+}
+
+func TestFirstAddress(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.244.1.0/24":      "10.244.1.1",
+		"10.244.0.0/16":      "10.244.0.1",
+		"fd00:10:244:1::/64": "fd00:10:244:1::1",
+	} {
+		if got := FirstAddress(netip.MustParsePrefix(in)); got.String() != want {
+			t.Errorf("FirstAddress(%s) = %s, want %s", in, got, want)
+		}
 	}
 }

@@ -1,4 +1,4 @@
-package policy
+package nft
 
 import (
 	"context"
@@ -6,9 +6,6 @@ import (
 
 	"sigs.k8s.io/knftables"
 )
-
-// Table is the nftables table weft owns, in the inet family.
-const Table = "weft"
 
 // AntiSpoofChain drops packets that arrive on a pod's host veth with a
 // source address that is not routed back through that same veth, i.e. any
@@ -35,26 +32,4 @@ func EnsureAntiSpoof(ctx context.Context, vethPrefix string) error {
 		return fmt.Errorf("nftables anti-spoofing: %w", err)
 	}
 	return nil
-}
-
-// baseChain is a chain of weft's table attached to a netfilter hook.
-func baseChain(name string, typ knftables.BaseChainType, hook knftables.BaseChainHook, prio knftables.BaseChainPriority, comment string) *knftables.Chain {
-	return &knftables.Chain{Name: name, Type: &typ, Hook: &hook, Priority: &prio, Comment: &comment}
-}
-
-// begin opens weft's table and starts a transaction that (re)creates it, so
-// every writer works the same whether the table exists yet or not.
-func begin() (knftables.Interface, *knftables.Transaction, error) {
-	nft, err := knftables.New(knftables.InetFamily, Table)
-	if err != nil {
-		return nil, nil, fmt.Errorf("nftables: %w", err)
-	}
-	tx := nft.NewTransaction()
-	addTable(tx)
-	return nft, tx, nil
-}
-
-// addTable (re)creates weft's table in tx; it is a no-op when it exists.
-func addTable(tx *knftables.Transaction) {
-	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft")})
 }

@@ -1,0 +1,167 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/nft"
+	"github.com/weftnet/weft/peer"
+	"github.com/weftnet/weft/plan"
+)
+
+func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
+	resync := time.NewTicker(resyncInterval)
+	defer resync.Stop()
+	var expireCache <-chan time.Time
+	if !a.cfg.KubeMode {
+		expireCache = time.After(cacheGrace)
+	}
+	retry := time.NewTimer(0)
+	retry.Stop()
+	// Pods may be attached (the CNI config written) only once their
+	// NetworkPolicy can be programmed.
+	var policySynced <-chan struct{}
+	if a.netpol != nil {
+		policySynced = a.netpol.FirstSync()
+	}
+	if a.reconcile(ctx) {
+		retry.Reset(time.Second)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.dev.Done():
+			return errors.New("wireguard device stopped (was the interface deleted?)")
+		case <-expireCache:
+			a.reg.DeleteAll(peer.SourceCache)
+		case <-a.reg.Changed():
+		case <-resync.C:
+		case <-kick:
+		case <-retry.C:
+		case <-policySynced:
+			policySynced = nil
+		}
+		if a.reconcile(ctx) {
+			retry.Reset(time.Second)
+		}
+	}
+}
+
+// reconcile applies the registry's view to the data plane and, once that
+// works, publishes readiness. It reports whether another pass is due soon:
+// after a failure, while passive peers wait for their keepalive, or while
+// the Node is not yet annotated.
+func (a *Agent) reconcile(ctx context.Context) (again bool) {
+	claims := a.reg.Peers()
+	peers := make([]peer.NodeInfo, len(claims))
+	for i, c := range claims {
+		peers[i] = c.NodeInfo
+	}
+	ch, err := a.mesh.Apply(plan.Plan(a.self, peers))
+	if err != nil {
+		a.metrics.reconciles.WithLabelValues("error").Inc()
+		a.log.Error("reconcile failed; retrying", "err", err)
+		return true
+	}
+	a.metrics.peers.Set(float64(len(peers)))
+	if ch.Empty() {
+		a.metrics.reconciles.WithLabelValues("unchanged").Inc()
+	} else {
+		a.metrics.reconciles.WithLabelValues("changed").Inc()
+		a.log.Info("reconciled", "peers", len(peers), "peers_written", ch.PeersWritten, "peers_removed", ch.PeersRemoved, "peers_deferred", ch.PeersDeferred,
+			"routes_added", ch.RoutesAdded, "routes_removed", ch.RoutesRemoved,
+			"addresses_added", ch.AddressesAdded, "addresses_removed", ch.AddressesRemoved)
+	}
+	if err := a.applyMasquerade(ctx, peers); err != nil {
+		a.metrics.reconciles.WithLabelValues("error").Inc()
+		a.log.Error("egress masquerade failed; retrying", "err", err)
+		return true
+	}
+	if !slices.EqualFunc(peers, a.saved, peer.Same) {
+		if err := saveCache(a.cfg.StateDir, peers); err != nil {
+			a.log.Warn("cannot save peer cache", "err", err)
+		} else {
+			a.saved = peers
+		}
+	}
+	if !a.ready.Load() {
+		if a.netpol != nil && !a.netpol.Healthy() {
+			a.log.Debug("waiting for network policy to be programmed before writing the CNI config")
+			return false
+		}
+		wrote, err := writeCNIConf(a.cfg.CNIConfDir, a.cniConf)
+		if err != nil {
+			a.log.Error("cannot write CNI config; retrying", "err", err)
+			return true
+		}
+		a.ready.Store(true)
+		a.log.Info("ready", "cni_conf", filepath.Join(a.cfg.CNIConfDir, api.ConfFile), "cni_conf_written", wrote)
+	}
+	return a.publish(ctx) || ch.PeersDeferred > 0
+}
+
+// applyMasquerade programs the egress NAT plan.EgressNAT wants; it writes
+// nothing when nothing changed.
+func (a *Agent) applyMasquerade(ctx context.Context, peers []peer.NodeInfo) error {
+	want := plan.EgressNAT(a.cfg.Masquerade, a.cfg.NoMasquerade, a.self, peers)
+	if a.masq != nil && a.masq.Equal(want) {
+		return nil
+	}
+	if err := nft.ApplyMasquerade(ctx, want); err != nil {
+		return err
+	}
+	a.masq = &want
+	return nil
+}
+
+// publish annotates this Node and sets its condition, once each; it reports
+// whether something is still to be done.
+func (a *Agent) publish(ctx context.Context) (pending bool) {
+	if a.kube == nil {
+		return false
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if !a.annotated {
+		if err := a.kube.Publish(pctx, a.self); err != nil {
+			a.log.Warn("cannot annotate node; retrying", "err", err)
+			return true
+		}
+		a.annotated = true
+		a.log.Info("node annotated", "node", a.cfg.NodeName)
+	}
+	if !a.conditioned {
+		if err := a.kube.SetNetworkAvailable(pctx); err != nil {
+			a.log.Warn("cannot set node condition; retrying", "err", err)
+			return true
+		}
+		a.conditioned = true
+	}
+	return false
+}
+
+func (a *Agent) rejected(r peer.Rejection) {
+	a.metrics.rejections.WithLabelValues(string(r.Reason)).Inc()
+	a.log.Warn("refused peer", "node", r.Name, "reason", string(r.Reason), "detail", r.Detail)
+	if a.kube != nil {
+		a.kube.Event(r.Name, "WeftPeerRefused", fmt.Sprintf("weft-agent on %s refused this node as a peer (%s): %s", a.cfg.NodeName, r.Reason, r.Detail))
+	}
+}
+
+// seeds are the --join seeds plus the gossip addresses of known peers
+// (from Node annotations in Kubernetes, from the cache after a restart).
+func (a *Agent) seeds() []string {
+	out := slices.Clone(a.cfg.Join)
+	for _, c := range a.reg.Peers() {
+		if c.GossipAddr.IsValid() {
+			out = append(out, c.GossipAddr.String())
+		}
+	}
+	return out
+}

@@ -1,0 +1,87 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/weftnet/weft/internal/atomicfile"
+	"github.com/weftnet/weft/peer"
+)
+
+// learnSelf reads this node's pod CIDRs and InternalIP from its Node (flags
+// override). While the API server does not answer it falls back to what it
+// learned last time, so a restarted agent comes back without the API.
+func (a *Agent) learnSelf(ctx context.Context) error {
+	client, err := kubeClient(a.cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	a.kube = newKube(client, a.cfg.NodeName, a.log)
+	cachePath := filepath.Join(a.cfg.StateDir, "self.json")
+	var cidrs []netip.Prefix
+	var ip netip.Addr
+	for attempt := 0; ; attempt++ {
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		node, err := a.kube.fetchSelf(fctx)
+		cancel()
+		if err == nil {
+			if cidrs, ip, err = peer.SelfFromNode(node); err != nil {
+				return err
+			}
+			b, _ := json.Marshal(selfCache{PodCIDRs: prefixStrings(cidrs), InternalIP: ip.String()})
+			os.MkdirAll(a.cfg.StateDir, 0o700)
+			atomicfile.Write(cachePath, b, 0o600)
+			break
+		}
+		if c, ok := loadSelfCache(cachePath); ok {
+			a.log.Warn("API server unreachable; starting from the cached Node", "err", err)
+			cidrs, ip = c.cidrs, c.ip
+			break
+		}
+		if attempt%10 == 0 {
+			a.log.Warn("waiting for the API server to read this Node", "node", a.cfg.NodeName, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+	if len(a.cfg.PodCIDRs) == 0 {
+		a.cfg.PodCIDRs = cidrs
+	}
+	if !a.cfg.AdvertiseAddress.IsValid() {
+		a.cfg.AdvertiseAddress = ip
+	}
+	if len(a.cfg.PodCIDRs) == 0 {
+		return errNoPodCIDRs
+	}
+	return nil
+}
+
+type selfCache struct {
+	PodCIDRs   []string `json:"podCIDRs"`
+	InternalIP string   `json:"internalIP"`
+	cidrs      []netip.Prefix
+	ip         netip.Addr
+}
+
+func loadSelfCache(path string) (selfCache, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) > 4096 {
+		return selfCache{}, false
+	}
+	var c selfCache
+	if json.Unmarshal(b, &c) != nil {
+		return selfCache{}, false
+	}
+	if c.cidrs, err = peer.ParsePodCIDRs(c.PodCIDRs); err != nil {
+		return selfCache{}, false
+	}
+	c.ip, _ = netip.ParseAddr(c.InternalIP)
+	return c, true
+}

@@ -1,0 +1,59 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/weftnet/weft/api"
+)
+
+// serveSocket serves weft-cni's requests on the agent's Unix socket.
+func (n *NetPol) serveSocket() (func(), error) {
+	path := filepath.Join(n.stateDir, api.AgentSocket)
+	os.Remove(path)
+	if err := os.MkdirAll(n.stateDir, 0o700); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("agent socket: %w", err)
+	}
+	os.Chmod(path, 0o600)
+	mux := http.NewServeMux()
+	decode := func(w http.ResponseWriter, r *http.Request) (api.Attachment, bool) {
+		var a api.Attachment
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAttachmentBody)).Decode(&a); err != nil {
+			http.Error(w, "attachment: "+err.Error(), http.StatusBadRequest)
+			return a, false
+		}
+		return a, true
+	}
+	mux.HandleFunc("POST "+api.AttachmentsPath, func(w http.ResponseWriter, r *http.Request) {
+		a, ok := decode(w, r)
+		if !ok {
+			return
+		}
+		if err := n.attach(r.Context(), a); err != nil {
+			n.log.Warn("attachment refused", "container", a.ContainerID, "pod", a.Namespace+"/"+a.Name, "err", err)
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("DELETE "+api.AttachmentsPath, func(w http.ResponseWriter, r *http.Request) {
+		a, ok := decode(w, r)
+		if !ok {
+			return
+		}
+		n.detach(a)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return func() { srv.Close(); os.Remove(path) }, nil
+}

@@ -1,0 +1,17 @@
+package api
+
+// Annotations weft publishes on its own Node and reads from every other.
+const (
+	AnnotationPublicKey     = "weft.dev/public-key"
+	AnnotationEndpoint      = "weft.dev/endpoint"
+	AnnotationGossipAddress = "weft.dev/gossip-address"
+	// MaxAnnotationSize bounds each weft.dev annotation the agent reads.
+	MaxAnnotationSize = 256
+)
+
+// ConditionReason is the reason of the NetworkUnavailable=False condition weft sets.
+const ConditionReason = "WeftIsUp"
+
+// PeerCacheFile holds the last accepted peers in the state directory, so a
+// restarted agent restores the mesh before any source has answered.
+const PeerCacheFile = "peers.json"

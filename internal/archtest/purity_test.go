@@ -1,0 +1,75 @@
+package archtest
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// pure are weft's packages that decide without acting.
+var pure = []string{
+	"github.com/weftnet/weft/api",
+	"github.com/weftnet/weft/peer",
+	"github.com/weftnet/weft/plan",
+	"github.com/weftnet/weft/policy",
+}
+
+// forbiddenDeps may not be anywhere in a pure package's dependencies: the
+// libraries that reach the network, the kernel or the API server.
+var forbiddenDeps = []string{
+	"k8s.io/client-go/",
+	"github.com/hashicorp/memberlist",
+	"github.com/vishvananda/netlink",
+	"github.com/vishvananda/netns",
+	"sigs.k8s.io/knftables",
+	"github.com/google/nftables",
+	"golang.zx2c4.com/wireguard/wgctrl", // the client; wgctrl/wgtypes (key types) is allowed
+	"golang.zx2c4.com/wireguard/device",
+	"golang.zx2c4.com/wireguard/tun",
+	"github.com/containernetworking/plugins/",
+	"github.com/prometheus/",
+	"github.com/weftnet/weft/agent",
+	"github.com/weftnet/weft/mesh",
+	"github.com/weftnet/weft/nft",
+	"github.com/weftnet/weft/cni",
+	"github.com/weftnet/weft/internal/",
+}
+
+// forbiddenImports may not be imported by a pure package's own files (the
+// standard library reaches them from everywhere, fmt included, so they are
+// checked on the package itself).
+var forbiddenImports = []string{"os", "os/exec", "os/signal", "net", "net/http", "syscall", "io/ioutil", "golang.org/x/sys/unix"}
+
+func TestPurePackagesDoNoIO(t *testing.T) {
+	for _, pkg := range pure {
+		b, err := exec.Command("go", "list", "-json", pkg).Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", pkg, err)
+		}
+		var p struct {
+			Imports []string
+			Deps    []string
+		}
+		if err := json.Unmarshal(b, &p); err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range p.Imports {
+			for _, bad := range forbiddenImports {
+				if imp == bad {
+					t.Errorf("%s imports %s: a pure package does no I/O", pkg, imp)
+				}
+			}
+		}
+		for _, dep := range append(p.Deps, p.Imports...) {
+			for _, bad := range forbiddenDeps {
+				if dep == strings.TrimSuffix(bad, "/") || strings.HasPrefix(dep, bad) && (strings.HasSuffix(bad, "/") || strings.HasPrefix(dep, bad+"/")) {
+					if bad == "golang.zx2c4.com/wireguard/wgctrl" && strings.HasPrefix(dep, "golang.zx2c4.com/wireguard/wgctrl/wgtypes") {
+						continue
+					}
+					t.Errorf("%s depends on %s: a pure package reaches no network, kernel or API server", pkg, dep)
+				}
+			}
+		}
+	}
+}

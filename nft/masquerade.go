@@ -1,0 +1,53 @@
+package nft
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	"sigs.k8s.io/knftables"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/plan"
+)
+
+// MasqueradeChain masquerades traffic that this node's pods send to
+// addresses outside the cluster: everything whose destination is not in
+// NoMasquerade. Pod to pod, pod to node and node to pod stay un-NATed.
+const MasqueradeChain = "egress-nat"
+
+// ApplyMasquerade replaces the masquerade chain and its sets in one
+// transaction, so there is no moment with half the rules.
+func ApplyMasquerade(ctx context.Context, m plan.Egress) error {
+	nft, tx, err := begin()
+	if err != nil {
+		return err
+	}
+	chain := baseChain(MasqueradeChain, knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority,
+		"masquerade pod traffic leaving the cluster")
+	tx.Add(chain)
+	tx.Flush(chain)
+	for _, fam := range families {
+		for _, set := range []struct {
+			name string
+			ps   []netip.Prefix
+		}{{"pods-" + fam.suffix, m.PodCIDRs}, {"no-masquerade-" + fam.suffix, m.NoMasquerade}} {
+			s := &knftables.Set{Name: set.name, Type: fam.addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}}
+			tx.Add(s)
+			tx.Flush(s)
+			for _, p := range api.Disjoint(set.ps) {
+				if p.Addr().Is4() == fam.v4 {
+					tx.Add(&knftables.Element{Set: set.name, Key: []string{p.Masked().String()}})
+				}
+			}
+		}
+		if m.Enabled {
+			tx.Add(&knftables.Rule{Chain: MasqueradeChain, Rule: knftables.Concat(
+				fam.match, "saddr", "@pods-"+fam.suffix, fam.match, "daddr", "!=", "@no-masquerade-"+fam.suffix, "counter", "masquerade")})
+		}
+	}
+	if err := nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("nftables masquerade: %w", err)
+	}
+	return nil
+}

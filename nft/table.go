@@ -1,0 +1,45 @@
+// Package nft is weft's nftables table (inet weft) and everything in it:
+// anti-spoofing on pod veths, the WireGuard transport kept out of
+// conntrack, the egress NAT, and the NetworkPolicy chains, sets and maps.
+// Each concern has its file; this one holds the table plumbing they share.
+// The desired state comes from pure packages (plan, policy); this package
+// only writes it, through knftables.
+package nft
+
+import (
+	"fmt"
+
+	"sigs.k8s.io/knftables"
+)
+
+// Table is the nftables table weft owns, in the inet family.
+const Table = "weft"
+
+// baseChain is a chain of weft's table attached to a netfilter hook.
+func baseChain(name string, typ knftables.BaseChainType, hook knftables.BaseChainHook, prio knftables.BaseChainPriority, comment string) *knftables.Chain {
+	return &knftables.Chain{Name: name, Type: &typ, Hook: &hook, Priority: &prio, Comment: &comment}
+}
+
+// begin opens weft's table and starts a transaction that (re)creates it, so
+// every writer works the same whether the table exists yet or not.
+func begin() (knftables.Interface, *knftables.Transaction, error) {
+	nft, err := knftables.New(knftables.InetFamily, Table)
+	if err != nil {
+		return nil, nil, fmt.Errorf("nftables: %w", err)
+	}
+	tx := nft.NewTransaction()
+	addTable(tx)
+	return nft, tx, nil
+}
+
+// addTable (re)creates weft's table in tx; it is a no-op when it exists.
+func addTable(tx *knftables.Transaction) {
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo("weft")})
+}
+
+// families are the address families weft's table handles: set name
+// suffix, set element type, payload keyword and meta nfproto value.
+var families = []struct {
+	suffix, addrType, match, nfproto string
+	v4                               bool
+}{{"v4", "ipv4_addr", "ip", "ipv4", true}, {"v6", "ipv6_addr", "ip6", "ipv6", false}}

@@ -1,0 +1,86 @@
+package peer
+
+import (
+	"fmt"
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weftnet/weft/api"
+)
+
+// SelfFromNode reads this node's pod CIDRs and InternalIP from its Node.
+func SelfFromNode(n *corev1.Node) ([]netip.Prefix, netip.Addr, error) {
+	cidrs := n.Spec.PodCIDRs
+	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
+		cidrs = []string{n.Spec.PodCIDR}
+	}
+	var ps []netip.Prefix
+	if len(cidrs) > 0 {
+		var err error
+		if ps, err = ParsePodCIDRs(cidrs); err != nil {
+			return nil, netip.Addr{}, fmt.Errorf("node %s spec.podCIDRs %v", n.Name, err)
+		}
+	}
+	var ip netip.Addr
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			if p, err := netip.ParseAddr(a.Address); err == nil && !ip.IsValid() {
+				ip = p.Unmap()
+			}
+		}
+	}
+	return ps, ip, nil
+}
+
+// NodeInfoFromNode validates another Node's weft annotations and pod CIDRs.
+// ok is false when the Node carries no weft annotations yet (its agent has
+// not started): that is not an error. Everything here is untrusted: a
+// tenant who may edit annotations must not be able to take another node's
+// range (the registry checks overlaps) or point a node's traffic at an
+// address that is not the node's own.
+func NodeInfoFromNode(n *corev1.Node) (info NodeInfo, ok bool, err error) {
+	key, hasKey := n.Annotations[api.AnnotationPublicKey]
+	ep, hasEP := n.Annotations[api.AnnotationEndpoint]
+	ga := n.Annotations[api.AnnotationGossipAddress]
+	if !hasKey && !hasEP {
+		return NodeInfo{}, false, nil
+	}
+	for _, v := range []string{key, ep, ga} {
+		if len(v) > api.MaxAnnotationSize {
+			return NodeInfo{}, true, fmt.Errorf("a weft.dev annotation is %d bytes, over %d", len(v), api.MaxAnnotationSize)
+		}
+	}
+	info = NodeInfo{Name: n.Name}
+	if info.PublicKey, err = ParsePublicKey(key); err != nil {
+		return NodeInfo{}, true, fmt.Errorf("%s: %v", api.AnnotationPublicKey, err)
+	}
+	if info.Endpoint, err = ParseEndpoint(ep); err != nil {
+		return NodeInfo{}, true, fmt.Errorf("%s: %v", api.AnnotationEndpoint, err)
+	}
+	if ga != "" {
+		if info.GossipAddr, err = ParseEndpoint(ga); err != nil {
+			return NodeInfo{}, true, fmt.Errorf("%s: %v", api.AnnotationGossipAddress, err)
+		}
+	}
+	addrs := map[netip.Addr]bool{}
+	for _, a := range n.Status.Addresses {
+		if p, err := netip.ParseAddr(a.Address); err == nil {
+			addrs[p.Unmap()] = true
+		}
+	}
+	if !addrs[info.Endpoint.Addr()] {
+		return NodeInfo{}, true, fmt.Errorf("%s %s is not one of the Node's addresses", api.AnnotationEndpoint, info.Endpoint)
+	}
+	if info.GossipAddr.IsValid() && !addrs[info.GossipAddr.Addr()] {
+		return NodeInfo{}, true, fmt.Errorf("%s %s is not one of the Node's addresses", api.AnnotationGossipAddress, info.GossipAddr)
+	}
+	cidrs := n.Spec.PodCIDRs
+	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
+		cidrs = []string{n.Spec.PodCIDR}
+	}
+	if info.PodCIDRs, err = parseClaimedCIDRs(cidrs); err != nil {
+		return NodeInfo{}, true, fmt.Errorf("spec.podCIDRs: %v", err)
+	}
+	return info, true, nil
+}

@@ -1,0 +1,63 @@
+package peer
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+)
+
+// MaxMetaSize is memberlist's limit on a member's metadata and so on ours.
+const MaxMetaSize = 512
+
+// metaV1 is the wire form of a NodeInfo in gossip metadata.
+type metaV1 struct {
+	V        int      `json:"v"`
+	Key      string   `json:"k"`
+	Endpoint string   `json:"e"`
+	CIDRs    []string `json:"c"`
+}
+
+// EncodeMeta renders n for gossip.
+func EncodeMeta(n NodeInfo) ([]byte, error) {
+	m := metaV1{V: 1, Key: n.PublicKey.String(), Endpoint: n.Endpoint.String()}
+	for _, p := range n.PodCIDRs {
+		m.CIDRs = append(m.CIDRs, p.String())
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxMetaSize {
+		return nil, fmt.Errorf("node metadata is %d bytes, over the %d-byte gossip limit", len(b), MaxMetaSize)
+	}
+	return b, nil
+}
+
+// DecodeMeta parses and validates another node's gossip metadata. Everything
+// in it is untrusted: sizes are bounded and every field checked.
+func DecodeMeta(name string, b []byte) (NodeInfo, error) {
+	if len(b) > MaxMetaSize {
+		return NodeInfo{}, fmt.Errorf("metadata of %d bytes is over %d", len(b), MaxMetaSize)
+	}
+	var m metaV1
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return NodeInfo{}, fmt.Errorf("metadata is not valid: %v", err)
+	}
+	if m.V != 1 {
+		return NodeInfo{}, fmt.Errorf("metadata version %d is not supported", m.V)
+	}
+	n := NodeInfo{Name: name}
+	var err error
+	if n.PublicKey, err = ParsePublicKey(m.Key); err != nil {
+		return NodeInfo{}, err
+	}
+	if n.Endpoint, err = ParseEndpoint(m.Endpoint); err != nil {
+		return NodeInfo{}, err
+	}
+	if n.PodCIDRs, err = parseClaimedCIDRs(m.CIDRs); err != nil {
+		return NodeInfo{}, err
+	}
+	return n, nil
+}

@@ -1,0 +1,143 @@
+package peer
+
+import (
+	"slices"
+	"sync"
+)
+
+// Registry holds what every source has said and the view accepted from it.
+// Sources call its setters; the agent reads Peers after Changed fires.
+type Registry struct {
+	self NodeInfo
+
+	mu       sync.Mutex
+	src      Sources
+	accepted []Claim
+	rejected map[string]Rejection // by name and reason: each reported once
+	invalid  map[string]string    // source/name -> detail of its last invalid claim
+	pending  []Rejection          // found under the lock, reported after it
+
+	changed  chan struct{}
+	onReject func(Rejection)
+}
+
+// NewRegistry returns a registry for the node self. onReject is called once
+// for each new rejection (for logging, metrics and Events).
+func NewRegistry(self NodeInfo, kubeMode bool, onReject func(Rejection)) *Registry {
+	return &Registry{
+		self: self,
+		src: Sources{KubeMode: kubeMode, Kube: map[string]NodeInfo{},
+			Gossip: map[string]NodeInfo{}, Cache: map[string]NodeInfo{}},
+		rejected: map[string]Rejection{},
+		invalid:  map[string]string{},
+		changed:  make(chan struct{}, 1),
+		onReject: onReject,
+	}
+}
+
+// Changed fires (coalesced) whenever the accepted view may have changed.
+func (r *Registry) Changed() <-chan struct{} { return r.changed }
+
+// update changes the sources under the lock and recomputes the accepted
+// view; the rejections it found are reported after the lock is released,
+// so a callback (logs, metrics, Events) never runs under it.
+func (r *Registry) update(fn func(s *Sources)) {
+	r.mu.Lock()
+	fn(&r.src)
+	r.recompute()
+	report := r.pending
+	r.pending = nil
+	r.mu.Unlock()
+	if r.onReject != nil {
+		for _, rej := range report {
+			r.onReject(rej)
+		}
+	}
+}
+
+func (r *Registry) sourceMap(source Source) map[string]NodeInfo {
+	switch source {
+	case SourceKubernetes:
+		return r.src.Kube
+	case SourceCache:
+		return r.src.Cache
+	}
+	return r.src.Gossip
+}
+
+// Set records what source says about n.Name.
+func (r *Registry) Set(source Source, n NodeInfo) {
+	r.update(func(s *Sources) {
+		r.sourceMap(source)[n.Name] = n
+		delete(r.invalid, string(source)+"/"+n.Name)
+	})
+}
+
+// Delete forgets what source says about name.
+func (r *Registry) Delete(source Source, name string) {
+	r.update(func(s *Sources) { delete(r.sourceMap(source), name) })
+}
+
+// DeleteAll forgets everything source has said.
+func (r *Registry) DeleteAll(source Source) {
+	r.update(func(s *Sources) { clear(r.sourceMap(source)) })
+}
+
+// SetAPIUp records whether the API server answers (Kubernetes mode).
+func (r *Registry) SetAPIUp(up bool) {
+	r.mu.Lock()
+	same := r.src.APIUp == up
+	r.mu.Unlock()
+	if !same {
+		r.update(func(s *Sources) { s.APIUp = up })
+	}
+}
+
+// Reject records that source's claim about name failed validation: the
+// source's earlier claim is forgotten and the rejection reported once.
+func (r *Registry) Reject(source Source, name, detail string) {
+	r.update(func(s *Sources) {
+		delete(r.sourceMap(source), name)
+		if r.invalid[string(source)+"/"+name] != detail {
+			r.invalid[string(source)+"/"+name] = detail
+			r.report(Rejection{Name: name, Reason: ReasonInvalid, Detail: string(source) + ": " + detail})
+		}
+	})
+}
+
+// Peers returns the accepted peers, sorted by name, each with its source.
+func (r *Registry) Peers() []Claim {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.accepted)
+}
+
+func (r *Registry) recompute() {
+	claims, rejected := Merge(r.src)
+	prev := make([]string, 0, len(r.accepted))
+	for _, c := range r.accepted {
+		prev = append(prev, c.Name)
+	}
+	accepted, more := Accept(r.self, prev, claims)
+	r.accepted = accepted
+	current := map[string]bool{}
+	for _, rej := range append(rejected, more...) {
+		current[rej.Name+"/"+string(rej.Reason)] = true
+		if r.rejected[rej.Name+"/"+string(rej.Reason)] != rej {
+			r.rejected[rej.Name+"/"+string(rej.Reason)] = rej
+			r.report(rej)
+		}
+	}
+	for k := range r.rejected {
+		if !current[k] {
+			delete(r.rejected, k)
+		}
+	}
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+// report queues rej for the callback; update delivers it after unlocking.
+func (r *Registry) report(rej Rejection) { r.pending = append(r.pending, rej) }

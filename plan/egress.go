@@ -1,0 +1,39 @@
+package plan
+
+import (
+	"net/netip"
+	"slices"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/peer"
+)
+
+// Egress is the desired egress NAT of one node.
+type Egress struct {
+	Enabled bool
+	// PodCIDRs are this node's pod ranges: sources to masquerade.
+	PodCIDRs []netip.Prefix
+	// NoMasquerade are destinations reached without NAT: every node's pod
+	// CIDRs, the nodes' own addresses and the operator's extra ranges.
+	NoMasquerade []netip.Prefix
+}
+
+// Equal reports whether e and o program the same rules.
+func (e Egress) Equal(o Egress) bool {
+	return e.Enabled == o.Enabled && slices.Equal(e.PodCIDRs, o.PodCIDRs) && slices.Equal(e.NoMasquerade, o.NoMasquerade)
+}
+
+// EgressNAT keeps the egress NAT in step with the mesh: every node's pod
+// CIDRs and addresses, and the operator's extra ranges, are reached without
+// NAT; the rest of the world sees the node's address.
+func EgressNAT(enabled bool, extra []netip.Prefix, self peer.NodeInfo, peers []peer.NodeInfo) Egress {
+	e := Egress{Enabled: enabled, PodCIDRs: self.PodCIDRs}
+	no := slices.Clone(extra)
+	for _, n := range append([]peer.NodeInfo{self}, peers...) {
+		no = append(no, n.PodCIDRs...)
+		a := n.Endpoint.Addr()
+		no = append(no, netip.PrefixFrom(a, a.BitLen()))
+	}
+	e.NoMasquerade = api.Disjoint(no)
+	return e
+}
