@@ -82,16 +82,29 @@ $(E2E_TEST): tools/controlplane/go.mod tools/controlplane/go.sum
 $(GINKGO): tools/controlplane/go.mod
 	$(K8S_BUILD) -o $(GINKGO) github.com/onsi/ginkgo/v2/ginkgo
 
-lint:
+# The linters, built at the versions tools/lint/go.mod pins.
+STATICCHECK := $(CURDIR)/.cache/tools/staticcheck
+ERRCHECK    := $(CURDIR)/.cache/tools/errcheck
+$(STATICCHECK) $(ERRCHECK) &: tools/lint/go.mod tools/lint/go.sum
+	cd tools/lint && $(GO) build -o $(CURDIR)/.cache/tools/ honnef.co/go/tools/cmd/staticcheck github.com/kisielk/errcheck
+
+# lint fails on unformatted code, vet findings, staticcheck's checks and
+# unchecked errors (errcheck, but for the calls tools/lint/errcheck-exclude.txt
+# names and in tests), in weft's code and the kind suite's.
+lint: $(STATICCHECK) $(ERRCHECK)
 	@echo ">> gofmt"; out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@echo ">> go vet"; $(GO) vet ./... && $(GO) vet -tags kind ./e2e/kind/
+	@echo ">> staticcheck"; $(STATICCHECK) ./... && $(STATICCHECK) -tags kind ./e2e/kind/
+	@echo ">> errcheck"; $(ERRCHECK) -ignoretests -exclude tools/lint/errcheck-exclude.txt ./... && \
+		$(ERRCHECK) -ignoretests -exclude tools/lint/errcheck-exclude.txt -tags kind ./e2e/kind/
 	@echo ">> shell"; for f in tools/kind/*.sh tools/kind/shim/docker tools/kind/node/entrypoint bench/k8s/run.sh e2e/upstream/run.sh; do bash -n $$f || exit 1; done
 	@echo ">> kind config pins"; grep -q 'imageTag: "$(ETCD_IMAGE_TAG)"' deploy/kind/cluster.yaml && grep -q 'imageTag: "$(COREDNS_VERSION)"' deploy/kind/cluster.yaml || \
 		{ echo "deploy/kind/cluster.yaml must pin etcd $(ETCD_IMAGE_TAG) and CoreDNS $(COREDNS_VERSION), the images make kind-images builds"; exit 1; }
 
-# unit runs the tests that need no root.
-unit:
+# unit is the contributors' fast lane: lint and the tests that need no root
+# and no lab (a couple of minutes warm). make test is the whole proof.
+unit: lint
 	$(GO) test -short -count=1 ./...
 
 # test runs everything, in timed stages: unit and lab tests (root, network

@@ -170,12 +170,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 			return err
 		}
 		defer stop()
-		a.netpol.Start(ctx)
+		if err := a.netpol.Start(ctx); err != nil {
+			return err
+		}
 		defer a.netpol.Stop()
 	}
 
 	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
+	go serve(srv, ln, log, "http")
 	defer srv.Close()
 	log.Info("agent started", "node", cfg.NodeName, "public_key", a.self.PublicKey.String(),
 		"endpoint", a.self.Endpoint.String(), "pod_cidrs", fmt.Sprint(a.cfg.PodCIDRs), "mtu", mtu, "kubernetes", cfg.KubeMode)

@@ -2,6 +2,9 @@ package agent
 
 import (
 	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
@@ -38,6 +41,13 @@ func (a *Agent) handler() http.Handler {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
+}
+
+// serve runs srv on ln until it is closed, and logs why it stopped otherwise.
+func serve(srv *http.Server, ln net.Listener, log *slog.Logger, what string) {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error(what+" server stopped", "err", err)
+	}
 }
 
 func (a *Agent) servePeers(w http.ResponseWriter, r *http.Request) {

@@ -107,7 +107,7 @@ func slimPod(obj any) (any, error) {
 
 // Start starts the informers and the sync loop; FirstSync is closed once
 // the data plane holds the policy of every known pod.
-func (n *NetPol) Start(ctx context.Context) {
+func (n *NetPol) Start(ctx context.Context) error {
 	n.factory = informers.NewSharedInformerFactoryWithOptions(n.client, 10*time.Minute, informers.WithTransform(slimPod))
 	pods := n.factory.Core().V1().Pods()
 	nss := n.factory.Core().V1().Namespaces()
@@ -119,11 +119,15 @@ func (n *NetPol) Start(ctx context.Context) {
 		DeleteFunc: func(any) { n.poke() },
 	}
 	for _, inf := range []cache.SharedIndexInformer{pods.Informer(), nss.Informer(), nps.Informer()} {
-		inf.AddEventHandler(h)
-		n.synced = append(n.synced, inf.HasSynced)
+		reg, err := inf.AddEventHandler(h)
+		if err != nil {
+			return err
+		}
+		n.synced = append(n.synced, reg.HasSynced)
 	}
 	n.factory.Start(ctx.Done())
 	go n.loop(ctx)
+	return nil
 }
 
 // Stop stops the informers.

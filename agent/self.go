@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -33,8 +34,12 @@ func (a *Agent) learnSelf(ctx context.Context) error {
 				return err
 			}
 			b, _ := json.Marshal(selfCache{PodCIDRs: prefixStrings(cidrs), InternalIP: ip.String()})
-			os.MkdirAll(a.cfg.StateDir, 0o700)
-			atomicfile.Write(cachePath, b, 0o600)
+			if err := os.MkdirAll(a.cfg.StateDir, 0o700); err != nil {
+				return fmt.Errorf("state dir: %w", err)
+			}
+			if err := atomicfile.Write(cachePath, b, 0o600); err != nil {
+				a.log.Warn("cannot cache this Node; a restart without the API server will wait for it", "err", err)
+			}
 			break
 		}
 		if c, ok := loadSelfCache(cachePath); ok {

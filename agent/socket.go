@@ -23,7 +23,12 @@ func (n *NetPol) serveSocket() (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent socket: %w", err)
 	}
-	os.Chmod(path, 0o600)
+	// Only root may talk to the agent here: the socket is the trust
+	// boundary between weft-cni and pods, so a failed chmod fails the start.
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("agent socket: %w", err)
+	}
 	mux := http.NewServeMux()
 	decode := func(w http.ResponseWriter, r *http.Request) (api.Attachment, bool) {
 		var a api.Attachment
@@ -54,6 +59,6 @@ func (n *NetPol) serveSocket() (func(), error) {
 		w.WriteHeader(http.StatusNoContent)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
+	go serve(srv, ln, n.log, "agent socket")
 	return func() { srv.Close(); os.Remove(path) }, nil
 }

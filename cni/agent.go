@@ -89,6 +89,6 @@ func registerAttachment(conf *NetConf, args *skel.CmdArgs, addrs []netip.Addr) e
 // stops trusting it when the pod goes, so a failure here is not fatal.
 func releaseAttachment(conf *NetConf, args *skel.CmdArgs) {
 	if conf.AgentSocket != "" {
-		tellAgent(conf.AgentSocket, http.MethodDelete, api.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}, delTimeout)
+		_ = tellAgent(conf.AgentSocket, http.MethodDelete, api.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}, delTimeout)
 	}
 }

@@ -115,9 +115,12 @@ func Add(args *skel.CmdArgs) (err error) {
 	defer func() {
 		if err != nil {
 			deleteLink(hostName)
-			store.Lock()
-			store.Release(who)
-			store.Unlock()
+			// Undo the reservation; a failure leaves it to GC, which
+			// frees what no runtime attachment holds.
+			if store.Lock() == nil {
+				_, _ = store.Release(who)
+				store.Unlock()
+			}
 		}
 	}()
 	deleteLink(hostName) // left by an ADD of this attachment killed half-way
@@ -246,9 +249,11 @@ func routeToPod(hostName string, podMAC net.HardwareAddr, addrs []netip.Addr) er
 	return nil
 }
 
+// deleteLink removes a link if there is one: cleanup, whose failure the
+// next ADD, DEL or GC of the attachment meets again.
 func deleteLink(name string) {
 	if l, err := netlink.LinkByName(name); err == nil {
-		netlink.LinkDel(l)
+		_ = netlink.LinkDel(l)
 	}
 }
 
@@ -264,7 +269,7 @@ func Del(args *skel.CmdArgs) error {
 	}
 	if args.Netns != "" {
 		if netns, err := ns.GetNS(args.Netns); err == nil {
-			netns.Do(func(ns.NetNS) error {
+			_ = netns.Do(func(ns.NetNS) error {
 				deleteLink(args.IfName)
 				return nil
 			})
@@ -419,7 +424,7 @@ func GC(args *skel.CmdArgs) error {
 	for _, l := range links {
 		name := l.Attrs().Name
 		if _, ok := l.(*netlink.Veth); ok && strings.HasPrefix(name, HostVethPrefix) && len(name) == 15 && !validVeth[name] {
-			netlink.LinkDel(l)
+			_ = netlink.LinkDel(l) // best effort: the next GC tries again
 		}
 	}
 	return nil

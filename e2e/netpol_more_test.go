@@ -224,7 +224,7 @@ func testNewPodFailsClosed(t *testing.T, l *npLab) {
 	<-done
 
 	// Under no policy a new pod answers at once.
-	obj, err = l.cp.Admin.CoreV1().Pods("y").Create(ctx, npPodObject("y", "e", node.Name), metav1.CreateOptions{})
+	_, err = l.cp.Admin.CoreV1().Pods("y").Create(ctx, npPodObject("y", "e", node.Name), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

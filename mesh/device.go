@@ -65,10 +65,10 @@ func OpenDevice(cfg DeviceConfig) (_ *Device, err error) {
 	}
 	defer func() {
 		if err != nil {
-			tdev.Close()
+			_ = tdev.Close() // undoing a failed open
 			if !existed {
 				if l, e := netlink.LinkByName(cfg.Name); e == nil {
-					netlink.LinkDel(l)
+					_ = netlink.LinkDel(l)
 				}
 			}
 		}
@@ -210,7 +210,7 @@ func CheckPortFree(port int) error {
 		}
 		return fmt.Errorf("listen port %d/udp: %w", port, err)
 	}
-	c.Close()
+	_ = c.Close() // only a probe
 	return nil
 }
 

@@ -38,7 +38,9 @@ func main() {
 		os.Exit(2)
 	}
 	var level slog.Level
-	level.UnmarshalText([]byte(cfg.LogLevel))
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		exit(err) // ParseFlags allows only levels slog knows
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -85,7 +85,9 @@ func (s *Store) ReserveAll(pools []netip.Prefix, a Attachment) ([]netip.Addr, er
 	for _, pool := range pools {
 		ip, err := s.reserve(pool.Masked(), a, held)
 		if err != nil {
-			s.Release(a)
+			if _, rerr := s.Release(a); rerr != nil {
+				return nil, errors.Join(err, rerr)
+			}
 			return nil, err
 		}
 		held[ip] = a
@@ -237,7 +239,7 @@ func (s *Store) last(pool netip.Prefix) netip.Addr {
 // setLast records the last address handed out; losing it in a crash only
 // means the search starts earlier next time.
 func (s *Store) setLast(pool netip.Prefix, ip netip.Addr) {
-	atomicfile.Write(filepath.Join(s.dir, lastFile(pool)), []byte(ip.String()+"\n"), 0o600)
+	_ = atomicfile.Write(filepath.Join(s.dir, lastFile(pool)), []byte(ip.String()+"\n"), 0o600) // a hint only
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {

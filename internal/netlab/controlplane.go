@@ -70,7 +70,9 @@ func (l *Lab) StartControlPlane(ctx context.Context, binDir string) (*ControlPla
 		return nil, err
 	}
 	dir := filepath.Join(host.Dir, "pki")
-	os.MkdirAll(dir, 0o700)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
 	p, err := newPKI(dir)
 	if err != nil {
 		return nil, err

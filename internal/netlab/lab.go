@@ -173,7 +173,7 @@ func Sweep() {
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
 			continue // that run is still going
 		}
-		deleteNS(name)
+		_ = deleteNS(name) // a sweep: what cannot go now, the next one tries again
 	}
 }
 
