@@ -43,6 +43,13 @@ type Config struct {
 	NetworkPolicy bool
 }
 
+// UsageError is ParseFlags' answer to -h and --help: the usage text. It
+// unwraps to flag.ErrHelp.
+type UsageError struct{ Text string }
+
+func (e *UsageError) Error() string { return "help requested" }
+func (e *UsageError) Unwrap() error { return flag.ErrHelp }
+
 // enforcesPolicy reports whether the agent runs the NetworkPolicy controller.
 func (c Config) enforcesPolicy() bool { return c.KubeMode && c.NetworkPolicy }
 
@@ -56,7 +63,14 @@ var (
 func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 	var c Config
 	fs := flag.NewFlagSet("weft-agent", flag.ContinueOnError)
-	fs.SetOutput(new(strings.Builder)) // errors are returned, not printed twice
+	out := new(strings.Builder)
+	fs.SetOutput(out) // errors are returned, not printed twice; usage is returned with ErrHelp
+	fs.Usage = func() {
+		fmt.Fprint(out, "usage: weft-agent [flags]                 run the node agent\n"+
+			"       weft-agent install-cni [--from DIR] [--to DIR]\n"+
+			"       weft-agent ensure-gossip-key [--namespace NS] [--secret NAME] [--kubeconfig F]\n\nflags:\n")
+		fs.PrintDefaults()
+	}
 	var podCIDRs, join, adv listFlag
 	fs.StringVar(&c.NodeName, "node-name", getenv("NODE_NAME"), "this node's name (default $NODE_NAME, then the host name)")
 	fs.Var(&podCIDRs, "pod-cidr", "this node's pod CIDR; repeat or comma-separate for dual-stack")
@@ -79,6 +93,9 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 	fs.BoolVar(&c.NetworkPolicy, "network-policy", true, "enforce Kubernetes NetworkPolicy for this node's pods (Kubernetes mode)")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig for Kubernetes mode (in a pod, the service account is used)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, &UsageError{Text: out.String()}
+		}
 		return c, err
 	}
 	if fs.NArg() > 0 {

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"errors"
+	"flag"
 	"net/netip"
 	"strings"
 	"testing"
@@ -87,5 +89,18 @@ func TestParseFlags(t *testing.T) {
 				t.Errorf("error spans lines: %q", err)
 			}
 		})
+	}
+}
+
+func TestParseFlagsHelpListsTheFlags(t *testing.T) {
+	_, err := ParseFlags([]string{"--help"}, env(nil))
+	var ue *UsageError
+	if !errors.As(err, &ue) || !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: err = %v, want a UsageError", err)
+	}
+	for _, want := range []string{"-listen-port", "-pod-cidr", "-gossip-key-file", "install-cni", "ensure-gossip-key"} {
+		if !strings.Contains(ue.Text, want) {
+			t.Errorf("usage does not name %s:\n%s", want, ue.Text)
+		}
 	}
 }

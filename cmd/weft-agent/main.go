@@ -30,7 +30,8 @@ func main() {
 		}
 	}
 	cfg, err := agent.ParseFlags(os.Args[1:], os.Getenv)
-	if errors.Is(err, flag.ErrHelp) {
+	if ue := (*agent.UsageError)(nil); errors.As(err, &ue) {
+		fmt.Print(ue.Text)
 		os.Exit(0)
 	}
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,7 +22,11 @@ const usage = `usage: weftctl [--agent URL] peers [-o table|json]
 `
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout); err != nil {
+	err := run(os.Args[1:], os.Stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return // the usage is printed
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "weftctl: %v\n", err)
 		os.Exit(1)
 	}
@@ -29,7 +34,7 @@ func main() {
 
 func run(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("weftctl", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage+"\nflags:\n"); fs.PrintDefaults() }
 	agentURL := fs.String("agent", "http://127.0.0.1:9587", "the agent's HTTP address")
 	if err := fs.Parse(args); err != nil {
 		return err
