@@ -20,6 +20,9 @@ import (
 // agents' profiles caught the tunnel at work, and the files are written.
 // It checks no speed: figures are the bench's business, not a test's.
 func TestBenchHarness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("lab test: needs root and network namespaces; run without -short")
+	}
 	bins := netlab.Binaries(t)
 	if _, err := os.Stat(filepath.Join(bins, "wireguard-go")); err != nil {
 		t.Fatalf("the bench needs upstream wireguard-go in %s (make build puts it there): %v", bins, err)

@@ -2,7 +2,6 @@ package policy
 
 import (
 	"fmt"
-	"math/big"
 	"net/netip"
 	"slices"
 
@@ -11,7 +10,6 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // Pod is what the NetworkPolicy compiler needs to know about a pod.
@@ -319,123 +317,4 @@ func (c Cluster) selectedPods(ns string, peers []networkingv1.NetworkPolicyPeer)
 		}
 	}
 	return out, nil
-}
-
-func hasNamedPort(ports []networkingv1.NetworkPolicyPort) bool {
-	for _, p := range ports {
-		if p.Port != nil && p.Port.Type == intstr.String {
-			return true
-		}
-	}
-	return false
-}
-
-// resolvePorts turns policy ports into ranges. Named ports resolve against
-// podPorts (the destination pod's containerPorts); with podPorts nil, named
-// ports are left out. No policy ports means every port: nil.
-func resolvePorts(ports []networkingv1.NetworkPolicyPort, podPorts []corev1.ContainerPort) []PortRange {
-	var out []PortRange
-	for _, p := range ports {
-		proto := corev1.ProtocolTCP
-		if p.Protocol != nil {
-			proto = *p.Protocol
-		}
-		switch {
-		case p.Port == nil:
-			out = append(out, PortRange{proto, 1, 65535})
-		case p.Port.Type == intstr.String: // named
-			for _, cp := range podPorts {
-				cpProto := cp.Protocol
-				if cpProto == "" {
-					cpProto = corev1.ProtocolTCP
-				}
-				if cp.Name == p.Port.StrVal && cpProto == proto && cp.ContainerPort > 0 && cp.ContainerPort < 65536 {
-					out = append(out, PortRange{proto, uint16(cp.ContainerPort), uint16(cp.ContainerPort)})
-				}
-			}
-		default:
-			from := p.Port.IntVal
-			to := from
-			if p.EndPort != nil && *p.EndPort >= from {
-				to = *p.EndPort
-			}
-			if from >= 1 && to <= 65535 {
-				out = append(out, PortRange{proto, uint16(from), uint16(to)})
-			}
-		}
-	}
-	slices.SortFunc(out, func(a, b PortRange) int {
-		if a.Protocol != b.Protocol {
-			if a.Protocol < b.Protocol {
-				return -1
-			}
-			return 1
-		}
-		return int(a.From) - int(b.From)
-	})
-	return slices.Compact(out)
-}
-
-func hostPrefixes(ips []netip.Addr) []netip.Prefix {
-	out := make([]netip.Prefix, 0, len(ips))
-	for _, ip := range ips {
-		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
-	}
-	return out
-}
-
-// ipBlock turns a CIDR with exceptions into disjoint prefixes.
-func ipBlock(b *networkingv1.IPBlock) ([]netip.Prefix, error) {
-	cidr, err := netip.ParsePrefix(b.CIDR)
-	if err != nil {
-		return nil, fmt.Errorf("ipBlock %q: not a CIDR", b.CIDR)
-	}
-	out := []netip.Prefix{cidr.Masked()}
-	for _, e := range b.Except {
-		ex, err := netip.ParsePrefix(e)
-		if err != nil {
-			return nil, fmt.Errorf("ipBlock except %q: not a CIDR", e)
-		}
-		var next []netip.Prefix
-		for _, p := range out {
-			next = append(next, subtract(p, ex.Masked())...)
-		}
-		out = next
-	}
-	return out, nil
-}
-
-// subtract returns p without q as disjoint prefixes (at most one per bit of
-// difference in length).
-func subtract(p, q netip.Prefix) []netip.Prefix {
-	if !p.Overlaps(q) {
-		return []netip.Prefix{p}
-	}
-	if q.Bits() <= p.Bits() {
-		return nil // q covers p
-	}
-	// Split p into halves until the half holding q is q itself.
-	var out []netip.Prefix
-	cur := p
-	for cur.Bits() < q.Bits() {
-		lo, hi := halves(cur)
-		if lo.Contains(q.Addr()) {
-			out = append(out, hi)
-			cur = lo
-		} else {
-			out = append(out, lo)
-			cur = hi
-		}
-	}
-	return out
-}
-
-func halves(p netip.Prefix) (netip.Prefix, netip.Prefix) {
-	bits := p.Bits() + 1
-	lo := netip.PrefixFrom(p.Addr(), bits)
-	n := new(big.Int).SetBytes(p.Addr().AsSlice())
-	n.SetBit(n, p.Addr().BitLen()-bits, 1)
-	b := n.FillBytes(make([]byte, p.Addr().BitLen()/8))
-	a, _ := netip.AddrFromSlice(b)
-	return lo, netip.PrefixFrom(a, bits)
 }

@@ -1,0 +1,140 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The paths the targets compare: the baseline first.
+var targetPaths = []string{"wireguard-go", "weft-node", "weft"}
+
+type pairRuns struct{ tcp1, p50 []float64 }
+
+// targetPairs runs the target paths back to back cfg.Pairs times, in
+// alternating order: a 3-second TCP stream each, then 100 pings each. With
+// the noise of a shared machine (±20 % between runs here), a handful of
+// repetitions cannot tell 0.95 from 1.05; twenty short pairs narrow it.
+func targetPairs(ctx context.Context, lab *Lab, cfg Config, logf func(string, ...any)) (map[string]*pairRuns, error) {
+	out := map[string]*pairRuns{}
+	if cfg.Pairs == 0 {
+		return out, nil
+	}
+	var paths []*Path
+	for _, name := range targetPaths {
+		for _, p := range lab.Paths {
+			if p.Name == name {
+				paths = append(paths, p)
+				out[name] = &pairRuns{}
+			}
+		}
+	}
+	logf("== target pairs: %d back-to-back runs of %s (TCP 1 stream, 3 s; 100 pings)", cfg.Pairs, strings.Join(targetPaths, ", "))
+	for i := 0; i < cfg.Pairs; i++ {
+		order := slices.Clone(paths)
+		if i%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, p := range order {
+			t, err := Iperf(ctx, p, 3*time.Second)
+			if err != nil {
+				return nil, err
+			}
+			out[p.Name].tcp1 = append(out[p.Name].tcp1, t.BitsPerSecond/1e9)
+		}
+		for _, p := range order {
+			rtts, err := pingRTTs(ctx, p, 100)
+			if err != nil {
+				return nil, err
+			}
+			out[p.Name].p50 = append(out[p.Name].p50, quantile(slices.Sorted(slices.Values(rtts)), 0.5))
+		}
+	}
+	return out, nil
+}
+
+// profileAgents starts CPU profiles of the client and the server agent of
+// the weft path, over the middle of a run of d; the returned function
+// waits for them and adds them to profiles.
+func (l *Lab) profileAgents(ctx context.Context, profiles []*AgentProfile, d time.Duration) func() error {
+	errs := make(chan error, len(profiles))
+	for i, prof := range profiles {
+		go func() {
+			select {
+			case <-time.After(500 * time.Millisecond): // iperf3 connects and ramps up
+			case <-ctx.Done():
+			}
+			p, err := profileAgent(ctx, l.weftNodes[i], d-time.Second)
+			if err == nil {
+				err = prof.add(p)
+			}
+			errs <- err
+		}()
+	}
+	return func() error {
+		var first error
+		for range profiles {
+			if err := <-errs; err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
+}
+
+// paired summarizes a's repetitions divided by b's, repetition by repetition.
+func paired(a, b Summary) Summary {
+	var rs []float64
+	for i := range min(len(a.Runs), len(b.Runs)) {
+		if b.Runs[i] > 0 {
+			rs = append(rs, a.Runs[i]/b.Runs[i])
+		}
+	}
+	return summarize(rs)
+}
+
+func (r *Results) path(name string) *PathResult {
+	for i := range r.Paths {
+		if r.Paths[i].Name == name {
+			return &r.Paths[i]
+		}
+	}
+	return nil
+}
+
+func (r *Results) cni(chain string, parallel int) *CNIStats {
+	for i := range r.CNI {
+		if r.CNI[i].Chain == chain && r.CNI[i].Parallel == parallel {
+			return &r.CNI[i]
+		}
+	}
+	return nil
+}
+
+// targets checks the goals of the bench issue against this run's figures.
+func targets(r *Results) []Target {
+	var out []Target
+	wg := r.path("wireguard-go")
+	for _, name := range []string{"weft", "weft-node"} {
+		weft := r.path(name)
+		if weft == nil || wg == nil {
+			continue
+		}
+		tcp, rtt, how := paired(weft.TCP1, wg.TCP1), paired(weft.RTTP50, wg.RTTP50), "repetitions"
+		if len(weft.PairTCP1.Runs) > 0 && len(wg.PairTCP1.Runs) > 0 {
+			tcp, rtt = paired(weft.PairTCP1, wg.PairTCP1), paired(weft.PairRTTP50, wg.PairRTTP50)
+			how = fmt.Sprintf("%d back-to-back pairs", len(tcp.Runs))
+		}
+		out = append(out, Target{Name: fmt.Sprintf("%s throughput ÷ upstream wireguard-go (1 TCP stream, %s)", name, how), Ratio: tcp.Median,
+			Min: tcp.Min, Max: tcp.Max, Limit: "≥ 1.0", Met: tcp.Median >= 1.0, Detailed: true})
+		out = append(out, Target{Name: fmt.Sprintf("%s RTT p50 ÷ upstream wireguard-go (%s)", name, how), Ratio: rtt.Median,
+			Min: rtt.Min, Max: rtt.Max, Limit: "≤ 1.1", Met: rtt.Median <= 1.1, Detailed: true})
+	}
+	if w, p := r.cni("weft-cni", 1), r.cni("ptp+host-local", 1); w != nil && p != nil {
+		c := w.AddP50 / p.AddP50
+		out = append(out, Target{Name: "weft-cni ADD p50 ÷ ptp + host-local", Ratio: c, Limit: "≤ 0.8", Met: c <= 0.8})
+	}
+	return out
+}
