@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 type attachment struct {
@@ -149,20 +150,19 @@ func (n *NetPol) validate(a *attachment) error {
 // is read from the API server. A pod that does not exist, or is bound to
 // another node, is refused: its policy cannot be known.
 func (n *NetPol) waitPod(ctx context.Context, ns, name string) error {
-	deadline := time.Now().Add(podWait)
-	for {
-		if p, err := n.pods.Pods(ns).Get(name); err == nil {
-			return n.checkNode(p)
-		}
-		if time.Now().After(deadline) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+	var inInformer *corev1.Pod
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, podWait, true, func(context.Context) (bool, error) {
+		p, err := n.pods.Pods(ns).Get(name)
+		inInformer = p
+		return err == nil, nil
+	})
+	if inInformer != nil {
+		return n.checkNode(inInformer)
 	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	_ = err // the informer lags: ask the API server
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	p, err := n.client.CoreV1().Pods(ns).Get(gctx, name, metav1.GetOptions{})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/weftnet/weft/peer"
+	"k8s.io/client-go/util/workqueue"
 )
 
 // Gossip is the memberlist source: it announces this node and turns other
@@ -84,7 +85,7 @@ func (g *Gossip) Stop(leave bool) {
 func (g *Gossip) joinLoop() {
 	defer g.wg.Done()
 	const maxWait = 5 * time.Second
-	wait := 200 * time.Millisecond
+	backoff := workqueue.NewTypedItemExponentialFailureRateLimiter[string](200*time.Millisecond, maxWait)
 	var lastErr string
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -95,12 +96,11 @@ func (g *Gossip) joinLoop() {
 		case <-t.C:
 		}
 		if g.ml.NumMembers() > 1 {
-			wait = 200 * time.Millisecond
+			backoff.Forget("join")
 			t.Reset(maxWait)
 			continue
 		}
-		t.Reset(wait)
-		wait = min(2*wait, maxWait)
+		t.Reset(backoff.When("join"))
 		seeds := g.seeds()
 		if len(seeds) == 0 {
 			continue

@@ -17,6 +17,7 @@ import (
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
 
 	"github.com/weftnet/weft/nft"
 	"github.com/weftnet/weft/plan"
@@ -156,7 +157,9 @@ func (n *NetPol) loop(ctx context.Context) {
 		return
 	}
 	n.log.Info("network policy informers synced")
-	backoff := time.Second
+	// Failed syncs back off from 1 s to 10 s (client-go's rate limiter);
+	// a success resets it.
+	backoff := workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 10*time.Second)
 	retry := time.NewTimer(0)
 	for {
 		select {
@@ -183,12 +186,12 @@ func (n *NetPol) loop(ctx context.Context) {
 		if err != nil {
 			n.healthy.Store(false)
 			n.metrics.policySyncs.WithLabelValues("error").Inc()
-			n.log.Error("network policy sync failed; retrying", "err", err, "in", backoff)
-			retry.Reset(backoff)
-			backoff = min(2*backoff, 10*time.Second)
+			in := backoff.When("sync")
+			n.log.Error("network policy sync failed; retrying", "err", err, "in", in)
+			retry.Reset(in)
 			continue
 		}
-		backoff = time.Second
+		backoff.Forget("sync")
 		if !n.healthy.Swap(true) {
 			select {
 			case <-n.firstRun:

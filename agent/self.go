@@ -11,6 +11,7 @@ import (
 
 	"github.com/weftnet/weft/internal/atomicfile"
 	"github.com/weftnet/weft/peer"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // learnSelf reads this node's pod CIDRs and InternalIP from its Node (flags
@@ -25,36 +26,37 @@ func (a *Agent) learnSelf(ctx context.Context) error {
 	cachePath := filepath.Join(a.cfg.StateDir, "self.json")
 	var cidrs []netip.Prefix
 	var ip netip.Addr
-	for attempt := 0; ; attempt++ {
+	attempt := 0
+	err = wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
+		defer func() { attempt++ }()
 		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		node, err := a.kube.fetchSelf(fctx)
 		cancel()
 		if err == nil {
 			if cidrs, ip, err = peer.SelfFromNode(node); err != nil {
-				return err
+				return false, err
 			}
 			b, _ := json.Marshal(selfCache{PodCIDRs: prefixStrings(cidrs), InternalIP: ip.String()})
 			if err := os.MkdirAll(a.cfg.StateDir, 0o700); err != nil {
-				return fmt.Errorf("state dir: %w", err)
+				return false, fmt.Errorf("state dir: %w", err)
 			}
 			if err := atomicfile.Write(cachePath, b, 0o600); err != nil {
 				a.log.Warn("cannot cache this Node; a restart without the API server will wait for it", "err", err)
 			}
-			break
+			return true, nil
 		}
 		if c, ok := loadSelfCache(cachePath); ok {
 			a.log.Warn("API server unreachable; starting from the cached Node", "err", err)
 			cidrs, ip = c.cidrs, c.ip
-			break
+			return true, nil
 		}
 		if attempt%10 == 0 {
 			a.log.Warn("waiting for the API server to read this Node", "node", a.cfg.NodeName, "err", err)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
+		return false, nil
+	})
+	if err != nil {
+		return err
 	}
 	if len(a.cfg.PodCIDRs) == 0 {
 		a.cfg.PodCIDRs = cidrs
