@@ -6,7 +6,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 )
 
@@ -32,14 +31,22 @@ func Write(r *Results, dir string) (string, error) {
 		return "", err
 	}
 	md := Markdown(r, stamp)
+	tput, err := throughputSVG(r)
+	if err != nil {
+		return "", fmt.Errorf("throughput plot: %w", err)
+	}
+	lat, err := latencySVG(r)
+	if err != nil {
+		return "", fmt.Errorf("latency plot: %w", err)
+	}
 	files := map[string][]byte{
 		stamp + ".json":           b,
 		stamp + ".md":             []byte(md),
-		stamp + "-throughput.svg": []byte(throughputSVG(r)),
-		stamp + "-latency.svg":    []byte(latencySVG(r)),
+		stamp + "-throughput.svg": tput,
+		stamp + "-latency.svg":    lat,
 		"latest.md":               []byte(md),
-		"throughput.svg":          []byte(throughputSVG(r)),
-		"latency.svg":             []byte(latencySVG(r)),
+		"throughput.svg":          tput,
+		"latency.svg":             lat,
 	}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
@@ -135,82 +142,6 @@ func Markdown(r *Results, stamp string) string {
 	if stamp != "" {
 		fmt.Fprintf(&sb, "\n![throughput](%s-throughput.svg) ![latency](%s-latency.svg)\n", stamp, stamp)
 	}
-	return sb.String()
-}
-
-var colors = []string{"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1"}
-
-func throughputSVG(r *Results) string {
-	const w, h, left, bottom, top = 640, 320, 60, 40, 30
-	maxV := 0.0
-	for _, p := range r.Paths {
-		maxV = max(maxV, p.TCP1.Max, p.TCP4.Max)
-	}
-	if maxV == 0 {
-		maxV = 1
-	}
-	var sb strings.Builder
-	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`, w, h)
-	fmt.Fprintf(&sb, `<rect width="%d" height="%d" fill="white"/><text x="%d" y="18" font-size="14">Throughput, Gbit/s (median; whiskers min–max)</text>`, w, h, left)
-	plotH := float64(h - bottom - top)
-	y := func(v float64) float64 { return float64(h-bottom) - v/maxV*plotH }
-	for i := 0; i <= 4; i++ {
-		v := maxV * float64(i) / 4
-		fmt.Fprintf(&sb, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/><text x="%d" y="%.1f" text-anchor="end">%.1f</text>`, left, w-10, y(v), y(v), left-5, y(v)+4, v)
-	}
-	group := float64(w-left-20) / float64(max(len(r.Paths), 1))
-	for i, p := range r.Paths {
-		x0 := float64(left) + float64(i)*group + 10
-		for j, s := range []Summary{p.TCP1, p.TCP4} {
-			bw := (group - 30) / 2
-			x := x0 + float64(j)*bw
-			fmt.Fprintf(&sb, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`, x, y(s.Median), bw-4, float64(h-bottom)-y(s.Median), colors[j])
-			fmt.Fprintf(&sb, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="black"/>`, x+bw/2-2, x+bw/2-2, y(s.Min), y(s.Max))
-		}
-		fmt.Fprintf(&sb, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`, x0+(group-30)/2, h-bottom+16, p.Name)
-	}
-	fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="10" height="10" fill="%s"/><text x="%d" y="%d">1 TCP stream</text>`, w-200, top, colors[0], w-185, top+9)
-	fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="10" height="10" fill="%s"/><text x="%d" y="%d">4 TCP streams</text>`, w-200, top+16, colors[1], w-185, top+25)
-	sb.WriteString("</svg>\n")
-	return sb.String()
-}
-
-func latencySVG(r *Results) string {
-	const w, h, left, bottom, top = 640, 320, 60, 40, 30
-	maxV := 0.0
-	for _, p := range r.Paths {
-		if len(p.RTTs) > 0 {
-			s := slices.Sorted(slices.Values(p.RTTs))
-			maxV = max(maxV, quantile(s, 0.995))
-		}
-	}
-	if maxV == 0 {
-		maxV = 1
-	}
-	var sb strings.Builder
-	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`, w, h)
-	fmt.Fprintf(&sb, `<rect width="%d" height="%d" fill="white"/><text x="%d" y="18" font-size="14">Ping RTT CDF, ms</text>`, w, h, left)
-	plotW, plotH := float64(w-left-20), float64(h-bottom-top)
-	x := func(v float64) float64 { return float64(left) + min(v/maxV, 1)*plotW }
-	y := func(q float64) float64 { return float64(h-bottom) - q*plotH }
-	for i := 0; i <= 4; i++ {
-		v := maxV * float64(i) / 4
-		fmt.Fprintf(&sb, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="#ddd"/><text x="%.1f" y="%d" text-anchor="middle">%.2f</text>`, x(v), x(v), top, h-bottom, x(v), h-bottom+16, v)
-		q := float64(i) / 4
-		fmt.Fprintf(&sb, `<text x="%d" y="%.1f" text-anchor="end">%.2f</text>`, left-5, y(q)+4, q)
-	}
-	for i, p := range r.Paths {
-		s := slices.Sorted(slices.Values(p.RTTs))
-		var pts []string
-		for k, v := range s {
-			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(v), y(float64(k+1)/float64(len(s)))))
-		}
-		c := colors[i%len(colors)]
-		fmt.Fprintf(&sb, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`, c, strings.Join(pts, " "))
-		ly := h - bottom - 16*(len(r.Paths)-i) - 6 // legend bottom right, clear of the curves
-		fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="10" height="10" fill="%s"/><text x="%d" y="%d">%s</text>`, w-160, ly, c, w-145, ly+9, p.Name)
-	}
-	sb.WriteString("</svg>\n")
 	return sb.String()
 }
 
