@@ -12,6 +12,7 @@ import (
 	"github.com/weftnet/weft/nft"
 	"github.com/weftnet/weft/peer"
 	"github.com/weftnet/weft/plan"
+	"k8s.io/client-go/util/workqueue"
 )
 
 func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
@@ -21,17 +22,30 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 	if !a.cfg.KubeMode {
 		expireCache = time.After(cacheGrace)
 	}
+	// A failed pass is retried after 1 s, backing off to 5 s while it keeps
+	// failing (client-go's rate limiter); pending work (a passive peer's
+	// keepalive, an annotation not yet written) comes back after 1 s.
+	backoff := workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 5*time.Second)
 	retry := time.NewTimer(0)
 	retry.Stop()
+	next := func(again bool, err error) {
+		switch {
+		case err != nil:
+			retry.Reset(backoff.When("reconcile"))
+		case again:
+			backoff.Forget("reconcile")
+			retry.Reset(time.Second)
+		default:
+			backoff.Forget("reconcile")
+		}
+	}
 	// Pods may be attached (the CNI config written) only once their
 	// NetworkPolicy can be programmed.
 	var policySynced <-chan struct{}
 	if a.netpol != nil {
 		policySynced = a.netpol.FirstSync()
 	}
-	if a.reconcile(ctx) {
-		retry.Reset(time.Second)
-	}
+	next(a.reconcile(ctx))
 	for {
 		select {
 		case <-ctx.Done():
@@ -47,17 +61,15 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 		case <-policySynced:
 			policySynced = nil
 		}
-		if a.reconcile(ctx) {
-			retry.Reset(time.Second)
-		}
+		next(a.reconcile(ctx))
 	}
 }
 
 // reconcile applies the registry's view to the data plane and, once that
-// works, publishes readiness. It reports whether another pass is due soon:
-// after a failure, while passive peers wait for their keepalive, or while
-// the Node is not yet annotated.
-func (a *Agent) reconcile(ctx context.Context) (again bool) {
+// works, publishes readiness. It reports the failure that stopped it (logged
+// here), or whether another pass is due soon: while passive peers wait for
+// their keepalive, or while the Node is not yet annotated.
+func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 	claims := a.reg.Peers()
 	peers := make([]peer.NodeInfo, len(claims))
 	for i, c := range claims {
@@ -67,7 +79,7 @@ func (a *Agent) reconcile(ctx context.Context) (again bool) {
 	if err != nil {
 		a.metrics.reconciles.WithLabelValues("error").Inc()
 		a.log.Error("reconcile failed; retrying", "err", err)
-		return true
+		return true, err
 	}
 	a.metrics.peers.Set(float64(len(peers)))
 	if ch.Empty() {
@@ -81,7 +93,7 @@ func (a *Agent) reconcile(ctx context.Context) (again bool) {
 	if err := a.applyMasquerade(ctx, peers); err != nil {
 		a.metrics.reconciles.WithLabelValues("error").Inc()
 		a.log.Error("egress masquerade failed; retrying", "err", err)
-		return true
+		return true, err
 	}
 	if !slices.EqualFunc(peers, a.saved, peer.Same) {
 		if err := saveCache(a.cfg.StateDir, peers); err != nil {
@@ -93,17 +105,17 @@ func (a *Agent) reconcile(ctx context.Context) (again bool) {
 	if !a.ready.Load() {
 		if a.netpol != nil && !a.netpol.Healthy() {
 			a.log.Debug("waiting for network policy to be programmed before writing the CNI config")
-			return false
+			return false, nil
 		}
 		wrote, err := writeCNIConf(a.cfg.CNIConfDir, a.cniConf)
 		if err != nil {
 			a.log.Error("cannot write CNI config; retrying", "err", err)
-			return true
+			return true, err
 		}
 		a.ready.Store(true)
 		a.log.Info("ready", "cni_conf", filepath.Join(a.cfg.CNIConfDir, api.ConfFile), "cni_conf_written", wrote)
 	}
-	return a.publish(ctx) || ch.PeersDeferred > 0
+	return a.publish(ctx) || ch.PeersDeferred > 0, nil
 }
 
 // applyMasquerade programs the egress NAT plan.EgressNAT wants; it writes
