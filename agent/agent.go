@@ -31,11 +31,11 @@ type Agent struct {
 	log     *slog.Logger
 	self    peer.NodeInfo
 	reg     *peer.Registry
-	kube    *Kube   // nil in standalone mode
-	netpol  *NetPol // nil unless enforcing NetworkPolicy
+	kube    *kubeSource // nil in standalone mode
+	netpol  *netPolicy  // nil unless enforcing NetworkPolicy
 	dev     *mesh.Device
 	mesh    *mesh.Mesh
-	gossip  *Gossip
+	gossip  *gossipSource
 	metrics *metrics
 	ready   atomic.Bool
 	saved   []peer.NodeInfo
@@ -114,7 +114,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	}
 	a.saved = cached
 
-	a.gossip, err = StartGossip(GossipConfig{
+	a.gossip, err = startGossip(gossipConfig{
 		Name: cfg.NodeName, Bind: adv, Port: cfg.GossipPort, SecretKey: gossipKey, Seeds: a.seeds,
 	}, a.self, a.reg, log)
 	if err != nil {

@@ -30,7 +30,7 @@ type attachment struct {
 }
 
 // forget drops the attachments of the pods named (plan.PodKey) and saves the rest.
-func (n *NetPol) forget(pods []string) {
+func (n *netPolicy) forget(pods []string) {
 	gone := map[string]bool{}
 	for _, k := range pods {
 		gone[k] = true
@@ -46,7 +46,7 @@ func (n *NetPol) forget(pods []string) {
 }
 
 // attach records an ADD and returns once its policy is programmed.
-func (n *NetPol) attach(ctx context.Context, in api.Attachment) error {
+func (n *netPolicy) attach(ctx context.Context, in api.Attachment) error {
 	a := attachment{Attachment: in}
 	if err := n.validate(&a); err != nil {
 		return err
@@ -83,7 +83,7 @@ func (n *NetPol) attach(ctx context.Context, in api.Attachment) error {
 }
 
 // detach forgets an attachment after its DEL.
-func (n *NetPol) detach(in api.Attachment) {
+func (n *netPolicy) detach(in api.Attachment) {
 	n.mu.Lock()
 	k := attachment{Attachment: in}.key()
 	if _, ok := n.atts[k]; !ok {
@@ -97,7 +97,7 @@ func (n *NetPol) detach(in api.Attachment) {
 	n.kickNow()
 }
 
-func (n *NetPol) kickNow() {
+func (n *netPolicy) kickNow() {
 	select {
 	case n.kick <- struct{}{}:
 	default:
@@ -115,7 +115,7 @@ func (a attachment) describe() string {
 
 // validate checks an attachment from weft-cni: its addresses must be in
 // this node's pod ranges, its pod name well formed.
-func (n *NetPol) validate(a *attachment) error {
+func (n *netPolicy) validate(a *attachment) error {
 	if a.ContainerID == "" || len(a.ContainerID) > 256 || a.IfName == "" || len(a.IfName) > 15 {
 		return errors.New("attachment: containerID and ifName are required")
 	}
@@ -149,7 +149,7 @@ func (n *NetPol) validate(a *attachment) error {
 // waitPod waits for the pod to reach the informer; when it lags, the pod
 // is read from the API server. A pod that does not exist, or is bound to
 // another node, is refused: its policy cannot be known.
-func (n *NetPol) waitPod(ctx context.Context, ns, name string) error {
+func (n *netPolicy) waitPod(ctx context.Context, ns, name string) error {
 	var inInformer *corev1.Pod
 	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, podWait, true, func(context.Context) (bool, error) {
 		p, err := n.pods.Pods(ns).Get(name)
@@ -182,14 +182,14 @@ func (n *NetPol) waitPod(ctx context.Context, ns, name string) error {
 	return nil
 }
 
-func (n *NetPol) checkNode(p *corev1.Pod) error {
+func (n *netPolicy) checkNode(p *corev1.Pod) error {
 	if p.Spec.NodeName != n.node {
 		return fmt.Errorf("pod %s/%s is bound to node %q, not %q", p.Namespace, p.Name, p.Spec.NodeName, n.node)
 	}
 	return nil
 }
 
-func (n *NetPol) saveAttachmentsLocked() {
+func (n *netPolicy) saveAttachmentsLocked() {
 	list := make([]api.Attachment, 0, len(n.atts))
 	for _, a := range n.atts {
 		list = append(list, a.Attachment)
@@ -205,7 +205,7 @@ func (n *NetPol) saveAttachmentsLocked() {
 
 // loadAttachments restores what weft-cni reported before a restart; any
 // entry that no longer validates is dropped.
-func (n *NetPol) loadAttachments() {
+func (n *netPolicy) loadAttachments() {
 	f, err := os.Open(filepath.Join(n.stateDir, attachmentsFile))
 	if err != nil {
 		return
@@ -226,6 +226,6 @@ func (n *NetPol) loadAttachments() {
 	}
 }
 
-func (n *NetPol) isLocalAddr(ip netip.Addr) bool {
+func (n *netPolicy) isLocalAddr(ip netip.Addr) bool {
 	return slices.ContainsFunc(n.local, func(p netip.Prefix) bool { return p.Contains(ip) })
 }

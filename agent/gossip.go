@@ -15,9 +15,9 @@ import (
 	"k8s.io/client-go/util/workqueue"
 )
 
-// Gossip is the memberlist source: it announces this node and turns other
+// gossipSource is the memberlist source: it announces this node and turns other
 // members' metadata into registry claims. It only observes; the registry decides.
-type Gossip struct {
+type gossipSource struct {
 	ml    *memberlist.Memberlist
 	name  string
 	reg   *peer.Registry
@@ -28,8 +28,8 @@ type Gossip struct {
 	wg    sync.WaitGroup
 }
 
-// GossipConfig configures the memberlist source.
-type GossipConfig struct {
+// gossipConfig configures the memberlist source.
+type gossipConfig struct {
 	Name      string
 	Bind      netip.Addr
 	Port      int
@@ -37,15 +37,15 @@ type GossipConfig struct {
 	Seeds     func() []string
 }
 
-// StartGossip binds the gossip port and starts announcing self. Joining the
+// startGossip binds the gossip port and starts announcing self. Joining the
 // seeds happens in the background and is retried: the first node of a mesh has
 // nobody to join, and a seed that is down now may be up later.
-func StartGossip(cfg GossipConfig, self peer.NodeInfo, reg *peer.Registry, logger *slog.Logger) (*Gossip, error) {
+func startGossip(cfg gossipConfig, self peer.NodeInfo, reg *peer.Registry, logger *slog.Logger) (*gossipSource, error) {
 	meta, err := peer.EncodeMeta(self)
 	if err != nil {
 		return nil, err
 	}
-	g := &Gossip{name: cfg.Name, reg: reg, log: logger, meta: meta, seeds: cfg.Seeds, stop: make(chan struct{})}
+	g := &gossipSource{name: cfg.Name, reg: reg, log: logger, meta: meta, seeds: cfg.Seeds, stop: make(chan struct{})}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Name
 	mc.BindAddr = cfg.Bind.String()
@@ -68,10 +68,10 @@ func StartGossip(cfg GossipConfig, self peer.NodeInfo, reg *peer.Registry, logge
 }
 
 // Members counts the live members, this node included.
-func (g *Gossip) Members() int { return g.ml.NumMembers() }
+func (g *gossipSource) Members() int { return g.ml.NumMembers() }
 
 // Stop leaves the cluster (so peers drop this node at once) and shuts down.
-func (g *Gossip) Stop(leave bool) {
+func (g *gossipSource) Stop(leave bool) {
 	close(g.stop)
 	g.wg.Wait()
 	if leave {
@@ -82,7 +82,7 @@ func (g *Gossip) Stop(leave bool) {
 
 // joinLoop joins the seeds while this node is alone, retrying with a backoff
 // from 200ms up to 5s so that nodes started together find each other fast.
-func (g *Gossip) joinLoop() {
+func (g *gossipSource) joinLoop() {
 	defer g.wg.Done()
 	const maxWait = 5 * time.Second
 	backoff := workqueue.NewTypedItemExponentialFailureRateLimiter[string](200*time.Millisecond, maxWait)
@@ -118,7 +118,7 @@ func (g *Gossip) joinLoop() {
 	}
 }
 
-func (g *Gossip) claim(n *memberlist.Node) {
+func (g *gossipSource) claim(n *memberlist.Node) {
 	if n.Name == g.name {
 		return
 	}
@@ -134,24 +134,24 @@ func (g *Gossip) claim(n *memberlist.Node) {
 }
 
 // memberlist.EventDelegate
-func (g *Gossip) NotifyJoin(n *memberlist.Node)   { g.claim(n) }
-func (g *Gossip) NotifyUpdate(n *memberlist.Node) { g.claim(n) }
-func (g *Gossip) NotifyLeave(n *memberlist.Node) {
+func (g *gossipSource) NotifyJoin(n *memberlist.Node)   { g.claim(n) }
+func (g *gossipSource) NotifyUpdate(n *memberlist.Node) { g.claim(n) }
+func (g *gossipSource) NotifyLeave(n *memberlist.Node) {
 	g.log.Info("gossip member left or died", "node", n.Name)
 	g.reg.Delete(peer.SourceGossip, n.Name)
 }
 
 // memberlist.Delegate
-func (g *Gossip) NodeMeta(limit int) []byte {
+func (g *gossipSource) NodeMeta(limit int) []byte {
 	if len(g.meta) > limit {
 		return nil
 	}
 	return g.meta
 }
-func (g *Gossip) NotifyMsg([]byte)                           {}
-func (g *Gossip) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (g *Gossip) LocalState(join bool) []byte                { return nil }
-func (g *Gossip) MergeRemoteState(buf []byte, join bool)     {}
+func (g *gossipSource) NotifyMsg([]byte)                           {}
+func (g *gossipSource) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (g *gossipSource) LocalState(join bool) []byte                { return nil }
+func (g *gossipSource) MergeRemoteState(buf []byte, join bool)     {}
 
 // memberlistLog routes memberlist's log lines into slog at a level read from their prefix.
 type memberlistLog struct{ l *slog.Logger }

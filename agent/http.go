@@ -16,8 +16,6 @@ import (
 	"github.com/weftnet/weft/api"
 )
 
-// PeerStatus is one entry of GET /v1/peers.
-type PeerStatus = api.PeerStatus
 
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
@@ -61,9 +59,9 @@ func (a *Agent) servePeers(w http.ResponseWriter, r *http.Request) {
 	for _, p := range dev {
 		byKey[p.PublicKey] = p
 	}
-	out := make([]PeerStatus, 0, len(peers))
+	out := make([]api.PeerStatus, 0, len(peers))
 	for _, n := range peers {
-		ps := PeerStatus{
+		ps := api.PeerStatus{
 			Name:      n.Name,
 			PublicKey: n.PublicKey.String(),
 			Endpoint:  n.Endpoint.String(),

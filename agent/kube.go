@@ -43,9 +43,9 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 	return kubernetes.NewForConfig(cfg)
 }
 
-// Kube is the Kubernetes source: it watches Nodes into the registry,
+// kubeSource is the Kubernetes source: it watches Nodes into the registry,
 // publishes this node's annotations and condition, and records Events.
-type Kube struct {
+type kubeSource struct {
 	client   kubernetes.Interface
 	name     string
 	reg      *peer.Registry
@@ -58,21 +58,21 @@ type Kube struct {
 	up       atomic.Bool
 }
 
-func newKube(client kubernetes.Interface, name string, log *slog.Logger) *Kube {
-	k := &Kube{client: client, name: name, log: log}
+func newKube(client kubernetes.Interface, name string, log *slog.Logger) *kubeSource {
+	k := &kubeSource{client: client, name: name, log: log}
 	k.events = record.NewBroadcaster()
 	k.recorder = k.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "weft-agent", Host: name})
 	return k
 }
 
 // fetchSelf reads this node's Node object.
-func (k *Kube) fetchSelf(ctx context.Context) (*corev1.Node, error) {
+func (k *kubeSource) fetchSelf(ctx context.Context) (*corev1.Node, error) {
 	return k.client.CoreV1().Nodes().Get(ctx, k.name, metav1.GetOptions{})
 }
 
 // Start watches Nodes into reg and probes the API server, telling reg
 // whether it answers. It returns at once.
-func (k *Kube) Start(ctx context.Context, reg *peer.Registry) error {
+func (k *kubeSource) Start(ctx context.Context, reg *peer.Registry) error {
 	k.reg = reg
 	k.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: k.client.CoreV1().Events("")})
 	k.factory = informers.NewSharedInformerFactory(k.client, 10*time.Minute)
@@ -100,7 +100,7 @@ func (k *Kube) Start(ctx context.Context, reg *peer.Registry) error {
 	return nil
 }
 
-func (k *Kube) onNode(obj any) {
+func (k *kubeSource) onNode(obj any) {
 	n, ok := obj.(*corev1.Node)
 	if !ok || n.Name == k.name {
 		return
@@ -119,7 +119,7 @@ func (k *Kube) onNode(obj any) {
 // probe asks the API server's /readyz every 2 s: the mesh runs on from its
 // last known state while the API is away, and gossip-only nodes are taken
 // provisionally only then.
-func (k *Kube) probe(ctx context.Context) {
+func (k *kubeSource) probe(ctx context.Context) {
 	cache.WaitForCacheSync(ctx.Done(), k.synced)
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
@@ -147,7 +147,7 @@ func (k *Kube) probe(ctx context.Context) {
 }
 
 // Publish writes this node's annotations with one patch.
-func (k *Kube) Publish(ctx context.Context, self peer.NodeInfo) error {
+func (k *kubeSource) Publish(ctx context.Context, self peer.NodeInfo) error {
 	patch := map[string]any{"metadata": map[string]any{"annotations": map[string]string{
 		api.AnnotationPublicKey:     self.PublicKey.String(),
 		api.AnnotationEndpoint:      self.Endpoint.String(),
@@ -162,7 +162,7 @@ func (k *Kube) Publish(ctx context.Context, self peer.NodeInfo) error {
 }
 
 // SetNetworkAvailable sets NetworkUnavailable=False (reason WeftIsUp) on this Node.
-func (k *Kube) SetNetworkAvailable(ctx context.Context) error {
+func (k *kubeSource) SetNetworkAvailable(ctx context.Context) error {
 	now := metav1.Now()
 	patch := map[string]any{"status": map[string]any{"conditions": []any{map[string]any{
 		"type": corev1.NodeNetworkUnavailable, "status": corev1.ConditionFalse, "reason": api.ConditionReason,
@@ -177,7 +177,7 @@ func (k *Kube) SetNetworkAvailable(ctx context.Context) error {
 }
 
 // Event records a warning on the Node named name, if there is one.
-func (k *Kube) Event(name, reason, msg string) {
+func (k *kubeSource) Event(name, reason, msg string) {
 	if k.nodes == nil {
 		return
 	}
@@ -190,7 +190,7 @@ func (k *Kube) Event(name, reason, msg string) {
 }
 
 // Stop flushes Events and stops the informers.
-func (k *Kube) Stop() {
+func (k *kubeSource) Stop() {
 	k.events.Shutdown()
 	if k.factory != nil {
 		k.factory.Shutdown()

@@ -33,7 +33,7 @@ const (
 	extraTTL          = 30 * time.Second
 )
 
-// NetPol is the NetworkPolicy controller of one node: it watches Pods,
+// netPolicy is the NetworkPolicy controller of one node: it watches Pods,
 // Namespaces and NetworkPolicies, compiles the policy of the pods attached
 // on this node (policy.Compile) and programs it (nft.Enforcer).
 //
@@ -41,7 +41,7 @@ const (
 // until the pod's rules are in place; until then the data plane drops the
 // address (fail closed). Pods attached before the agent (re)started are
 // known from the saved attachments and from status.podIPs.
-type NetPol struct {
+type netPolicy struct {
 	client   kubernetes.Interface
 	node     string
 	stateDir string
@@ -74,12 +74,12 @@ type extraPod struct {
 	seen time.Time
 }
 
-func newNetPol(client kubernetes.Interface, cfg Config, own []netip.Addr, m *metrics, log *slog.Logger) (*NetPol, error) {
+func newNetPol(client kubernetes.Interface, cfg Config, own []netip.Addr, m *metrics, log *slog.Logger) (*netPolicy, error) {
 	enf, err := nft.NewEnforcer(nil)
 	if err != nil {
 		return nil, err
 	}
-	n := &NetPol{client: client, node: cfg.NodeName, stateDir: cfg.StateDir, log: log, enf: enf, metrics: m,
+	n := &netPolicy{client: client, node: cfg.NodeName, stateDir: cfg.StateDir, log: log, enf: enf, metrics: m,
 		local: cfg.PodCIDRs, own: own, kick: make(chan struct{}, 1), firstRun: make(chan struct{}),
 		atts: map[string]attachment{}, extra: map[string]extraPod{}}
 	n.changed = sync.NewCond(&n.mu)
@@ -108,7 +108,7 @@ func slimPod(obj any) (any, error) {
 
 // Start starts the informers and the sync loop; FirstSync is closed once
 // the data plane holds the policy of every known pod.
-func (n *NetPol) Start(ctx context.Context) error {
+func (n *netPolicy) Start(ctx context.Context) error {
 	n.factory = informers.NewSharedInformerFactoryWithOptions(n.client, 10*time.Minute, informers.WithTransform(slimPod))
 	pods := n.factory.Core().V1().Pods()
 	nss := n.factory.Core().V1().Namespaces()
@@ -132,27 +132,27 @@ func (n *NetPol) Start(ctx context.Context) error {
 }
 
 // Stop stops the informers.
-func (n *NetPol) Stop() {
+func (n *netPolicy) Stop() {
 	if n.factory != nil {
 		n.factory.Shutdown()
 	}
 }
 
 // FirstSync is closed after the first successful sync.
-func (n *NetPol) FirstSync() <-chan struct{} { return n.firstRun }
+func (n *netPolicy) FirstSync() <-chan struct{} { return n.firstRun }
 
 // Healthy reports whether the last sync reached nftables.
-func (n *NetPol) Healthy() bool { return n.healthy.Load() }
+func (n *netPolicy) Healthy() bool { return n.healthy.Load() }
 
 // poke asks for a sync of whatever changed in the informers.
-func (n *NetPol) poke() {
+func (n *netPolicy) poke() {
 	n.mu.Lock()
 	n.gen++
 	n.mu.Unlock()
 	n.kickNow()
 }
 
-func (n *NetPol) loop(ctx context.Context) {
+func (n *netPolicy) loop(ctx context.Context) {
 	if !cache.WaitForCacheSync(ctx.Done(), n.synced...) {
 		return
 	}
@@ -204,7 +204,7 @@ func (n *NetPol) loop(ctx context.Context) {
 }
 
 // sync compiles and programs the desired state.
-func (n *NetPol) sync(ctx context.Context) error {
+func (n *netPolicy) sync(ctx context.Context) error {
 	start := time.Now()
 	d, local, errs := n.desired()
 	for _, err := range errs {
@@ -234,7 +234,7 @@ func (n *NetPol) sync(ctx context.Context) error {
 
 // desired takes a snapshot of the informers and the attachments and hands
 // it to plan.Policy; the attachments of pods that are gone are forgotten.
-func (n *NetPol) desired() (policy.Desired, int, []error) {
+func (n *netPolicy) desired() (policy.Desired, int, []error) {
 	snap := plan.PolicySnapshot{Node: n.node, Local: n.local, Own: n.own,
 		Policy: policy.Cluster{Namespaces: map[string]map[string]string{}}}
 	if nss, err := n.nss.List(labels.Everything()); err == nil {
@@ -274,7 +274,7 @@ func (n *NetPol) desired() (policy.Desired, int, []error) {
 }
 
 // waitApplied waits until generation gen is in nftables.
-func (n *NetPol) waitApplied(ctx context.Context, gen uint64) error {
+func (n *netPolicy) waitApplied(ctx context.Context, gen uint64) error {
 	stop := context.AfterFunc(ctx, func() {
 		n.mu.Lock()
 		n.changed.Broadcast()

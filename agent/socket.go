@@ -13,7 +13,7 @@ import (
 )
 
 // serveSocket serves weft-cni's requests on the agent's Unix socket.
-func (n *NetPol) serveSocket() (func(), error) {
+func (n *netPolicy) serveSocket() (func(), error) {
 	path := filepath.Join(n.stateDir, api.AgentSocket)
 	os.Remove(path)
 	if err := os.MkdirAll(n.stateDir, 0o700); err != nil {
