@@ -16,7 +16,6 @@ import (
 	"github.com/weftnet/weft/api"
 )
 
-
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
