@@ -235,16 +235,15 @@ func (n *netPolicy) sync(ctx context.Context) error {
 // desired takes a snapshot of the informers and the attachments and hands
 // it to plan.Policy; the attachments of pods that are gone are forgotten.
 func (n *netPolicy) desired() (policy.Desired, int, []error) {
-	snap := plan.PolicySnapshot{Node: n.node, Local: n.local, Own: n.own,
-		Policy: policy.Cluster{Namespaces: map[string]map[string]string{}}}
+	snap := plan.PolicySnapshot{Node: n.node, Local: n.local, Own: n.own, Namespaces: map[string]map[string]string{}}
 	if nss, err := n.nss.List(labels.Everything()); err == nil {
 		for _, ns := range nss {
-			snap.Policy.Namespaces[ns.Name] = ns.Labels
+			snap.Namespaces[ns.Name] = ns.Labels
 		}
 	}
 	if nps, err := n.nps.List(labels.Everything()); err == nil {
 		for _, p := range nps {
-			snap.Policy.Policies = append(snap.Policy.Policies, *p)
+			snap.Policies = append(snap.Policies, *p)
 		}
 	}
 	// Attachments first, pods second: an attachment is recorded only once

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/weftnet/weft/policy"
 )
@@ -19,7 +20,8 @@ type PolicySnapshot struct {
 	Own         []netip.Addr   // the node's own addresses in them
 	Attachments []Attached
 	Pods        []*corev1.Pod
-	Policy      policy.Cluster // Namespaces and Policies; Pods are filled in here
+	Namespaces  map[string]map[string]string // name -> labels
+	Policies    []networkingv1.NetworkPolicy
 }
 
 // Attached is one attachment weft-cni reported: a pod's addresses on this node.
@@ -51,8 +53,7 @@ type PolicyPlan struct {
 // address of this node for a pod of this node (and vice versa), and only
 // where no newer attachment holds the address.
 func Policy(s PolicySnapshot) PolicyPlan {
-	c := s.Policy
-	c.Pods = nil
+	c := policy.Cluster{Namespaces: s.Namespaces, Policies: s.Policies}
 	isLocalAddr := func(ip netip.Addr) bool {
 		return slices.ContainsFunc(s.Local, func(p netip.Prefix) bool { return p.Contains(ip) })
 	}
