@@ -13,15 +13,15 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/atomicfile"
 	"github.com/weftnet/weft/plan"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 type attachment struct {
@@ -156,13 +156,13 @@ func (n *netPolicy) waitPod(ctx context.Context, ns, name string) error {
 		inInformer = p
 		return err == nil, nil
 	})
-	if inInformer != nil {
+	switch {
+	case err == nil:
 		return n.checkNode(inInformer)
-	}
-	if ctx.Err() != nil {
+	case ctx.Err() != nil:
 		return ctx.Err()
 	}
-	_ = err // the informer lags: ask the API server
+	// podWait passed: the informer lags, so ask the API server.
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	p, err := n.client.CoreV1().Pods(ns).Get(gctx, name, metav1.GetOptions{})
