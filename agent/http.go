@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -64,7 +63,7 @@ func (a *Agent) servePeers(w http.ResponseWriter, r *http.Request) {
 			Name:      n.Name,
 			PublicKey: n.PublicKey.String(),
 			Endpoint:  n.Endpoint.String(),
-			PodCIDRs:  prefixStrings(n.PodCIDRs),
+			PodCIDRs:  api.PrefixStrings(n.PodCIDRs),
 			Source:    string(n.Source),
 		}
 		if d, ok := byKey[n.PublicKey]; ok {
@@ -79,12 +78,4 @@ func (a *Agent) servePeers(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(out)
-}
-
-func prefixStrings(ps []netip.Prefix) []string {
-	out := make([]string, 0, len(ps))
-	for _, p := range ps {
-		out = append(out, p.String())
-	}
-	return out
 }

@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/atomicfile"
 	"github.com/weftnet/weft/peer"
-	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // learnSelf reads this node's pod CIDRs and InternalIP from its Node (flags
@@ -36,7 +38,7 @@ func (a *Agent) learnSelf(ctx context.Context) error {
 			if cidrs, ip, err = peer.SelfFromNode(node); err != nil {
 				return false, err
 			}
-			b, _ := json.Marshal(selfCache{PodCIDRs: prefixStrings(cidrs), InternalIP: ip.String()})
+			b, _ := json.Marshal(selfCache{PodCIDRs: api.PrefixStrings(cidrs), InternalIP: ip.String()})
 			if err := os.MkdirAll(a.cfg.StateDir, 0o700); err != nil {
 				return false, fmt.Errorf("state dir: %w", err)
 			}

@@ -11,6 +11,15 @@ func FirstAddress(p netip.Prefix) netip.Addr {
 	return p.Masked().Addr().Next()
 }
 
+// PrefixStrings renders prefixes as strings, in order (for JSON and annotations).
+func PrefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.String())
+	}
+	return out
+}
+
 // Disjoint returns ps without prefixes that another one covers, sorted, so
 // they can be elements of one interval set. Two prefixes either nest or do
 // not overlap at all, so after sorting by address (wider first at the same

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+
+	"github.com/weftnet/weft/api"
 )
 
 // MaxCacheSize bounds the peer cache file the agent reads back.
@@ -22,12 +24,9 @@ type cachedPeer struct {
 func EncodeCache(peers []NodeInfo) ([]byte, error) {
 	out := make([]cachedPeer, 0, len(peers))
 	for _, n := range peers {
-		c := cachedPeer{Name: n.Name, PublicKey: n.PublicKey.String(), Endpoint: n.Endpoint.String()}
+		c := cachedPeer{Name: n.Name, PublicKey: n.PublicKey.String(), Endpoint: n.Endpoint.String(), PodCIDRs: api.PrefixStrings(n.PodCIDRs)}
 		if n.GossipAddr.IsValid() {
 			c.GossipAddr = n.GossipAddr.String()
-		}
-		for _, p := range n.PodCIDRs {
-			c.PodCIDRs = append(c.PodCIDRs, p.String())
 		}
 		out = append(out, c)
 	}

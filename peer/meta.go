@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+
+	"github.com/weftnet/weft/api"
 )
 
 // MaxMetaSize is memberlist's limit on a member's metadata and so on ours.
@@ -19,10 +21,7 @@ type metaV1 struct {
 
 // EncodeMeta renders n for gossip.
 func EncodeMeta(n NodeInfo) ([]byte, error) {
-	m := metaV1{V: 1, Key: n.PublicKey.String(), Endpoint: n.Endpoint.String()}
-	for _, p := range n.PodCIDRs {
-		m.CIDRs = append(m.CIDRs, p.String())
-	}
+	m := metaV1{V: 1, Key: n.PublicKey.String(), Endpoint: n.Endpoint.String(), CIDRs: api.PrefixStrings(n.PodCIDRs)}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, err

@@ -19,10 +19,6 @@ type ConfInput struct {
 // ConfList renders the conflist: weft-cni with this node's pod CIDRs, the
 // tunnel MTU and its IPAM directory, then portmap for hostPort.
 func ConfList(in ConfInput) ([]byte, error) {
-	cidrs := make([]string, 0, len(in.PodCIDRs))
-	for _, p := range in.PodCIDRs {
-		cidrs = append(cidrs, p.String())
-	}
 	list := api.ConfList{
 		// cniVersion 1.0.0 for runtimes whose libcni predates 1.2
 		// (containerd 1.6 and 1.7 refuse a 1.1.0 result, "unsupported CNI
@@ -34,7 +30,7 @@ func ConfList(in ConfInput) ([]byte, error) {
 		Name:        api.NetworkName,
 		Plugins: []any{
 			api.WeftPlugin{Type: api.PluginType, WeftConf: api.WeftConf{
-				PodCIDRs: cidrs, MTU: in.MTU, DataDir: in.DataDir, ReadyURL: in.ReadyURL, AgentSocket: in.AgentSocket,
+				PodCIDRs: api.PrefixStrings(in.PodCIDRs), MTU: in.MTU, DataDir: in.DataDir, ReadyURL: in.ReadyURL, AgentSocket: in.AgentSocket,
 			}},
 			api.PortmapPlugin{Type: "portmap", Capabilities: map[string]bool{"portMappings": true}, SNAT: true},
 		},
