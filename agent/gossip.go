@@ -11,8 +11,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
-	"github.com/weftnet/weft/peer"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/weftnet/weft/peer"
 )
 
 // gossipSource is the memberlist source: it announces this node and turns other

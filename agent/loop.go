@@ -8,11 +8,12 @@ import (
 	"slices"
 	"time"
 
+	"k8s.io/client-go/util/workqueue"
+
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/nft"
 	"github.com/weftnet/weft/peer"
 	"github.com/weftnet/weft/plan"
-	"k8s.io/client-go/util/workqueue"
 )
 
 func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {

@@ -7,8 +7,9 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/weftnet/weft/policy"
 	"sigs.k8s.io/knftables"
+
+	"github.com/weftnet/weft/policy"
 )
 
 // The NetworkPolicy data plane, in weft's table:

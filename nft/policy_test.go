@@ -6,9 +6,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/weftnet/weft/policy"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/knftables"
+
+	"github.com/weftnet/weft/policy"
 )
 
 // The enforcer's diffing is pure logic over nftables objects, so it is

@@ -7,9 +7,10 @@ import (
 	"slices"
 	"strings"
 
+	"sigs.k8s.io/knftables"
+
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/policy"
-	"sigs.k8s.io/knftables"
 )
 
 // state is policy.Desired rendered into nftables objects.

@@ -13,9 +13,10 @@ import (
 	"slices"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/peer"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // Mesh is what the data plane of one node should look like: the addresses on

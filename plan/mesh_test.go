@@ -5,8 +5,9 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/weftnet/weft/peer"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/weftnet/weft/peer"
 )
 
 func TestPlan(t *testing.T) {

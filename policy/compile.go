@@ -5,11 +5,12 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/weftnet/weft/api"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/weftnet/weft/api"
 )
 
 // Pod is what the NetworkPolicy compiler needs to know about a pod.
