@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"path/filepath"
 	"sync/atomic"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/mesh"
-	"github.com/weftnet/weft/nft"
 	"github.com/weftnet/weft/peer"
 	"github.com/weftnet/weft/plan"
 )
@@ -60,6 +58,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		return fmt.Errorf("http address %s: %w", cfg.HTTPAddr, err)
 	}
 	defer ln.Close()
+	var pprofLn net.Listener
+	if cfg.PprofAddr != "" {
+		if pprofLn, err = net.Listen("tcp", cfg.PprofAddr); err != nil {
+			return fmt.Errorf("pprof address %s: %w", cfg.PprofAddr, err)
+		}
+		defer pprofLn.Close()
+	}
 	if cfg.KubeMode {
 		if err := a.learnSelf(ctx); err != nil {
 			return err
@@ -71,13 +76,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 			return err
 		}
 	}
+	underlay, err := mesh.UnderlayOf(adv)
+	if err != nil {
+		return fmt.Errorf("advertise address %s: %w", adv, err)
+	}
 	mtu := cfg.MTU
 	if mtu == 0 {
-		u, err := mesh.UnderlayMTU(adv)
-		if err != nil {
-			return fmt.Errorf("advertise address %s: %w", adv, err)
-		}
-		mtu = u - mesh.Overhead
+		mtu = underlay.MTU - mesh.Overhead
+	}
+	bounds := peer.Bounds{ClusterCIDRs: cfg.ClusterCIDRs, Underlay: underlay.Prefixes}
+	if _, err := bounds.CheckPodCIDRs(a.cfg.PodCIDRs); err != nil {
+		return fmt.Errorf("this node's own %v", err)
+	}
+	if len(cfg.ClusterCIDRs) == 0 {
+		log.Warn("--cluster-cidr is not set: peers' pod CIDRs are not checked against the cluster's pod range (any range not overlapping another node's or the underlay is accepted)")
 	}
 	key, err := mesh.LoadOrCreatePrivateKey(filepath.Join(cfg.StateDir, mesh.PrivateKeyFile))
 	if err != nil {
@@ -103,7 +115,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	// HTTP server allows once both exist.
 	a.metrics = newMetrics(func() float64 { return float64(a.gossip.Members()) },
 		func() float64 { return float64(a.mesh.DeviceWrites()) })
-	a.reg = peer.NewRegistry(a.self, cfg.KubeMode, a.rejected)
+	a.reg = peer.NewRegistry(a.self, cfg.KubeMode, bounds, a.rejected)
 
 	cached, err := loadCache(cfg.StateDir)
 	if err != nil {
@@ -115,7 +127,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	a.saved = cached
 
 	a.gossip, err = startGossip(gossipConfig{
-		Name: cfg.NodeName, Bind: adv, Port: cfg.GossipPort, SecretKey: gossipKey, Seeds: a.seeds,
+		Name: cfg.NodeName, Bind: adv, Port: cfg.GossipPort, SecretKey: gossipKey, Seeds: a.seeds, Metrics: a.metrics,
 	}, a.self, a.reg, log)
 	if err != nil {
 		return err
@@ -142,10 +154,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	if err := looseReversePath(); err != nil {
 		a.log.Warn("pods cannot reach other nodes' host-network endpoints (the API server among them)", "err", err)
 	}
-	if err := nft.EnsureAntiSpoof(ctx, api.HostVethPrefix); err != nil {
-		return err
-	}
-	if err := nft.EnsureTransportNotrack(ctx, cfg.ListenPort); err != nil {
+	if err := a.ensureBaseRules(ctx); err != nil {
 		return err
 	}
 	if a.cniConf, err = plan.ConfList(a.cfg.confInput(mtu)); err != nil {
@@ -176,9 +185,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		defer a.netpol.Stop()
 	}
 
-	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
-	go serve(srv, ln, log, "http")
+	srv := newHTTPServer(a.handler())
+	go serve(srv, limitPerSource(ln, a.metrics.httpRefused.Inc), log, "http")
 	defer srv.Close()
+	if pprofLn != nil {
+		psrv := newHTTPServer(pprofHandler())
+		psrv.WriteTimeout = 0 // a profile takes as long as it was asked to
+		go serve(psrv, pprofLn, log, "pprof")
+		defer psrv.Close()
+	}
 	log.Info("agent started", "node", cfg.NodeName, "public_key", a.self.PublicKey.String(),
 		"endpoint", a.self.Endpoint.String(), "pod_cidrs", fmt.Sprint(a.cfg.PodCIDRs), "mtu", mtu, "kubernetes", cfg.KubeMode)
 	return a.loop(ctx, resync)

@@ -16,8 +16,11 @@ import (
 
 // Config is the agent's configuration, from flags.
 type Config struct {
-	NodeName         string
-	PodCIDRs         []netip.Prefix
+	NodeName string
+	PodCIDRs []netip.Prefix
+	// ClusterCIDRs are the cluster's pod ranges, at most one per family:
+	// every node's pod CIDRs must lie inside them. Empty: not checked.
+	ClusterCIDRs     []netip.Prefix
 	AdvertiseAddress netip.Addr // invalid: take it from the default route
 	ListenPort       int
 	GossipPort       int
@@ -29,7 +32,8 @@ type Config struct {
 	RunDir           string
 	CNIConfDir       string
 	HTTPAddr         string
-	MTU              int // 0: underlay MTU - mesh.Overhead
+	PprofAddr        string // "": no profiling endpoint; else a loopback host:port
+	MTU              int    // 0: underlay MTU - mesh.Overhead
 	LogLevel         string
 	// Kubernetes mode: a kubeconfig, or in-cluster when KUBERNETES_SERVICE_HOST is set.
 	Kubeconfig string
@@ -71,9 +75,10 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 			"       weft-agent ensure-gossip-key [--namespace NS] [--secret NAME] [--kubeconfig F]\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	var podCIDRs, join, adv listFlag
+	var podCIDRs, clusterCIDRs, join, adv listFlag
 	fs.StringVar(&c.NodeName, "node-name", getenv("NODE_NAME"), "this node's name (default $NODE_NAME, then the host name)")
 	fs.Var(&podCIDRs, "pod-cidr", "this node's pod CIDR; repeat or comma-separate for dual-stack")
+	fs.Var(&clusterCIDRs, "cluster-cidr", "the cluster's pod range, one per family (repeat or comma-separate); peers claiming pod CIDRs outside it are refused")
 	fs.Var(&adv, "advertise-address", "underlay address peers reach this node on (default: source of the default route)")
 	fs.IntVar(&c.ListenPort, "listen-port", 51820, "WireGuard UDP port")
 	fs.IntVar(&c.GossipPort, "gossip-port", 7946, "gossip TCP and UDP port")
@@ -85,6 +90,7 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&c.RunDir, "run-dir", "/var/run/wireguard", "directory for the UAPI socket")
 	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "directory for the CNI config")
 	fs.StringVar(&c.HTTPAddr, "http-addr", ":9587", "address for health, metrics and the peer API")
+	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go's /debug/pprof on this loopback address (e.g. 127.0.0.1:6060); off by default")
 	fs.IntVar(&c.MTU, "mtu", 0, "tunnel MTU (default: underlay MTU - 80)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	var noMasq listFlag
@@ -112,6 +118,12 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 	var err error
 	if c.PodCIDRs, err = peer.ParsePodCIDRs(podCIDRs); err != nil {
 		return c, fmt.Errorf("--pod-cidr %v", err)
+	}
+	if c.ClusterCIDRs, err = parseClusterCIDRs(clusterCIDRs); err != nil {
+		return c, err
+	}
+	if reason, err := (peer.Bounds{ClusterCIDRs: c.ClusterCIDRs}).CheckPodCIDRs(c.PodCIDRs); err != nil && reason != "" {
+		return c, fmt.Errorf("--pod-cidr: %v", err)
 	}
 	if len(adv) > 1 {
 		return c, errors.New("--advertise-address: give one address")
@@ -178,12 +190,43 @@ func (c Config) validate() error {
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		return fmt.Errorf("--http-addr %q: want host:port", c.HTTPAddr)
 	}
+	if c.PprofAddr != "" {
+		host, _, err := net.SplitHostPort(c.PprofAddr)
+		if a, perr := netip.ParseAddr(host); err != nil || perr != nil || !a.IsLoopback() {
+			return fmt.Errorf("--pprof-addr %q: want a loopback ip:port such as 127.0.0.1:6060", c.PprofAddr)
+		}
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel)
 	}
 	return nil
+}
+
+// parseClusterCIDRs parses --cluster-cidr: network addresses, one per
+// family, each large enough to hold at least one node's range.
+func parseClusterCIDRs(ss []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range ss {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("--cluster-cidr %q: not a CIDR", s)
+		}
+		if p != p.Masked() {
+			return nil, fmt.Errorf("--cluster-cidr %q: host bits set; did you mean %s?", s, p.Masked())
+		}
+		if p.Bits() > p.Addr().BitLen()-2 || p.Addr().IsLoopback() || p.Addr().IsMulticast() || p.Addr().IsLinkLocalUnicast() || p.Addr().Is4In6() {
+			return nil, fmt.Errorf("--cluster-cidr %q: not a unicast range that can hold pods", s)
+		}
+		for _, q := range out {
+			if q.Addr().Is4() == p.Addr().Is4() {
+				return nil, fmt.Errorf("--cluster-cidr %q: only one range per address family", s)
+			}
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 func normalizeSeed(s string, defPort int) (string, error) {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log"
@@ -8,9 +9,11 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"golang.org/x/time/rate"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/weftnet/weft/peer"
@@ -36,6 +39,7 @@ type gossipConfig struct {
 	Port      int
 	SecretKey []byte // 32 bytes; nil runs unencrypted (--insecure-gossip)
 	Seeds     func() []string
+	Metrics   *metrics
 }
 
 // startGossip binds the gossip port and starts announcing self. Joining the
@@ -56,11 +60,19 @@ func startGossip(cfg gossipConfig, self peer.NodeInfo, reg *peer.Registry, logge
 	mc.SecretKey = cfg.SecretKey
 	mc.Delegate = g
 	mc.Events = g
-	mc.Logger = log.New(&memberlistLog{logger}, "", 0)
+	mlog := newMemberlistLogger(logger, cfg.Metrics.gossipLog)
+	mc.Logger = mlog.std()
 	mc.DeadNodeReclaimTime = 5 * time.Second // a restarted agent may come back on the same name
+	where := netip.AddrPortFrom(cfg.Bind, uint16(cfg.Port))
+	tr, err := newGuardedTransport(cfg.Bind, cfg.Port, mlog, cfg.Metrics.gossipRefused)
+	if err != nil {
+		return nil, fmt.Errorf("start gossip on %s: %w", where, err)
+	}
+	mc.Transport = tr
 	ml, err := memberlist.Create(mc)
 	if err != nil {
-		return nil, fmt.Errorf("start gossip on %s: %w", netip.AddrPortFrom(cfg.Bind, uint16(cfg.Port)), err)
+		_ = tr.Shutdown()
+		return nil, fmt.Errorf("start gossip on %s: %w", where, err)
 	}
 	g.ml = ml
 	g.wg.Add(1)
@@ -154,23 +166,52 @@ func (g *gossipSource) GetBroadcasts(overhead, limit int) [][]byte { return nil 
 func (g *gossipSource) LocalState(join bool) []byte                { return nil }
 func (g *gossipSource) MergeRemoteState(buf []byte, join bool)     {}
 
-// memberlistLog routes memberlist's log lines into slog at a level read from their prefix.
-type memberlistLog struct{ l *slog.Logger }
+// memberlistLogger routes memberlist's log lines into slog at a level read
+// from their prefix. Warnings and errors are counted always but logged at
+// most a burst of 10 and then one per 10 s: each undecryptable packet is an
+// error line, and anyone who reaches the port can send them.
+type memberlistLogger struct {
+	l          *slog.Logger
+	limit      *rate.Limiter
+	suppressed atomic.Int64
+	count      func(level string)
+}
 
-func (m *memberlistLog) Write(p []byte) (int, error) {
+func newMemberlistLogger(l *slog.Logger, count func(level string)) *memberlistLogger {
+	return &memberlistLogger{l: l, limit: rate.NewLimiter(rate.Every(10*time.Second), 10), count: count}
+}
+
+func (m *memberlistLogger) std() *log.Logger { return log.New(m, "", 0) }
+
+func (m *memberlistLogger) Write(p []byte) (int, error) {
 	s := strings.TrimSpace(string(p))
+	level := slog.LevelDebug
 	switch {
 	case strings.Contains(s, "[ERR]"):
-		m.l.Error(s, "component", "memberlist")
+		level = slog.LevelError
 	case strings.Contains(s, "[WARN]"):
-		m.l.Warn(s, "component", "memberlist")
-	default:
-		m.l.Debug(s, "component", "memberlist")
+		level = slog.LevelWarn
 	}
+	if level == slog.LevelDebug {
+		m.l.Debug(s, "component", "memberlist")
+		return len(p), nil
+	}
+	if m.count != nil {
+		m.count(strings.ToLower(level.String()))
+	}
+	if !m.limit.Allow() {
+		m.suppressed.Add(1)
+		return len(p), nil
+	}
+	attrs := []any{"component", "memberlist"}
+	if n := m.suppressed.Swap(0); n > 0 {
+		attrs = append(attrs, "suppressed_since_last", n)
+	}
+	m.l.Log(context.Background(), level, s, attrs...)
 	return len(p), nil
 }
 
-var _ io.Writer = (*memberlistLog)(nil)
+var _ io.Writer = (*memberlistLogger)(nil)
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")

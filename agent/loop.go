@@ -19,6 +19,8 @@ import (
 func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 	resync := time.NewTicker(resyncInterval)
 	defer resync.Stop()
+	integrity := time.NewTicker(integrityInterval)
+	defer integrity.Stop()
 	var expireCache <-chan time.Time
 	if !a.cfg.KubeMode {
 		expireCache = time.After(cacheGrace)
@@ -57,6 +59,11 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 			a.reg.DeleteAll(peer.SourceCache)
 		case <-a.reg.Changed():
 		case <-resync.C:
+		case <-integrity.C:
+			a.reassertRules(ctx)
+			if a.masq != nil {
+				continue
+			}
 		case <-kick:
 		case <-retry.C:
 		case <-policySynced:

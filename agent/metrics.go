@@ -17,7 +17,14 @@ type metrics struct {
 	deviceWrites prometheus.CounterFunc
 	policySyncs  *prometheus.CounterVec
 	policyPods   prometheus.Gauge
+	gossipLogs   *prometheus.CounterVec
+	gossipRefuse *prometheus.CounterVec
+	httpRefused  prometheus.Counter
+	nftReasserts prometheus.Counter
 }
+
+func (m *metrics) gossipLog(level string)      { m.gossipLogs.WithLabelValues(level).Inc() }
+func (m *metrics) gossipRefused(reason string) { m.gossipRefuse.WithLabelValues(reason).Inc() }
 
 func newMetrics(members, deviceWrites func() float64) *metrics {
 	m := &metrics{
@@ -43,6 +50,24 @@ func newMetrics(members, deviceWrites func() float64) *metrics {
 		policyPods: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "weft_policy_isolated_pods", Help: "Pods on this node isolated by a NetworkPolicy in at least one direction.",
 		}),
+		gossipLogs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_gossip_log_lines_total", Help: "memberlist warnings and errors (bad packets among them), logged or suppressed by the rate limit.",
+		}, []string{"level"}),
+		gossipRefuse: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_gossip_streams_refused_total", Help: "Incoming gossip streams closed unread, by the limit they hit.",
+		}, []string{"limit"}),
+		httpRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_http_connections_refused_total", Help: "HTTP connections closed at accept: one source held too many.",
+		}),
+		nftReasserts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_nftables_reasserts_total", Help: "Times weft's nftables objects were found changed from outside and written again.",
+		}),
+	}
+	for _, r := range []string{"warn", "error"} {
+		m.gossipLogs.WithLabelValues(r)
+	}
+	for _, r := range []string{"streams", "streams-per-source"} {
+		m.gossipRefuse.WithLabelValues(r)
 	}
 	for _, r := range peer.Reasons {
 		m.rejections.WithLabelValues(string(r))
@@ -51,7 +76,7 @@ func newMetrics(members, deviceWrites func() float64) *metrics {
 		m.reconciles.WithLabelValues(r)
 		m.policySyncs.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.peers, m.members, m.rejections, m.reconciles, m.deviceWrites, m.policySyncs, m.policyPods,
+	m.reg.MustRegister(m.peers, m.members, m.rejections, m.reconciles, m.deviceWrites, m.policySyncs, m.policyPods, m.gossipLogs, m.gossipRefuse, m.httpRefused, m.nftReasserts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/weftnet/weft/api"
 )
@@ -16,8 +15,13 @@ import (
 func (n *netPolicy) serveSocket() (func(), error) {
 	path := filepath.Join(n.stateDir, api.AgentSocket)
 	os.Remove(path)
+	// The directory is the gate: root only, before the socket exists, so
+	// there is no moment when another user could connect.
 	if err := os.MkdirAll(n.stateDir, 0o700); err != nil {
 		return nil, err
+	}
+	if err := os.Chmod(n.stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent socket: %w", err)
 	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -58,7 +62,7 @@ func (n *netPolicy) serveSocket() (func(), error) {
 		n.detach(a)
 		w.WriteHeader(http.StatusNoContent)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := newHTTPServer(mux)
 	go serve(srv, ln, n.log, "agent socket")
 	return func() { srv.Close(); os.Remove(path) }, nil
 }

@@ -12,24 +12,40 @@ import (
 // (40 IP + 8 UDP + 32 WireGuard); using it for IPv4 too keeps one MTU safe for both.
 const Overhead = 80
 
-// UnderlayMTU returns the MTU of the interface that holds addr.
-func UnderlayMTU(addr netip.Addr) (int, error) {
+// Underlay describes the interface that holds the node's underlay address.
+type Underlay struct {
+	MTU      int
+	Prefixes []netip.Prefix // the networks of that interface's addresses (no link-local)
+}
+
+// UnderlayOf returns the MTU and networks of the interface that holds addr.
+func UnderlayOf(addr netip.Addr) (Underlay, error) {
 	links, err := netlink.LinkList()
 	if err != nil {
-		return 0, err
+		return Underlay{}, err
 	}
 	for _, l := range links {
 		as, err := netlink.AddrList(l, netlink.FAMILY_ALL)
 		if err != nil {
 			continue
 		}
+		u, found := Underlay{MTU: l.Attrs().MTU}, false
 		for _, a := range as {
-			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == addr {
-				return l.Attrs().MTU, nil
+			ip, ok := netip.AddrFromSlice(a.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			found = found || ip == addr
+			if ones, _ := a.Mask.Size(); !ip.IsLinkLocalUnicast() {
+				u.Prefixes = append(u.Prefixes, netip.PrefixFrom(ip, ones).Masked())
 			}
 		}
+		if found {
+			return u, nil
+		}
 	}
-	return 0, fmt.Errorf("no interface holds address %s", addr)
+	return Underlay{}, fmt.Errorf("no interface holds address %s", addr)
 }
 
 // DefaultRouteSource returns the address the kernel would use as source on

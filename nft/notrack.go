@@ -15,7 +15,8 @@ var notrackChains = []struct {
 	name string
 	hook knftables.BaseChainHook
 	dir  string
-}{{"transport-in", knftables.PreroutingHook, "dport"}, {"transport-out", knftables.OutputHook, "sport"}}
+	addr string
+}{{"transport-in", knftables.PreroutingHook, "dport", "daddr"}, {"transport-out", knftables.OutputHook, "sport", "saddr"}}
 
 // EnsureTransportNotrack exempts UDP to and from the WireGuard listen port
 // from connection tracking.
@@ -28,7 +29,10 @@ func EnsureTransportNotrack(ctx context.Context, listenPort int) error {
 		chain := baseChain(c.name, knftables.FilterType, c.hook, knftables.RawPriority, "WireGuard transport is not tracked")
 		tx.Add(chain)
 		tx.Flush(chain)
-		tx.Add(&knftables.Rule{Chain: c.name, Rule: knftables.Concat("udp", c.dir, fmt.Sprint(listenPort), "notrack")})
+		// Only this host's own transport: a pod's traffic to or from that
+		// port number elsewhere is forwarded and stays tracked (its NAT and
+		// NetworkPolicy depend on conntrack).
+		tx.Add(&knftables.Rule{Chain: c.name, Rule: knftables.Concat("fib", c.addr, "type local", "udp", c.dir, fmt.Sprint(listenPort), "notrack")})
 	}
 	if err := nft.Run(ctx, tx); err != nil {
 		return fmt.Errorf("nftables transport notrack: %w", err)

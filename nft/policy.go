@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 
 	"sigs.k8s.io/knftables"
 
@@ -43,7 +44,9 @@ const (
 // weft's policy objects completely (in one transaction, so the rules of the
 // previous run stay in force until the new ones replace them).
 type Enforcer struct {
-	nft  knftables.Interface
+	nft knftables.Interface
+
+	mu   sync.Mutex // Apply against PolicyChains and Forget
 	last *state
 }
 
@@ -62,6 +65,8 @@ func NewEnforcer(nft knftables.Interface) (*Enforcer, error) {
 // (0: nothing changed).
 func (e *Enforcer) Apply(ctx context.Context, d policy.Desired) (int, error) {
 	want := renderState(d)
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	tx := e.nft.NewTransaction()
 	if e.last == nil {
 		if err := e.rewrite(ctx, tx, want); err != nil {

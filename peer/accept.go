@@ -12,16 +12,18 @@ type Reason string
 
 // Rejection reasons.
 const (
-	ReasonSelf          Reason = "self"
-	ReasonDuplicateKey  Reason = "duplicate-key"
-	ReasonCIDROverlap   Reason = "cidr-overlap"
-	ReasonInvalid       Reason = "invalid"
-	ReasonContradiction Reason = "gossip-contradicts-node"
-	ReasonNotANode      Reason = "not-a-node"
+	ReasonSelf           Reason = "self"
+	ReasonDuplicateKey   Reason = "duplicate-key"
+	ReasonCIDROverlap    Reason = "cidr-overlap"
+	ReasonInvalid        Reason = "invalid"
+	ReasonContradiction  Reason = "gossip-contradicts-node"
+	ReasonNotANode       Reason = "not-a-node"
+	ReasonOutsideCluster Reason = "outside-cluster-cidr"
+	ReasonCoversNode     Reason = "covers-node-address"
 )
 
 // Reasons lists every Reason (for metrics, which start each at zero).
-var Reasons = []Reason{ReasonSelf, ReasonDuplicateKey, ReasonCIDROverlap, ReasonInvalid, ReasonContradiction, ReasonNotANode}
+var Reasons = []Reason{ReasonSelf, ReasonDuplicateKey, ReasonCIDROverlap, ReasonInvalid, ReasonContradiction, ReasonNotANode, ReasonOutsideCluster, ReasonCoversNode}
 
 // Rejection says why a node's claim was not installed.
 type Rejection struct {
@@ -47,7 +49,10 @@ func rank(source Source) int {
 // then gossip and cache, then provisional gossip), then peers accepted before
 // keep precedence, so a newcomer can never take a range from a node already
 // in the mesh; last the name decides, so every node reaches the same answer.
-func Accept(self NodeInfo, previous []string, claims map[string]Claim) ([]Claim, []Rejection) {
+// A claim whose pod CIDRs leave the cluster's ranges or cover the underlay
+// or any node's address (its own, this node's, another claim's) is refused
+// whatever its rank.
+func Accept(self NodeInfo, bounds Bounds, previous []string, claims map[string]Claim) ([]Claim, []Rejection) {
 	prev := map[string]bool{}
 	for _, n := range previous {
 		prev[n] = true
@@ -76,8 +81,22 @@ func Accept(self NodeInfo, previous []string, claims map[string]Claim) ([]Claim,
 	for _, p := range self.PodCIDRs {
 		taken = append(taken, ownedPrefix{p, self.Name})
 	}
+	addrs := addresses(self)
 	for _, name := range order {
 		c := claims[name]
+		if reason, err := bounds.CheckPodCIDRs(c.PodCIDRs); err != nil {
+			rejected = append(rejected, Rejection{name, reason, err.Error()})
+			continue
+		}
+		own := addresses(c.NodeInfo)
+		if a, p, ok := coversAny(c.PodCIDRs, append(own, addrs...)); ok {
+			rejected = append(rejected, Rejection{name, ReasonCoversNode, fmt.Sprintf("pod CIDR %s covers node address %s", p, a)})
+			continue
+		}
+		if t, a, ok := insideTaken(own, taken); ok {
+			rejected = append(rejected, Rejection{name, ReasonCoversNode, fmt.Sprintf("node address %s is inside pod CIDR %s of %s", a, t.prefix, t.name)})
+			continue
+		}
 		switch {
 		case name == self.Name:
 			rejected = append(rejected, Rejection{name, ReasonSelf, "a peer uses this node's own name"})
@@ -91,6 +110,7 @@ func Accept(self NodeInfo, previous []string, claims map[string]Claim) ([]Claim,
 			continue
 		}
 		owner[c.PublicKey.String()] = name
+		addrs = append(addrs, own...)
 		for _, p := range c.PodCIDRs {
 			taken = append(taken, ownedPrefix{p, name})
 		}
@@ -114,4 +134,40 @@ func overlapsAny(ps []netip.Prefix, taken []ownedPrefix) (ownedPrefix, netip.Pre
 		}
 	}
 	return ownedPrefix{}, netip.Prefix{}, false
+}
+
+// addresses are a node's underlay addresses: no pod CIDR may cover one, or
+// traffic to that node would enter the tunnel. Judged in Accept's order,
+// like pod CIDRs, so a newcomer cannot refuse a node already in the mesh by
+// claiming an address inside its range.
+func addresses(n NodeInfo) []netip.Addr {
+	out := slices.Clone(n.NodeAddrs)
+	for _, ap := range []netip.AddrPort{n.Endpoint, n.GossipAddr} {
+		if ap.IsValid() {
+			out = append(out, ap.Addr())
+		}
+	}
+	return out
+}
+
+func coversAny(ps []netip.Prefix, addrs []netip.Addr) (netip.Addr, netip.Prefix, bool) {
+	for _, p := range ps {
+		for _, a := range addrs {
+			if p.Contains(a) {
+				return a, p, true
+			}
+		}
+	}
+	return netip.Addr{}, netip.Prefix{}, false
+}
+
+func insideTaken(addrs []netip.Addr, taken []ownedPrefix) (ownedPrefix, netip.Addr, bool) {
+	for _, a := range addrs {
+		for _, t := range taken {
+			if t.prefix.Contains(a) {
+				return t, a, true
+			}
+		}
+	}
+	return ownedPrefix{}, netip.Addr{}, false
 }

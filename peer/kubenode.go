@@ -3,6 +3,7 @@ package peer
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -69,6 +70,10 @@ func NodeInfoFromNode(n *corev1.Node) (info NodeInfo, ok bool, err error) {
 			addrs[p.Unmap()] = true
 		}
 	}
+	for a := range addrs {
+		info.NodeAddrs = append(info.NodeAddrs, a)
+	}
+	slices.SortFunc(info.NodeAddrs, netip.Addr.Compare)
 	if !addrs[info.Endpoint.Addr()] {
 		return NodeInfo{}, true, fmt.Errorf("%s %s is not one of the Node's addresses", api.AnnotationEndpoint, info.Endpoint)
 	}

@@ -57,11 +57,17 @@ func Merge(s Sources) (map[string]Claim, []Rejection) {
 	}
 	for n, k := range s.Kube {
 		if g, ok := s.Gossip[n]; ok {
-			if agrees(k, g) {
-				k.Endpoint, k.GossipAddr = g.Endpoint, g.GossipAddr
-			} else {
+			switch {
+			case !agrees(k, g):
 				rej = append(rej, Rejection{n, ReasonContradiction, fmt.Sprintf("gossip says key %s and pod CIDRs %v; the Node says %s and %v",
 					g.PublicKey, g.PodCIDRs, k.PublicKey, k.PodCIDRs)})
+			case !k.ownsAddr(g.Endpoint.Addr()) || g.GossipAddr.IsValid() && !k.ownsAddr(g.GossipAddr.Addr()):
+				// The same check the annotations get: a key holder must
+				// not point a node's traffic at an address not the node's.
+				rej = append(rej, Rejection{n, ReasonContradiction, fmt.Sprintf("gossip moves the endpoint to %s (gossip %s), not one of the Node's addresses %v",
+					g.Endpoint, g.GossipAddr, k.NodeAddrs)})
+			default:
+				k.Endpoint, k.GossipAddr = g.Endpoint, g.GossipAddr
 			}
 		}
 		claims[n] = Claim{k, SourceKubernetes}
@@ -98,4 +104,13 @@ func sortedCIDRs(ps []netip.Prefix) []netip.Prefix {
 	out := slices.Clone(ps)
 	slices.SortFunc(out, func(a, b netip.Prefix) int { return strings.Compare(a.String(), b.String()) })
 	return out
+}
+
+// ownsAddr reports whether a is one of the Node's addresses. A NodeInfo
+// without NodeAddrs (not from a Node object) owns only its endpoint's.
+func (n NodeInfo) ownsAddr(a netip.Addr) bool {
+	if len(n.NodeAddrs) == 0 {
+		return a == n.Endpoint.Addr()
+	}
+	return slices.Contains(n.NodeAddrs, a)
 }

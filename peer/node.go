@@ -7,6 +7,7 @@
 package peer
 
 import (
+	"fmt"
 	"net/netip"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -20,4 +21,42 @@ type NodeInfo struct {
 	Endpoint   netip.AddrPort // WireGuard endpoint on the underlay
 	GossipAddr netip.AddrPort // memberlist address, used as a seed after restart
 	PodCIDRs   []netip.Prefix
+	// NodeAddrs are the addresses in the Node object's status (Kubernetes
+	// source only): gossip may move the endpoint only to one of them.
+	NodeAddrs []netip.Addr
+}
+
+// Bounds are the cluster's own ranges, which every claim must respect.
+type Bounds struct {
+	// ClusterCIDRs: each claimed pod CIDR must lie inside one of them (one
+	// per family). Empty: not checked (the agent warns at start).
+	ClusterCIDRs []netip.Prefix
+	// Underlay: ranges nodes talk on; no pod CIDR may overlap them.
+	Underlay []netip.Prefix
+}
+
+// CheckPodCIDRs reports why ps cannot be a pod range in this cluster: a
+// prefix outside every cluster CIDR of its family, or one overlapping the
+// underlay. It is the check every claim passes, this node's own included.
+func (b Bounds) CheckPodCIDRs(ps []netip.Prefix) (Reason, error) {
+	for _, p := range ps {
+		if len(b.ClusterCIDRs) > 0 && !insideAny(p, b.ClusterCIDRs) {
+			return ReasonOutsideCluster, fmt.Errorf("pod CIDR %s is outside the cluster CIDRs %v", p, b.ClusterCIDRs)
+		}
+		for _, u := range b.Underlay {
+			if p.Overlaps(u) {
+				return ReasonCoversNode, fmt.Errorf("pod CIDR %s overlaps the underlay %s", p, u)
+			}
+		}
+	}
+	return "", nil
+}
+
+func insideAny(p netip.Prefix, outer []netip.Prefix) bool {
+	for _, o := range outer {
+		if o.Addr().Is4() == p.Addr().Is4() && o.Bits() <= p.Bits() && o.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
 }

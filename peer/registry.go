@@ -8,7 +8,8 @@ import (
 // Registry holds what every source has said and the view accepted from it.
 // Sources call its setters; the agent reads Peers after Changed fires.
 type Registry struct {
-	self NodeInfo
+	self   NodeInfo
+	bounds Bounds
 
 	mu       sync.Mutex
 	src      Sources
@@ -21,11 +22,16 @@ type Registry struct {
 	onReject func(Rejection)
 }
 
+// maxInvalid bounds the invalid claims remembered for de-duplication: names
+// come from gossip, where anyone with the key can invent them.
+const maxInvalid = 1024
+
 // NewRegistry returns a registry for the node self. onReject is called once
 // for each new rejection (for logging, metrics and Events).
-func NewRegistry(self NodeInfo, kubeMode bool, onReject func(Rejection)) *Registry {
+func NewRegistry(self NodeInfo, kubeMode bool, bounds Bounds, onReject func(Rejection)) *Registry {
 	return &Registry{
-		self: self,
+		self:   self,
+		bounds: bounds,
 		src: Sources{KubeMode: kubeMode, Kube: map[string]NodeInfo{},
 			Gossip: map[string]NodeInfo{}, Cache: map[string]NodeInfo{}},
 		rejected: map[string]Rejection{},
@@ -99,6 +105,9 @@ func (r *Registry) Reject(source Source, name, detail string) {
 	r.update(func(s *Sources) {
 		delete(r.sourceMap(source), name)
 		if r.invalid[string(source)+"/"+name] != detail {
+			if len(r.invalid) >= maxInvalid {
+				clear(r.invalid) // only de-duplicates reports: forgetting costs a repeated log line
+			}
 			r.invalid[string(source)+"/"+name] = detail
 			r.report(Rejection{Name: name, Reason: ReasonInvalid, Detail: string(source) + ": " + detail})
 		}
@@ -118,7 +127,7 @@ func (r *Registry) recompute() {
 	for _, c := range r.accepted {
 		prev = append(prev, c.Name)
 	}
-	accepted, more := Accept(r.self, prev, claims)
+	accepted, more := Accept(r.self, r.bounds, prev, claims)
 	r.accepted = accepted
 	current := map[string]bool{}
 	for _, rej := range append(rejected, more...) {

@@ -46,7 +46,58 @@ func TestAccept(t *testing.T) {
 			for _, c := range tc.claims {
 				claims[c.Name] = Claim{c, SourceGossip}
 			}
-			acc, rej := Accept(self, tc.previous, claims)
+			acc, rej := Accept(self, Bounds{}, tc.previous, claims)
+			var gotA, gotR []string
+			for _, n := range acc {
+				gotA = append(gotA, n.Name)
+			}
+			for _, r := range rej {
+				gotR = append(gotR, r.Name+":"+string(r.Reason))
+			}
+			slices.Sort(gotR)
+			if !slices.Equal(gotA, tc.accepted) || !slices.Equal(gotR, tc.rejected) {
+				t.Fatalf("accepted %v rejected %v; want %v and %v", gotA, gotR, tc.accepted, tc.rejected)
+			}
+		})
+	}
+}
+
+// TestAcceptBounds: a claim outside the cluster's pod ranges, or covering
+// the underlay or a node's address, never becomes a peer, whoever makes it.
+func TestAcceptBounds(t *testing.T) {
+	self := node("node1", pubKey(t), "10.244.1.0/24", "fd00:10:244:1::/64")
+	bounds := Bounds{
+		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:10:244::/56")},
+		Underlay:     []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")},
+	}
+	at := func(n NodeInfo, ep string) NodeInfo { n.Endpoint = netip.MustParseAddrPort(ep); return n }
+	ka, kb := pubKey(t), pubKey(t)
+	cases := []struct {
+		name     string
+		bounds   Bounds
+		claims   []NodeInfo
+		accepted []string
+		rejected []string
+	}{
+		{"inside the cluster", bounds, []NodeInfo{node("a", ka, "10.244.2.0/24", "fd00:10:244:2::/64")}, []string{"a"}, nil},
+		{"a public /8", bounds, []NodeInfo{node("a", ka, "8.0.0.0/8")}, nil, []string{"a:outside-cluster-cidr"}},
+		{"v6 outside", bounds, []NodeInfo{node("a", ka, "10.244.2.0/24", "2001:db8::/64")}, nil, []string{"a:outside-cluster-cidr"}},
+		{"straddles the cluster CIDR", bounds, []NodeInfo{node("a", ka, "10.244.0.0/15")}, nil, []string{"a:outside-cluster-cidr"}},
+		{"no cluster CIDR: anything not overlapping", Bounds{}, []NodeInfo{node("a", ka, "8.0.0.0/8")}, []string{"a"}, nil},
+		{"overlaps the underlay", Bounds{Underlay: bounds.Underlay}, []NodeInfo{node("a", ka, "10.99.0.0/25")}, nil, []string{"a:covers-node-address"}},
+		{"covers this node's address", Bounds{}, []NodeInfo{at(node("a", ka, "10.99.0.0/26"), "10.98.0.1:51820")}, nil, []string{"a:covers-node-address"}},
+		{"covers another node's address", Bounds{}, []NodeInfo{at(node("a", ka, "10.244.2.0/24"), "10.98.0.7:51820"), at(node("b", kb, "10.98.0.0/24"), "10.99.0.8:51820")},
+			[]string{"a"}, []string{"b:covers-node-address"}},
+		{"endpoint inside an accepted range", Bounds{}, []NodeInfo{at(node("a", ka, "10.244.2.0/24"), "10.99.0.7:51820"), at(node("b", kb, "10.244.3.0/24"), "10.244.2.9:51820")},
+			[]string{"a"}, []string{"b:covers-node-address"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			claims := map[string]Claim{}
+			for _, c := range tc.claims {
+				claims[c.Name] = Claim{c, SourceGossip}
+			}
+			acc, rej := Accept(self, tc.bounds, nil, claims)
 			var gotA, gotR []string
 			for _, n := range acc {
 				gotA = append(gotA, n.Name)
@@ -68,7 +119,7 @@ func TestAcceptRanksNodeObjectsFirst(t *testing.T) {
 		"a": {node("a", pubKey(t), "10.244.2.0/25"), SourceProvisional}, // sorts first by name
 		"b": {node("b", pubKey(t), "10.244.2.0/24"), SourceKubernetes},
 	}
-	acc, rej := Accept(self, []string{"a"}, claims)
+	acc, rej := Accept(self, Bounds{}, []string{"a"}, claims)
 	if len(acc) != 1 || acc[0].Name != "b" || len(rej) != 1 || rej[0].Name != "a" {
 		t.Fatalf("accepted %v rejected %v; a provisional claim must never take a Node's range", acc, rej)
 	}
@@ -78,6 +129,7 @@ func TestMerge(t *testing.T) {
 	k1, k2, k3 := pubKey(t), pubKey(t), pubKey(t)
 	ep := func(n NodeInfo, s string) NodeInfo { n.Endpoint = netip.MustParseAddrPort(s); return n }
 	kubeA := node("a", k1, "10.244.2.0/24")
+	kubeA.NodeAddrs = []netip.Addr{netip.MustParseAddr("10.99.0.1"), netip.MustParseAddr("10.99.0.9")}
 	cases := []struct {
 		name     string
 		src      Sources
@@ -92,6 +144,10 @@ func TestMerge(t *testing.T) {
 			Kube:   map[string]NodeInfo{"a": kubeA},
 			Gossip: map[string]NodeInfo{"a": ep(kubeA, "10.99.0.9:51820")}},
 			[]string{"a:kubernetes:10.99.0.9:51820"}, nil},
+		{"kube: gossip moving the endpoint off the Node's addresses is refused", Sources{KubeMode: true, APIUp: true,
+			Kube:   map[string]NodeInfo{"a": kubeA},
+			Gossip: map[string]NodeInfo{"a": ep(kubeA, "10.99.0.66:51820")}},
+			[]string{"a:kubernetes:10.99.0.1:51820"}, []string{"a:gossip-contradicts-node"}},
 		{"kube: gossip with another key is refused", Sources{KubeMode: true, APIUp: true,
 			Kube:   map[string]NodeInfo{"a": kubeA},
 			Gossip: map[string]NodeInfo{"a": ep(node("a", k3, "10.244.2.0/24"), "10.99.0.66:51820")}},
@@ -134,7 +190,7 @@ func TestMerge(t *testing.T) {
 func TestRegistryReportsEachRejectionOnce(t *testing.T) {
 	self := node("node1", pubKey(t), "10.244.1.0/24")
 	var got []string
-	r := NewRegistry(self, false, func(rej Rejection) { got = append(got, rej.Name+":"+string(rej.Reason)) })
+	r := NewRegistry(self, false, Bounds{}, func(rej Rejection) { got = append(got, rej.Name+":"+string(rej.Reason)) })
 	bad := node("a", pubKey(t), "10.244.1.0/25")
 	r.Set(SourceGossip, bad)
 	r.Set(SourceGossip, bad) // same claim again: no new report
@@ -159,7 +215,7 @@ func TestRegistryReportsEachRejectionOnce(t *testing.T) {
 }
 
 func TestRegistryCacheExpiryKeepsGossipPeers(t *testing.T) {
-	r := NewRegistry(node("node1", pubKey(t), "10.244.1.0/24"), false, nil)
+	r := NewRegistry(node("node1", pubKey(t), "10.244.1.0/24"), false, Bounds{}, nil)
 	n := node("a", pubKey(t), "10.244.2.0/24")
 	r.Set(SourceCache, n)
 	r.Set(SourceGossip, n) // gossip confirmed it

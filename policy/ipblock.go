@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"math/big"
 	"net/netip"
+	"slices"
 
 	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/weftnet/weft/api"
 )
 
 func hostPrefixes(ips []netip.Addr) []netip.Prefix {
@@ -16,50 +19,69 @@ func hostPrefixes(ips []netip.Addr) []netip.Prefix {
 	return out
 }
 
-// ipBlock turns a CIDR with exceptions into disjoint prefixes.
+// MaxIPBlockPrefixes bounds the set elements one ipBlock may become. A CIDR
+// minus k exceptions takes up to k·(prefix length difference) prefixes:
+// 2000 /128 holes in ::/0 would be about 230 000. A block over the bound
+// is an error, so its rule admits nothing (fail closed: the pod stays
+// isolated), and the work to find out is bounded by the same number.
+const MaxIPBlockPrefixes = 16384
+
+// MaxIPBlockExcepts bounds the exceptions read from one ipBlock.
+const MaxIPBlockExcepts = 4096
+
+// ipBlock turns a CIDR with exceptions into disjoint prefixes. The
+// exceptions are sorted and merged once, then the CIDR is split only along
+// the paths to them: O(k log k + k·bits), not a pass over the output per
+// exception.
 func ipBlock(b *networkingv1.IPBlock) ([]netip.Prefix, error) {
 	cidr, err := netip.ParsePrefix(b.CIDR)
 	if err != nil {
 		return nil, fmt.Errorf("ipBlock %q: not a CIDR", b.CIDR)
 	}
-	out := []netip.Prefix{cidr.Masked()}
+	cidr = cidr.Masked()
+	if len(b.Except) > MaxIPBlockExcepts {
+		return nil, fmt.Errorf("ipBlock %s: %d exceptions, over %d", cidr, len(b.Except), MaxIPBlockExcepts)
+	}
+	var ex []netip.Prefix
 	for _, e := range b.Except {
-		ex, err := netip.ParsePrefix(e)
+		p, err := netip.ParsePrefix(e)
 		if err != nil {
 			return nil, fmt.Errorf("ipBlock except %q: not a CIDR", e)
 		}
-		var next []netip.Prefix
-		for _, p := range out {
-			next = append(next, subtract(p, ex.Masked())...)
+		if p = p.Masked(); p.Addr().Is4() == cidr.Addr().Is4() && p.Overlaps(cidr) {
+			ex = append(ex, p)
 		}
-		out = next
+	}
+	budget := MaxIPBlockPrefixes
+	out, ok := carve(nil, cidr, api.Disjoint(ex), &budget)
+	if !ok {
+		return nil, fmt.Errorf("ipBlock %s with %d exceptions needs over %d set elements; its rule admits nothing", cidr, len(b.Except), MaxIPBlockPrefixes)
 	}
 	return out, nil
 }
 
-// subtract returns p without q as disjoint prefixes (at most one per bit of
-// difference in length).
-func subtract(p, q netip.Prefix) []netip.Prefix {
-	if !p.Overlaps(q) {
-		return []netip.Prefix{p}
+// carve appends p without ex (sorted, disjoint, each overlapping p) to
+// out, spending one unit of budget per prefix it appends or splits; it
+// reports false when the budget runs out.
+func carve(out []netip.Prefix, p netip.Prefix, ex []netip.Prefix, budget *int) ([]netip.Prefix, bool) {
+	if *budget <= 0 {
+		return out, false
 	}
-	if q.Bits() <= p.Bits() {
-		return nil // q covers p
+	*budget--
+	switch {
+	case len(ex) == 0:
+		return append(out, p), true
+	case ex[0].Bits() <= p.Bits():
+		return out, true // an exception covers p
 	}
-	// Split p into halves until the half holding q is q itself.
-	var out []netip.Prefix
-	cur := p
-	for cur.Bits() < q.Bits() {
-		lo, hi := halves(cur)
-		if lo.Contains(q.Addr()) {
-			out = append(out, hi)
-			cur = lo
-		} else {
-			out = append(out, lo)
-			cur = hi
-		}
+	lo, hi := halves(p)
+	// ex is sorted: the ones in lo come first.
+	i, _ := slices.BinarySearchFunc(ex, hi.Addr(), func(e netip.Prefix, a netip.Addr) int { return e.Addr().Compare(a) })
+	out, ok := carve(out, lo, ex[:i], budget)
+	if !ok {
+		return out, false
 	}
-	return out
+	return carve(out, hi, ex[i:], budget)
 }
 
 func halves(p netip.Prefix) (netip.Prefix, netip.Prefix) {

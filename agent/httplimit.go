@@ -1,0 +1,90 @@
+package agent
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// The HTTP server's limits. Anything that reaches the node address (every
+// pod, unless a policy says otherwise) can connect, so each connection is
+// bounded in time and header size, and one source may hold only a few.
+const (
+	maxConnsPerSource = 16
+	maxHeaderBytes    = 16 << 10
+)
+
+// newHTTPServer is the agent's HTTP server with every timeout set: a
+// connection that sends nothing, stalls a request or idles is closed.
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       30 * time.Second,
+		MaxHeaderBytes:    maxHeaderBytes,
+	}
+}
+
+// perSourceListener closes, at accept, a connection from a source that
+// already holds maxConnsPerSource: one pod cannot exhaust the server for
+// the kubelet's probes and the metrics scraper.
+type perSourceListener struct {
+	net.Listener
+	refused func()
+
+	mu   sync.Mutex
+	open map[netip.Addr]int
+}
+
+func limitPerSource(ln net.Listener, refused func()) net.Listener {
+	return &perSourceListener{Listener: ln, refused: refused, open: map[netip.Addr]int{}}
+}
+
+func (l *perSourceListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		var src netip.Addr
+		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			src, _ = netip.AddrFromSlice(a.IP)
+			src = src.Unmap()
+		}
+		l.mu.Lock()
+		full := l.open[src] >= maxConnsPerSource
+		if !full {
+			l.open[src]++
+		}
+		l.mu.Unlock()
+		if full {
+			l.refused()
+			_ = c.Close()
+			continue
+		}
+		return &countedConn{Conn: c, done: func() { l.release(src) }}, nil
+	}
+}
+
+func (l *perSourceListener) release(src netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open[src]--; l.open[src] <= 0 {
+		delete(l.open, src)
+	}
+}
+
+type countedConn struct {
+	net.Conn
+	once sync.Once
+	done func()
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(c.done)
+	return c.Conn.Close()
+}

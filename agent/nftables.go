@@ -1,0 +1,56 @@
+package agent
+
+import (
+	"context"
+	"maps"
+	"time"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/nft"
+)
+
+// integrityInterval is how often the agent checks that weft's nftables
+// objects are still there: after `nft flush ruleset` or a deleted table,
+// anti-spoofing, the port guard, egress NAT and NetworkPolicy come back
+// within this time, not at the next restart.
+const integrityInterval = 10 * time.Second
+
+// ensureBaseRules writes the chains weft keeps outside NetworkPolicy:
+// anti-spoofing on pod veths, the agent-port guard and the transport
+// notrack. Each replaces its chain in one transaction.
+func (a *Agent) ensureBaseRules(ctx context.Context) error {
+	if err := nft.EnsureAntiSpoof(ctx, api.HostVethPrefix); err != nil {
+		return err
+	}
+	if err := nft.EnsureAgentPortGuard(ctx, api.HostVethPrefix, a.cfg.Interface, a.cfg.GossipPort, a.cfg.ListenPort); err != nil {
+		return err
+	}
+	return nft.EnsureTransportNotrack(ctx, a.cfg.ListenPort)
+}
+
+// reassertRules checks weft's nftables objects (reading only) and, when any
+// chain is gone or short of rules, writes all of them again.
+func (a *Agent) reassertRules(ctx context.Context) {
+	want := nft.BaseChains(a.cfg.Masquerade)
+	if a.netpol != nil && a.netpol.Healthy() {
+		maps.Copy(want, a.netpol.enf.PolicyChains())
+	}
+	bad, err := nft.Damaged(ctx, want)
+	if err != nil {
+		a.log.Warn("cannot check weft's nftables objects", "err", err)
+		return
+	}
+	if len(bad) == 0 {
+		return
+	}
+	a.metrics.nftReasserts.Inc()
+	a.log.Warn("weft's nftables objects were changed outside weft; writing them again", "chains", bad)
+	if err := a.ensureBaseRules(ctx); err != nil {
+		a.log.Error("cannot restore weft's nftables rules", "err", err)
+	}
+	a.masq = nil // the next reconcile rewrites egress NAT
+	if a.netpol != nil {
+		a.netpol.enf.Forget()
+		a.netpol.poke()
+	}
+}

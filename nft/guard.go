@@ -1,0 +1,107 @@
+package nft
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"sigs.k8s.io/knftables"
+)
+
+// GuardChain drops what pods send to the agent's own ports on this host:
+// gossip (TCP and UDP) and the WireGuard transport. Nodes reach those on
+// the underlay; a pod, local (on its veth) or remote (through the tunnel),
+// has no business there, and gossip is where an unauthenticated sender can
+// make memberlist read and log.
+const GuardChain = "agent-ports"
+
+// EnsureAgentPortGuard installs (or refreshes) the guard chain for pod
+// veths named vethPrefix* and the tunnel interface tunnel.
+func EnsureAgentPortGuard(ctx context.Context, vethPrefix, tunnel string, gossipPort, listenPort int) error {
+	nft, tx, err := begin()
+	if err != nil {
+		return err
+	}
+	chain := baseChain(GuardChain, knftables.FilterType, knftables.InputHook, knftables.FilterPriority,
+		"pods may not reach the agent's gossip and WireGuard ports")
+	tx.Add(chain)
+	tx.Flush(chain)
+	ifs := fmt.Sprintf("{ %q, %q }", vethPrefix+"*", tunnel)
+	tx.Add(&knftables.Rule{Chain: GuardChain, Rule: knftables.Concat(
+		"iifname", ifs, "meta l4proto { tcp, udp } th dport", fmt.Sprint(gossipPort), "counter", "drop")})
+	tx.Add(&knftables.Rule{Chain: GuardChain, Rule: knftables.Concat(
+		"iifname", ifs, "udp dport", fmt.Sprint(listenPort), "counter", "drop")})
+	if err := nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("nftables agent port guard: %w", err)
+	}
+	return nil
+}
+
+// Damaged reports which of want's chains (name -> the number of rules weft
+// wrote there) are missing from weft's table or hold fewer rules: what an
+// `nft flush ruleset`, a deleted table or a flushed chain leaves. It only
+// reads.
+func Damaged(ctx context.Context, want map[string]int) ([]string, error) {
+	nft, err := knftables.New(knftables.InetFamily, Table)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	chains, err := nft.List(ctx, "chains")
+	if err != nil && !knftables.IsNotFound(err) {
+		return nil, fmt.Errorf("nftables list chains: %w", err)
+	}
+	var bad []string
+	for name, n := range want {
+		if !slices.Contains(chains, name) {
+			bad = append(bad, name)
+			continue
+		}
+		if n == 0 {
+			continue
+		}
+		rules, err := nft.ListRules(ctx, name)
+		if err != nil && !knftables.IsNotFound(err) {
+			return nil, fmt.Errorf("nftables list chain %s: %w", name, err)
+		}
+		if len(rules) < n {
+			bad = append(bad, name)
+		}
+	}
+	slices.Sort(bad)
+	return bad, nil
+}
+
+// BaseChains are the chains weft writes outside NetworkPolicy, with their
+// rule counts, for Damaged.
+func BaseChains(masquerade bool) map[string]int {
+	want := map[string]int{AntiSpoofChain: 1, GuardChain: 2, MasqueradeChain: 0}
+	for _, c := range notrackChains {
+		want[c.name] = 1
+	}
+	if masquerade {
+		want[MasqueradeChain] = len(families)
+	}
+	return want
+}
+
+// PolicyChains are the NetworkPolicy chains of the last state e programmed
+// (the forward chain with its rules, the others by name), for Damaged.
+func (e *Enforcer) PolicyChains() map[string]int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	want := map[string]int{ForwardChain: 1 + 4*len(families)}
+	if e.last != nil {
+		for name, rules := range e.last.chains {
+			want[name] = len(rules)
+		}
+	}
+	return want
+}
+
+// Forget makes the next Apply rewrite every policy object, as the first
+// does: for when something outside weft changed them.
+func (e *Enforcer) Forget() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.last = nil
+}
