@@ -129,7 +129,7 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 // applyMasquerade programs the egress NAT plan.EgressNAT wants; it writes
 // nothing when nothing changed.
 func (a *Agent) applyMasquerade(ctx context.Context, peers []peer.NodeInfo) error {
-	want := plan.EgressNAT(a.cfg.Masquerade, a.cfg.NoMasquerade, a.self, peers)
+	want := plan.EgressNAT(a.cfg.Masquerade, a.cfg.NoMasquerade, a.cfg.ClusterCIDRs, a.self, peers)
 	if a.masq != nil && a.masq.Equal(want) {
 		return nil
 	}

@@ -2,7 +2,6 @@ package cni
 
 import (
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -20,10 +19,8 @@ func GC(args *skel.CmdArgs) error {
 		return err
 	}
 	valid := map[ipam.Attachment]bool{}
-	validVeth := map[string]bool{}
 	for _, a := range conf.ValidAttachments {
 		valid[ipam.Attachment{ContainerID: a.ContainerID, IfName: a.IfName}] = true
-		validVeth[HostVethName(a.ContainerID, a.IfName)] = true
 	}
 	store, done, err := lockedStore(conf)
 	if err != nil {
@@ -34,21 +31,23 @@ func GC(args *skel.CmdArgs) error {
 	if err != nil {
 		return ioErr("ipam", err)
 	}
+	// Only the veths of attachments this network held and the runtime no
+	// longer lists: a wv* veth of another network, or of an ADD still
+	// running, is not this GC's to remove.
+	stale := map[string]bool{}
 	for ip, who := range held {
 		if !valid[who] {
 			if err := store.ReleaseAddr(ip); err != nil {
 				return ioErr("gc "+ip.String(), err)
 			}
+			stale[HostVethName(who.ContainerID, who.IfName)] = true
 		}
 	}
-	links, err := netlink.LinkList()
-	if err != nil {
-		return cniErr(types.ErrInternal, "list links: %v", err)
-	}
-	for _, l := range links {
-		name := l.Attrs().Name
-		if _, ok := l.(*netlink.Veth); ok && strings.HasPrefix(name, HostVethPrefix) && len(name) == 15 && !validVeth[name] {
-			_ = netlink.LinkDel(l) // best effort: the next GC tries again
+	for name := range stale {
+		if l, err := netlink.LinkByName(name); err == nil {
+			if _, ok := l.(*netlink.Veth); ok {
+				_ = netlink.LinkDel(l) // best effort: the runtime's DEL removes it too
+			}
 		}
 	}
 	return nil

@@ -93,6 +93,16 @@ func Add(args *skel.CmdArgs) (err error) {
 		return cniErr(types.ErrInternal, "current netns: %v", err)
 	}
 	defer hostNS.Close()
+	// A second ADD for a live attachment must change nothing: not its veth,
+	// not its reservation (the runtime answers a failed ADD with DEL).
+	if err := netns.Do(func(ns.NetNS) error {
+		if _, err := netlink.LinkByName(args.IfName); err == nil {
+			return cniErr(types.ErrInvalidEnvironmentVariables, "interface %s already exists in %s", args.IfName, args.Netns)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 
 	store, err := ipam.Open(conf.storeDir())
 	if err != nil {

@@ -71,13 +71,14 @@ func (k *kubeCluster) startKube(n *netlab.Node, env ...string) *netlab.Proc {
 	k.t.Helper()
 	kc := filepath.Join(n.Dir, "kubeconfig")
 	if _, err := os.Stat(kc); err != nil { // a restarted agent keeps its token
-		if err := k.cp.Kubeconfig(context.Background(), "weft-system", "weft", kc); err != nil {
+		if err := k.cp.NodeKubeconfig(context.Background(), "weft-system", "weft", n.Name, kc); err != nil {
 			k.t.Fatal(err)
 		}
 	}
 	args := []string{filepath.Join(k.bins, "weft-agent"),
 		"--kubeconfig", kc, "--node-name", n.Name, "--gossip-key-file", k.gossipKey,
-		"--state-dir", n.StateDir, "--cni-conf-dir", n.CNIConfDir, "--http-addr", netlab.AgentHTTP}
+		"--state-dir", n.StateDir, "--cni-conf-dir", n.CNIConfDir, "--http-addr", netlab.AgentHTTP,
+		"--cluster-cidr", netlab.ClusterCIDRs}
 	if len(env) > 0 {
 		args = append(env, args...)
 		args = append([]string{"env"}, args...)

@@ -9,11 +9,15 @@ import (
 )
 
 // GuardChain drops what pods send to the agent's own ports on this host:
-// gossip (TCP and UDP) and the WireGuard transport. Nodes reach those on
+// gossip (TCP and UDP) and the WireGuard transport, from local pods (on
+// their veths), through the tunnel, and from any pod address. Nodes reach those on
 // the underlay; a pod, local (on its veth) or remote (through the tunnel),
 // has no business there, and gossip is where an unauthenticated sender can
 // make memberlist read and log.
 const GuardChain = "agent-ports"
+
+// ClusterPodsSet (+ "v4" or "v6") holds every pod range of the cluster.
+const ClusterPodsSet = "cluster-pods-"
 
 // EnsureAgentPortGuard installs (or refreshes) the guard chain for pod
 // veths named vethPrefix* and the tunnel interface tunnel.
@@ -26,11 +30,19 @@ func EnsureAgentPortGuard(ctx context.Context, vethPrefix, tunnel string, gossip
 		"pods may not reach the agent's gossip and WireGuard ports")
 	tx.Add(chain)
 	tx.Flush(chain)
-	ifs := fmt.Sprintf("{ %q, %q }", vethPrefix+"*", tunnel)
+	// The pod sources: what arrives on a pod veth or the tunnel, and any
+	// pod address (a remote pod reaches this node's underlay address
+	// through its own node, un-NATed). ApplyMasquerade fills the cluster's
+	// pod sets on every mesh change; adding them here is a no-op when they
+	// exist.
+	ports := fmt.Sprintf("meta l4proto { tcp, udp } th dport { %d, %d }", gossipPort, listenPort)
 	tx.Add(&knftables.Rule{Chain: GuardChain, Rule: knftables.Concat(
-		"iifname", ifs, "meta l4proto { tcp, udp } th dport", fmt.Sprint(gossipPort), "counter", "drop")})
-	tx.Add(&knftables.Rule{Chain: GuardChain, Rule: knftables.Concat(
-		"iifname", ifs, "udp dport", fmt.Sprint(listenPort), "counter", "drop")})
+		"iifname", fmt.Sprintf("{ %q, %q }", vethPrefix+"*", tunnel), ports, "counter", "drop")})
+	for _, fam := range families {
+		tx.Add(&knftables.Set{Name: ClusterPodsSet + fam.suffix, Type: fam.addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}})
+		tx.Add(&knftables.Rule{Chain: GuardChain, Rule: knftables.Concat(
+			fam.match, "saddr", "@"+ClusterPodsSet+fam.suffix, ports, "counter", "drop")})
+	}
 	if err := nft.Run(ctx, tx); err != nil {
 		return fmt.Errorf("nftables agent port guard: %w", err)
 	}
@@ -74,7 +86,7 @@ func Damaged(ctx context.Context, want map[string]int) ([]string, error) {
 // BaseChains are the chains weft writes outside NetworkPolicy, with their
 // rule counts, for Damaged.
 func BaseChains(masquerade bool) map[string]int {
-	want := map[string]int{AntiSpoofChain: 1, GuardChain: 2, MasqueradeChain: 0}
+	want := map[string]int{AntiSpoofChain: 1, GuardChain: 1 + len(families), MasqueradeChain: 0}
 	for _, c := range notrackChains {
 		want[c.name] = 1
 	}

@@ -31,7 +31,7 @@ func ApplyMasquerade(ctx context.Context, m plan.Egress) error {
 		for _, set := range []struct {
 			name string
 			ps   []netip.Prefix
-		}{{"pods-" + fam.suffix, m.PodCIDRs}, {"no-masquerade-" + fam.suffix, m.NoMasquerade}} {
+		}{{"pods-" + fam.suffix, m.PodCIDRs}, {"no-masquerade-" + fam.suffix, m.NoMasquerade}, {ClusterPodsSet + fam.suffix, m.ClusterPods}} {
 			s := &knftables.Set{Name: set.name, Type: fam.addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}}
 			tx.Add(s)
 			tx.Flush(s)

@@ -16,24 +16,31 @@ type Egress struct {
 	// NoMasquerade are destinations reached without NAT: every node's pod
 	// CIDRs, the nodes' own addresses and the operator's extra ranges.
 	NoMasquerade []netip.Prefix
+	// ClusterPods are every pod address in the cluster: the cluster CIDRs
+	// and every node's pod CIDRs (for the agent-port guard).
+	ClusterPods []netip.Prefix
 }
 
 // Equal reports whether e and o program the same rules.
 func (e Egress) Equal(o Egress) bool {
-	return e.Enabled == o.Enabled && slices.Equal(e.PodCIDRs, o.PodCIDRs) && slices.Equal(e.NoMasquerade, o.NoMasquerade)
+	return e.Enabled == o.Enabled && slices.Equal(e.PodCIDRs, o.PodCIDRs) && slices.Equal(e.NoMasquerade, o.NoMasquerade) &&
+		slices.Equal(e.ClusterPods, o.ClusterPods)
 }
 
 // EgressNAT keeps the egress NAT in step with the mesh: every node's pod
 // CIDRs and addresses, and the operator's extra ranges, are reached without
 // NAT; the rest of the world sees the node's address.
-func EgressNAT(enabled bool, extra []netip.Prefix, self peer.NodeInfo, peers []peer.NodeInfo) Egress {
+func EgressNAT(enabled bool, extra, clusterCIDRs []netip.Prefix, self peer.NodeInfo, peers []peer.NodeInfo) Egress {
 	e := Egress{Enabled: enabled, PodCIDRs: self.PodCIDRs}
 	no := slices.Clone(extra)
+	pods := slices.Clone(clusterCIDRs)
 	for _, n := range append([]peer.NodeInfo{self}, peers...) {
 		no = append(no, n.PodCIDRs...)
+		pods = append(pods, n.PodCIDRs...)
 		a := n.Endpoint.Addr()
 		no = append(no, netip.PrefixFrom(a, a.BitLen()))
 	}
 	e.NoMasquerade = api.Disjoint(no)
+	e.ClusterPods = api.Disjoint(pods)
 	return e
 }

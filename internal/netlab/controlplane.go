@@ -204,9 +204,35 @@ func (cp *ControlPlane) Apply(ctx context.Context, manifest []byte, dryRun bool)
 // Kubeconfig writes a kubeconfig for ServiceAccount ns/name (token from the
 // TokenRequest API) to path, pointing at the control plane over the underlay.
 func (cp *ControlPlane) Kubeconfig(ctx context.Context, ns, name, path string) error {
+	return cp.kubeconfig(ctx, ns, name, nil, path)
+}
+
+// NodeKubeconfig is Kubeconfig with the token a kubelet would project into
+// a DaemonSet pod on node: bound to a Pod object on that node, so the API
+// server adds the node's name to the request's user (what weft's admission
+// policy checks). The Pod is created if missing; the lab has no kubelet, so
+// it never runs.
+func (cp *ControlPlane) NodeKubeconfig(ctx context.Context, ns, name, node, path string) error {
+	podName := name + "-" + node
+	pod, err := cp.Admin.CoreV1().Pods(ns).Get(ctx, podName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		pod, err = cp.Admin.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: podName, Namespace: ns, Labels: map[string]string{"app.kubernetes.io/name": name}},
+			Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: name, HostNetwork: true,
+				Containers: []corev1.Container{{Name: "agent", Image: "weft"}}},
+		}, metav1.CreateOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("pod %s/%s for %s's token: %w", ns, podName, node, err)
+	}
+	ref := &authv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
+	return cp.kubeconfig(ctx, ns, name, ref, path)
+}
+
+func (cp *ControlPlane) kubeconfig(ctx context.Context, ns, name string, bound *authv1.BoundObjectReference, path string) error {
 	exp := int64(24 * 3600)
 	tr, err := cp.Admin.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name,
-		&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: &exp}}, metav1.CreateOptions{})
+		&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: &exp, BoundObjectRef: bound}}, metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("token for %s/%s: %w", ns, name, err)
 	}

@@ -50,7 +50,8 @@ subjects: [{kind: ServiceAccount, name: coredns, namespace: kube-system}]
 // ClusterDNS is the kube-dns Service's address.
 const ClusterDNS = "10.96.0.10"
 
-// ClusterCIDRs are the lab's pod ranges, as kube-proxy's --cluster-cidr.
+// ClusterCIDRs are the lab's pod ranges (every node's PodCIDRs lie inside),
+// as kube-proxy's and weft-agent's --cluster-cidr.
 const ClusterCIDRs = "10.244.0.0/16,fd00:10:244::/48"
 
 // StartKubeProxy runs the real kube-proxy in nftables mode on n, as the

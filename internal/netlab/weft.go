@@ -44,6 +44,7 @@ func (n *Node) AgentArgs(gossipKey string, seed *Node) []string {
 		"--state-dir", n.StateDir,
 		"--cni-conf-dir", n.CNIConfDir,
 		"--http-addr", AgentHTTP,
+		"--cluster-cidr", ClusterCIDRs,
 	}
 }
 

@@ -1,0 +1,114 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/weftnet/weft/api"
+)
+
+// TestNodeAgentWritesOnlyItsOwnNode: with the shipped admission policy on
+// the lab's real API server, node1's agent identity (the token a kubelet
+// projects into its pod) cannot rewrite node2's public key, endpoint or
+// condition, nor its own Node's labels, spec or other annotations; it can
+// still publish its own weft.dev annotations and condition (the mesh forms
+// under the policy). A token not bound to a node may write nothing.
+func TestNodeAgentWritesOnlyItsOwnNode(t *testing.T) {
+	k := newKubeMesh(t, 2)
+	n1, n2 := k.lab.Nodes()[0], k.lab.Nodes()[1]
+	ctx := context.Background()
+	client := func(path string) kubernetes.Interface {
+		cfg, err := clientcmd.BuildConfigFromFlags("", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Dial = n1.Dial
+		cs, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cs
+	}
+	node1 := client(filepath.Join(n1.Dir, "kubeconfig"))
+	unbound := filepath.Join(n1.Dir, "unbound.kubeconfig")
+	if err := k.cp.Kubeconfig(ctx, "weft-system", "weft", unbound); err != nil {
+		t.Fatal(err)
+	}
+	before, err := k.cp.Admin.CoreV1().Nodes().Get(ctx, n2.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := k.cp.Admin.CoreV1().Nodes().Get(ctx, n1.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stolenKey := own.Annotations[api.AnnotationPublicKey] // node1 points node2's traffic at itself
+
+	meta := func(m map[string]any) []byte { b, _ := json.Marshal(map[string]any{"metadata": m}); return b }
+	cond := func(typ, status string) []byte {
+		b, _ := json.Marshal(map[string]any{"status": map[string]any{"conditions": []any{map[string]any{
+			"type": typ, "status": status, "reason": "Test", "lastHeartbeatTime": time.Now().UTC().Format(time.RFC3339),
+			"lastTransitionTime": time.Now().UTC().Format(time.RFC3339)}}}})
+		return b
+	}
+	type write struct {
+		name   string
+		cs     kubernetes.Interface
+		node   string
+		status bool
+		patch  []byte
+		allow  bool
+	}
+	cases := []write{
+		{"another node's public key", node1, n2.Name, false, meta(map[string]any{"annotations": map[string]string{api.AnnotationPublicKey: stolenKey}}), false},
+		{"another node's endpoint", node1, n2.Name, false, meta(map[string]any{"annotations": map[string]string{api.AnnotationEndpoint: n1.Addr.String() + ":51820"}}), false},
+		{"another node's condition", node1, n2.Name, true, cond("NetworkUnavailable", "True"), false},
+		{"its own label", node1, n1.Name, false, meta(map[string]any{"labels": map[string]string{"node-role.kubernetes.io/control-plane": ""}}), false},
+		{"its own other annotation", node1, n1.Name, false, meta(map[string]any{"annotations": map[string]string{"example.com/x": "y"}}), false},
+		{"its own spec", node1, n1.Name, false, []byte(`{"spec":{"unschedulable":true}}`), false},
+		{"its own Ready condition", node1, n1.Name, true, cond("Ready", "False"), false},
+		{"its own weft annotation", node1, n1.Name, false, meta(map[string]any{"annotations": map[string]string{api.AnnotationEndpoint: n1.Addr.String() + ":51820"}}), true},
+		{"its own NetworkUnavailable condition", node1, n1.Name, true, cond("NetworkUnavailable", "False"), true},
+		{"an unbound token, any node", client(unbound), n1.Name, false, meta(map[string]any{"annotations": map[string]string{api.AnnotationEndpoint: n1.Addr.String() + ":51820"}}), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			nodes := tc.cs.CoreV1().Nodes()
+			var err error
+			if tc.status {
+				_, err = nodes.PatchStatus(ctx, tc.node, tc.patch)
+			} else {
+				_, err = nodes.Patch(ctx, tc.node, types.StrategicMergePatchType, tc.patch, metav1.PatchOptions{})
+			}
+			switch {
+			case tc.allow && err != nil:
+				t.Fatalf("refused: %v", err)
+			case !tc.allow && err == nil:
+				t.Fatal("allowed; want it refused by the admission policy")
+			case !tc.allow && !(apierrors.IsForbidden(err) || apierrors.IsInvalid(err)) || !tc.allow && !strings.Contains(err.Error(), "weft-node-writes"):
+				t.Fatalf("refused, but not by weft's policy: %v", err)
+			}
+			if err != nil {
+				t.Logf("refused: %v", err)
+			}
+		})
+	}
+	after, err := k.cp.Admin.CoreV1().Nodes().Get(ctx, n2.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Annotations[api.AnnotationPublicKey] != before.Annotations[api.AnnotationPublicKey] {
+		t.Error("node2's public key changed")
+	}
+	k.waitMesh(10 * time.Second)
+}
