@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 25m
 # Tools built from their own modules (defined early: make expands prerequisites as it reads).
 HELM      := $(CURDIR)/.cache/tools/helm
 
-.PHONY: all build controlplane k8s deps test test-lab test-kind unit lint demo bench bench-policy gobench manifests docker-engine image kind-images kind-up kind-down e2e-kind e2e-upstream e2e-upstream-ci clean sweep
+.PHONY: all build controlplane k8s deps test test-lab test-kind unit lint fuzz soak demo bench bench-policy gobench manifests docker-engine image kind-images kind-up kind-down e2e-kind e2e-upstream e2e-upstream-ci clean sweep
 
 all: build
 
@@ -98,7 +98,7 @@ lint: $(STATICCHECK) $(ERRCHECK)
 	@echo ">> staticcheck"; $(STATICCHECK) ./... && $(STATICCHECK) -tags kind ./e2e/kind/
 	@echo ">> errcheck"; $(ERRCHECK) -ignoretests -exclude tools/lint/errcheck-exclude.txt ./... && \
 		$(ERRCHECK) -ignoretests -exclude tools/lint/errcheck-exclude.txt -tags kind ./e2e/kind/
-	@echo ">> shell"; for f in tools/kind/*.sh tools/kind/shim/docker tools/kind/node/entrypoint bench/k8s/run.sh e2e/upstream/run.sh; do bash -n $$f || exit 1; done
+	@echo ">> shell"; for f in tools/fuzz.sh tools/kind/*.sh tools/kind/shim/docker tools/kind/node/entrypoint bench/k8s/run.sh e2e/upstream/run.sh; do bash -n $$f || exit 1; done
 	@echo ">> kind config pins"; grep -q 'imageTag: "$(ETCD_IMAGE_TAG)"' deploy/kind/cluster.yaml && grep -q 'imageTag: "$(COREDNS_VERSION)"' deploy/kind/cluster.yaml || \
 		{ echo "deploy/kind/cluster.yaml must pin etcd $(ETCD_IMAGE_TAG) and CoreDNS $(COREDNS_VERSION), the images make kind-images builds"; exit 1; }
 
@@ -106,6 +106,14 @@ lint: $(STATICCHECK) $(ERRCHECK)
 # and no lab (a couple of minutes warm). make test is the whole proof.
 unit: lint
 	$(GO) test -short -count=1 ./...
+
+# fuzz runs every Go fuzz target (func Fuzz*: the parsers of untrusted
+# input and the policy compiler) for FUZZTIME each; make test runs them for
+# a few seconds each. Seeds are in the targets (f.Add) and, for findings,
+# the packages' testdata/fuzz/.
+FUZZTIME ?= 30s
+fuzz:
+	@GO=$(GO) FUZZTIME=$(FUZZTIME) tools/fuzz.sh
 
 # test runs everything, in timed stages: unit and lab tests (root, network
 # namespaces), then, when a Docker engine answers, the kind e2e suite on a
@@ -117,6 +125,7 @@ test:
 	@rm -f /tmp/weft-stages.txt $(TEST_LOG)
 	$(call stage,deps,$(MAKE) --no-print-directory deps)
 	$(call stage,lint,$(MAKE) --no-print-directory lint)
+	$(call stage,fuzz,$(MAKE) --no-print-directory fuzz FUZZTIME=3s)
 	$(call stage,build,$(MAKE) --no-print-directory build $(HELM))
 	$(call stage,controlplane,$(MAKE) --no-print-directory controlplane)
 	$(call stage,lab-tests,$(MAKE) --no-print-directory test-lab)

@@ -81,10 +81,20 @@ type selfCache struct {
 
 func loadSelfCache(path string) (selfCache, bool) {
 	b, err := os.ReadFile(path)
-	if err != nil || len(b) > 4096 {
+	if err != nil {
+		return selfCache{}, false
+	}
+	return parseSelfCache(b)
+}
+
+// parseSelfCache reads self.json: this node's pod CIDRs and InternalIP as
+// last read from its Node.
+func parseSelfCache(b []byte) (selfCache, bool) {
+	if len(b) > 4096 {
 		return selfCache{}, false
 	}
 	var c selfCache
+	var err error
 	if json.Unmarshal(b, &c) != nil {
 		return selfCache{}, false
 	}

@@ -3,6 +3,7 @@ package mesh
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -60,13 +61,23 @@ func ReadKeyFile(path string) (wgtypes.Key, error) {
 		return wgtypes.Key{}, fmt.Errorf("key file %s: mode %04o lets others read it; chmod 600 it", path, perm)
 	}
 	buf := make([]byte, maxKeyFileSize+1)
-	n, _ := f.Read(buf)
-	if n > maxKeyFileSize {
-		return wgtypes.Key{}, fmt.Errorf("key file %s: too large for a base64 key of 32 bytes", path)
-	}
-	k, err := wgtypes.ParseKey(strings.TrimSpace(string(buf[:n])))
+	n, _ := io.ReadFull(f, buf)
+	k, err := ParseKey(buf[:n])
 	if err != nil {
-		return wgtypes.Key{}, fmt.Errorf("key file %s: want base64 of 32 bytes (as from `wg genkey`)", path)
+		return wgtypes.Key{}, fmt.Errorf("key file %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// ParseKey reads a key file's content: one base64 key of 32 bytes, with
+// surrounding white space.
+func ParseKey(b []byte) (wgtypes.Key, error) {
+	if len(b) > maxKeyFileSize {
+		return wgtypes.Key{}, errors.New("too large for a base64 key of 32 bytes")
+	}
+	k, err := wgtypes.ParseKey(strings.TrimSpace(string(b)))
+	if err != nil {
+		return wgtypes.Key{}, errors.New("want base64 of 32 bytes (as from `wg genkey`)")
 	}
 	return k, nil
 }

@@ -3,6 +3,7 @@ package ipam
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net/netip"
 	"os"
@@ -186,9 +187,7 @@ func (s *Store) List() (map[netip.Addr]Attachment, error) {
 		if err != nil {
 			continue // lock, last-*, temporary files
 		}
-		b, _ := os.ReadFile(filepath.Join(s.dir, e.Name()))
-		id, ifname, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-		out[ip] = Attachment{ContainerID: id, IfName: ifname}
+		out[ip] = readReservation(filepath.Join(s.dir, e.Name()))
 	}
 	return out, nil
 }
@@ -250,4 +249,32 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	out := n.FillBytes(make([]byte, len(b)))
 	a, _ := netip.AddrFromSlice(out)
 	return a
+}
+
+// maxReservation bounds what is read of a reservation file: a container ID
+// (at most 256 bytes), a newline and an interface name.
+const maxReservation = 512
+
+func readReservation(path string) Attachment {
+	f, err := os.Open(path)
+	if err != nil {
+		return Attachment{}
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, maxReservation+1))
+	return ParseReservation(b)
+}
+
+// ParseReservation reads a reservation file's content: the container ID and
+// the interface name on two lines. Anything else is held by nobody (still
+// taken, for GC to free).
+func ParseReservation(b []byte) Attachment {
+	if len(b) > maxReservation {
+		return Attachment{}
+	}
+	id, ifname, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	if strings.ContainsAny(id, "\n\r\x00") || strings.ContainsAny(ifname, "\n\r\x00/") || len(id) > 256 || len(ifname) > 15 {
+		return Attachment{}
+	}
+	return Attachment{ContainerID: id, IfName: ifname}
 }
