@@ -197,4 +197,3 @@ func keyOf(i uint8) (k [32]byte) {
 	k[0], k[31] = i+1, 0x40
 	return k
 }
-
