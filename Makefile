@@ -115,6 +115,15 @@ FUZZTIME ?= 30s
 fuzz:
 	@GO=$(GO) FUZZTIME=$(FUZZTIME) tools/fuzz.sh
 
+# soak: the chaos soak (TestChaosSoak) for SOAK_TIME in the lab with the
+# real API server: pods added and deleted on 3 nodes while agents are
+# killed, the API server restarts and an underlay link is cut; it prints
+# the report. make test runs the same test for 40 s.
+SOAK_TIME ?= 5m
+soak: deps build controlplane
+	@set -o pipefail; WEFT_SOAK=$(SOAK_TIME) WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) $(GO) test -count=1 -run '^TestChaosSoak$$' -v -timeout 60m ./e2e/ 2>&1 | \
+		tee /tmp/weft-soak.log | grep -E 'soak:|^(--- |ok|FAIL)|_test.go'
+
 # test runs everything, in timed stages: unit and lab tests (root, network
 # namespaces), then, when a Docker engine answers, the kind e2e suite on a
 # real cluster built here from local images. One summary line counts both.

@@ -88,9 +88,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	if _, err := bounds.CheckPodCIDRs(a.cfg.PodCIDRs); err != nil {
 		return fmt.Errorf("this node's own %v", err)
 	}
-	if len(cfg.ClusterCIDRs) == 0 {
-		log.Warn("--cluster-cidr is not set: peers' pod CIDRs are not checked against the cluster's pod range (any range not overlapping another node's or the underlay is accepted)")
-	}
+
 	key, err := mesh.LoadOrCreatePrivateKey(filepath.Join(cfg.StateDir, mesh.PrivateKeyFile))
 	if err != nil {
 		return err
@@ -193,6 +191,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		psrv.WriteTimeout = 0 // a profile takes as long as it was asked to
 		go serve(psrv, pprofLn, log, "pprof")
 		defer psrv.Close()
+	}
+	if len(cfg.ClusterCIDRs) == 0 { // said once start-up can no longer fail, so a start-up error stays one line
+		log.Warn("--cluster-cidr is not set: peers' pod CIDRs are not checked against the cluster's pod range (any range not overlapping another node's or the underlay is accepted)")
 	}
 	log.Info("agent started", "node", cfg.NodeName, "public_key", a.self.PublicKey.String(),
 		"endpoint", a.self.Endpoint.String(), "pod_cidrs", fmt.Sprint(a.cfg.PodCIDRs), "mtu", mtu, "kubernetes", cfg.KubeMode)

@@ -206,7 +206,7 @@ func (l *Lab) weft(ctx context.Context, a, b *netlab.Node) (*Path, error) {
 	l.gossipKey = key
 	p := &Path{Name: "weft", Description: "weft, pod to pod across nodes (encrypted)"}
 	for _, n := range []*netlab.Node{a, b} {
-		proc, err := n.Start(filepath.Join(l.bins, "weft-agent"), n.AgentArgs(key, a)...)
+		proc, err := n.Start(filepath.Join(l.bins, "weft-agent"), append(n.AgentArgs(key, a), "--pprof-addr", netlab.AgentPprof)...)
 		if err != nil {
 			return nil, err
 		}

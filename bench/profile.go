@@ -33,7 +33,8 @@ const (
 )
 
 // AgentProfile is where one weft agent's CPU time went while it carried
-// the 1-stream TCP runs, from its /debug/pprof/profile.
+// the 1-stream TCP runs, from its /debug/pprof/profile (the bench starts
+// its agents with --pprof-addr).
 type AgentProfile struct {
 	Side    string             `json:"side"`    // "client" (encrypts) or "server" (decrypts)
 	Seconds float64            `json:"seconds"` // CPU seconds sampled
@@ -48,7 +49,7 @@ func profileAgent(ctx context.Context, n *netlab.Node, d time.Duration) (*profil
 	client := &http.Client{Timeout: time.Duration(secs)*time.Second + 15*time.Second,
 		Transport: &http.Transport{DialContext: n.Dial, DisableKeepAlives: true}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
-		fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", netlab.AgentHTTP, secs), nil)
+		fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", netlab.AgentPprof, secs), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,10 @@ import (
 // AgentHTTP is where lab agents serve their API, inside each node.
 const AgentHTTP = "127.0.0.1:9587"
 
+// AgentPprof is where a lab agent started with --pprof-addr serves Go's
+// profiles (the bench does, to show where the agent's CPU went).
+const AgentPprof = "127.0.0.1:6060"
+
 // WriteGossipKey writes a fresh gossip key (mode 0600) into the lab's directory.
 func (l *Lab) WriteGossipKey() (string, error) {
 	k, err := wgtypes.GenerateKey()
