@@ -412,3 +412,65 @@ func TestGCRemovesOnlyItsOwnVeths(t *testing.T) {
 		t.Errorf("after GC host veths are %v, want %v (the foreign one kept, %s's removed)", got, want, gone.Name)
 	}
 }
+
+// TestPodTrafficToPort51820IsTracked: a pod's UDP to an outside host's port
+// 51820 (a pod running its own WireGuard client) is masqueraded like any
+// egress. Before the fix the transport notrack rule matched any packet to
+// that port number, so the pod's traffic left un-NATed and got no answer.
+func TestPodTrafficToPort51820IsTracked(t *testing.T) {
+	c := newCluster(t, 1)
+	n1 := c.lab.Nodes()[0]
+	c.start(n1)
+	out, err := c.lab.AddOutside()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.waitCNIConf(n1)
+	pod := c.addPod(n1, "vpn-client")
+	var ln net.PacketConn
+	if err := out.Do(func() error {
+		var err error
+		ln, err = net.ListenPacket("udp", ":51820")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	seen := make(chan netip.Addr, 1)
+	go func() {
+		buf := make([]byte, 64)
+		n, from, err := ln.ReadFrom(buf)
+		if err == nil {
+			_, _ = ln.WriteTo(buf[:n], from) // echo
+			seen <- from.(*net.UDPAddr).AddrPort().Addr().Unmap()
+		}
+	}()
+	var reply bool
+	if err := pod.Do(func() error {
+		conn, err := net.Dial("udp", netip.AddrPortFrom(out.Addr, 51820).String())
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+		if _, err := conn.Write([]byte("handshake")); err != nil {
+			return err
+		}
+		_, err = conn.Read(make([]byte, 64))
+		reply = err == nil
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case src := <-seen:
+		if src != n1.Addr {
+			t.Errorf("the outside host saw %s, want node1's %s (masqueraded)", src, n1.Addr)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the outside host got nothing")
+	}
+	if !reply {
+		t.Error("the pod got no answer from the outside host's port 51820")
+	}
+}

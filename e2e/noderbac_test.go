@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -111,4 +112,56 @@ func TestNodeAgentWritesOnlyItsOwnNode(t *testing.T) {
 		t.Error("node2's public key changed")
 	}
 	k.waitMesh(10 * time.Second)
+}
+
+// TestGossipCannotMoveANodeEndpoint: in Kubernetes mode a gossip key holder
+// announcing an existing Node (its name, public key and pod CIDRs, taken
+// from that node) from another address cannot move the Node's endpoint
+// there: the endpoint must be one of the Node's own addresses, as for the
+// annotation. Before the fix gossip could move it anywhere.
+func TestGossipCannotMoveANodeEndpoint(t *testing.T) {
+	k := newKubeMesh(t, 2)
+	n1, n2 := k.lab.Nodes()[0], k.lab.Nodes()[1]
+	rogue, err := k.lab.AddNode("rogue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// node2's gossip member dies (its Node and data plane stay); memberlist
+	// lets another address take a dead member's name after its reclaim
+	// time (5 s in weft).
+	k.agents[n2.Name].Kill()
+	eventually(t, 30*time.Second, "node1 sees node2's gossip member dead", func() bool {
+		return strings.Contains(k.agents[n1.Name].Output(), `"gossip member left or died" node=node2`)
+	})
+	time.Sleep(6 * time.Second)
+	key, err := os.ReadFile(filepath.Join(n2.StateDir, "private.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rogue.StateDir, "private.key"), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var cidrs []string
+	for _, p := range n2.PodCIDRs {
+		cidrs = append(cidrs, p.String())
+	}
+	p, err := rogue.Start(filepath.Join(k.bins, "weft-agent"), "--node-name", n2.Name, "--pod-cidr", strings.Join(cidrs, ","),
+		"--advertise-address", rogue.Addr.String(), "--join", n1.Addr.String(), "--gossip-key-file", k.gossipKey,
+		"--state-dir", rogue.StateDir, "--cni-conf-dir", rogue.CNIConfDir, "--http-addr", "127.0.0.1:9587")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.agents["rogue"] = p
+	eventually(t, 40*time.Second, "node1 refuses the gossip claim", func() bool {
+		return k.metric(n1, `weft_peer_rejections_total{reason="gossip-contradicts-node"}`) >= 1
+	})
+	ps, err := k.peers(n1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ps {
+		if p.Name == n2.Name && p.Endpoint != n2.Addr.String()+":51820" {
+			t.Errorf("node1 sends node2's traffic to %s; want node2's own %s:51820", p.Endpoint, n2.Addr)
+		}
+	}
 }

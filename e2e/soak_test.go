@@ -65,7 +65,7 @@ func TestChaosSoak(t *testing.T) {
 		mu                         sync.Mutex
 		live                       []*soakPod
 		held                       = map[string]string{} // address -> pod holding it
-		adds, addFails, dels, dups int
+		adds, addFails, noObject, dels, dups int
 		chaos                      []string
 		peakRSS                    = map[string]float64{}
 	)
@@ -88,9 +88,9 @@ func TestChaosSoak(t *testing.T) {
 		obj, err := pods.Create(ctx, npPodObject(ns, name, n.Name), metav1.CreateOptions{})
 		if err != nil {
 			mu.Lock()
-			addFails++
+			noObject++
 			mu.Unlock()
-			return // the API server is away: kubelet would not have the pod either
+			return // the API server is away: no kubelet would start the pod either
 		}
 		actx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		p, err := n.AddKubePod(actx, k.bins, ns, name)
@@ -283,7 +283,8 @@ func TestChaosSoak(t *testing.T) {
 		t.Logf("soak: agent %s peak RSS %.0f MiB", name, r)
 	}
 	t.Logf("soak: %v of chaos: %d events (%s)", dur, len(chaos), strings.Join(chaos, ", "))
-	t.Logf("soak: pods added %d, ADDs failed (agent or API server away) %d, deleted %d, live at the end %d", adds, addFails, dels, len(live))
+	t.Logf("soak: pods added %d, ADDs failed (the agent or the API server away; undone by DEL) %d, not created (API server away) %d, deleted %d, live at the end %d",
+		adds, addFails, noObject, dels, len(live))
 	t.Logf("soak: unreachable live pod pairs %d, addresses handed out twice %d, reservations leaked after GC %d, stale routes or peers %d, max agent RSS %.0f MiB",
 		unreachable, dups, leaked, stale, maxRSS)
 	if maxRSS > 128 {
