@@ -62,12 +62,12 @@ func TestChaosSoak(t *testing.T) {
 	}
 
 	var (
-		mu                         sync.Mutex
-		live                       []*soakPod
-		held                       = map[string]string{} // address -> pod holding it
+		mu                                   sync.Mutex
+		live                                 []*soakPod
+		held                                 = map[string]string{} // address -> pod holding it
 		adds, addFails, noObject, dels, dups int
-		chaos                      []string
-		peakRSS                    = map[string]float64{}
+		chaos                                []string
+		peakRSS                              = map[string]float64{}
 	)
 	sampleRSS := func() {
 		for name, p := range k.agents {

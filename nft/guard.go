@@ -52,7 +52,7 @@ func EnsureAgentPortGuard(ctx context.Context, vethPrefix, tunnel string, gossip
 // Damaged reports which of want's chains (name -> the number of rules weft
 // wrote there) are missing from weft's table or hold fewer rules: what an
 // `nft flush ruleset`, a deleted table or a flushed chain leaves. It only
-// reads.
+// reads: two listings (chains, and every rule without set elements).
 func Damaged(ctx context.Context, want map[string]int) ([]string, error) {
 	nft, err := knftables.New(knftables.InetFamily, Table)
 	if err != nil {
@@ -62,20 +62,18 @@ func Damaged(ctx context.Context, want map[string]int) ([]string, error) {
 	if err != nil && !knftables.IsNotFound(err) {
 		return nil, fmt.Errorf("nftables list chains: %w", err)
 	}
+	// One listing of every rule in the table (terse: no set elements).
+	rules, err := nft.ListRules(ctx, "")
+	if err != nil && !knftables.IsNotFound(err) {
+		return nil, fmt.Errorf("nftables list table: %w", err)
+	}
+	count := map[string]int{}
+	for _, r := range rules {
+		count[r.Chain]++
+	}
 	var bad []string
 	for name, n := range want {
-		if !slices.Contains(chains, name) {
-			bad = append(bad, name)
-			continue
-		}
-		if n == 0 {
-			continue
-		}
-		rules, err := nft.ListRules(ctx, name)
-		if err != nil && !knftables.IsNotFound(err) {
-			return nil, fmt.Errorf("nftables list chain %s: %w", name, err)
-		}
-		if len(rules) < n {
+		if !slices.Contains(chains, name) || count[name] < n {
 			bad = append(bad, name)
 		}
 	}
