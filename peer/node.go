@@ -31,7 +31,7 @@ type Bounds struct {
 	// ClusterCIDRs: each claimed pod CIDR must lie inside one of them (one
 	// per family). Empty: not checked (the agent warns at start).
 	ClusterCIDRs []netip.Prefix
-	// Underlay: ranges nodes talk on; no pod CIDR may overlap them.
+	// Underlay: the networks nodes talk on; no pod CIDR may cover one.
 	Underlay []netip.Prefix
 }
 
@@ -44,8 +44,11 @@ func (b Bounds) CheckPodCIDRs(ps []netip.Prefix) (Reason, error) {
 			return ReasonOutsideCluster, fmt.Errorf("pod CIDR %s is outside the cluster CIDRs %v", p, b.ClusterCIDRs)
 		}
 		for _, u := range b.Underlay {
-			if p.Overlaps(u) {
-				return ReasonCoversNode, fmt.Errorf("pod CIDR %s overlaps the underlay %s", p, u)
+			// Covering the underlay network would pull node traffic into
+			// the tunnel; a pod range inside a wide node network (10.0.0.0/8
+			// on the hosts) is routed more specifically and is fine.
+			if p.Bits() <= u.Bits() && p.Contains(u.Addr()) {
+				return ReasonCoversNode, fmt.Errorf("pod CIDR %s covers the underlay %s", p, u)
 			}
 		}
 	}
