@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -223,5 +224,25 @@ func TestRegistryCacheExpiryKeepsGossipPeers(t *testing.T) {
 	r.Delete(SourceCache, "a")
 	if peers := r.Peers(); len(peers) != 1 || peers[0].Source != SourceGossip {
 		t.Fatalf("cache expiry removed a gossip-confirmed peer: %v", peers)
+	}
+}
+
+// TestRegistryInvalidClaimsAreBounded: a gossip key holder inventing names
+// for invalid claims cannot grow the registry without bound, and a claim
+// refused again after the memory was cleared is reported again (once).
+func TestRegistryInvalidClaimsAreBounded(t *testing.T) {
+	reports := 0
+	r := NewRegistry(node("node1", pubKey(t), "10.244.1.0/24"), false, Bounds{}, func(Rejection) { reports++ })
+	for i := range 10 * maxInvalid {
+		r.Reject(SourceGossip, fmt.Sprintf("bogus-%d", i), "metadata is not valid")
+	}
+	r.mu.Lock()
+	n := len(r.invalid)
+	r.mu.Unlock()
+	if n > maxInvalid {
+		t.Fatalf("%d invalid claims remembered; want at most %d", n, maxInvalid)
+	}
+	if reports != 10*maxInvalid {
+		t.Fatalf("%d reports for %d distinct invalid claims", reports, 10*maxInvalid)
 	}
 }
