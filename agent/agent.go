@@ -193,7 +193,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		defer psrv.Close()
 	}
 	if len(cfg.ClusterCIDRs) == 0 { // said once start-up can no longer fail, so a start-up error stays one line
-		log.Warn("--cluster-cidr is not set: peers' pod CIDRs are not checked against the cluster's pod range (any range not overlapping another node's or the underlay is accepted)")
+		log.Warn("--cluster-cidr is not set: peers' pod CIDRs are not checked against the cluster's pod range (any range not overlapping another node's and not covering the underlay is accepted)")
 	}
 	log.Info("agent started", "node", cfg.NodeName, "public_key", a.self.PublicKey.String(),
 		"endpoint", a.self.Endpoint.String(), "pod_cidrs", fmt.Sprint(a.cfg.PodCIDRs), "mtu", mtu, "kubernetes", cfg.KubeMode)
