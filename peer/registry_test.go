@@ -43,23 +43,30 @@ func TestAccept(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			claims := map[string]Claim{}
-			for _, c := range tc.claims {
-				claims[c.Name] = Claim{c, SourceGossip}
-			}
-			acc, rej := Accept(self, Bounds{}, tc.previous, claims)
-			var gotA, gotR []string
-			for _, n := range acc {
-				gotA = append(gotA, n.Name)
-			}
-			for _, r := range rej {
-				gotR = append(gotR, r.Name+":"+string(r.Reason))
-			}
-			slices.Sort(gotR)
-			if !slices.Equal(gotA, tc.accepted) || !slices.Equal(gotR, tc.rejected) {
-				t.Fatalf("accepted %v rejected %v; want %v and %v", gotA, gotR, tc.accepted, tc.rejected)
-			}
+			checkAccept(t, self, Bounds{}, tc.previous, tc.claims, tc.accepted, tc.rejected)
 		})
+	}
+}
+
+// checkAccept runs Accept on claims (all from gossip) and compares the
+// names accepted and the name:reason pairs refused.
+func checkAccept(t *testing.T, self NodeInfo, bounds Bounds, previous []string, claims []NodeInfo, accepted, rejected []string) {
+	t.Helper()
+	byName := map[string]Claim{}
+	for _, c := range claims {
+		byName[c.Name] = Claim{c, SourceGossip}
+	}
+	acc, rej := Accept(self, bounds, previous, byName)
+	var gotA, gotR []string
+	for _, n := range acc {
+		gotA = append(gotA, n.Name)
+	}
+	for _, r := range rej {
+		gotR = append(gotR, r.Name+":"+string(r.Reason))
+	}
+	slices.Sort(gotR)
+	if !slices.Equal(gotA, accepted) || !slices.Equal(gotR, rejected) {
+		t.Fatalf("accepted %v rejected %v; want %v and %v", gotA, gotR, accepted, rejected)
 	}
 }
 
@@ -95,22 +102,7 @@ func TestAcceptBounds(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			claims := map[string]Claim{}
-			for _, c := range tc.claims {
-				claims[c.Name] = Claim{c, SourceGossip}
-			}
-			acc, rej := Accept(self, tc.bounds, nil, claims)
-			var gotA, gotR []string
-			for _, n := range acc {
-				gotA = append(gotA, n.Name)
-			}
-			for _, r := range rej {
-				gotR = append(gotR, r.Name+":"+string(r.Reason))
-			}
-			slices.Sort(gotR)
-			if !slices.Equal(gotA, tc.accepted) || !slices.Equal(gotR, tc.rejected) {
-				t.Fatalf("accepted %v rejected %v; want %v and %v", gotA, gotR, tc.accepted, tc.rejected)
-			}
+			checkAccept(t, self, tc.bounds, nil, tc.claims, tc.accepted, tc.rejected)
 		})
 	}
 }
