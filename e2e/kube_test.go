@@ -385,3 +385,28 @@ func TestKubeProvisionalGossipNode(t *testing.T) {
 		t.Errorf("not-a-node rejections = %v", got)
 	}
 }
+
+// createNamespace creates a namespace and its default ServiceAccount (the
+// lab has no controller-manager to make it, and pod admission needs it).
+func (k *kubeCluster) createNamespace(name string, labels map[string]string) {
+	k.t.Helper()
+	ctx := context.Background()
+	if _, err := k.cp.Admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{}); err != nil {
+		k.t.Fatal(err)
+	}
+	if _, err := k.cp.Admin.CoreV1().ServiceAccounts(name).Create(ctx, &corev1.ServiceAccount{
+		ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
+		k.t.Fatal(err)
+	}
+}
+
+// setRunning publishes the sandbox's addresses in the Pod's status, as a
+// kubelet would once the pod runs.
+func (k *kubeCluster) setRunning(obj *corev1.Pod, p *netlab.Pod) error {
+	obj.Status.Phase = corev1.PodRunning
+	obj.Status.PodIP = p.Addr(false).String()
+	obj.Status.PodIPs = []corev1.PodIP{{IP: p.Addr(false).String()}, {IP: p.Addr(true).String()}}
+	_, err := k.cp.Admin.CoreV1().Pods(obj.Namespace).UpdateStatus(context.Background(), obj, metav1.UpdateOptions{})
+	return err
+}

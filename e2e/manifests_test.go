@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weftnet/weft/deploy"
@@ -33,12 +32,7 @@ func TestManifestsAreValid(t *testing.T) {
 	iperf := strings.NewReplacer("SERVER_NODE", "node1", "CLIENT_NODE", "node2", "SERVER_IP", "10.244.1.2", "IPERF3_IMAGE", "weft.local/iperf3:3.12").Replace(string(repoFile(t, "bench/k8s/iperf3.yaml")))
 	// A dry run does not create namespaces, and the lab has no controller to
 	// create their default ServiceAccount: make both for the bench's pods.
-	if _, err := k.cp.Admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "weft-bench"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := k.cp.Admin.CoreV1().ServiceAccounts("weft-bench").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	k.createNamespace("weft-bench", nil)
 	for name, m := range map[string][]byte{
 		"deploy/weft.yaml":       deploy.Manifest,
 		"bench/k8s/iperf3.yaml":  []byte(iperf),

@@ -91,21 +91,12 @@ func newNPLab(t testing.TB) *npLab {
 	t.Helper()
 	k := newKubeMesh(t, 3)
 	l := &npLab{kubeCluster: k, by: map[string]*npPod{}}
-	ctx := context.Background()
 	nodes := k.lab.Nodes()
 	for _, n := range nodes {
 		k.waitCNIConf(n)
 	}
 	for i, ns := range npNamespaces {
-		if _, err := k.cp.Admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
-			ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"ns": ns}}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		// No controller-manager: make the ServiceAccount admission needs.
-		if _, err := k.cp.Admin.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{
-			ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		k.createNamespace(ns, map[string]string{"ns": ns})
 		for j, name := range npPodNames {
 			p := &npPod{ns: ns, name: name, node: nodes[(i+j)%len(nodes)]}
 			l.attach(p)
@@ -136,10 +127,7 @@ func (l *npLab) attach(p *npPod) {
 
 func (l *npLab) setStatus(obj *corev1.Pod, p *npPod) {
 	l.t.Helper()
-	obj.Status.Phase = corev1.PodRunning
-	obj.Status.PodIP = p.addr(false).String()
-	obj.Status.PodIPs = []corev1.PodIP{{IP: p.addr(false).String()}, {IP: p.addr(true).String()}}
-	if _, err := l.cp.Admin.CoreV1().Pods(p.ns).UpdateStatus(context.Background(), obj, metav1.UpdateOptions{}); err != nil {
+	if err := l.setRunning(obj, p.pod); err != nil {
 		l.t.Fatal(err)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -28,14 +27,8 @@ func TestHostilePolicyDoesNotStallTheNode(t *testing.T) {
 	n1, n2 := k.lab.Nodes()[0], k.lab.Nodes()[1]
 	ctx := context.Background()
 	const ns, other = "tenant", "other"
-	for _, name := range []string{ns, other} {
-		if _, err := k.cp.Admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := k.cp.Admin.CoreV1().ServiceAccounts(name).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	k.createNamespace(ns, nil)
+	k.createNamespace(other, nil)
 	var holes []string
 	for i := range 2000 {
 		holes = append(holes, fmt.Sprintf("2001:db8::%x:%x/128", i, i*7919%65536))
@@ -63,10 +56,7 @@ func TestHostilePolicyDoesNotStallTheNode(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ADD of %s on %s after the hostile policy: %v (after %v)", name, n.Name, err, took)
 		}
-		obj.Status.Phase = corev1.PodRunning
-		obj.Status.PodIP = p.Addr(false).String()
-		obj.Status.PodIPs = []corev1.PodIP{{IP: p.Addr(false).String()}, {IP: p.Addr(true).String()}}
-		if _, err := k.cp.Admin.CoreV1().Pods(ns).UpdateStatus(ctx, obj, metav1.UpdateOptions{}); err != nil {
+		if err := k.setRunning(obj, p); err != nil {
 			t.Fatal(err)
 		}
 		serve(t, p)

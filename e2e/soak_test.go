@@ -13,7 +13,6 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weftnet/weft/internal/netlab"
@@ -54,12 +53,7 @@ func TestChaosSoak(t *testing.T) {
 	}
 	ctx := context.Background()
 	const ns = "soak"
-	if _, err := k.cp.Admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := k.cp.Admin.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	k.createNamespace(ns, nil)
 
 	var (
 		mu                                   sync.Mutex
@@ -115,10 +109,7 @@ func TestChaosSoak(t *testing.T) {
 			held[a] = name
 		}
 		live = append(live, &soakPod{name: name, node: n, pod: p})
-		obj.Status.Phase = corev1.PodRunning
-		obj.Status.PodIP = p.Addr(false).String()
-		obj.Status.PodIPs = []corev1.PodIP{{IP: p.Addr(false).String()}, {IP: p.Addr(true).String()}}
-		_, _ = pods.UpdateStatus(ctx, obj, metav1.UpdateOptions{})
+		_ = k.setRunning(obj, p) // the API server may be away: the pod runs all the same
 	}
 	delPod := func() {
 		mu.Lock()
