@@ -60,9 +60,8 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 		case <-a.reg.Changed():
 		case <-resync.C:
 		case <-integrity.C:
-			a.reassertRules(ctx)
-			if a.masq != nil {
-				continue
+			if !a.reassertRules(ctx) {
+				continue // intact: nothing for a reconcile to do
 			}
 		case <-kick:
 		case <-retry.C:

@@ -29,8 +29,9 @@ func (a *Agent) ensureBaseRules(ctx context.Context) error {
 }
 
 // reassertRules checks weft's nftables objects (reading only) and, when any
-// chain is gone or short of rules, writes all of them again.
-func (a *Agent) reassertRules(ctx context.Context) {
+// chain is gone or short of rules, writes all of them again; it reports
+// whether it did, so the loop reconciles (egress NAT is written there).
+func (a *Agent) reassertRules(ctx context.Context) (rewrote bool) {
 	want := nft.BaseChains(a.cfg.Masquerade)
 	if a.netpol != nil && a.netpol.Healthy() {
 		maps.Copy(want, a.netpol.enf.PolicyChains())
@@ -38,10 +39,10 @@ func (a *Agent) reassertRules(ctx context.Context) {
 	bad, err := nft.Damaged(ctx, want)
 	if err != nil {
 		a.log.Warn("cannot check weft's nftables objects", "err", err)
-		return
+		return false
 	}
 	if len(bad) == 0 {
-		return
+		return false
 	}
 	a.metrics.nftReasserts.Inc()
 	a.log.Warn("weft's nftables objects were changed outside weft; writing them again", "chains", bad)
@@ -53,4 +54,5 @@ func (a *Agent) reassertRules(ctx context.Context) {
 		a.netpol.enf.Forget()
 		a.netpol.poke()
 	}
+	return true
 }
