@@ -99,7 +99,7 @@ func BaseChains(masquerade bool) map[string]int {
 func (e *Enforcer) PolicyChains() map[string]int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	want := map[string]int{ForwardChain: 1 + 4*len(families)}
+	want := map[string]int{ForwardChain: len(forwardRules())}
 	if e.last != nil {
 		for name, rules := range e.last.chains {
 			want[name] = len(rules)

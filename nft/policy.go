@@ -183,20 +183,28 @@ func addForward(tx *knftables.Transaction) {
 		"Kubernetes NetworkPolicy for this node's pods")
 	tx.Add(c)
 	tx.Flush(c)
-	tx.Add(&knftables.Rule{Chain: ForwardChain, Rule: "ct state established,related accept"})
+	for _, r := range forwardRules() {
+		tx.Add(r)
+	}
+}
+
+// forwardRules are the forward chain's rules, in order.
+func forwardRules() []*knftables.Rule {
+	rules := []*knftables.Rule{{Chain: ForwardChain, Rule: "ct state established,related accept"}}
 	for _, f := range families {
 		for _, dir := range []string{"saddr", "daddr"} {
-			tx.Add(&knftables.Rule{Chain: ForwardChain, Rule: knftables.Concat(
+			rules = append(rules, &knftables.Rule{Chain: ForwardChain, Rule: knftables.Concat(
 				f.match, dir, "@np-local-"+f.suffix, f.match, dir, "!=", "@np-known-"+f.suffix, "counter drop"),
 				Comment: knftables.PtrTo("not yet programmed")})
 		}
 	}
 	for _, f := range families {
-		tx.Add(&knftables.Rule{Chain: ForwardChain, Rule: knftables.Concat(f.match, "saddr vmap", "@np-egress-"+f.suffix)})
+		rules = append(rules, &knftables.Rule{Chain: ForwardChain, Rule: knftables.Concat(f.match, "saddr vmap", "@np-egress-"+f.suffix)})
 	}
 	for _, f := range families {
-		tx.Add(&knftables.Rule{Chain: ForwardChain, Rule: knftables.Concat(f.match, "daddr vmap", "@np-ingress-"+f.suffix)})
+		rules = append(rules, &knftables.Rule{Chain: ForwardChain, Rule: knftables.Concat(f.match, "daddr vmap", "@np-ingress-"+f.suffix)})
 	}
+	return rules
 }
 
 // update writes the difference between two states: new sets and chains
