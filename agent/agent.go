@@ -41,6 +41,12 @@ type Agent struct {
 	// published: the Node carries our annotations and condition (Kubernetes mode).
 	annotated, conditioned bool
 	masq                   *plan.Egress // last applied
+	// selfLocation carries this Node's location when its label or
+	// annotation changes (Kubernetes mode): peers read it from the Node at
+	// once, so this end must too, or the two would disagree on the path.
+	selfLocation chan string
+	pmtu         *pathMTUs
+	mtu          int // the tunnel link's
 }
 
 // Run starts the agent and blocks until ctx is done or the device stops. A
@@ -48,7 +54,7 @@ type Agent struct {
 // Everything that can fail on bad input or a busy port fails before the
 // tunnel is touched, and a failure undoes what was started.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct{}) error {
-	a := &Agent{cfg: cfg, log: log}
+	a := &Agent{cfg: cfg, log: log, selfLocation: make(chan string, 1), pmtu: newPathMTUs()}
 	// Ports first: a busy port must fail before anything is written or created.
 	if err := mesh.CheckPortFree(cfg.ListenPort); err != nil {
 		return err
@@ -84,6 +90,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	if mtu == 0 {
 		mtu = underlay.MTU - mesh.Overhead
 	}
+	a.mtu = mtu
 	bounds := peer.Bounds{ClusterCIDRs: cfg.ClusterCIDRs, Underlay: underlay.Prefixes}
 	if _, err := bounds.CheckPodCIDRs(a.cfg.PodCIDRs); err != nil {
 		return fmt.Errorf("this node's own %v", err)
@@ -107,6 +114,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		Endpoint:   netip.AddrPortFrom(adv, uint16(cfg.ListenPort)),
 		GossipAddr: netip.AddrPortFrom(adv, uint16(cfg.GossipPort)),
 		PodCIDRs:   a.cfg.PodCIDRs,
+		Location:   a.cfg.Location,
+		Direct:     a.cfg.IntraDirect,
 	}
 	// Metrics exist before any source can report a rejection; the two
 	// functions read the gossip and the device only when scraped, which the
@@ -135,7 +144,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 
 	a.dev, err = mesh.OpenDevice(mesh.DeviceConfig{
 		Name: cfg.Interface, MTU: mtu, RunDir: cfg.RunDir, PrivateKey: key,
-		ListenPort: cfg.ListenPort, Logger: log, Verbose: cfg.LogLevel == "debug",
+		ListenPort: cfg.ListenPort, Logger: log, Verbose: cfg.LogLevel == "debug", TooBig: a.pmtu.tooBig,
 	})
 	if err != nil {
 		leave = false
@@ -196,6 +205,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		log.Warn("--cluster-cidr is not set: peers' pod CIDRs are not checked against the cluster's pod range (any range not overlapping another node's and not covering the underlay is accepted)")
 	}
 	log.Info("agent started", "node", cfg.NodeName, "public_key", a.self.PublicKey.String(),
-		"endpoint", a.self.Endpoint.String(), "pod_cidrs", fmt.Sprint(a.cfg.PodCIDRs), "mtu", mtu, "kubernetes", cfg.KubeMode)
+		"endpoint", a.self.Endpoint.String(), "pod_cidrs", fmt.Sprint(a.cfg.PodCIDRs), "mtu", mtu, "kubernetes", cfg.KubeMode,
+		"location", a.self.Location, "intra_location", peer.IntraLocation(a.self.Direct), "strict_encryption", cfg.StrictEncryption)
 	return a.loop(ctx, resync)
 }

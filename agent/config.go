@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/peer"
 )
 
@@ -45,6 +46,15 @@ type Config struct {
 	// NetworkPolicy: enforce networking.k8s.io/v1 for this node's pods
 	// (Kubernetes mode only).
 	NetworkPolicy bool
+	// Topology: this node's location (standalone; in Kubernetes it comes
+	// from the Node: TopologyLabel, overridden by weft.dev/location),
+	// whether pod traffic to peers of the same location skips the tunnel
+	// (IntraDirect), and whether pod traffic that cannot take the tunnel
+	// (or a direct path) is dropped rather than routed in the clear.
+	Location         string
+	TopologyLabel    string
+	IntraDirect      bool
+	StrictEncryption bool
 }
 
 // UsageError is ParseFlags' answer to -h and --help: the usage text. It
@@ -98,6 +108,10 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 	fs.Var(&noMasq, "no-masquerade-cidr", "extra destinations reached without masquerade (repeat or comma list)")
 	fs.BoolVar(&c.NetworkPolicy, "network-policy", true, "enforce Kubernetes NetworkPolicy for this node's pods (Kubernetes mode)")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig for Kubernetes mode (in a pod, the service account is used)")
+	fs.StringVar(&c.Location, "location", "", "this node's location (standalone mode; in Kubernetes the Node's --topology-label or weft.dev/location annotation)")
+	fs.StringVar(&c.TopologyLabel, "topology-label", api.DefaultTopologyLabel, "the Node label that names its location (Kubernetes mode)")
+	intra := fs.String("intra-location", peer.IntraEncrypted, "pod traffic to nodes of the same location: encrypted (through the tunnel) or direct (over the underlay, when both ends say direct)")
+	fs.BoolVar(&c.StrictEncryption, "strict-encryption", false, "drop pod traffic to other nodes that would leave outside the tunnel (a direct path excepted) instead of routing it in the clear")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, &UsageError{Text: out.String()}
@@ -108,6 +122,19 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	c.KubeMode = c.Kubeconfig != "" || getenv("KUBERNETES_SERVICE_HOST") != ""
+	var err error
+	if c.IntraDirect, err = peer.ParseIntraLocation(*intra); err != nil {
+		return c, fmt.Errorf("--%v", err)
+	}
+	if c.Location, err = peer.ParseLocation(c.Location); err != nil {
+		return c, fmt.Errorf("--%v", err)
+	}
+	if c.Location != "" && c.KubeMode {
+		return c, fmt.Errorf("--location is for standalone mode: in Kubernetes a node's location comes from its Node (label %s or annotation %s), which every peer reads alike", c.TopologyLabel, api.AnnotationLocation)
+	}
+	if len(c.TopologyLabel) > 317 || c.TopologyLabel == "" {
+		return c, fmt.Errorf("--topology-label %.40q: want a label key", c.TopologyLabel)
+	}
 	if c.NodeName == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -115,7 +142,6 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 		}
 		c.NodeName = strings.ToLower(h)
 	}
-	var err error
 	if c.PodCIDRs, err = peer.ParsePodCIDRs(podCIDRs); err != nil {
 		return c, fmt.Errorf("--pod-cidr %v", err)
 	}

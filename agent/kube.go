@@ -49,6 +49,9 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 type kubeSource struct {
 	client   kubernetes.Interface
 	name     string
+	label    string             // --topology-label
+	location func(string)       // called with this Node's location when it changes
+	intra    string             // --intra-location, published
 	reg      *peer.Registry
 	log      *slog.Logger
 	recorder record.EventRecorder
@@ -59,8 +62,8 @@ type kubeSource struct {
 	up       atomic.Bool
 }
 
-func newKube(client kubernetes.Interface, name string, log *slog.Logger) *kubeSource {
-	k := &kubeSource{client: client, name: name, log: log}
+func newKube(client kubernetes.Interface, name, topologyLabel, intra string, log *slog.Logger) *kubeSource {
+	k := &kubeSource{client: client, name: name, label: topologyLabel, intra: intra, log: log}
 	k.events = record.NewBroadcaster()
 	k.recorder = k.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "weft-agent", Host: name})
 	return k
@@ -103,10 +106,18 @@ func (k *kubeSource) Start(ctx context.Context, reg *peer.Registry) error {
 
 func (k *kubeSource) onNode(obj any) {
 	n, ok := obj.(*corev1.Node)
-	if !ok || n.Name == k.name {
+	if !ok {
 		return
 	}
-	info, has, err := peer.NodeInfoFromNode(n)
+	if n.Name == k.name {
+		if loc, err := peer.LocationOf(n, k.label); err != nil {
+			k.log.Warn("this Node's location is not valid; keeping the last one", "err", err)
+		} else if k.location != nil {
+			k.location(loc)
+		}
+		return
+	}
+	info, has, err := peer.NodeInfoFromNode(n, k.label)
 	switch {
 	case err != nil:
 		k.reg.Reject(peer.SourceKubernetes, n.Name, err.Error())
@@ -153,6 +164,7 @@ func (k *kubeSource) Publish(ctx context.Context, self peer.NodeInfo) error {
 		api.AnnotationPublicKey:     self.PublicKey.String(),
 		api.AnnotationEndpoint:      self.Endpoint.String(),
 		api.AnnotationGossipAddress: self.GossipAddr.String(),
+		api.AnnotationIntraLocation: k.intra,
 	}}}
 	b, _ := json.Marshal(patch)
 	_, err := k.client.CoreV1().Nodes().Patch(ctx, k.name, types.MergePatchType, b, metav1.PatchOptions{})

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/weftnet/weft/api"
@@ -67,6 +69,13 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 		case <-retry.C:
 		case <-policySynced:
 			policySynced = nil
+		case <-a.pmtu.kick:
+			if !a.learnPathMTUs() {
+				continue
+			}
+		case loc := <-a.selfLocation:
+			a.log.Info("this node's location changed", "from", a.self.Location, "to", loc)
+			a.self.Location = loc
 		}
 		next(a.reconcile(ctx))
 	}
@@ -82,7 +91,7 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 	for i, c := range claims {
 		peers[i] = c.NodeInfo
 	}
-	ch, err := a.mesh.Apply(plan.Plan(a.self, peers))
+	ch, err := a.mesh.Apply(plan.Plan(a.self, peers, a.pathMTUs()))
 	if err != nil {
 		a.metrics.reconciles.WithLabelValues("error").Inc()
 		a.log.Error("reconcile failed; retrying", "err", err)
@@ -125,10 +134,39 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 	return a.publish(ctx) || ch.PeersDeferred > 0, nil
 }
 
+// learnPathMTUs reads the path MTU to every peer's current endpoint (the
+// device's: it may have roamed) and reports whether a peer's tunnel MTU
+// changed.
+func (a *Agent) learnPathMTUs() bool {
+	dev, err := a.mesh.Peers()
+	if err != nil {
+		return false
+	}
+	names := map[wgtypes.Key]string{}
+	for _, c := range a.reg.Peers() {
+		names[c.PublicKey] = c.Name
+	}
+	eps := map[string]netip.Addr{}
+	for _, d := range dev {
+		if n, ok := names[d.PublicKey]; ok && d.Endpoint != nil {
+			ap := d.Endpoint.AddrPort()
+			eps[n] = ap.Addr().Unmap()
+		}
+	}
+	if !a.pmtu.learn(eps, a.mtu) {
+		return false
+	}
+	a.log.Info("path MTU to peers", "tunnel_mtu_by_peer", fmt.Sprint(a.pmtu.snapshot()))
+	return true
+}
+
+func (a *Agent) pathMTUs() map[string]int { return a.pmtu.snapshot() }
+
 // applyMasquerade programs the egress NAT plan.EgressNAT wants; it writes
 // nothing when nothing changed.
 func (a *Agent) applyMasquerade(ctx context.Context, peers []peer.NodeInfo) error {
 	want := plan.EgressNAT(a.cfg.Masquerade, a.cfg.NoMasquerade, a.cfg.ClusterCIDRs, a.self, peers)
+	want.Strict, want.Tunnel = a.cfg.StrictEncryption, a.cfg.Interface
 	if a.masq != nil && a.masq.Equal(want) {
 		return nil
 	}

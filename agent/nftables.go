@@ -32,7 +32,7 @@ func (a *Agent) ensureBaseRules(ctx context.Context) error {
 // chain is gone or short of rules, writes all of them again; it reports
 // whether it did, so the loop reconciles (egress NAT is written there).
 func (a *Agent) reassertRules(ctx context.Context) (rewrote bool) {
-	want := nft.BaseChains(a.cfg.Masquerade)
+	want := nft.BaseChains(a.cfg.Masquerade, a.cfg.StrictEncryption)
 	if a.netpol != nil && a.netpol.Healthy() {
 		maps.Copy(want, a.netpol.enf.PolicyChains())
 	}

@@ -24,10 +24,11 @@ func (a *Agent) learnSelf(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.kube = newKube(client, a.cfg.NodeName, a.log)
+	a.kube = newKube(client, a.cfg.NodeName, a.cfg.TopologyLabel, peer.IntraLocation(a.cfg.IntraDirect), a.log)
 	cachePath := filepath.Join(a.cfg.StateDir, "self.json")
 	var cidrs []netip.Prefix
 	var ip netip.Addr
+	var loc string
 	attempt := 0
 	err = wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
 		defer func() { attempt++ }()
@@ -38,7 +39,10 @@ func (a *Agent) learnSelf(ctx context.Context) error {
 			if cidrs, ip, err = peer.SelfFromNode(node); err != nil {
 				return false, err
 			}
-			b, _ := json.Marshal(selfCache{PodCIDRs: api.PrefixStrings(cidrs), InternalIP: ip.String()})
+			if loc, err = peer.LocationOf(node, a.cfg.TopologyLabel); err != nil {
+				return false, fmt.Errorf("this Node's location: %v", err)
+			}
+			b, _ := json.Marshal(selfCache{PodCIDRs: api.PrefixStrings(cidrs), InternalIP: ip.String(), Location: loc})
 			if err := os.MkdirAll(a.cfg.StateDir, 0o700); err != nil {
 				return false, fmt.Errorf("state dir: %w", err)
 			}
@@ -49,7 +53,7 @@ func (a *Agent) learnSelf(ctx context.Context) error {
 		}
 		if c, ok := loadSelfCache(cachePath); ok {
 			a.log.Warn("API server unreachable; starting from the cached Node", "err", err)
-			cidrs, ip = c.cidrs, c.ip
+			cidrs, ip, loc = c.cidrs, c.ip, c.Location
 			return true, nil
 		}
 		if attempt%10 == 0 {
@@ -63,6 +67,18 @@ func (a *Agent) learnSelf(ctx context.Context) error {
 	if len(a.cfg.PodCIDRs) == 0 {
 		a.cfg.PodCIDRs = cidrs
 	}
+	a.cfg.Location = loc
+	last := loc
+	a.kube.location = func(loc string) { // informer goroutine; the loop owns a.self
+		if loc != last {
+			last = loc
+			select {
+			case <-a.selfLocation: // replace a value the loop has not taken yet
+			default:
+			}
+			a.selfLocation <- loc
+		}
+	}
 	if !a.cfg.AdvertiseAddress.IsValid() {
 		a.cfg.AdvertiseAddress = ip
 	}
@@ -75,6 +91,7 @@ func (a *Agent) learnSelf(ctx context.Context) error {
 type selfCache struct {
 	PodCIDRs   []string `json:"podCIDRs"`
 	InternalIP string   `json:"internalIP"`
+	Location   string   `json:"location,omitempty"`
 	cidrs      []netip.Prefix
 	ip         netip.Addr
 }
@@ -102,5 +119,8 @@ func parseSelfCache(b []byte) (selfCache, bool) {
 		return selfCache{}, false
 	}
 	c.ip, _ = netip.ParseAddr(c.InternalIP)
+	if _, err := peer.ParseLocation(c.Location); err != nil {
+		return selfCache{}, false
+	}
 	return c, true
 }

@@ -5,6 +5,14 @@ const (
 	AnnotationPublicKey     = "weft.dev/public-key"
 	AnnotationEndpoint      = "weft.dev/endpoint"
 	AnnotationGossipAddress = "weft.dev/gossip-address"
+	// AnnotationIntraLocation is what the node's agent runs with,
+	// --intra-location (encrypted or direct); published by the agent.
+	AnnotationIntraLocation = "weft.dev/intra-location"
+	// AnnotationLocation names the node's location; an operator sets it,
+	// and it overrides the topology label (--topology-label).
+	AnnotationLocation = "weft.dev/location"
+	// DefaultTopologyLabel is where a node's location comes from by default.
+	DefaultTopologyLabel = "topology.kubernetes.io/zone"
 	// MaxAnnotationSize bounds each weft.dev annotation the agent reads.
 	MaxAnnotationSize = 256
 )

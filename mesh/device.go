@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +13,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -28,6 +28,9 @@ type DeviceConfig struct {
 	Logger     *slog.Logger // nil: slog.Default()
 	// Verbose makes wireguard-go log at its verbose level (each UAPI change, handshakes).
 	Verbose bool
+	// TooBig is told the endpoint of each send that was over the path MTU
+	// (see pathBind); nil: nobody listens.
+	TooBig func(netip.Addr)
 }
 
 // Device is a running wireguard-go device on a persistent TUN interface. The
@@ -104,7 +107,7 @@ func OpenDevice(cfg DeviceConfig) (_ *Device, err error) {
 			log.Debug(fmt.Sprintf(format, args...), "component", "wireguard")
 		}
 	}
-	dev := device.NewDevice(tdev, conn.NewStdNetBind(), wgLog)
+	dev := device.NewDevice(tdev, newPathBind(cfg.TooBig), wgLog)
 	defer func() {
 		if err != nil {
 			dev.Close()

@@ -95,19 +95,30 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 		}
 	}
 
-	haveRoutes, err := listRoutes(link)
+	haveRoutes, raw, err := listRoutes(link)
 	if err != nil {
 		return ch, fmt.Errorf("list routes: %w", err)
 	}
 	addR, delR := DiffRoutes(s.Routes, haveRoutes)
 	for _, r := range delR {
-		if err := netlink.RouteDel(netlinkRoute(link, r)); err != nil {
+		kr := raw[r.Dst]
+		if err := netlink.RouteDel(&kr); err != nil {
 			return ch, fmt.Errorf("delete route %s: %w", r.Dst, err)
 		}
 		ch.RoutesRemoved++
 	}
 	for _, r := range addR {
-		if err := netlink.RouteReplace(netlinkRoute(link, r)); err != nil {
+		kr, err := netlinkRoute(link, r)
+		if err == nil && raw[r.Dst].LinkIndex != 0 && raw[r.Dst].LinkIndex != kr.LinkIndex {
+			// Moving between the tunnel and the underlay: replace matches
+			// by (dst, table), but say the old one goes first.
+			old := raw[r.Dst]
+			err = netlink.RouteDel(&old)
+		}
+		if err == nil {
+			err = netlink.RouteReplace(kr)
+		}
+		if err != nil {
 			return ch, fmt.Errorf("add route %s: %w", r.Dst, err)
 		}
 		ch.RoutesAdded++

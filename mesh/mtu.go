@@ -3,6 +3,7 @@ package mesh
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -83,4 +84,15 @@ func DefaultRouteSource() (netip.Addr, error) {
 func isDefault(r netlink.Route) bool {
 	ones, _ := r.Dst.Mask.Size()
 	return ones == 0
+}
+
+// PathMTU is the kernel's path MTU to addr when it has learned one smaller
+// than the route's (from an ICMP "fragmentation needed" or "packet too
+// big"); ok is false when it knows none.
+func PathMTU(addr netip.Addr) (mtu int, ok bool) {
+	rs, err := netlink.RouteGet(net.IP(addr.AsSlice()))
+	if err != nil || len(rs) == 0 || rs[0].MTU == 0 {
+		return 0, false
+	}
+	return rs[0].MTU, true
 }

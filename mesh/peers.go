@@ -3,6 +3,7 @@ package mesh
 import (
 	"net"
 	"net/netip"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -23,7 +24,8 @@ func DiffPeers(desired []Peer, actual []wgtypes.Peer) (cfgs []wgtypes.PeerConfig
 	for _, d := range desired {
 		want[d.PublicKey] = true
 		a, exists := have[d.PublicKey]
-		if exists && peerMatches(d, a) {
+		keep := exists && learnedEndpoint(d, a, time.Now())
+		if exists && peerMatches(d, a, keep) {
 			continue
 		}
 		ka := d.Keepalive
@@ -31,9 +33,13 @@ func DiffPeers(desired []Peer, actual []wgtypes.Peer) (cfgs []wgtypes.PeerConfig
 			ka = 0
 			deferred++
 		}
+		ep := udpAddr(d.Endpoint)
+		if keep {
+			ep = nil // leave the endpoint the device learned
+		}
 		out = append(out, wgtypes.PeerConfig{
 			PublicKey:                   d.PublicKey,
-			Endpoint:                    udpAddr(d.Endpoint),
+			Endpoint:                    ep,
 			PersistentKeepaliveInterval: &ka,
 			ReplaceAllowedIPs:           true,
 			AllowedIPs:                  ipNets(d.AllowedIPs),
@@ -47,11 +53,26 @@ func DiffPeers(desired []Peer, actual []wgtypes.Peer) (cfgs []wgtypes.PeerConfig
 	return out, deferred
 }
 
-func peerMatches(d Peer, a wgtypes.Peer) bool {
+// rejectAfter is WireGuard's Reject-After-Time: a session whose last
+// handshake is older has ended.
+const rejectAfter = 180 * time.Second
+
+// learnedEndpoint reports whether the device holds an endpoint for the peer
+// other than the claimed one and a live session through it: WireGuard took
+// it from the peer's authenticated packets (a node behind NAT, whose
+// announced address is not where its packets come from). A static endpoint
+// from a Node object or gossip must not overwrite it; once the session
+// lapses, the claimed endpoint is written again.
+func learnedEndpoint(d Peer, a wgtypes.Peer, now time.Time) bool {
+	return a.Endpoint != nil && addrPort(a.Endpoint) != d.Endpoint &&
+		!a.LastHandshakeTime.IsZero() && now.Sub(a.LastHandshakeTime) < rejectAfter
+}
+
+func peerMatches(d Peer, a wgtypes.Peer, learned bool) bool {
 	if d.Keepalive != a.PersistentKeepaliveInterval {
 		return false
 	}
-	if addrPort(a.Endpoint) != d.Endpoint {
+	if !learned && addrPort(a.Endpoint) != d.Endpoint {
 		return false
 	}
 	got := make([]netip.Prefix, 0, len(a.AllowedIPs))

@@ -148,3 +148,27 @@ func TestDiffPeersDefersPassiveKeepalive(t *testing.T) {
 		t.Fatalf("settled passive peer still written: %+v", cfgs)
 	}
 }
+
+// TestDiffPeersKeepsALearnedEndpoint: a node behind NAT is reached where its
+// handshakes come from; while that session lives, neither the claimed
+// endpoint nor a change of allowed IPs writes the static endpoint over it.
+func TestDiffPeersKeepsALearnedEndpoint(t *testing.T) {
+	k := key(t)
+	ka := 25 * time.Second
+	d := want(k, "10.98.1.2:51820", "10.244.3.0/24")
+	natted := wgPeer(k, "10.99.0.254:40123", ka, "10.244.3.0/24")
+	natted.LastHandshakeTime = time.Now().Add(-30 * time.Second)
+	if cfgs, _ := DiffPeers([]Peer{d}, []wgtypes.Peer{natted}); len(cfgs) != 0 {
+		t.Fatalf("a live learned endpoint was rewritten: %+v", cfgs)
+	}
+	d2 := want(k, "10.98.1.2:51820", "10.244.3.0/24", "fd00:10:244:3::/64")
+	cfgs, _ := DiffPeers([]Peer{d2}, []wgtypes.Peer{natted})
+	if len(cfgs) != 1 || cfgs[0].Endpoint != nil {
+		t.Fatalf("new allowed IPs must keep the learned endpoint (Endpoint nil): %+v", cfgs)
+	}
+	natted.LastHandshakeTime = time.Now().Add(-4 * time.Minute) // the session lapsed
+	cfgs, _ = DiffPeers([]Peer{d}, []wgtypes.Peer{natted})
+	if len(cfgs) != 1 || cfgs[0].Endpoint == nil || cfgs[0].Endpoint.String() != "10.98.1.2:51820" {
+		t.Fatalf("after the session lapsed the claimed endpoint must be written again: %+v", cfgs)
+	}
+}

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 
@@ -22,7 +23,7 @@ func DiffRoutes(desired, actual []Route) (add, del []Route) {
 	want := make(map[netip.Prefix]bool, len(desired))
 	for _, r := range desired {
 		want[r.Dst.Masked()] = true
-		if a, ok := have[r.Dst.Masked()]; !ok || a.Src != r.Src {
+		if a, ok := have[r.Dst.Masked()]; !ok || a.Src != r.Src || a.Via != r.Via || a.MTU != r.MTU {
 			add = append(add, r)
 		}
 	}
@@ -55,16 +56,23 @@ func DiffAddresses(desired, actual []netip.Prefix) (add, del []netip.Prefix) {
 	return add, del
 }
 
-func listRoutes(link netlink.Link) ([]Route, error) {
+// listRoutes returns the routes weft owns: those on the tunnel link and the
+// direct ones (with a gateway) on any link, keyed to the kernel's own route
+// for deletion.
+func listRoutes(link netlink.Link) ([]Route, map[netip.Prefix]netlink.Route, error) {
 	var out []Route
+	raw := map[netip.Prefix]netlink.Route{}
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		rs, err := netlink.RouteListFiltered(fam, &netlink.Route{LinkIndex: link.Attrs().Index, Protocol: RouteProtocol},
-			netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+		rs, err := netlink.RouteListFiltered(fam, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, r := range rs {
 			if r.Dst == nil {
+				continue
+			}
+			via := gateway(r)
+			if r.LinkIndex != link.Attrs().Index && !via.IsValid() {
 				continue
 			}
 			var src netip.Addr
@@ -72,19 +80,53 @@ func listRoutes(link netlink.Link) ([]Route, error) {
 				src, _ = netip.AddrFromSlice(r.Src)
 				src = src.Unmap()
 			}
-			out = append(out, Route{Dst: prefixOf(*r.Dst), Src: src})
+			rt := Route{Dst: prefixOf(*r.Dst), Src: src, Via: via, MTU: r.MTU}
+			out = append(out, rt)
+			raw[rt.Dst] = r
 		}
 	}
-	return out, nil
+	return out, raw, nil
 }
 
-func netlinkRoute(link netlink.Link, r Route) *netlink.Route {
+// gateway is a route's next hop: its gateway of the same family, or an
+// IPv4 one of an IPv6 route (RTA_VIA).
+func gateway(r netlink.Route) netip.Addr {
+	if r.Gw != nil {
+		a, _ := netip.AddrFromSlice(r.Gw)
+		return a.Unmap()
+	}
+	if v, ok := r.Via.(*netlink.Via); ok && v != nil {
+		a, _ := netip.AddrFromSlice(v.Addr)
+		return a.Unmap()
+	}
+	return netip.Addr{}
+}
+
+// netlinkRoute is r as the kernel takes it: into the tunnel link, or, for a
+// direct route, to Via on the link that reaches it (an IPv6 range through
+// an IPv4 node address goes as RTA_VIA).
+func netlinkRoute(link netlink.Link, r Route) (*netlink.Route, error) {
 	n := ipNets([]netip.Prefix{r.Dst})[0]
-	nr := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &n, Protocol: RouteProtocol, Scope: netlink.SCOPE_LINK}
+	nr := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &n, Protocol: RouteProtocol, Scope: netlink.SCOPE_LINK, MTU: r.MTU}
 	if r.Src.IsValid() {
 		nr.Src = net.IP(r.Src.AsSlice())
 	}
-	return nr
+	if r.Via.IsValid() {
+		rs, err := netlink.RouteGet(net.IP(r.Via.AsSlice()))
+		if err != nil || len(rs) == 0 {
+			return nil, fmt.Errorf("no route to the direct peer %s: %v", r.Via, err)
+		}
+		nr.LinkIndex, nr.Scope = rs[0].LinkIndex, netlink.SCOPE_UNIVERSE
+		if r.Via.Is4() == r.Dst.Addr().Is4() {
+			nr.Gw = net.IP(r.Via.AsSlice())
+		} else {
+			nr.Via = &netlink.Via{AddrFamily: netlink.FAMILY_V4, Addr: net.IP(r.Via.AsSlice())}
+			if r.Via.Is6() {
+				nr.Via = &netlink.Via{AddrFamily: netlink.FAMILY_V6, Addr: net.IP(r.Via.AsSlice())}
+			}
+		}
+	}
+	return nr, nil
 }
 
 // listAddresses returns the global addresses on the link (link-local ones are the kernel's).

@@ -31,7 +31,7 @@ func ApplyMasquerade(ctx context.Context, m plan.Egress) error {
 		for _, set := range []struct {
 			name string
 			ps   []netip.Prefix
-		}{{"pods-" + fam.suffix, m.PodCIDRs}, {"no-masquerade-" + fam.suffix, m.NoMasquerade}, {ClusterPodsSet + fam.suffix, m.ClusterPods}} {
+		}{{"pods-" + fam.suffix, m.PodCIDRs}, {"no-masquerade-" + fam.suffix, m.NoMasquerade}, {ClusterPodsSet + fam.suffix, m.ClusterPods}, {directSet + fam.suffix, m.Direct}} {
 			s := &knftables.Set{Name: set.name, Type: fam.addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}}
 			tx.Add(s)
 			tx.Flush(s)
@@ -46,8 +46,42 @@ func ApplyMasquerade(ctx context.Context, m plan.Egress) error {
 				fam.match, "saddr", "@pods-"+fam.suffix, fam.match, "daddr", "!=", "@no-masquerade-"+fam.suffix, "counter", "masquerade")})
 		}
 	}
+	addStrict(tx, m)
 	if err := nft.Run(ctx, tx); err != nil {
 		return fmt.Errorf("nftables masquerade: %w", err)
 	}
 	return nil
+}
+
+// The strict-encryption chains and the set of direct-path pod ranges.
+const (
+	StrictForwardChain = "strict-forward"
+	StrictOutputChain  = "strict-output"
+	directSet          = "direct-pods-"
+)
+
+// addStrict (re)writes the strict-encryption chains: with m.Strict, a packet
+// to a cluster pod address leaves only on the tunnel, on a pod veth, or on
+// the underlay to a direct peer's pods. Whatever else would carry it (a
+// default route, once a peer's tunnel route is gone) drops it: pods' and
+// the node's own traffic alike. Without m.Strict the chains are empty.
+func addStrict(tx *knftables.Transaction, m plan.Egress) {
+	for _, c := range []struct {
+		name string
+		hook knftables.BaseChainHook
+	}{{StrictForwardChain, knftables.ForwardHook}, {StrictOutputChain, knftables.OutputHook}} {
+		chain := baseChain(c.name, knftables.FilterType, c.hook, knftables.FilterPriority,
+			"--strict-encryption: pod traffic leaves only through the tunnel or a direct path")
+		tx.Add(chain)
+		tx.Flush(chain)
+		if !m.Strict {
+			continue
+		}
+		for _, fam := range families {
+			tx.Add(&knftables.Rule{Chain: c.name, Rule: knftables.Concat(
+				"oifname", "!=", fmt.Sprintf("{ %q, %q }", m.Tunnel, api.HostVethPrefix+"*"),
+				fam.match, "daddr", "@"+ClusterPodsSet+fam.suffix, fam.match, "daddr", "!=", "@"+directSet+fam.suffix,
+				"counter", "drop")})
+		}
+	}
 }

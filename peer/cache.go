@@ -18,13 +18,16 @@ type cachedPeer struct {
 	Endpoint   string   `json:"endpoint"`
 	GossipAddr string   `json:"gossipAddress,omitempty"`
 	PodCIDRs   []string `json:"podCIDRs"`
+	Location   string   `json:"location,omitempty"`
+	Direct     bool     `json:"direct,omitempty"`
 }
 
 // EncodeCache renders the accepted peers for the peer cache.
 func EncodeCache(peers []NodeInfo) ([]byte, error) {
 	out := make([]cachedPeer, 0, len(peers))
 	for _, n := range peers {
-		c := cachedPeer{Name: n.Name, PublicKey: n.PublicKey.String(), Endpoint: n.Endpoint.String(), PodCIDRs: api.PrefixStrings(n.PodCIDRs)}
+		c := cachedPeer{Name: n.Name, PublicKey: n.PublicKey.String(), Endpoint: n.Endpoint.String(), PodCIDRs: api.PrefixStrings(n.PodCIDRs),
+			Location: n.Location, Direct: n.Direct}
 		if n.GossipAddr.IsValid() {
 			c.GossipAddr = n.GossipAddr.String()
 		}
@@ -61,6 +64,10 @@ func DecodeCache(b []byte) ([]NodeInfo, error) {
 		if n.PodCIDRs, err = parseClaimedCIDRs(c.PodCIDRs); err != nil {
 			return nil, fmt.Errorf("peer cache, %s: %w", c.Name, err)
 		}
+		if n.Location, err = ParseLocation(c.Location); err != nil {
+			return nil, fmt.Errorf("peer cache, %s: %w", c.Name, err)
+		}
+		n.Direct = c.Direct
 		out = append(out, n)
 	}
 	return out, nil
@@ -69,5 +76,6 @@ func DecodeCache(b []byte) ([]NodeInfo, error) {
 // Same reports whether a and b make the same claim.
 func Same(a, b NodeInfo) bool {
 	return a.Name == b.Name && a.PublicKey == b.PublicKey && a.Endpoint == b.Endpoint &&
-		a.GossipAddr == b.GossipAddr && slices.Equal(a.PodCIDRs, b.PodCIDRs)
+		a.GossipAddr == b.GossipAddr && slices.Equal(a.PodCIDRs, b.PodCIDRs) &&
+		a.Location == b.Location && a.Direct == b.Direct
 }

@@ -108,7 +108,7 @@ func FuzzNodeInfoFromNode(f *testing.F) {
 			api.AnnotationPublicKey: key, api.AnnotationEndpoint: ep, api.AnnotationGossipAddress: ga}}}
 		n.Spec.PodCIDRs = []string{c1, c2}
 		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: addr}}
-		info, ok, err := NodeInfoFromNode(n)
+		info, ok, err := NodeInfoFromNode(n, api.DefaultTopologyLabel)
 		if err != nil || !ok {
 			return
 		}

@@ -10,6 +10,22 @@ import (
 	"github.com/weftnet/weft/api"
 )
 
+// LocationOf is a Node's location: its weft.dev/location annotation, else
+// the value of topologyLabel ("" when neither is set). A value that is not
+// a valid location is an error, never a silent "no location".
+func LocationOf(n *corev1.Node, topologyLabel string) (string, error) {
+	v, ok := n.Annotations[api.AnnotationLocation]
+	what := api.AnnotationLocation
+	if !ok {
+		v, what = n.Labels[topologyLabel], "label "+topologyLabel
+	}
+	loc, err := ParseLocation(v)
+	if err != nil {
+		return "", fmt.Errorf("%s: %v", what, err)
+	}
+	return loc, nil
+}
+
 // SelfFromNode reads this node's pod CIDRs and InternalIP from its Node.
 func SelfFromNode(n *corev1.Node) ([]netip.Prefix, netip.Addr, error) {
 	cidrs := n.Spec.PodCIDRs
@@ -40,14 +56,15 @@ func SelfFromNode(n *corev1.Node) ([]netip.Prefix, netip.Addr, error) {
 // tenant who may edit annotations must not be able to take another node's
 // range (the registry checks overlaps) or point a node's traffic at an
 // address that is not the node's own.
-func NodeInfoFromNode(n *corev1.Node) (info NodeInfo, ok bool, err error) {
+func NodeInfoFromNode(n *corev1.Node, topologyLabel string) (info NodeInfo, ok bool, err error) {
 	key, hasKey := n.Annotations[api.AnnotationPublicKey]
 	ep, hasEP := n.Annotations[api.AnnotationEndpoint]
 	ga := n.Annotations[api.AnnotationGossipAddress]
+	intra := n.Annotations[api.AnnotationIntraLocation]
 	if !hasKey && !hasEP {
 		return NodeInfo{}, false, nil
 	}
-	for _, v := range []string{key, ep, ga} {
+	for _, v := range []string{key, ep, ga, intra} {
 		if len(v) > api.MaxAnnotationSize {
 			return NodeInfo{}, true, fmt.Errorf("a weft.dev annotation is %d bytes, over %d", len(v), api.MaxAnnotationSize)
 		}
@@ -86,6 +103,12 @@ func NodeInfoFromNode(n *corev1.Node) (info NodeInfo, ok bool, err error) {
 	}
 	if info.PodCIDRs, err = parseClaimedCIDRs(cidrs); err != nil {
 		return NodeInfo{}, true, fmt.Errorf("spec.podCIDRs: %v", err)
+	}
+	if info.Location, err = LocationOf(n, topologyLabel); err != nil {
+		return NodeInfo{}, true, err
+	}
+	if info.Direct, err = ParseIntraLocation(intra); err != nil {
+		return NodeInfo{}, true, fmt.Errorf("%s: %v", api.AnnotationIntraLocation, err)
 	}
 	return info, true, nil
 }

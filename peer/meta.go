@@ -17,11 +17,16 @@ type metaV1 struct {
 	Key      string   `json:"k"`
 	Endpoint string   `json:"e"`
 	CIDRs    []string `json:"c"`
+	// Location and direct intra-location routing; omitted when unset, so
+	// a node without them announces what earlier versions read.
+	Location string `json:"l,omitempty"`
+	Direct   bool   `json:"d,omitempty"`
 }
 
 // EncodeMeta renders n for gossip.
 func EncodeMeta(n NodeInfo) ([]byte, error) {
-	m := metaV1{V: 1, Key: n.PublicKey.String(), Endpoint: n.Endpoint.String(), CIDRs: api.PrefixStrings(n.PodCIDRs)}
+	m := metaV1{V: 1, Key: n.PublicKey.String(), Endpoint: n.Endpoint.String(), CIDRs: api.PrefixStrings(n.PodCIDRs),
+		Location: n.Location, Direct: n.Direct}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, err
@@ -58,5 +63,9 @@ func DecodeMeta(name string, b []byte) (NodeInfo, error) {
 	if n.PodCIDRs, err = parseClaimedCIDRs(m.CIDRs); err != nil {
 		return NodeInfo{}, err
 	}
+	if n.Location, err = ParseLocation(m.Location); err != nil {
+		return NodeInfo{}, err
+	}
+	n.Direct = m.Direct
 	return n, nil
 }

@@ -24,6 +24,33 @@ type NodeInfo struct {
 	// NodeAddrs are the addresses in the Node object's status (Kubernetes
 	// source only): gossip may move the endpoint only to one of them.
 	NodeAddrs []netip.Addr
+	// Location names where the node runs (a zone, a site); "" is a
+	// location of its own. Direct says the node routes pod traffic to
+	// peers of its own location straight over the underlay
+	// (--intra-location=direct); both ends must say so (see Path).
+	Location string
+	Direct   bool
+}
+
+// PathKind is how pod traffic between two nodes travels.
+type PathKind string
+
+// Path kinds.
+const (
+	PathEncrypted PathKind = "encrypted" // through the WireGuard tunnel
+	PathDirect    PathKind = "direct"    // over the underlay, same location, both ends direct
+	PathExternal  PathKind = "external"  // a Peer object: not a node
+)
+
+// Path is how self and n exchange pod traffic: direct only when both share
+// a named location and both run --intra-location=direct. Both ends compute
+// the same answer from the same two claims, so a mismatch (one end direct,
+// the other encrypted, or different locations) is encrypted on both.
+func Path(self, n NodeInfo) PathKind {
+	if self.Location != "" && self.Location == n.Location && self.Direct && n.Direct {
+		return PathDirect
+	}
+	return PathEncrypted
 }
 
 // Bounds are the cluster's own ranges, which every claim must respect.

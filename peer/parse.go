@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -96,4 +97,46 @@ func checkPodCIDR(p netip.Prefix) error {
 		return errors.New("not a unicast range")
 	}
 	return nil
+}
+
+// locationRE is a Kubernetes label value: where the location comes from
+// (topology.kubernetes.io/zone), and what the annotation and gossip carry.
+var locationRE = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$`)
+
+// ParseLocation checks a location name: empty (no location) or a label
+// value of at most 63 characters.
+func ParseLocation(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	if len(s) > 63 || !locationRE.MatchString(s) {
+		return "", fmt.Errorf("location %.80q: want a label value (letters, digits, '-', '_', '.'; at most 63)", s)
+	}
+	return s, nil
+}
+
+// ParseIntraLocation reads --intra-location and its annotation: "direct"
+// is true, "encrypted" (or empty: the default) false.
+func ParseIntraLocation(s string) (bool, error) {
+	switch s {
+	case "", IntraEncrypted:
+		return false, nil
+	case IntraDirect:
+		return true, nil
+	}
+	return false, fmt.Errorf("intra-location %.40q: want %s or %s", s, IntraEncrypted, IntraDirect)
+}
+
+// The values of --intra-location.
+const (
+	IntraEncrypted = "encrypted"
+	IntraDirect    = "direct"
+)
+
+// IntraLocation renders Direct as --intra-location would say it.
+func IntraLocation(direct bool) string {
+	if direct {
+		return IntraDirect
+	}
+	return IntraEncrypted
 }

@@ -19,12 +19,19 @@ type Egress struct {
 	// ClusterPods are every pod address in the cluster: the cluster CIDRs
 	// and every node's pod CIDRs (for the agent-port guard).
 	ClusterPods []netip.Prefix
+	// Direct are the pod CIDRs of peers on a direct path: the only pod
+	// destinations that may leave on the underlay.
+	Direct []netip.Prefix
+	// Strict: pod destinations leave only through Tunnel, a pod veth or a
+	// direct path; anything else is dropped (--strict-encryption).
+	Strict bool
+	Tunnel string
 }
 
 // Equal reports whether e and o program the same rules.
 func (e Egress) Equal(o Egress) bool {
 	return e.Enabled == o.Enabled && slices.Equal(e.PodCIDRs, o.PodCIDRs) && slices.Equal(e.NoMasquerade, o.NoMasquerade) &&
-		slices.Equal(e.ClusterPods, o.ClusterPods)
+		slices.Equal(e.ClusterPods, o.ClusterPods) && slices.Equal(e.Direct, o.Direct) && e.Strict == o.Strict && e.Tunnel == o.Tunnel
 }
 
 // EgressNAT keeps the egress NAT in step with the mesh: every node's pod
@@ -40,6 +47,12 @@ func EgressNAT(enabled bool, extra, clusterCIDRs []netip.Prefix, self peer.NodeI
 		a := n.Endpoint.Addr()
 		no = append(no, netip.PrefixFrom(a, a.BitLen()))
 	}
+	for _, n := range peers {
+		if peer.Path(self, n) == peer.PathDirect {
+			e.Direct = append(e.Direct, n.PodCIDRs...)
+		}
+	}
+	e.Direct = api.Disjoint(e.Direct)
 	e.NoMasquerade = api.Disjoint(no)
 	e.ClusterPods = api.Disjoint(pods)
 	return e

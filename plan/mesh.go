@@ -43,10 +43,15 @@ type Peer struct {
 	Passive bool
 }
 
-// Route sends Dst into the tunnel with source address Src (invalid: kernel's choice).
+// Route sends Dst into the tunnel with source address Src (invalid:
+// kernel's choice), or, when Via is set, over the underlay to the node
+// address Via (a direct path). MTU, when not 0, is smaller than the link's:
+// what the path to that peer carries (mesh.PathMTU).
 type Route struct {
 	Dst netip.Prefix
 	Src netip.Addr
+	Via netip.Addr
+	MTU int
 }
 
 // Keepalive is the persistent keepalive of every peer. Besides keeping NAT
@@ -61,7 +66,11 @@ const Keepalive = 25 * time.Second
 // address (see nodeAddresses), and a route per remote pod CIDR with the node's
 // own address of that family as source, so node-to-remote-pod traffic passes
 // the peer's cryptokey routing. Node addresses are allowed, never routed.
-func Plan(self peer.NodeInfo, peers []peer.NodeInfo) Mesh {
+// A peer on a direct path (peer.Path) has no WireGuard peer: its pod CIDRs
+// are routed over the underlay to its endpoint address. pathMTU (by peer
+// name, may be nil) lowers the MTU of a peer's tunnel routes to what its
+// path carries.
+func Plan(self peer.NodeInfo, peers []peer.NodeInfo, pathMTU map[string]int) Mesh {
 	var s Mesh
 	src := map[bool]netip.Addr{}
 	for _, p := range self.PodCIDRs {
@@ -71,6 +80,12 @@ func Plan(self peer.NodeInfo, peers []peer.NodeInfo) Mesh {
 	}
 	own := nodeAddresses(self, peers)
 	for _, n := range peers {
+		if peer.Path(self, n) == peer.PathDirect && n.Endpoint.IsValid() {
+			for _, p := range n.PodCIDRs {
+				s.Routes = append(s.Routes, Route{Dst: p, Src: src[p.Addr().Is4()], Via: n.Endpoint.Addr()})
+			}
+			continue
+		}
 		allowed := n.PodCIDRs
 		if a, ok := own[n.Name]; ok {
 			allowed = append(slices.Clip(n.PodCIDRs), netip.PrefixFrom(a, a.BitLen()))
@@ -85,11 +100,19 @@ func Plan(self peer.NodeInfo, peers []peer.NodeInfo) Mesh {
 			Passive: bytes.Compare(self.PublicKey[:], n.PublicKey[:]) > 0,
 		})
 		for _, p := range n.PodCIDRs {
-			s.Routes = append(s.Routes, Route{Dst: p, Src: src[p.Addr().Is4()]})
+			mtu := pathMTU[n.Name]
+			if mtu > 0 && p.Addr().Is6() && mtu < minIPv6MTU {
+				// IPv6 links carry 1280; below that the outer packets
+				// are fragmented (mesh's bind sends them unsegmented).
+				mtu = minIPv6MTU
+			}
+			s.Routes = append(s.Routes, Route{Dst: p, Src: src[p.Addr().Is4()], MTU: mtu})
 		}
 	}
 	return s
 }
+
+const minIPv6MTU = 1280
 
 // nodeAddresses picks, per peer, the node address its tunnel may carry as a
 // source: a pod's packet to another node's own address (the API server, a

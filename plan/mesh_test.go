@@ -28,7 +28,7 @@ func TestPlan(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s := Plan(tc.self, tc.peers)
+			s := Plan(tc.self, tc.peers, nil)
 			if got := fmt.Sprint(s.Addresses); got != tc.addrs {
 				t.Errorf("addresses %s, want %s", got, tc.addrs)
 			}
@@ -82,7 +82,7 @@ func TestPlanAllowsEachPeersOwnAddress(t *testing.T) {
 		"f": "[10.244.7.0/24 fd00:99::7/128]",
 		"g": "[10.244.8.0/24]",
 	}
-	s := Plan(self, peers)
+	s := Plan(self, peers, nil)
 	for i, p := range s.Peers {
 		if got := fmt.Sprint(p.AllowedIPs); got != want[p.Name] {
 			t.Errorf("peer %s AllowedIPs %s, want %s", p.Name, got, want[p.Name])
@@ -95,6 +95,38 @@ func TestPlanAllowsEachPeersOwnAddress(t *testing.T) {
 		if r.Dst.Bits() == r.Dst.Addr().BitLen() {
 			t.Errorf("a node address is routed into the tunnel: %v", r.Dst)
 		}
+	}
+}
+
+// TestPlanDirectPeers: a peer of the same location, both ends direct, gets
+// no WireGuard peer and routes over the underlay to its node address; every
+// other peer stays in the tunnel, with its path MTU when one was learned.
+func TestPlanDirectPeers(t *testing.T) {
+	at := func(n peer.NodeInfo, loc string, direct bool, ep string) peer.NodeInfo {
+		n.Location, n.Direct, n.Endpoint = loc, direct, netip.MustParseAddrPort(ep)
+		return n
+	}
+	self := at(node("self", pubKey(t), "10.244.1.0/24", "fd00:10:244:1::/64"), "a", true, "10.99.0.11:51820")
+	peers := []peer.NodeInfo{
+		at(node("same", pubKey(t), "10.244.2.0/24", "fd00:10:244:2::/64"), "a", true, "10.99.0.12:51820"),
+		at(node("encrypts", pubKey(t), "10.244.3.0/24"), "a", false, "10.99.0.13:51820"),
+		at(node("elsewhere", pubKey(t), "10.244.4.0/24"), "b", true, "10.99.0.14:51820"),
+	}
+	s := Plan(self, peers, map[string]int{"elsewhere": 1200, "same": 1000})
+	var names []string
+	for _, p := range s.Peers {
+		names = append(names, p.Name)
+	}
+	if fmt.Sprint(names) != "[encrypts elsewhere]" {
+		t.Errorf("WireGuard peers %v, want [encrypts elsewhere]: the direct peer has none", names)
+	}
+	var rs []string
+	for _, r := range s.Routes {
+		rs = append(rs, fmt.Sprintf("%s via %s mtu %d", r.Dst, r.Via, r.MTU))
+	}
+	want := "[10.244.2.0/24 via 10.99.0.12 mtu 0 fd00:10:244:2::/64 via 10.99.0.12 mtu 0 10.244.3.0/24 via invalid IP mtu 0 10.244.4.0/24 via invalid IP mtu 1200]"
+	if fmt.Sprint(rs) != want {
+		t.Errorf("routes %v,\nwant %s", rs, want)
 	}
 }
 
