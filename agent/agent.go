@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,6 +47,7 @@ type Agent struct {
 	// annotation changes (Kubernetes mode): peers read it from the Node at
 	// once, so this end must too, or the two would disagree on the path.
 	selfLocation chan string
+	locMu        sync.Mutex // a.self.Location: the loop writes, the HTTP server reads
 	pmtu         *pathMTUs
 	mtu          int // the tunnel link's
 }
@@ -89,6 +92,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	mtu := cfg.MTU
 	if mtu == 0 {
 		mtu = underlay.MTU - mesh.Overhead
+		if mtu < 1280 && slices.ContainsFunc(a.cfg.PodCIDRs, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
+			// IPv6 needs 1280 on the link; the tunnel's outer packets
+			// are then fragmented on the underlay (mesh's bind).
+			log.Warn("the underlay MTU leaves less than 1280 for the tunnel; using 1280 for IPv6, outer packets will be fragmented", "underlay_mtu", underlay.MTU)
+			mtu = 1280
+		}
 	}
 	a.mtu = mtu
 	bounds := peer.Bounds{ClusterCIDRs: cfg.ClusterCIDRs, Underlay: underlay.Prefixes}
@@ -116,6 +125,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		PodCIDRs:   a.cfg.PodCIDRs,
 		Location:   a.cfg.Location,
 		Direct:     a.cfg.IntraDirect,
+		NodeAddrs:  a.cfg.OtherAddresses,
 	}
 	// Metrics exist before any source can report a rejection; the two
 	// functions read the gossip and the device only when scraped, which the
@@ -123,6 +133,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	a.metrics = newMetrics(func() float64 { return float64(a.gossip.Members()) },
 		func() float64 { return float64(a.mesh.DeviceWrites()) })
 	a.reg = peer.NewRegistry(a.self, cfg.KubeMode, bounds, a.rejected)
+	a.metrics.reg.MustRegister(newPeerCollector(a))
 
 	cached, err := loadCache(cfg.StateDir)
 	if err != nil {

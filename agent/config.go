@@ -23,6 +23,10 @@ type Config struct {
 	// every node's pod CIDRs must lie inside them. Empty: not checked.
 	ClusterCIDRs     []netip.Prefix
 	AdvertiseAddress netip.Addr // invalid: take it from the default route
+	// OtherAddresses: the node's underlay address of the other family
+	// (a second --advertise-address), announced so that a direct path
+	// can carry that family too.
+	OtherAddresses []netip.Addr
 	ListenPort       int
 	GossipPort       int
 	Join             []string // host:port
@@ -89,7 +93,7 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&c.NodeName, "node-name", getenv("NODE_NAME"), "this node's name (default $NODE_NAME, then the host name)")
 	fs.Var(&podCIDRs, "pod-cidr", "this node's pod CIDR; repeat or comma-separate for dual-stack")
 	fs.Var(&clusterCIDRs, "cluster-cidr", "the cluster's pod range, one per family (repeat or comma-separate); peers claiming pod CIDRs outside it are refused")
-	fs.Var(&adv, "advertise-address", "underlay address peers reach this node on (default: source of the default route)")
+	fs.Var(&adv, "advertise-address", "underlay address peers reach this node on (default: source of the default route); a second one, of the other family, is announced for direct paths")
 	fs.IntVar(&c.ListenPort, "listen-port", 51820, "WireGuard UDP port")
 	fs.IntVar(&c.GossipPort, "gossip-port", 7946, "gossip TCP and UDP port")
 	fs.Var(&join, "join", "gossip seeds, host[:port], comma-separated")
@@ -151,15 +155,23 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 	if reason, err := (peer.Bounds{ClusterCIDRs: c.ClusterCIDRs}).CheckPodCIDRs(c.PodCIDRs); err != nil && reason != "" {
 		return c, fmt.Errorf("--pod-cidr: %v", err)
 	}
-	if len(adv) > 1 {
-		return c, errors.New("--advertise-address: give one address")
+	if len(adv) > 2 {
+		return c, errors.New("--advertise-address: give one address, or one per family")
 	}
-	if len(adv) == 1 {
-		a, err := netip.ParseAddr(adv[0])
-		if err != nil || !a.IsGlobalUnicast() && !a.IsPrivate() {
-			return c, fmt.Errorf("--advertise-address %q: not a unicast IP address", adv[0])
+	for i, s := range adv {
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.IsGlobalUnicast() && !a.IsPrivate() || a.Zone() != "" {
+			return c, fmt.Errorf("--advertise-address %q: not a unicast IP address", s)
 		}
-		c.AdvertiseAddress = a.Unmap()
+		a = a.Unmap()
+		if i == 0 {
+			c.AdvertiseAddress = a
+			continue
+		}
+		if a.Is4() == c.AdvertiseAddress.Is4() {
+			return c, fmt.Errorf("--advertise-address %q: a second address must be of the other family", s)
+		}
+		c.OtherAddresses = append(c.OtherAddresses, a)
 	}
 	for _, s := range noMasq {
 		p, err := netip.ParsePrefix(s)

@@ -1,18 +1,13 @@
 package agent
 
 import (
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
-
-	"github.com/weftnet/weft/api"
 )
 
 func (a *Agent) handler() http.Handler {
@@ -33,6 +28,7 @@ func (a *Agent) handler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /v1/peers", a.servePeers)
+	mux.HandleFunc("GET /v1/status", a.serveStatus)
 	return mux
 }
 
@@ -53,38 +49,4 @@ func serve(srv *http.Server, ln net.Listener, log *slog.Logger, what string) {
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Error(what+" server stopped", "err", err)
 	}
-}
-
-func (a *Agent) servePeers(w http.ResponseWriter, r *http.Request) {
-	peers := a.reg.Peers()
-	dev, err := a.mesh.Peers()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	byKey := make(map[wgtypes.Key]wgtypes.Peer, len(dev))
-	for _, p := range dev {
-		byKey[p.PublicKey] = p
-	}
-	out := make([]api.PeerStatus, 0, len(peers))
-	for _, n := range peers {
-		ps := api.PeerStatus{
-			Name:      n.Name,
-			PublicKey: n.PublicKey.String(),
-			Endpoint:  n.Endpoint.String(),
-			PodCIDRs:  api.PrefixStrings(n.PodCIDRs),
-			Source:    string(n.Source),
-		}
-		if d, ok := byKey[n.PublicKey]; ok {
-			if !d.LastHandshakeTime.IsZero() {
-				ps.LatestHandshake = d.LastHandshakeTime.UTC().Format(time.RFC3339)
-			}
-			ps.RxBytes, ps.TxBytes = d.ReceiveBytes, d.TransmitBytes
-		}
-		out = append(out, ps)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(out)
 }

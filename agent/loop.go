@@ -75,7 +75,9 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 			}
 		case loc := <-a.selfLocation:
 			a.log.Info("this node's location changed", "from", a.self.Location, "to", loc)
+			a.locMu.Lock()
 			a.self.Location = loc
+			a.locMu.Unlock()
 		}
 		next(a.reconcile(ctx))
 	}

@@ -6,16 +6,49 @@
 // import it without linking the agent's dependencies.
 package api
 
-// PeerStatus is one entry of GET /v1/peers.
+// PeerStatus is one entry of GET /v1/peers (and of Status.Peers).
 type PeerStatus struct {
-	Name            string   `json:"name"`
-	PublicKey       string   `json:"publicKey"`
-	Endpoint        string   `json:"endpoint"`
-	PodCIDRs        []string `json:"podCIDRs"`
-	LatestHandshake string   `json:"latestHandshake"` // RFC 3339; empty when none
-	Source          string   `json:"source"`
-	RxBytes         int64    `json:"rxBytes"`
-	TxBytes         int64    `json:"txBytes"`
+	Name      string `json:"name"`
+	PublicKey string `json:"publicKey"`
+	// Endpoint is where the tunnel sends: the device's endpoint, which
+	// WireGuard may have learned from the peer's packets (behind NAT);
+	// AnnouncedEndpoint is what the peer's Node or gossip claims.
+	Endpoint          string   `json:"endpoint"`
+	AnnouncedEndpoint string   `json:"announcedEndpoint"`
+	PodCIDRs          []string `json:"podCIDRs"`
+	LatestHandshake   string   `json:"latestHandshake"` // RFC 3339; empty when none
+	Source            string   `json:"source"`
+	RxBytes           int64    `json:"rxBytes"`
+	TxBytes           int64    `json:"txBytes"`
+	Location          string   `json:"location,omitempty"`
+	// Path is how pod traffic travels: encrypted (the tunnel), direct (the
+	// underlay, same location) or external (a Peer object).
+	Path string `json:"path"`
+	// IntraLocation is the peer's --intra-location (encrypted or direct).
+	IntraLocation string `json:"intraLocation,omitempty"`
+	// MTU is what the path to the peer carries for pod packets: the
+	// tunnel's, lower when the path MTU was found smaller, the underlay's
+	// on a direct path.
+	MTU int `json:"mtu"`
+}
+
+// NodeStatus is this node as its agent runs it (Status.Node).
+type NodeStatus struct {
+	Name             string   `json:"name"`
+	PublicKey        string   `json:"publicKey"`
+	Endpoint         string   `json:"endpoint"`
+	PodCIDRs         []string `json:"podCIDRs"`
+	Location         string   `json:"location,omitempty"`
+	IntraLocation    string   `json:"intraLocation"`
+	StrictEncryption bool     `json:"strictEncryption"`
+	Ready            bool     `json:"ready"`
+	MTU              int      `json:"mtu"` // the tunnel's
+}
+
+// Status is GET /v1/status: this node and its peers.
+type Status struct {
+	Node  NodeStatus   `json:"node"`
+	Peers []PeerStatus `json:"peers"`
 }
 
 // Attachment is what weft-cni tells the agent over its Unix socket: POST
@@ -36,3 +69,13 @@ const AttachmentsPath = "/v1/attachments"
 // which weft-cni reports attachments. Only root on the node can reach it,
 // unlike the HTTP port, so a pod cannot claim another pod's identity.
 const AgentSocket = "agent.sock"
+
+// PathBetween is how pod traffic travels between two nodes: "direct" only
+// when both share a named location and both run --intra-location=direct,
+// else "encrypted". Both ends compute it alike (peer.Path is this rule).
+func PathBetween(locA string, directA bool, locB string, directB bool) string {
+	if locA != "" && locA == locB && directA && directB {
+		return "direct"
+	}
+	return "encrypted"
+}

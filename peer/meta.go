@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 
 	"github.com/weftnet/weft/api"
 )
@@ -21,12 +22,19 @@ type metaV1 struct {
 	// a node without them announces what earlier versions read.
 	Location string `json:"l,omitempty"`
 	Direct   bool   `json:"d,omitempty"`
+	// Addrs: the node's underlay address of the other family, if any.
+	Addrs []string `json:"a,omitempty"`
 }
 
 // EncodeMeta renders n for gossip.
 func EncodeMeta(n NodeInfo) ([]byte, error) {
 	m := metaV1{V: 1, Key: n.PublicKey.String(), Endpoint: n.Endpoint.String(), CIDRs: api.PrefixStrings(n.PodCIDRs),
 		Location: n.Location, Direct: n.Direct}
+	for _, a := range n.NodeAddrs {
+		if a != n.Endpoint.Addr() {
+			m.Addrs = append(m.Addrs, a.String())
+		}
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, err
@@ -67,5 +75,17 @@ func DecodeMeta(name string, b []byte) (NodeInfo, error) {
 		return NodeInfo{}, err
 	}
 	n.Direct = m.Direct
+	if len(m.Addrs) > 1 {
+		return NodeInfo{}, fmt.Errorf("metadata names %d other addresses, at most 1", len(m.Addrs))
+	}
+	for _, s := range m.Addrs {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" || !(a.IsGlobalUnicast() || a.IsPrivate()) || a.Is4() == n.Endpoint.Addr().Is4() {
+			return NodeInfo{}, fmt.Errorf("metadata address %.50q: want a unicast address of the other family than the endpoint's", s)
+		}
+		// The endpoint's address is one of the node's too, as a Node
+		// object's status would list it (see ownsAddr).
+		n.NodeAddrs = []netip.Addr{n.Endpoint.Addr(), a}
+	}
 	return n, nil
 }

@@ -11,6 +11,8 @@ import (
 	"net/netip"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/weftnet/weft/api"
 )
 
 // NodeInfo is what one node claims about itself: who it is on the mesh and
@@ -47,10 +49,7 @@ const (
 // the same answer from the same two claims, so a mismatch (one end direct,
 // the other encrypted, or different locations) is encrypted on both.
 func Path(self, n NodeInfo) PathKind {
-	if self.Location != "" && self.Location == n.Location && self.Direct && n.Direct {
-		return PathDirect
-	}
-	return PathEncrypted
+	return PathKind(api.PathBetween(self.Location, self.Direct, n.Location, n.Direct))
 }
 
 // Bounds are the cluster's own ranges, which every claim must respect.

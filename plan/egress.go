@@ -48,9 +48,8 @@ func EgressNAT(enabled bool, extra, clusterCIDRs []netip.Prefix, self peer.NodeI
 		no = append(no, netip.PrefixFrom(a, a.BitLen()))
 	}
 	for _, n := range peers {
-		if peer.Path(self, n) == peer.PathDirect {
-			e.Direct = append(e.Direct, n.PodCIDRs...)
-		}
+		direct, _ := splitDirect(self, n)
+		e.Direct = append(e.Direct, direct...)
 	}
 	e.Direct = api.Disjoint(e.Direct)
 	e.NoMasquerade = api.Disjoint(no)

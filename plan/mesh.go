@@ -80,12 +80,14 @@ func Plan(self peer.NodeInfo, peers []peer.NodeInfo, pathMTU map[string]int) Mes
 	}
 	own := nodeAddresses(self, peers)
 	for _, n := range peers {
-		if peer.Path(self, n) == peer.PathDirect && n.Endpoint.IsValid() {
-			for _, p := range n.PodCIDRs {
-				s.Routes = append(s.Routes, Route{Dst: p, Src: src[p.Addr().Is4()], Via: n.Endpoint.Addr()})
-			}
+		direct, tunnel := splitDirect(self, n)
+		for _, p := range direct {
+			s.Routes = append(s.Routes, Route{Dst: p, Src: src[p.Addr().Is4()], Via: directVia(n, p)})
+		}
+		if len(tunnel) == 0 {
 			continue
 		}
+		n.PodCIDRs = tunnel
 		allowed := n.PodCIDRs
 		if a, ok := own[n.Name]; ok {
 			allowed = append(slices.Clip(n.PodCIDRs), netip.PrefixFrom(a, a.BitLen()))
@@ -113,6 +115,38 @@ func Plan(self peer.NodeInfo, peers []peer.NodeInfo, pathMTU map[string]int) Mes
 }
 
 const minIPv6MTU = 1280
+
+// splitDirect divides a peer's pod CIDRs into those routed over the
+// underlay (the path is direct and the peer has an underlay address of the
+// range's family: Linux routes IPv6 only through an IPv6 next hop) and
+// those left to the tunnel.
+func splitDirect(self, n peer.NodeInfo) (direct, tunnel []netip.Prefix) {
+	if peer.Path(self, n) != peer.PathDirect {
+		return nil, n.PodCIDRs
+	}
+	for _, p := range n.PodCIDRs {
+		if directVia(n, p).IsValid() {
+			direct = append(direct, p)
+		} else {
+			tunnel = append(tunnel, p)
+		}
+	}
+	return direct, tunnel
+}
+
+// directVia is n's underlay address of p's family: its endpoint's, or one
+// of its Node's (or announced) addresses.
+func directVia(n peer.NodeInfo, p netip.Prefix) netip.Addr {
+	if a := n.Endpoint.Addr(); n.Endpoint.IsValid() && a.Is4() == p.Addr().Is4() {
+		return a
+	}
+	for _, a := range n.NodeAddrs {
+		if a.Is4() == p.Addr().Is4() && (a.IsGlobalUnicast() || a.IsPrivate()) {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
 
 // nodeAddresses picks, per peer, the node address its tunnel may carry as a
 // source: a pod's packet to another node's own address (the API server, a

@@ -117,16 +117,21 @@ func TestPlanDirectPeers(t *testing.T) {
 	for _, p := range s.Peers {
 		names = append(names, p.Name)
 	}
-	if fmt.Sprint(names) != "[encrypts elsewhere]" {
-		t.Errorf("WireGuard peers %v, want [encrypts elsewhere]: the direct peer has none", names)
+	if fmt.Sprint(names) != "[same encrypts elsewhere]" || fmt.Sprint(s.Peers[0].AllowedIPs) != "[fd00:10:244:2::/64 10.99.0.12/32]" {
+		t.Errorf("WireGuard peers %v (%v), want [same encrypts elsewhere], same carrying only its IPv6 range: it has no IPv6 underlay address", names, s.Peers)
 	}
 	var rs []string
 	for _, r := range s.Routes {
 		rs = append(rs, fmt.Sprintf("%s via %s mtu %d", r.Dst, r.Via, r.MTU))
 	}
-	want := "[10.244.2.0/24 via 10.99.0.12 mtu 0 fd00:10:244:2::/64 via 10.99.0.12 mtu 0 10.244.3.0/24 via invalid IP mtu 0 10.244.4.0/24 via invalid IP mtu 1200]"
+	want := "[10.244.2.0/24 via 10.99.0.12 mtu 0 fd00:10:244:2::/64 via invalid IP mtu 1280 10.244.3.0/24 via invalid IP mtu 0 10.244.4.0/24 via invalid IP mtu 1200]"
 	if fmt.Sprint(rs) != want {
 		t.Errorf("routes %v,\nwant %s", rs, want)
+	}
+	peers[0].NodeAddrs = []netip.Addr{netip.MustParseAddr("fd99::12")}
+	s = Plan(self, peers, nil)
+	if len(s.Peers) != 2 || s.Routes[1].Via.String() != "fd99::12" {
+		t.Errorf("with an IPv6 underlay address the direct peer needs no tunnel: peers %v, routes %v", s.Peers, s.Routes)
 	}
 }
 

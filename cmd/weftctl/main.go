@@ -13,12 +13,22 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/weftnet/weft/api"
 )
 
-const usage = `usage: weftctl [--agent URL] peers [-o table|json]
+const usage = `usage: weftctl [--agent URL] COMMAND [flags]
 
-  peers   list the agent's WireGuard peers
+  status  [-o table|wide|json|yaml]   this node and each peer: location, path
+                                      (direct, encrypted, external), endpoint,
+                                      last handshake, bytes, MTU
+  peers   [-o table|json]             the agent's peers (older, terser form)
+  graph   [-o dot|svg]                the mesh as Graphviz DOT, or as SVG
+                                      (locations are clusters)
+  showconf node NAME | peer NAME [--service-cidr CIDR]
+                                      a wg-quick configuration: a node's, or
+                                      one for an external Peer object
 `
 
 func main() {
@@ -43,53 +53,158 @@ func run(args []string, out io.Writer) error {
 		fs.Usage()
 		return fmt.Errorf("no command")
 	}
+	base := strings.TrimRight(*agentURL, "/")
+	sub := flag.NewFlagSet(fs.Arg(0), flag.ContinueOnError)
 	switch cmd := fs.Arg(0); cmd {
 	case "peers":
-		pf := flag.NewFlagSet("peers", flag.ContinueOnError)
-		output := pf.String("o", "table", "output format: table or json")
-		if err := pf.Parse(fs.Args()[1:]); err != nil {
+		output := sub.String("o", "table", "output format: table or json")
+		if err := sub.Parse(fs.Args()[1:]); err != nil {
 			return err
 		}
-		return peers(strings.TrimRight(*agentURL, "/"), *output, out)
+		return peers(base, *output, out)
+	case "status":
+		output := sub.String("o", "table", "output format: table, wide, json or yaml")
+		if err := sub.Parse(fs.Args()[1:]); err != nil {
+			return err
+		}
+		return status(base, *output, out)
+	case "graph":
+		output := sub.String("o", "dot", "output format: dot or svg")
+		if err := sub.Parse(fs.Args()[1:]); err != nil {
+			return err
+		}
+		return graph(base, *output, out)
+	case "showconf":
+		return showconf(base, fs.Args()[1:], out)
 	default:
 		fs.Usage()
 		return fmt.Errorf("unknown command %q", cmd)
 	}
 }
 
-func peers(base, format string, out io.Writer) error {
-	if format != "table" && format != "json" {
-		return fmt.Errorf("-o %q: want table or json", format)
-	}
+// get reads one JSON document from the agent.
+func get(url string, v any) ([]byte, error) {
 	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(base + "/v1/peers")
+	resp, err := c.Get(url)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	if v != nil {
+		if err := json.Unmarshal(body, v); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", url, err)
+		}
+	}
+	return body, nil
+}
+
+func peers(base, format string, out io.Writer) error {
+	if format != "table" && format != "json" {
+		return fmt.Errorf("-o %q: want table or json", format)
+	}
+	var ps []api.PeerStatus
+	body, err := get(base+"/v1/peers", &ps)
+	if err != nil {
+		return err
 	}
 	if format == "json" {
 		_, err := out.Write(body)
 		return err
 	}
-	var ps []api.PeerStatus
-	if err := json.Unmarshal(body, &ps); err != nil {
-		return fmt.Errorf("decode peers: %w", err)
-	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tENDPOINT\tPOD CIDRS\tLATEST HANDSHAKE\tSOURCE\tPUBLIC KEY")
 	for _, p := range ps {
-		hs := "never"
-		if t, err := time.Parse(time.RFC3339, p.LatestHandshake); err == nil {
-			hs = time.Since(t).Round(time.Second).String() + " ago"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Endpoint, strings.Join(p.PodCIDRs, ","), hs, p.Source, p.PublicKey)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Endpoint, strings.Join(p.PodCIDRs, ","), ago(p.LatestHandshake), p.Source, p.PublicKey)
 	}
 	return tw.Flush()
+}
+
+func ago(rfc3339 string) string {
+	if t, err := time.Parse(time.RFC3339, rfc3339); err == nil {
+		return time.Since(t).Round(time.Second).String() + " ago"
+	}
+	return "never"
+}
+
+func status(base, format string, out io.Writer) error {
+	var st api.Status
+	body, err := get(base+"/v1/status", &st)
+	if err != nil {
+		return err
+	}
+	switch format {
+	case "json":
+		_, err := out.Write(body)
+		return err
+	case "yaml":
+		y, err := yaml.JSONToYAML(body)
+		if err != nil {
+			return err
+		}
+		_, err = out.Write(y)
+		return err
+	case "table", "wide":
+	default:
+		return fmt.Errorf("-o %q: want table, wide, json or yaml", format)
+	}
+	n := st.Node
+	loc := n.Location
+	if loc == "" {
+		loc = "(none)"
+	}
+	ready := "not ready"
+	if n.Ready {
+		ready = "ready"
+	}
+	strict := ""
+	if n.StrictEncryption {
+		strict = ", strict encryption"
+	}
+	fmt.Fprintf(out, "node %s: %s, endpoint %s, location %s, intra-location %s%s, MTU %d\n  public key %s\n  pod CIDRs %s\n\n",
+		n.Name, ready, n.Endpoint, loc, n.IntraLocation, strict, n.MTU, n.PublicKey, strings.Join(n.PodCIDRs, ","))
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	head := "PEER\tLOCATION\tPATH\tENDPOINT\tHANDSHAKE\tRX\tTX\tMTU"
+	if format == "wide" {
+		head += "\tANNOUNCED\tPOD CIDRS\tSOURCE\tPUBLIC KEY"
+	}
+	fmt.Fprintln(tw, head)
+	for _, p := range st.Peers {
+		hs, rx, tx := ago(p.LatestHandshake), bytesIEC(p.RxBytes), bytesIEC(p.TxBytes)
+		if p.Path == "direct" {
+			hs, rx, tx = "-", "-", "-"
+		}
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d", p.Name, dash(p.Location), p.Path, p.Endpoint, hs, rx, tx, p.MTU)
+		if format == "wide" {
+			line += fmt.Sprintf("\t%s\t%s\t%s\t%s", p.AnnouncedEndpoint, strings.Join(p.PodCIDRs, ","), p.Source, p.PublicKey)
+		}
+		fmt.Fprintln(tw, line)
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func bytesIEC(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -183,3 +183,90 @@ func (n *Node) HTTPClient() *http.Client {
 func (l *Lab) AddOutside() (*Node, error) {
 	return l.addHost("outside", l.ID+"-out", netip.MustParseAddr("10.99.0.200"), netip.MustParseAddr("fd99::c8"))
 }
+
+// Router is what stands between a node made by AddNodeBehind and the
+// underlay: a namespace that forwards between the underlay bridge and the
+// node's own link.
+type Router struct {
+	// MTU of the link between router and node (both ends); 0: 1500. A
+	// smaller MTU is a routed hop the rest of the underlay does not have:
+	// the router answers bigger packets with ICMP "fragmentation needed"
+	// (IPv4) or "packet too big" (IPv6).
+	MTU int
+	// NAT masquerades the node's traffic to the underlay's address of the
+	// router with random ports: nothing on the underlay can reach the node
+	// first. Without NAT every node made so far gets a route to the
+	// node's network through the router.
+	NAT bool
+}
+
+// AddNodeBehind creates a node whose eth0 (10.98.<i>.2/24, fd98:<i>::2/64)
+// is linked to a router namespace (10.98.<i>.1 and, on the underlay,
+// 10.99.0.<100+i>, fd99::<100+i>) instead of the bridge. Its pod CIDRs are
+// AddNode's.
+func (l *Lab) AddNodeBehind(name string, r Router) (*Node, error) {
+	l.mu.Lock()
+	idx := len(l.nodes) + 1
+	l.mu.Unlock()
+	if idx > 99 {
+		return nil, fmt.Errorf("lab holds at most 99 nodes behind routers")
+	}
+	rt, err := l.addHost(name+"-router", fmt.Sprintf("%s-r%d", l.ID, idx),
+		netip.AddrFrom4([4]byte{10, 99, 0, byte(100 + idx)}), netip.MustParseAddr(fmt.Sprintf("fd99::%x", 100+idx)))
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{Lab: l, Name: name, NS: fmt.Sprintf("%s-n%d", l.ID, idx), Index: idx,
+		Addr: netip.AddrFrom4([4]byte{10, 98, byte(idx), 2}), Addr6: netip.MustParseAddr(fmt.Sprintf("fd98:%x::2", idx)),
+		Dir: filepath.Join(l.Dir, name)}
+	n.StateDir, n.RunDir, n.CNIConfDir = filepath.Join(n.Dir, "state"), filepath.Join(n.Dir, "run"), filepath.Join(n.Dir, "cni-conf")
+	for _, d := range []string{n.StateDir, n.RunDir, n.CNIConfDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	if err := l.addNS(n.NS); err != nil {
+		return nil, err
+	}
+	mtu := r.MTU
+	if mtu == 0 {
+		mtu = 1500
+	}
+	gw4, gw6 := fmt.Sprintf("10.98.%d.1", idx), fmt.Sprintf("fd98:%x::1", idx)
+	cmds := [][]string{
+		{"ip", "-n", n.NS, "link", "set", "lo", "up"},
+		{"ip", "-n", n.NS, "link", "add", "eth0", "mtu", fmt.Sprint(mtu), "type", "veth", "peer", "name", "in0", "mtu", fmt.Sprint(mtu), "netns", rt.NS},
+		{"ip", "-n", rt.NS, "addr", "add", gw4 + "/24", "dev", "in0"},
+		{"ip", "-n", rt.NS, "addr", "add", gw6 + "/64", "dev", "in0", "nodad"},
+		{"ip", "-n", rt.NS, "link", "set", "in0", "up"},
+		{"ip", "-n", n.NS, "addr", "add", n.Addr.String() + "/24", "dev", "eth0"},
+		{"ip", "-n", n.NS, "addr", "add", n.Addr6.String() + "/64", "dev", "eth0", "nodad"},
+		{"ip", "-n", n.NS, "link", "set", "eth0", "up"},
+		{"ip", "-n", n.NS, "route", "add", "default", "via", gw4},
+		{"ip", "-n", n.NS, "-6", "route", "add", "default", "via", gw6},
+		{"ip", "netns", "exec", rt.NS, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"},
+	}
+	if r.NAT {
+		cmds = append(cmds, []string{"ip", "netns", "exec", rt.NS, "nft", fmt.Sprintf(
+			"add table inet nat; add chain inet nat post { type nat hook postrouting priority 100 ; } ; "+
+				"add rule inet nat post oifname eth0 ip saddr 10.98.%d.0/24 masquerade random ; "+
+				"add rule inet nat post oifname eth0 ip6 saddr fd98:%x::/64 masquerade random", idx, idx)})
+	} else {
+		for _, o := range l.Nodes() {
+			cmds = append(cmds,
+				[]string{"ip", "-n", o.NS, "route", "add", fmt.Sprintf("10.98.%d.0/24", idx), "via", rt.Addr.String()},
+				[]string{"ip", "-n", o.NS, "-6", "route", "add", fmt.Sprintf("fd98:%x::/64", idx), "via", rt.Addr6.String()})
+		}
+	}
+	if err := runAll(cmds...); err != nil {
+		return nil, err
+	}
+	n.PodCIDRs = []netip.Prefix{
+		netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", idx)),
+		netip.MustParsePrefix(fmt.Sprintf("fd00:10:244:%x::/64", idx)),
+	}
+	l.mu.Lock()
+	l.nodes = append(l.nodes, n)
+	l.mu.Unlock()
+	return n, nil
+}

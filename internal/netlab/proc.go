@@ -82,3 +82,6 @@ func (p *Proc) Output() string {
 	b, _ := os.ReadFile(p.Log)
 	return string(b)
 }
+
+// Signal sends sig to the process (SIGHUP makes weft-agent reconcile now).
+func (p *Proc) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }

@@ -42,7 +42,7 @@ func (n *Node) AgentArgs(gossipKey string, seed *Node) []string {
 	return []string{
 		"--node-name", n.Name,
 		"--pod-cidr", strings.Join(cidrs, ","),
-		"--advertise-address", n.Addr.String(),
+		"--advertise-address", n.Addr.String() + "," + n.Addr6.String(),
 		"--join", seed.Addr.String(),
 		"--gossip-key-file", gossipKey,
 		"--state-dir", n.StateDir,
@@ -67,6 +67,7 @@ func (n *Node) peerHandshakes(ctx context.Context, bins string) ([]string, int, 
 	var ps []struct {
 		Name            string `json:"name"`
 		LatestHandshake string `json:"latestHandshake"`
+		Path            string `json:"path"`
 	}
 	if err := json.Unmarshal([]byte(out), &ps); err != nil {
 		return nil, 0, fmt.Errorf("weftctl peers -o json on %s: %v", n.Name, err)
@@ -75,7 +76,7 @@ func (n *Node) peerHandshakes(ctx context.Context, bins string) ([]string, int, 
 	shaken := 0
 	for _, p := range ps {
 		names = append(names, p.Name)
-		if p.LatestHandshake != "" {
+		if p.LatestHandshake != "" || p.Path == "direct" { // a direct path has no tunnel to shake hands on
 			shaken++
 		}
 	}

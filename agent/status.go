@@ -1,0 +1,146 @@
+package agent
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/mesh"
+	"github.com/weftnet/weft/peer"
+)
+
+// status is this node and its peers as the registry accepted them and the
+// device sees them (handshakes, counters, learned endpoints).
+func (a *Agent) status() (api.Status, error) {
+	dev, err := a.mesh.Peers()
+	if err != nil {
+		return api.Status{}, err
+	}
+	byKey := make(map[wgtypes.Key]wgtypes.Peer, len(dev))
+	for _, p := range dev {
+		byKey[p.PublicKey] = p
+	}
+	mtus := a.pmtu.snapshot()
+	claims := a.reg.Peers()
+	self := a.selfNow()
+	st := api.Status{
+		Node: api.NodeStatus{
+			Name: a.self.Name, PublicKey: a.self.PublicKey.String(), Endpoint: a.self.Endpoint.String(),
+			PodCIDRs: api.PrefixStrings(a.self.PodCIDRs), Location: self.Location, IntraLocation: peer.IntraLocation(a.self.Direct),
+			StrictEncryption: a.cfg.StrictEncryption, Ready: a.ready.Load(), MTU: a.mtu,
+		},
+		Peers: make([]api.PeerStatus, 0, len(claims)),
+	}
+	for _, n := range claims {
+		ps := api.PeerStatus{
+			Name:              n.Name,
+			PublicKey:         n.PublicKey.String(),
+			Endpoint:          n.Endpoint.String(),
+			AnnouncedEndpoint: n.Endpoint.String(),
+			PodCIDRs:          api.PrefixStrings(n.PodCIDRs),
+			Source:            string(n.Source),
+			Location:          n.Location,
+			Path:              string(peer.Path(self, n.NodeInfo)),
+			IntraLocation:     peer.IntraLocation(n.Direct),
+			MTU:               a.mtu,
+		}
+		if m, ok := mtus[n.Name]; ok {
+			ps.MTU = m
+		}
+		if ps.Path == string(peer.PathDirect) {
+			ps.MTU = a.mtu + mesh.Overhead
+		}
+		if d, ok := byKey[n.PublicKey]; ok {
+			if !d.LastHandshakeTime.IsZero() {
+				ps.LatestHandshake = d.LastHandshakeTime.UTC().Format(time.RFC3339)
+			}
+			ps.RxBytes, ps.TxBytes = d.ReceiveBytes, d.TransmitBytes
+			if d.Endpoint != nil {
+				ps.Endpoint = d.Endpoint.AddrPort().String()
+			}
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	return st, nil
+}
+
+// selfNow is this node as the loop last applied it (its location may change).
+func (a *Agent) selfNow() peer.NodeInfo {
+	a.locMu.Lock()
+	defer a.locMu.Unlock()
+	return a.self
+}
+
+func (a *Agent) serveStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := a.status()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, st)
+}
+
+func (a *Agent) servePeers(w http.ResponseWriter, r *http.Request) {
+	st, err := a.status()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, st.Peers)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// peerCollector exports each peer's path, handshake age, bytes and MTU,
+// read from the device when scraped.
+type peerCollector struct {
+	a                              *Agent
+	path, handshake, rx, tx, mtuDs *prometheus.Desc
+}
+
+func newPeerCollector(a *Agent) *peerCollector {
+	return &peerCollector{a: a,
+		path:      prometheus.NewDesc("weft_peer_path", "1 for each peer, labelled with how pod traffic travels to it (encrypted, direct, external) and its location.", []string{"peer", "path", "location"}, nil),
+		handshake: prometheus.NewDesc("weft_peer_last_handshake_age_seconds", "Seconds since the last WireGuard handshake with the peer (absent before the first; direct peers have none).", []string{"peer"}, nil),
+		rx:        prometheus.NewDesc("weft_peer_receive_bytes_total", "Bytes received from the peer through the tunnel.", []string{"peer"}, nil),
+		tx:        prometheus.NewDesc("weft_peer_transmit_bytes_total", "Bytes sent to the peer through the tunnel.", []string{"peer"}, nil),
+		mtuDs:     prometheus.NewDesc("weft_peer_mtu_bytes", "The MTU pod packets to the peer get (lowered when the path MTU is smaller).", []string{"peer"}, nil),
+	}
+}
+
+func (c *peerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.path, c.handshake, c.rx, c.tx, c.mtuDs} {
+		ch <- d
+	}
+}
+
+func (c *peerCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.a.mesh == nil {
+		return
+	}
+	st, err := c.a.status()
+	if err != nil {
+		return
+	}
+	for _, p := range st.Peers {
+		ch <- prometheus.MustNewConstMetric(c.path, prometheus.GaugeValue, 1, p.Name, p.Path, p.Location)
+		ch <- prometheus.MustNewConstMetric(c.mtuDs, prometheus.GaugeValue, float64(p.MTU), p.Name)
+		if p.Path == string(peer.PathDirect) {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(c.rx, prometheus.CounterValue, float64(p.RxBytes), p.Name)
+		ch <- prometheus.MustNewConstMetric(c.tx, prometheus.CounterValue, float64(p.TxBytes), p.Name)
+		if t, err := time.Parse(time.RFC3339, p.LatestHandshake); err == nil {
+			ch <- prometheus.MustNewConstMetric(c.handshake, prometheus.GaugeValue, time.Since(t).Seconds(), p.Name)
+		}
+	}
+}

@@ -1,0 +1,345 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/internal/netlab"
+)
+
+// status asks a node's agent for its status with weftctl, as an operator would.
+func (c *cluster) status(n *netlab.Node) api.Status {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := n.Run(ctx, filepath.Join(c.bins, "weftctl"), "status", "-o", "json")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var st api.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		c.t.Fatalf("weftctl status -o json: %v: %q", err, out)
+	}
+	return st
+}
+
+// peerOf is the entry for name in st, or the zero value.
+func peerOf(st api.Status, name string) api.PeerStatus {
+	for _, p := range st.Peers {
+		if p.Name == name {
+			return p
+		}
+	}
+	return api.PeerStatus{}
+}
+
+// capture records the underlay bridge until stop is called, then returns
+// the tcpdump lines matching filter (read back from the file).
+type capture struct {
+	t    *testing.T
+	file string
+	cmd  *exec.Cmd
+	stop context.CancelFunc
+}
+
+func (c *cluster) startCapture(t *testing.T, name string) *capture {
+	t.Helper()
+	pcap := filepath.Join(c.lab.Dir, name+".pcap")
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", c.lab.Underlay, "tcpdump", "-i", "br0", "-U", "-n", "-s", "256", "-w", pcap)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "tcpdump listening", func() bool { return strings.Contains(stderr.String(), "listening on") })
+	return &capture{t: t, file: pcap, cmd: cmd, stop: cancel}
+}
+
+// done stops the capture.
+func (cp *capture) done() {
+	time.Sleep(300 * time.Millisecond)
+	cp.cmd.Process.Signal(os.Interrupt)
+	cp.cmd.Wait()
+	cp.stop()
+}
+
+func (cp *capture) read(filter ...string) []string {
+	cp.t.Helper()
+	out, err := exec.Command("tcpdump", append([]string{"-r", cp.file, "-n"}, filter...)...).Output()
+	if err != nil {
+		cp.t.Fatalf("tcpdump -r %v: %v", filter, err)
+	}
+	return nonEmpty(strings.Split(string(out), "\n"))
+}
+
+// pingPods pings every pair of pods in both families and fails the test
+// for a pair that does not answer.
+func pingPods(t *testing.T, pairs [][2]*netlab.Pod) {
+	t.Helper()
+	for _, pr := range pairs {
+		for _, v6 := range []bool{false, true} {
+			ok := false
+			for i := 0; i < 5 && !ok; i++ {
+				ok = pr[0].Ping(context.Background(), pr[1].Addr(v6), 1, "-s", "200")
+			}
+			if ok { // more traffic for a capture to see: 10 more, quickly
+				pr[0].Command(context.Background(), "ping", "-n", "-q", "-c", "10", "-i", "0.05", "-W", "1", pr[1].Addr(v6).String()).Run()
+			}
+			if !ok {
+				t.Errorf("pod on %s cannot reach pod on %s at %s", pr[0].Node.Name, pr[1].Node.Name, pr[1].Addr(v6))
+			}
+		}
+	}
+}
+
+// TestDirectPathInsideALocation: node1 and node2 share location "a" and
+// both run --intra-location=direct; node3 is in "b". Pods reach each other
+// in both families; on the underlay, node1-node2 pod traffic is plain (the
+// direct path) while anything to or from node3's pods is WireGuard only.
+// When node2 falls back to encrypted, node1 follows: no plaintext at all.
+func TestDirectPathInsideALocation(t *testing.T) {
+	c := newCluster(t, 3)
+	n1, n2, n3 := c.lab.Nodes()[0], c.lab.Nodes()[1], c.lab.Nodes()[2]
+	c.start(n1, "--location", "a", "--intra-location", "direct")
+	c.start(n2, "--location", "a", "--intra-location", "direct")
+	c.start(n3, "--location", "b", "--intra-location", "direct")
+	c.waitMesh(30 * time.Second)
+	for _, n := range c.lab.Nodes() {
+		c.waitCNIConf(n)
+	}
+	st := c.status(n1)
+	if st.Node.Location != "a" || peerOf(st, "node2").Path != "direct" || peerOf(st, "node3").Path != "encrypted" ||
+		peerOf(st, "node3").Location != "b" {
+		t.Fatalf("node1's status: %+v; want node2 direct and node3 (location b) encrypted", st)
+	}
+	p1, p2, p3 := c.addPod(n1, "a1"), c.addPod(n2, "a2"), c.addPod(n3, "b3")
+
+	cp := c.startCapture(t, "direct")
+	pingPods(t, [][2]*netlab.Pod{{p1, p2}, {p2, p1}, {p1, p3}, {p3, p2}})
+	cp.done()
+	for _, v6 := range []bool{false, true} {
+		plain := cp.read("src", p1.Addr(v6).String(), "and", "dst", p2.Addr(v6).String())
+		if len(plain) == 0 {
+			t.Errorf("no plain packet from %s to %s on the underlay: the direct path was not taken", p1.Addr(v6), p2.Addr(v6))
+		}
+		for _, p := range []*netlab.Pod{p1, p2} {
+			if leaked := cp.read("host", p3.Addr(v6).String(), "and", "host", p.Addr(v6).String()); len(leaked) > 0 {
+				t.Errorf("pod traffic across locations crossed the underlay in clear: %s", leaked[0])
+			}
+		}
+	}
+	if wg := cp.read("udp", "port", "51820"); len(wg) == 0 {
+		t.Error("no WireGuard packet on the underlay: node3's traffic did not take the tunnel")
+	}
+
+	// node2 now encrypts inside its location: both ends must fall back.
+	c.agents[n2.Name].Stop()
+	c.start(n2, "--location", "a", "--intra-location", "encrypted")
+	eventually(t, 20*time.Second, "node1 sees node2 as encrypted", func() bool {
+		return peerOf(c.status(n1), "node2").Path == "encrypted"
+	})
+	c.waitMesh(30 * time.Second)
+	cp = c.startCapture(t, "fallback")
+	pingPods(t, [][2]*netlab.Pod{{p1, p2}, {p2, p1}})
+	cp.done()
+	if leaked := cp.read("net", "10.244.0.0/16", "or", "net", "fd00:10:244::/48"); len(leaked) > 0 {
+		t.Errorf("after node2 chose encrypted, pod traffic still crossed in clear: %s", leaked[0])
+	}
+}
+
+// TestStrictEncryptionDropsWhenTheTunnelIsGone: node1 runs
+// --strict-encryption, node2 does not. Both get a default route on the
+// underlay towards node3 (which would even deliver the packets), then lose
+// their tunnel (agent killed, weft0 deleted). node2's pod traffic to node3's
+// pod leaks in clear; node1's, its pods' and its own, never reaches the wire.
+func TestStrictEncryptionDropsWhenTheTunnelIsGone(t *testing.T) {
+	c := newCluster(t, 3)
+	n1, n2, n3 := c.lab.Nodes()[0], c.lab.Nodes()[1], c.lab.Nodes()[2]
+	c.start(n1, "--strict-encryption")
+	c.start(n2)
+	c.start(n3)
+	c.waitMesh(30 * time.Second)
+	for _, n := range c.lab.Nodes() {
+		c.waitCNIConf(n)
+	}
+	if !c.status(n1).Node.StrictEncryption {
+		t.Fatal("node1's status does not say strict encryption")
+	}
+	p1, p2, p3 := c.addPod(n1, "strict"), c.addPod(n2, "loose"), c.addPod(n3, "target")
+	pingPods(t, [][2]*netlab.Pod{{p1, p3}, {p2, p3}})
+
+	for _, n := range []*netlab.Node{n1, n2} {
+		for _, args := range [][]string{
+			{"route", "add", "default", "via", n3.Addr.String()},
+			{"-6", "route", "add", "default", "via", n3.Addr6.String()},
+		} {
+			if err := ipIn(n.NS, args...); err != nil {
+				t.Fatalf("ip %v on %s: %v", args, n.Name, err)
+			}
+		}
+		c.agents[n.Name].Kill()
+		if err := ipIn(n.NS, "link", "del", "weft0"); err != nil {
+			t.Fatalf("delete weft0 on %s: %v", n.Name, err)
+		}
+	}
+	cp := c.startCapture(t, "strict")
+	ctx := context.Background()
+	for _, v6 := range []bool{false, true} {
+		for _, p := range []*netlab.Pod{p1, p2} {
+			p.Command(ctx, "ping", "-n", "-q", "-c", "5", "-i", "0.2", "-W", "1", p3.Addr(v6).String()).Run()
+		}
+		n1.Ping(ctx, p3.Addr(v6), 5, time.Second)
+	}
+	cp.done()
+	for _, v6 := range []bool{false, true} {
+		if leaked := cp.read("src", p2.Addr(v6).String(), "and", "dst", p3.Addr(v6).String()); len(leaked) == 0 {
+			t.Errorf("the control failed: node2 (not strict) did not leak %s -> %s, so the capture proves nothing", p2.Addr(v6), p3.Addr(v6))
+		}
+		if leaked := cp.read("src", p1.Addr(v6).String()); len(leaked) > 0 {
+			t.Errorf("strict node1's pod traffic crossed the underlay in clear: %s", leaked[0])
+		}
+		self := n1.Addr
+		if v6 {
+			self = n1.Addr6
+		}
+		if leaked := cp.read("src", self.String(), "and", "dst", p3.Addr(v6).String()); len(leaked) > 0 {
+			t.Errorf("strict node1's own traffic to a pod crossed the underlay in clear: %s", leaked[0])
+		}
+	}
+}
+
+// transfer sends size bytes over TCP from one pod to another's address
+// and returns how long it took; it fails the test when not all arrive
+// within timeout.
+func transfer(t *testing.T, from, to *netlab.Pod, v6 bool, size int, timeout time.Duration) time.Duration {
+	t.Helper()
+	dst := to.Addr(v6)
+	var ln net.Listener
+	if err := to.Do(func() (err error) { ln, err = net.Listen("tcp", net.JoinHostPort(dst.String(), "5201")); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(timeout))
+		n, _ := io.Copy(io.Discard, c)
+		got <- n
+	}()
+	start := time.Now()
+	var conn net.Conn
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := from.Do(func() (err error) {
+		conn, err = (&net.Dialer{}).DialContext(ctx, "tcp", net.JoinHostPort(dst.String(), "5201"))
+		return err
+	}); err != nil {
+		t.Fatalf("dial %s: %v", dst, err)
+	}
+	conn.SetDeadline(time.Now().Add(timeout))
+	_, werr := io.Copy(conn, io.LimitReader(zeros{}, int64(size)))
+	conn.Close()
+	n := <-got
+	if werr != nil || n != int64(size) {
+		t.Fatalf("%d of %d bytes from %s to %s arrived in %v (write: %v)", n, size, from.Addr(v6), dst, time.Since(start).Round(time.Millisecond), werr)
+	}
+	return time.Since(start)
+}
+
+type zeros struct{}
+
+func (zeros) Read(b []byte) (int, error) { clear(b); return len(b), nil }
+
+// TestPathMTUHopDoesNotBlackHole: node3 sits behind a router whose link to
+// it carries 1280 bytes; node1's tunnel assumes 1500 on the underlay. A
+// 10 MB transfer from a pod on node1 to a pod on node3 completes in both
+// families (before the fix: every full-size packet was lost on EMSGSIZE),
+// and node1 reports the lowered MTU for node3.
+func TestPathMTUHopDoesNotBlackHole(t *testing.T) {
+	c := newCluster(t, 2)
+	n3, err := c.lab.AddNodeBehind("node3", netlab.Router{MTU: 1280})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.startAll()
+	c.waitMesh(30 * time.Second)
+	for _, n := range c.lab.Nodes() {
+		c.waitCNIConf(n)
+	}
+	n1 := c.lab.Nodes()[0]
+	p1, p3 := c.addPod(n1, "sender"), c.addPod(n3, "receiver")
+	pingPods(t, [][2]*netlab.Pod{{p1, p3}})
+	for _, v6 := range []bool{false, true} {
+		d := transfer(t, p1, p3, v6, 10<<20, 60*time.Second)
+		t.Logf("10 MB from node1's pod to node3's pod over the 1280 hop (IPv6 %v): %v", v6, d.Round(time.Millisecond))
+	}
+	if m := peerOf(c.status(n1), "node3").MTU; m != 1200 {
+		t.Errorf("node1's MTU for node3 is %d, want 1200 (the 1280 path less 80)", m)
+	}
+}
+
+// kubeNodeBehind adds a node behind a router and registers its Node.
+func (k *kubeCluster) addNodeBehind(r netlab.Router) *netlab.Node {
+	k.t.Helper()
+	n, err := k.lab.AddNodeBehind(fmt.Sprintf("node%d", len(k.lab.Nodes())+1), r)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	if _, err := k.cp.RegisterNode(context.Background(), n); err != nil {
+		k.t.Fatal(err)
+	}
+	return n
+}
+
+// TestNodeBehindNAT: node3's Node announces 10.98.3.2, which nobody on the
+// underlay can reach (its router masquerades with random ports). It still
+// joins: it initiates, its peers answer where its handshakes come from, and
+// a reconcile (SIGHUP) does not write the Node's endpoint over the learned
+// one. Both directions carry traffic.
+func TestNodeBehindNAT(t *testing.T) {
+	k := newKubeCluster(t, 2)
+	n3 := k.addNodeBehind(netlab.Router{NAT: true})
+	for _, n := range k.lab.Nodes() {
+		k.startKube(n)
+	}
+	k.waitMesh(60 * time.Second)
+	n1 := k.lab.Nodes()[0]
+	for _, pair := range [][2]*netlab.Node{{n1, n3}, {n3, n1}} {
+		for _, p := range pair[1].PodCIDRs {
+			waitPing(t, pair[0], api.FirstAddress(p), 10*time.Second)
+		}
+	}
+	p := peerOf(k.status(n1), "node3")
+	ep, err := netip.ParseAddrPort(p.Endpoint)
+	if err != nil || ep.Addr().String() != "10.99.0.103" || p.AnnouncedEndpoint != "10.98.3.2:51820" {
+		t.Fatalf("node1 reaches node3 at %s (announced %s); want the router's address 10.99.0.103", p.Endpoint, p.AnnouncedEndpoint)
+	}
+	k.agents[n1.Name].Signal(syscall.SIGHUP)
+	time.Sleep(2 * time.Second)
+	if again := peerOf(k.status(n1), "node3"); again.Endpoint != p.Endpoint {
+		t.Fatalf("a reconcile moved node3's endpoint from %s to %s", p.Endpoint, again.Endpoint)
+	}
+	for _, p := range n3.PodCIDRs {
+		waitPing(t, n1, api.FirstAddress(p), 5*time.Second)
+	}
+	t.Logf("node3 behind NAT: announced %s, reached at %s", p.AnnouncedEndpoint, p.Endpoint)
+}
