@@ -27,19 +27,19 @@ type Config struct {
 	// (a second --advertise-address), announced so that a direct path
 	// can carry that family too.
 	OtherAddresses []netip.Addr
-	ListenPort       int
-	GossipPort       int
-	Join             []string // host:port
-	GossipKeyFile    string
-	InsecureGossip   bool
-	Interface        string
-	StateDir         string
-	RunDir           string
-	CNIConfDir       string
-	HTTPAddr         string
-	PprofAddr        string // "": no profiling endpoint; else a loopback host:port
-	MTU              int    // 0: underlay MTU - mesh.Overhead
-	LogLevel         string
+	ListenPort     int
+	GossipPort     int
+	Join           []string // host:port
+	GossipKeyFile  string
+	InsecureGossip bool
+	Interface      string
+	StateDir       string
+	RunDir         string
+	CNIConfDir     string
+	HTTPAddr       string
+	PprofAddr      string // "": no profiling endpoint; else a loopback host:port
+	MTU            int    // 0: underlay MTU - mesh.Overhead
+	LogLevel       string
 	// Kubernetes mode: a kubeconfig, or in-cluster when KUBERNETES_SERVICE_HOST is set.
 	Kubeconfig string
 	KubeMode   bool

@@ -49,9 +49,9 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 type kubeSource struct {
 	client   kubernetes.Interface
 	name     string
-	label    string             // --topology-label
-	location func(string)       // called with this Node's location when it changes
-	intra    string             // --intra-location, published
+	label    string       // --topology-label
+	location func(string) // called with this Node's location when it changes
+	intra    string       // --intra-location, published
 	reg      *peer.Registry
 	log      *slog.Logger
 	recorder record.EventRecorder
