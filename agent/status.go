@@ -3,6 +3,7 @@ package agent
 import (
 	"encoding/json"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,7 +61,8 @@ func (a *Agent) status() (api.Status, error) {
 			}
 			ps.RxBytes, ps.TxBytes = d.ReceiveBytes, d.TransmitBytes
 			if d.Endpoint != nil {
-				ps.Endpoint = d.Endpoint.AddrPort().String()
+				ap := d.Endpoint.AddrPort()
+				ps.Endpoint = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
 			}
 		}
 		st.Peers = append(st.Peers, ps)
