@@ -50,6 +50,15 @@ type Agent struct {
 	locMu        sync.Mutex // a.self.Location: the loop writes, the HTTP server reads
 	pmtu         *pathMTUs
 	mtu          int // the tunnel link's
+	bounds       peer.Bounds
+	// Peer objects (Kubernetes mode): the source, a coalesced "changed",
+	// the ones accepted by the last reconcile (read by the HTTP server),
+	// and the refusals already reported.
+	ext         *externalSource
+	extChanged  chan struct{}
+	extMu       sync.Mutex
+	extAccepted []peer.External
+	extRefused  map[string]string
 }
 
 // Run starts the agent and blocks until ctx is done or the device stops. A
@@ -57,7 +66,8 @@ type Agent struct {
 // Everything that can fail on bad input or a busy port fails before the
 // tunnel is touched, and a failure undoes what was started.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct{}) error {
-	a := &Agent{cfg: cfg, log: log, selfLocation: make(chan string, 1), pmtu: newPathMTUs()}
+	a := &Agent{cfg: cfg, log: log, selfLocation: make(chan string, 1), pmtu: newPathMTUs(),
+		extChanged: make(chan struct{}, 1), extRefused: map[string]string{}}
 	// Ports first: a busy port must fail before anything is written or created.
 	if err := mesh.CheckPortFree(cfg.ListenPort); err != nil {
 		return err
@@ -101,6 +111,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	}
 	a.mtu = mtu
 	bounds := peer.Bounds{ClusterCIDRs: cfg.ClusterCIDRs, Underlay: underlay.Prefixes}
+	a.bounds = bounds
 	if _, err := bounds.CheckPodCIDRs(a.cfg.PodCIDRs); err != nil {
 		return fmt.Errorf("this node's own %v", err)
 	}
@@ -183,6 +194,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 			return err
 		}
 		defer a.kube.Stop()
+		if a.ext, err = startExternals(ctx, cfg.Kubeconfig, log, a.externalsChanged, a.rejected); err != nil {
+			return err
+		}
+		defer a.ext.stop()
 	}
 	if cfg.enforcesPolicy() {
 		var own []netip.Addr

@@ -29,6 +29,7 @@ func (a *Agent) handler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /v1/peers", a.servePeers)
 	mux.HandleFunc("GET /v1/status", a.serveStatus)
+	mux.HandleFunc("GET /v1/showconf/{kind}/{name}", a.serveShowconf)
 	return mux
 }
 

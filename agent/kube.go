@@ -29,6 +29,15 @@ import (
 // kubeClient builds a client from a kubeconfig file or, without one, from the
 // in-cluster service account.
 func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	cfg, err := kubeConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(cfg)
+}
+
+// kubeConfig is the agent's client configuration (see kubeClient).
+func kubeConfig(kubeconfig string) (*rest.Config, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig != "" {
@@ -41,7 +50,7 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 	}
 	cfg.UserAgent = "weft-agent"
 	cfg.Timeout = 10 * time.Second
-	return kubernetes.NewForConfig(cfg)
+	return cfg, nil
 }
 
 // kubeSource is the Kubernetes source: it watches Nodes into the registry,

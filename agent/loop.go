@@ -69,6 +69,7 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 		case <-retry.C:
 		case <-policySynced:
 			policySynced = nil
+		case <-a.extChanged:
 		case <-a.pmtu.kick:
 			if !a.learnPathMTUs() {
 				continue
@@ -93,7 +94,8 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 	for i, c := range claims {
 		peers[i] = c.NodeInfo
 	}
-	ch, err := a.mesh.Apply(plan.Plan(a.self, peers, a.pathMTUs()))
+	ext := a.acceptExternals(peers)
+	ch, err := a.mesh.Apply(plan.Plan(a.self, peers, plan.Options{PathMTU: a.pathMTUs(), Externals: ext}))
 	if err != nil {
 		a.metrics.reconciles.WithLabelValues("error").Inc()
 		a.log.Error("reconcile failed; retrying", "err", err)
@@ -108,7 +110,7 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 			"routes_added", ch.RoutesAdded, "routes_removed", ch.RoutesRemoved,
 			"addresses_added", ch.AddressesAdded, "addresses_removed", ch.AddressesRemoved)
 	}
-	if err := a.applyMasquerade(ctx, peers); err != nil {
+	if err := a.applyMasquerade(ctx, peers, ext); err != nil {
 		a.metrics.reconciles.WithLabelValues("error").Inc()
 		a.log.Error("egress masquerade failed; retrying", "err", err)
 		return true, err
@@ -134,6 +136,33 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 		a.log.Info("ready", "cni_conf", filepath.Join(a.cfg.CNIConfDir, api.ConfFile), "cni_conf_written", wrote)
 	}
 	return a.publish(ctx) || ch.PeersDeferred > 0, nil
+}
+
+// externalsChanged is the Peer objects' source telling the loop to look again.
+func (a *Agent) externalsChanged() {
+	select {
+	case a.extChanged <- struct{}{}:
+	default:
+	}
+}
+
+// acceptExternals judges the Peer objects against this node, its peers and
+// the cluster's ranges; each refusal is reported once until it changes.
+func (a *Agent) acceptExternals(peers []peer.NodeInfo) []peer.External {
+	ok, rej := peer.AcceptExternals(a.self, a.bounds, peers, a.ext.list())
+	now := map[string]string{}
+	for _, r := range rej {
+		r.Name = plan.ExternalName(r.Name)
+		now[r.Name] = r.Detail
+		if a.extRefused[r.Name] != r.Detail {
+			a.rejected(r)
+		}
+	}
+	a.extRefused = now
+	a.extMu.Lock()
+	a.extAccepted = ok
+	a.extMu.Unlock()
+	return ok
 }
 
 // learnPathMTUs reads the path MTU to every peer's current endpoint (the
@@ -166,8 +195,8 @@ func (a *Agent) pathMTUs() map[string]int { return a.pmtu.snapshot() }
 
 // applyMasquerade programs the egress NAT plan.EgressNAT wants; it writes
 // nothing when nothing changed.
-func (a *Agent) applyMasquerade(ctx context.Context, peers []peer.NodeInfo) error {
-	want := plan.EgressNAT(a.cfg.Masquerade, a.cfg.NoMasquerade, a.cfg.ClusterCIDRs, a.self, peers)
+func (a *Agent) applyMasquerade(ctx context.Context, peers []peer.NodeInfo, ext []peer.External) error {
+	want := plan.EgressNAT(a.cfg.Masquerade, a.cfg.NoMasquerade, a.cfg.ClusterCIDRs, a.self, peers, ext...)
 	want.Strict, want.Tunnel = a.cfg.StrictEncryption, a.cfg.Interface
 	if a.masq != nil && a.masq.Equal(want) {
 		return nil

@@ -12,6 +12,7 @@ import (
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/peer"
+	"github.com/weftnet/weft/plan"
 )
 
 // status is this node and its peers as the registry accepted them and the
@@ -56,6 +57,29 @@ func (a *Agent) status() (api.Status, error) {
 			ps.MTU = a.mtu + mesh.Overhead
 		}
 		if d, ok := byKey[n.PublicKey]; ok {
+			if !d.LastHandshakeTime.IsZero() {
+				ps.LatestHandshake = d.LastHandshakeTime.UTC().Format(time.RFC3339)
+			}
+			ps.RxBytes, ps.TxBytes = d.ReceiveBytes, d.TransmitBytes
+			if d.Endpoint != nil {
+				ap := d.Endpoint.AddrPort()
+				ps.Endpoint = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+			}
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	a.extMu.Lock()
+	ext := a.extAccepted
+	a.extMu.Unlock()
+	for _, e := range ext {
+		ps := api.PeerStatus{
+			Name: plan.ExternalName(e.Name), PublicKey: e.PublicKey.String(), PodCIDRs: api.PrefixStrings(e.AllowedIPs),
+			Source: "peer-object", Path: string(peer.PathExternal), MTU: a.mtu,
+		}
+		if e.Endpoint.IsValid() {
+			ps.Endpoint, ps.AnnouncedEndpoint = e.Endpoint.String(), e.Endpoint.String()
+		}
+		if d, ok := byKey[e.PublicKey]; ok {
 			if !d.LastHandshakeTime.IsZero() {
 				ps.LatestHandshake = d.LastHandshakeTime.UTC().Format(time.RFC3339)
 			}

@@ -23,3 +23,7 @@ const ConditionReason = "WeftIsUp"
 // PeerCacheFile holds the last accepted peers in the state directory, so a
 // restarted agent restores the mesh before any source has answered.
 const PeerCacheFile = "peers.json"
+
+// PrivateKeyHint says where a node's private key is (the agent's state
+// directory, mode 0600), for configurations that must not carry it.
+const PrivateKeyHint = "private.key in weft-agent's --state-dir"

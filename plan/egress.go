@@ -37,9 +37,13 @@ func (e Egress) Equal(o Egress) bool {
 // EgressNAT keeps the egress NAT in step with the mesh: every node's pod
 // CIDRs and addresses, and the operator's extra ranges, are reached without
 // NAT; the rest of the world sees the node's address.
-func EgressNAT(enabled bool, extra, clusterCIDRs []netip.Prefix, self peer.NodeInfo, peers []peer.NodeInfo) Egress {
+// Peer objects' allowed IPs are reached without NAT too: they are in the mesh.
+func EgressNAT(enabled bool, extra, clusterCIDRs []netip.Prefix, self peer.NodeInfo, peers []peer.NodeInfo, externals ...peer.External) Egress {
 	e := Egress{Enabled: enabled, PodCIDRs: self.PodCIDRs}
 	no := slices.Clone(extra)
+	for _, x := range externals {
+		no = append(no, x.AllowedIPs...)
+	}
 	pods := slices.Clone(clusterCIDRs)
 	for _, n := range append([]peer.NodeInfo{self}, peers...) {
 		no = append(no, n.PodCIDRs...)

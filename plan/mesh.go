@@ -70,7 +70,10 @@ const Keepalive = 25 * time.Second
 // are routed over the underlay to its endpoint address. pathMTU (by peer
 // name, may be nil) lowers the MTU of a peer's tunnel routes to what its
 // path carries.
-func Plan(self peer.NodeInfo, peers []peer.NodeInfo, pathMTU map[string]int) Mesh {
+// External peers (Peer objects, accepted by peer.AcceptExternals) become
+// WireGuard peers with exactly their allowed IPs, routed into the tunnel.
+func Plan(self peer.NodeInfo, peers []peer.NodeInfo, opts Options) Mesh {
+	pathMTU := opts.PathMTU
 	var s Mesh
 	src := map[bool]netip.Addr{}
 	for _, p := range self.PodCIDRs {
@@ -111,10 +114,29 @@ func Plan(self peer.NodeInfo, peers []peer.NodeInfo, pathMTU map[string]int) Mes
 			s.Routes = append(s.Routes, Route{Dst: p, Src: src[p.Addr().Is4()], MTU: mtu})
 		}
 	}
+	for _, e := range opts.Externals {
+		s.Peers = append(s.Peers, Peer{
+			Name: ExternalName(e.Name), PublicKey: e.PublicKey, Endpoint: e.Endpoint,
+			AllowedIPs: e.AllowedIPs, Keepalive: e.Keepalive,
+		})
+		for _, p := range e.AllowedIPs {
+			s.Routes = append(s.Routes, Route{Dst: p, Src: src[p.Addr().Is4()]})
+		}
+	}
 	return s
 }
 
 const minIPv6MTU = 1280
+
+// Options are Plan's inputs besides the nodes.
+type Options struct {
+	PathMTU   map[string]int // by peer name: the tunnel MTU its path allows, when learned smaller
+	Externals []peer.External
+}
+
+// ExternalName is the name a Peer object's WireGuard peer goes by in a Plan,
+// so it cannot be mistaken for a node of the same name.
+func ExternalName(name string) string { return "peer/" + name }
 
 // splitDirect divides a peer's pod CIDRs into those routed over the
 // underlay (the path is direct and the peer has an underlay address of the

@@ -28,7 +28,7 @@ func TestPlan(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s := Plan(tc.self, tc.peers, nil)
+			s := Plan(tc.self, tc.peers, Options{})
 			if got := fmt.Sprint(s.Addresses); got != tc.addrs {
 				t.Errorf("addresses %s, want %s", got, tc.addrs)
 			}
@@ -82,7 +82,7 @@ func TestPlanAllowsEachPeersOwnAddress(t *testing.T) {
 		"f": "[10.244.7.0/24 fd00:99::7/128]",
 		"g": "[10.244.8.0/24]",
 	}
-	s := Plan(self, peers, nil)
+	s := Plan(self, peers, Options{})
 	for i, p := range s.Peers {
 		if got := fmt.Sprint(p.AllowedIPs); got != want[p.Name] {
 			t.Errorf("peer %s AllowedIPs %s, want %s", p.Name, got, want[p.Name])
@@ -112,7 +112,7 @@ func TestPlanDirectPeers(t *testing.T) {
 		at(node("encrypts", pubKey(t), "10.244.3.0/24"), "a", false, "10.99.0.13:51820"),
 		at(node("elsewhere", pubKey(t), "10.244.4.0/24"), "b", true, "10.99.0.14:51820"),
 	}
-	s := Plan(self, peers, map[string]int{"elsewhere": 1200, "same": 1000})
+	s := Plan(self, peers, Options{PathMTU: map[string]int{"elsewhere": 1200, "same": 1000}})
 	var names []string
 	for _, p := range s.Peers {
 		names = append(names, p.Name)
@@ -129,7 +129,7 @@ func TestPlanDirectPeers(t *testing.T) {
 		t.Errorf("routes %v,\nwant %s", rs, want)
 	}
 	peers[0].NodeAddrs = []netip.Addr{netip.MustParseAddr("fd99::12")}
-	s = Plan(self, peers, nil)
+	s = Plan(self, peers, Options{})
 	if len(s.Peers) != 2 || s.Routes[1].Via.String() != "fd99::12" {
 		t.Errorf("with an IPv6 underlay address the direct peer needs no tunnel: peers %v, routes %v", s.Peers, s.Routes)
 	}

@@ -1,0 +1,146 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/weftnet/weft/peer"
+)
+
+// PeerGVR is the Peer custom resource (deploy/helm/weft/templates/peer-crd.yaml).
+var PeerGVR = schema.GroupVersionResource{Group: "weft.dev", Version: "v1alpha1", Resource: "peers"}
+
+// externalSource watches Peer objects: each is parsed alone here (the
+// agent judges it against the cluster at every reconcile, with
+// peer.AcceptExternals); what fails to parse is reported once.
+type externalSource struct {
+	log     *slog.Logger
+	factory dynamicinformer.DynamicSharedInformerFactory
+	changed func()
+	report  func(peer.Rejection)
+
+	mu      sync.Mutex
+	parsed  map[string]peer.External
+	invalid map[string]string
+}
+
+// maxExternals bounds the Peer objects the agent keeps: each becomes a
+// WireGuard peer on every node.
+const maxExternals = 1024
+
+func startExternals(ctx context.Context, kubeconfig string, log *slog.Logger, changed func(), report func(peer.Rejection)) (*externalSource, error) {
+	cfg, err := kubeConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	x := &externalSource{log: log, changed: changed, report: report, parsed: map[string]peer.External{}, invalid: map[string]string{}}
+	x.factory = dynamicinformer.NewDynamicSharedInformerFactory(dyn, 10*time.Minute)
+	inf := x.factory.ForResource(PeerGVR).Informer()
+	_, err = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    x.set,
+		UpdateFunc: func(_, obj any) { x.set(obj) },
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			if u, ok := obj.(*unstructured.Unstructured); ok {
+				x.mu.Lock()
+				delete(x.parsed, u.GetName())
+				delete(x.invalid, u.GetName())
+				x.mu.Unlock()
+				x.changed()
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	x.factory.Start(ctx.Done())
+	return x, nil
+}
+
+func (x *externalSource) set(obj any) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	name := u.GetName()
+	e, err := parsePeerObject(u)
+	x.mu.Lock()
+	switch {
+	case err == nil && len(x.parsed) >= maxExternals && !hasKey(x.parsed, name):
+		err = fmt.Errorf("over %d Peer objects", maxExternals)
+		fallthrough
+	case err != nil:
+		delete(x.parsed, name)
+		report := x.invalid[name] != err.Error()
+		x.invalid[name] = err.Error()
+		x.mu.Unlock()
+		if report {
+			x.report(peer.Rejection{Name: "peer/" + name, Reason: peer.ReasonInvalid, Detail: err.Error()})
+		}
+	default:
+		x.parsed[name] = e
+		delete(x.invalid, name)
+		x.mu.Unlock()
+	}
+	x.changed()
+}
+
+func hasKey(m map[string]peer.External, k string) bool { _, ok := m[k]; return ok }
+
+// parsePeerObject reads a Peer object's spec; sizes are bounded before
+// anything is parsed.
+func parsePeerObject(u *unstructured.Unstructured) (peer.External, error) {
+	var s peer.ExternalSpec
+	var err error
+	if s.PublicKey, _, err = unstructured.NestedString(u.Object, "spec", "publicKey"); err != nil {
+		return peer.External{}, fmt.Errorf("spec.publicKey: %v", err)
+	}
+	if s.AllowedIPs, _, err = unstructured.NestedStringSlice(u.Object, "spec", "allowedIPs"); err != nil {
+		return peer.External{}, fmt.Errorf("spec.allowedIPs: %v", err)
+	}
+	if s.Endpoint, _, err = unstructured.NestedString(u.Object, "spec", "endpoint"); err != nil {
+		return peer.External{}, fmt.Errorf("spec.endpoint: %v", err)
+	}
+	if s.PersistentKeepalive, _, err = unstructured.NestedInt64(u.Object, "spec", "persistentKeepalive"); err != nil {
+		return peer.External{}, fmt.Errorf("spec.persistentKeepalive: %v", err)
+	}
+	return peer.ParseExternal(u.GetName(), s)
+}
+
+// list returns the parsed Peer objects, sorted by name.
+func (x *externalSource) list() []peer.External {
+	if x == nil {
+		return nil
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := make([]peer.External, 0, len(x.parsed))
+	for _, e := range x.parsed {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b peer.External) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (x *externalSource) stop() {
+	if x != nil {
+		x.factory.Shutdown()
+	}
+}

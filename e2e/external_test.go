@@ -1,0 +1,111 @@
+package e2e
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/api"
+)
+
+// createPeer creates a Peer object once its CRD serves.
+func (k *kubeCluster) createPeer(name, key string, allowed ...string) {
+	k.t.Helper()
+	dyn, err := dynamic.NewForConfig(k.cp.AdminREST)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	ips := make([]any, len(allowed))
+	for i, a := range allowed {
+		ips[i] = a
+	}
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "weft.dev/v1alpha1", "kind": "Peer",
+		"metadata": map[string]any{"name": name},
+		"spec":     map[string]any{"publicKey": key, "allowedIPs": ips},
+	}}
+	var last error
+	eventually(k.t, 20*time.Second, "Peer "+name+" created", func() bool {
+		_, last = dyn.Resource(agent.PeerGVR).Create(context.Background(), obj, metav1.CreateOptions{})
+		return last == nil
+	})
+}
+
+// TestExternalPeerFromShowconf: a host that is not a node (a laptop on the
+// underlay) gets a Peer object with its public key and two addresses. Its
+// wg-quick configuration comes only from `weftctl showconf peer laptop`
+// (the private key line filled in), brought up with wg-quick on userspace
+// wireguard-go. It reaches pods' addresses on every node in both families,
+// and every node reaches it back. A Peer object claiming a node's pod range
+// is refused by every agent.
+func TestExternalPeerFromShowconf(t *testing.T) {
+	k := newKubeMesh(t, 3)
+	laptop, err := k.lab.AddOutside()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	priv, err := laptop.Run(ctx, "wg", "genkey")
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv = strings.TrimSpace(priv)
+	pubCmd := laptop.Command(ctx, "wg", "pubkey")
+	pubCmd.Stdin = strings.NewReader(priv + "\n")
+	pub, err := pubCmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.createPeer("laptop", strings.TrimSpace(string(pub)), "10.200.0.5/32", "fd00:200::5/128")
+	thief, _ := wgtypes.GenerateKey()
+	k.createPeer("thief", thief.PublicKey().String(), "10.244.2.0/25")
+	nodes := k.lab.Nodes()
+	for _, n := range nodes {
+		eventually(t, 20*time.Second, n.Name+" has the laptop as an external peer", func() bool {
+			p := peerOf(k.status(n), "peer/laptop")
+			return p.Path == "external"
+		})
+		if p := peerOf(k.status(n), "peer/thief"); p.Name != "" {
+			t.Errorf("%s accepted a Peer object claiming node2's pod range: %+v", n.Name, p)
+		}
+	}
+	if got := k.metric(nodes[0], `weft_peer_rejections_total{reason="external-overlap"}`); got < 1 {
+		t.Errorf("node1 counted %v external-overlap refusals, want the thief's", got)
+	}
+
+	conf, err := nodes[0].Run(ctx, filepath.Join(k.bins, "weftctl"), "showconf", "peer", "laptop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf = regexp.MustCompile(`(?m)^PrivateKey = .*$`).ReplaceAllString(conf, "PrivateKey = "+priv)
+	file := filepath.Join(laptop.Dir, "wl0.conf")
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	up := laptop.Command(ctx, "wg-quick", "up", file)
+	up.Env = append(os.Environ(), "WG_QUICK_USERSPACE_IMPLEMENTATION="+filepath.Join(k.bins, "wireguard-go"), "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1")
+	if out, err := up.CombinedOutput(); err != nil {
+		t.Fatalf("wg-quick up with the showconf output: %v\n%s\nconfig:\n%s", err, out, conf)
+	}
+	for _, n := range nodes {
+		for _, p := range n.PodCIDRs {
+			waitPing(t, laptop, api.FirstAddress(p), 15*time.Second)
+		}
+		for _, dst := range []string{"10.200.0.5", "fd00:200::5"} {
+			waitPing(t, n, netip.MustParseAddr(dst), 10*time.Second)
+		}
+	}
+	t.Logf("the laptop, configured only from showconf, reaches all %d nodes' pod ranges in both families and is reached back", len(nodes))
+}
