@@ -111,14 +111,14 @@ func NewLab(ctx context.Context, binDir string) (l *Lab, err error) {
 		}
 	}()
 	var nodes []*netlab.Node
-	for i := 1; i <= 4; i++ {
+	for i := 1; i <= 6; i++ {
 		n, err := nl.AddNode(fmt.Sprintf("node%d", i))
 		if err != nil {
 			return nil, err
 		}
 		nodes = append(nodes, n)
 	}
-	n1, n2, n3, n4 := nodes[0], nodes[1], nodes[2], nodes[3]
+	n1, n2, n3, n4, n5, n6 := nodes[0], nodes[1], nodes[2], nodes[3], nodes[4], nodes[5]
 	l.Paths = append(l.Paths, &Path{Name: "veth", Description: "raw underlay: veth and bridge, no tunnel",
 		ClientNS: n1.NS, ServerNS: n2.NS, Server: n2.Addr})
 
@@ -148,6 +148,14 @@ func NewLab(ctx context.Context, binDir string) (l *Lab, err error) {
 	// pod veths), so the two compare like with like.
 	l.Paths = append(l.Paths, &Path{Name: "weft-node", Description: "weft, node to node (encrypted; same topology as wireguard-go)",
 		ClientNS: n1.NS, ServerNS: n2.NS, Server: api.FirstAddress(n2.PodCIDRs[0]), procs: weft.procs}, weft)
+	// weft inside one location with --intra-location=direct: pod to pod
+	// over the underlay, no tunnel (its own two nodes and gossip).
+	direct, err := l.weft(ctx, n5, n6, "--location", "bench", "--intra-location", "direct")
+	if err != nil {
+		return nil, err
+	}
+	direct.Name, direct.Description = "weft-direct", "weft, pod to pod inside one location (direct: no tunnel, no NAT)"
+	l.Paths = append(l.Paths, direct)
 	if err := l.pin(ctx); err != nil {
 		return nil, err
 	}
@@ -197,22 +205,33 @@ func (l *Lab) upstreamWireGuard(ctx context.Context, a, b *netlab.Node) (*Path, 
 	return p, nil
 }
 
-// weft starts weft agents on a and b and attaches a pod to each.
-func (l *Lab) weft(ctx context.Context, a, b *netlab.Node) (*Path, error) {
-	key, err := l.WriteGossipKey()
-	if err != nil {
-		return nil, err
+// weft starts weft agents on a and b (a the gossip seed, extra flags
+// appended) and attaches a pod to each. The first pair it starts is the
+// one the agent profiles and churn figures are about.
+func (l *Lab) weft(ctx context.Context, a, b *netlab.Node, extra ...string) (*Path, error) {
+	if l.gossipKey == "" {
+		key, err := l.WriteGossipKey()
+		if err != nil {
+			return nil, err
+		}
+		l.gossipKey = key
 	}
-	l.gossipKey = key
+	first := len(l.agents) == 0
 	p := &Path{Name: "weft", Description: "weft, pod to pod across nodes (encrypted)"}
 	for _, n := range []*netlab.Node{a, b} {
-		proc, err := n.Start(filepath.Join(l.bins, "weft-agent"), append(n.AgentArgs(key, a), "--pprof-addr", netlab.AgentPprof)...)
+		args := append(n.AgentArgs(l.gossipKey, a), extra...)
+		if first {
+			args = append(args, "--pprof-addr", netlab.AgentPprof)
+		}
+		proc, err := n.Start(filepath.Join(l.bins, "weft-agent"), args...)
 		if err != nil {
 			return nil, err
 		}
 		p.procs = append(p.procs, proc)
-		l.agents = append(l.agents, proc)
-		l.weftNodes = append(l.weftNodes, n)
+		if first {
+			l.agents = append(l.agents, proc)
+			l.weftNodes = append(l.weftNodes, n)
+		}
 	}
 	if err := l.WaitMesh(ctx, l.bins, 30*time.Second, a, b); err != nil {
 		return nil, err

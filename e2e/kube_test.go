@@ -69,6 +69,12 @@ func (k *kubeCluster) addNode() *netlab.Node {
 // Extra environment (NAME=value) is passed through env(1).
 func (k *kubeCluster) startKube(n *netlab.Node, env ...string) *netlab.Proc {
 	k.t.Helper()
+	return k.startKubeWith(n, env)
+}
+
+// startKubeWith is startKube with extra agent flags.
+func (k *kubeCluster) startKubeWith(n *netlab.Node, env []string, extra ...string) *netlab.Proc {
+	k.t.Helper()
 	kc := filepath.Join(n.Dir, "kubeconfig")
 	if _, err := os.Stat(kc); err != nil { // a restarted agent keeps its token
 		if err := k.cp.NodeKubeconfig(context.Background(), "weft-system", "weft", n.Name, kc); err != nil {
@@ -79,6 +85,7 @@ func (k *kubeCluster) startKube(n *netlab.Node, env ...string) *netlab.Proc {
 		"--kubeconfig", kc, "--node-name", n.Name, "--gossip-key-file", k.gossipKey,
 		"--state-dir", n.StateDir, "--cni-conf-dir", n.CNIConfDir, "--http-addr", netlab.AgentHTTP,
 		"--cluster-cidr", netlab.ClusterCIDRs}
+	args = append(args, extra...)
 	if len(env) > 0 {
 		args = append(env, args...)
 		args = append([]string{"env"}, args...)

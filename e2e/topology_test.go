@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/xml"
 	"fmt"
 	"io"
 	"net"
@@ -11,10 +12,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/netlab"
@@ -126,6 +130,7 @@ func TestDirectPathInsideALocation(t *testing.T) {
 		peerOf(st, "node3").Location != "b" {
 		t.Fatalf("node1's status: %+v; want node2 direct and node3 (location b) encrypted", st)
 	}
+	checkGraph(t, c, n1)
 	p1, p2, p3 := c.addPod(n1, "a1"), c.addPod(n2, "a2"), c.addPod(n3, "b3")
 
 	cp := c.startCapture(t, "direct")
@@ -158,6 +163,53 @@ func TestDirectPathInsideALocation(t *testing.T) {
 	cp.done()
 	if leaked := cp.read("net", "10.244.0.0/16", "or", "net", "fd00:10:244::/48"); len(leaked) > 0 {
 		t.Errorf("after node2 chose encrypted, pod traffic still crossed in clear: %s", leaked[0])
+	}
+}
+
+// checkGraph renders node1's view with weftctl graph: the DOT has location
+// a as a cluster holding node1 and node2, a direct edge between them and
+// encrypted edges to node3; the SVG is well-formed XML naming every node.
+// WEFT_GRAPH_OUT=FILE keeps the SVG (docs/mesh.svg comes from here).
+func checkGraph(t *testing.T, c *cluster, n *netlab.Node) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dot, err := n.Run(ctx, filepath.Join(c.bins, "weftctl"), "graph")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`subgraph "cluster_a"`, `"node1" -- "node2" [label="direct"`, `"node1" -- "node3" [label="encrypted"`, `"node2" -- "node3" [label="encrypted"`} {
+		if !strings.Contains(dot, want) {
+			t.Errorf("weftctl graph lacks %s:\n%s", want, dot)
+		}
+	}
+	svg, err := n.Run(ctx, filepath.Join(c.bins, "weftctl"), "graph", "-o", "svg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := xml.NewDecoder(strings.NewReader(svg))
+	var texts []string
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("weftctl graph -o svg is not well-formed XML: %v", err)
+		}
+		if cd, ok := tok.(xml.CharData); ok && strings.TrimSpace(string(cd)) != "" {
+			texts = append(texts, strings.TrimSpace(string(cd)))
+		}
+	}
+	for _, want := range []string{"node1", "node2", "node3", "location a", "location b", "direct", "encrypted"} {
+		if !slices.Contains(texts, want) {
+			t.Errorf("the SVG has no text %q (has %v)", want, texts)
+		}
+	}
+	if out := os.Getenv("WEFT_GRAPH_OUT"); out != "" {
+		if err := os.WriteFile(out, []byte(svg), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -342,4 +394,54 @@ func TestNodeBehindNAT(t *testing.T) {
 		waitPing(t, n1, api.FirstAddress(p), 5*time.Second)
 	}
 	t.Logf("node3 behind NAT: announced %s, reached at %s", p.AnnouncedEndpoint, p.Endpoint)
+}
+
+// TestKubeLocationsFromLabels: in Kubernetes a node's location is its
+// topology label, or its weft.dev/location annotation when set. node1 and
+// node2 share zone z1 and run direct; node3's label says z1 but its
+// annotation z2, so it stays encrypted. The Nodes carry only IPv4
+// addresses, so the IPv6 pod ranges stay in the tunnel even between direct
+// peers. Relabelling node2 to z3 makes both ends encrypted, node2's own
+// status included.
+func TestKubeLocationsFromLabels(t *testing.T) {
+	k := newKubeCluster(t, 3)
+	ctx := context.Background()
+	for _, n := range k.lab.Nodes() {
+		node := k.node(n.Name)
+		node.Labels[api.DefaultTopologyLabel] = "z1"
+		if n.Name == "node3" {
+			node.Annotations = map[string]string{api.AnnotationLocation: "z2"}
+		}
+		if _, err := k.cp.Admin.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range k.lab.Nodes() {
+		k.startKubeWith(n, nil, "--intra-location", "direct")
+	}
+	k.waitMesh(30 * time.Second)
+	n1, n2 := k.lab.Nodes()[0], k.lab.Nodes()[1]
+	st := k.status(n1)
+	if st.Node.Location != "z1" || peerOf(st, "node2").Path != "direct" || peerOf(st, "node3").Path != "encrypted" || peerOf(st, "node3").Location != "z2" {
+		t.Fatalf("node1's status %+v: want location z1, node2 direct, node3 in z2 encrypted", st)
+	}
+	if got := k.node("node1").Annotations[api.AnnotationIntraLocation]; got != "direct" {
+		t.Errorf("node1's Node says %s=%q, want direct", api.AnnotationIntraLocation, got)
+	}
+	for _, p := range n2.PodCIDRs {
+		waitPing(t, n1, api.FirstAddress(p), 10*time.Second)
+	}
+	node := k.node("node2")
+	node.Labels[api.DefaultTopologyLabel] = "z3"
+	if _, err := k.cp.Admin.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "node1 and node2 both encrypted after the relabel", func() bool {
+		return peerOf(k.status(n1), "node2").Path == "encrypted" && peerOf(k.status(n2), "node1").Path == "encrypted" &&
+			k.status(n2).Node.Location == "z3"
+	})
+	k.waitMesh(30 * time.Second)
+	for _, p := range n2.PodCIDRs {
+		waitPing(t, n1, api.FirstAddress(p), 10*time.Second)
+	}
 }

@@ -131,7 +131,7 @@ func renderSVG(w io.Writer, self string, nodes []meshNode, edges []meshEdge) {
 	cx, cy := width/2.0, height/2.0+20
 	ring := 0.0
 	if len(names) > 1 {
-		ring = math.Min(width, height)/2 - box/2 - 20
+		ring = math.Min(width, height-40)/2 - box/2 - 20
 	}
 	pos := make([][2]float64, len(nodes))
 	canvas := svg.New(w)
@@ -144,7 +144,9 @@ func renderSVG(w io.Writer, self string, nodes []meshNode, edges []meshEdge) {
 	}
 	var frames []frame
 	for g, name := range names {
-		angle := 2*math.Pi*float64(g)/float64(len(names)) - math.Pi/2
+		// Groups around a circle from the left (two sit side by side),
+		// nodes inside a group around a circle from the top.
+		angle := 2*math.Pi*float64(g)/float64(len(names)) + math.Pi
 		gx, gy := cx+ring*math.Cos(angle), cy+ring*math.Sin(angle)
 		members := groups[name]
 		if strings.HasPrefix(name, "\x00") {
