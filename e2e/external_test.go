@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/weftnet/weft/agent"
