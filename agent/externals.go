@@ -11,6 +11,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
@@ -48,6 +49,10 @@ func startExternals(ctx context.Context, kubeconfig string, log *slog.Logger, ch
 	if err != nil {
 		return nil, err
 	}
+	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
 	x := &externalSource{log: log, changed: changed, report: report, parsed: map[string]peer.External{}, invalid: map[string]string{}}
 	x.factory = dynamicinformer.NewDynamicSharedInformerFactory(dyn, 10*time.Minute)
 	inf := x.factory.ForResource(PeerGVR).Informer()
@@ -70,7 +75,28 @@ func startExternals(ctx context.Context, kubeconfig string, log *slog.Logger, ch
 	if err != nil {
 		return nil, err
 	}
-	x.factory.Start(ctx.Done())
+	// Watch only once the API serves Peer objects: without the CRD (an
+	// older manifest) the informer would log a failed list every few
+	// seconds. Checked every minute until it is there.
+	go func() {
+		warned := false
+		for {
+			_, err := disc.ServerResourcesForGroupVersion(PeerGVR.GroupVersion().String())
+			if err == nil {
+				x.factory.Start(ctx.Done())
+				return
+			}
+			if !warned {
+				log.Warn("the API server does not serve Peer objects (weft.dev/v1alpha1); external peers are off until the CRD is installed", "err", err)
+				warned = true
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Minute):
+			}
+		}
+	}()
 	return x, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -115,11 +116,22 @@ func (a *AgentProfile) summarize() {
 // classify names the part of the agent a sample belongs to.
 func classify(s *profile.Sample) string {
 	var funcs []string
-	for _, loc := range s.Location {
+	for _, loc := range s.Location { // leaf first
 		for _, line := range loc.Line {
 			if line.Function != nil {
 				funcs = append(funcs, line.Function.Name)
 			}
+		}
+	}
+	// wireguard-go's every send passes through weft's bind wrapper; what
+	// runs below it is wireguard-go's work, only the wrapper's own frames
+	// are weft's.
+	for i, f := range funcs {
+		if strings.HasPrefix(f, bindWrapper) {
+			if slices.ContainsFunc(funcs[:i], func(g string) bool { return strings.HasPrefix(g, "golang.zx2c4.com/wireguard/") }) {
+				funcs = funcs[:i] // below the wrapper, in wireguard-go's bind
+			}
+			break
 		}
 	}
 	for _, part := range profileParts {
@@ -136,6 +148,9 @@ func classify(s *profile.Sample) string {
 	}
 	return partRuntime
 }
+
+// bindWrapper is mesh's wrapper of wireguard-go's bind (mesh/bind.go).
+const bindWrapper = "github.com/weftnet/weft/mesh.(*pathBind)."
 
 // write stores the merged profile as path.
 func (a *AgentProfile) write(path string) error {

@@ -107,5 +107,18 @@ func TestExternalPeerFromShowconf(t *testing.T) {
 			waitPing(t, n, netip.MustParseAddr(dst), 10*time.Second)
 		}
 	}
+	nodeConf, err := nodes[0].Run(ctx, filepath.Join(k.bins, "weftctl"), "showconf", "node", "node2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ListenPort = 51820", "# node1", "# node3", "# peer/laptop", "AllowedIPs = 10.200.0.5/32, fd00:200::5/128"} {
+		if !strings.Contains(nodeConf, want) {
+			t.Errorf("showconf node node2 lacks %q:\n%s", want, nodeConf)
+		}
+	}
+	yml, err := nodes[1].Run(ctx, filepath.Join(k.bins, "weftctl"), "status", "-o", "yaml")
+	if err != nil || !strings.Contains(yml, "path: external") || !strings.Contains(yml, "name: peer/laptop") {
+		t.Errorf("weftctl status -o yaml on node2 does not show the laptop as external (%v):\n%s", err, yml)
+	}
 	t.Logf("the laptop, configured only from showconf, reaches all %d nodes' pod ranges in both families and is reached back", len(nodes))
 }

@@ -131,6 +131,12 @@ func TestDirectPathInsideALocation(t *testing.T) {
 		t.Fatalf("node1's status: %+v; want node2 direct and node3 (location b) encrypted", st)
 	}
 	checkGraph(t, c, n1)
+	if v := c.metric(n1, `weft_peer_path{location="a",path="direct",peer="node2"}`); v != 1 {
+		t.Errorf("weft_peer_path for node2 = %v, want 1 (direct, location a)", v)
+	}
+	if v := c.metric(n1, `weft_peer_path{location="b",path="encrypted",peer="node3"}`); v != 1 {
+		t.Errorf("weft_peer_path for node3 = %v, want 1 (encrypted, location b)", v)
+	}
 	p1, p2, p3 := c.addPod(n1, "a1"), c.addPod(n2, "a2"), c.addPod(n3, "b3")
 
 	cp := c.startCapture(t, "direct")
@@ -346,6 +352,12 @@ func TestPathMTUHopDoesNotBlackHole(t *testing.T) {
 	}
 	if m := peerOf(c.status(n1), "node3").MTU; m != 1200 {
 		t.Errorf("node1's MTU for node3 is %d, want 1200 (the 1280 path less 80)", m)
+	}
+	if v := c.metric(n1, `weft_peer_mtu_bytes{peer="node3"}`); v != 1200 {
+		t.Errorf("weft_peer_mtu_bytes for node3 = %v, want 1200", v)
+	}
+	if v := c.metric(n1, `weft_peer_transmit_bytes_total{peer="node3"}`); v < 20<<20 {
+		t.Errorf("weft_peer_transmit_bytes_total for node3 = %v, want over the 20 MB sent", v)
 	}
 }
 
