@@ -34,7 +34,7 @@ func TestBenchHarness(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench: %v", err)
 	}
-	want := []string{"veth", "vxlan", "wireguard-go", "weft-node", "weft"}
+	want := []string{"veth", "vxlan", "wireguard-go", "weft-node", "weft", "weft-direct"}
 	if len(res.Paths) != len(want) {
 		t.Fatalf("paths %d, want %v", len(res.Paths), want)
 	}
@@ -65,8 +65,22 @@ func TestBenchHarness(t *testing.T) {
 	if len(res.Convergence.Runs) != 1 || res.Convergence.Median <= 0 {
 		t.Errorf("convergence: %+v", res.Convergence)
 	}
-	if len(res.Targets) != 5 {
+	if len(res.Targets) != 6 {
 		t.Errorf("targets: %+v", res.Targets)
+	}
+	// The direct path must not be the tunnel in disguise: without
+	// encryption it carries several times what the tunnel does here.
+	var weft, direct float64
+	for _, p := range res.Paths {
+		switch p.Name {
+		case "weft":
+			weft = p.TCP1.Median
+		case "weft-direct":
+			direct = p.TCP1.Median
+		}
+	}
+	if direct < 1.5*weft {
+		t.Errorf("weft-direct %.2f Gbit/s against the tunnel's %.2f: the direct path is not direct", direct, weft)
 	}
 	// The profiles must be of the agents carrying the stream: most of
 	// their CPU in wireguard-go's data path.
