@@ -137,6 +137,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		Location:   a.cfg.Location,
 		Direct:     a.cfg.IntraDirect,
 		NodeAddrs:  a.cfg.OtherAddresses,
+		BehindNAT:  a.cfg.BehindNAT,
 	}
 	// Metrics exist before any source can report a rejection; the two
 	// functions read the gossip and the device only when scraped, which the

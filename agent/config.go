@@ -59,6 +59,9 @@ type Config struct {
 	TopologyLabel    string
 	IntraDirect      bool
 	StrictEncryption bool
+	// BehindNAT: this node's announced endpoint may not reach it; peers
+	// keep the endpoint its handshakes come from.
+	BehindNAT bool
 }
 
 // UsageError is ParseFlags' answer to -h and --help: the usage text. It
@@ -115,6 +118,7 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&c.Location, "location", "", "this node's location (standalone mode; in Kubernetes the Node's --topology-label or weft.dev/location annotation)")
 	fs.StringVar(&c.TopologyLabel, "topology-label", api.DefaultTopologyLabel, "the Node label that names its location (Kubernetes mode)")
 	intra := fs.String("intra-location", peer.IntraEncrypted, "pod traffic to nodes of the same location: encrypted (through the tunnel) or direct (over the underlay, when both ends say direct)")
+	fs.BoolVar(&c.BehindNAT, "behind-nat", false, "this node's endpoint may be unreachable (NAT): peers use the address its handshakes come from (announced as weft.dev/behind-nat)")
 	fs.BoolVar(&c.StrictEncryption, "strict-encryption", false, "drop pod traffic to other nodes that would leave outside the tunnel (a direct path excepted) instead of routing it in the clear")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

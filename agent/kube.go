@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -174,6 +175,7 @@ func (k *kubeSource) Publish(ctx context.Context, self peer.NodeInfo) error {
 		api.AnnotationEndpoint:      self.Endpoint.String(),
 		api.AnnotationGossipAddress: self.GossipAddr.String(),
 		api.AnnotationIntraLocation: k.intra,
+		api.AnnotationBehindNAT:     strconv.FormatBool(self.BehindNAT),
 	}}}
 	b, _ := json.Marshal(patch)
 	_, err := k.client.CoreV1().Nodes().Patch(ctx, k.name, types.MergePatchType, b, metav1.PatchOptions{})

@@ -11,6 +11,9 @@ const (
 	// AnnotationLocation names the node's location; an operator sets it,
 	// and it overrides the topology label (--topology-label).
 	AnnotationLocation = "weft.dev/location"
+	// AnnotationBehindNAT ("true") is published by an agent run with
+	// --behind-nat: peers use the endpoint its handshakes come from.
+	AnnotationBehindNAT = "weft.dev/behind-nat"
 	// DefaultTopologyLabel is where a node's location comes from by default.
 	DefaultTopologyLabel = "topology.kubernetes.io/zone"
 	// MaxAnnotationSize bounds each weft.dev annotation the agent reads.

@@ -330,35 +330,66 @@ func (zeros) Read(b []byte) (int, error) { clear(b); return len(b), nil }
 // TestPathMTUHopDoesNotBlackHole: node3 sits behind a router whose link to
 // it carries 1280 bytes; node1's tunnel assumes 1500 on the underlay. A
 // 10 MB transfer from a pod on node1 to a pod on node3 completes in both
-// families (before the fix: every full-size packet was lost on EMSGSIZE),
-// and node1 reports the lowered MTU for node3.
+// inner families, over an IPv4 and over an IPv6 underlay (before the fix
+// every full-size packet was lost on EMSGSIZE: 2.4 of 10 MB in 60 s), and
+// node1 reports the lowered MTU for node3.
 func TestPathMTUHopDoesNotBlackHole(t *testing.T) {
-	c := newCluster(t, 2)
-	n3, err := c.lab.AddNodeBehind("node3", netlab.Router{MTU: 1280})
-	if err != nil {
-		t.Fatal(err)
+	for _, underlay6 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "IPv4 underlay", true: "IPv6 underlay"}[underlay6], func(t *testing.T) {
+			c := newCluster(t, 2)
+			n3, err := c.lab.AddNodeBehind("node3", netlab.Router{MTU: 1280})
+			if err != nil {
+				t.Fatal(err)
+			}
+			seed := c.lab.Nodes()[0]
+			for _, n := range c.lab.Nodes() {
+				args := c.agentArgs(n)
+				if underlay6 { // the IPv6 address first: it is the endpoint, gossip binds to it
+					args = setFlag(args, "--advertise-address", n.Addr6.String()+","+n.Addr.String())
+					args = setFlag(args, "--join", seed.Addr6.String())
+				}
+				p, err := n.Start(filepath.Join(c.bins, "weft-agent"), args...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.agents[n.Name] = p
+			}
+			c.waitMesh(30 * time.Second)
+			for _, n := range c.lab.Nodes() {
+				c.waitCNIConf(n)
+			}
+			n1 := c.lab.Nodes()[0]
+			if ep := peerOf(c.status(n1), "node3").Endpoint; underlay6 != strings.HasPrefix(ep, "[") {
+				t.Fatalf("node1 reaches node3 at %s; want an IPv6 underlay %v", ep, underlay6)
+			}
+			p1, p3 := c.addPod(n1, "sender"), c.addPod(n3, "receiver")
+			pingPods(t, [][2]*netlab.Pod{{p1, p3}})
+			for _, v6 := range []bool{false, true} {
+				d := transfer(t, p1, p3, v6, 10<<20, 60*time.Second)
+				t.Logf("10 MB from node1's pod to node3's pod over the 1280 hop (inner IPv6 %v): %v", v6, d.Round(time.Millisecond))
+			}
+			if m := peerOf(c.status(n1), "node3").MTU; m != 1200 {
+				t.Errorf("node1's MTU for node3 is %d, want 1200 (the 1280 path less 80)", m)
+			}
+			if v := c.metric(n1, `weft_peer_mtu_bytes{peer="node3"}`); v != 1200 {
+				t.Errorf("weft_peer_mtu_bytes for node3 = %v, want 1200", v)
+			}
+			if v := c.metric(n1, `weft_peer_transmit_bytes_total{peer="node3"}`); v < 20<<20 {
+				t.Errorf("weft_peer_transmit_bytes_total for node3 = %v, want over the 20 MB sent", v)
+			}
+		})
 	}
-	c.startAll()
-	c.waitMesh(30 * time.Second)
-	for _, n := range c.lab.Nodes() {
-		c.waitCNIConf(n)
+}
+
+// setFlag replaces the value of flag in args.
+func setFlag(args []string, flag, value string) []string {
+	out := slices.Clone(args)
+	for i := range out[:len(out)-1] {
+		if out[i] == flag {
+			out[i+1] = value
+		}
 	}
-	n1 := c.lab.Nodes()[0]
-	p1, p3 := c.addPod(n1, "sender"), c.addPod(n3, "receiver")
-	pingPods(t, [][2]*netlab.Pod{{p1, p3}})
-	for _, v6 := range []bool{false, true} {
-		d := transfer(t, p1, p3, v6, 10<<20, 60*time.Second)
-		t.Logf("10 MB from node1's pod to node3's pod over the 1280 hop (IPv6 %v): %v", v6, d.Round(time.Millisecond))
-	}
-	if m := peerOf(c.status(n1), "node3").MTU; m != 1200 {
-		t.Errorf("node1's MTU for node3 is %d, want 1200 (the 1280 path less 80)", m)
-	}
-	if v := c.metric(n1, `weft_peer_mtu_bytes{peer="node3"}`); v != 1200 {
-		t.Errorf("weft_peer_mtu_bytes for node3 = %v, want 1200", v)
-	}
-	if v := c.metric(n1, `weft_peer_transmit_bytes_total{peer="node3"}`); v < 20<<20 {
-		t.Errorf("weft_peer_transmit_bytes_total for node3 = %v, want over the 20 MB sent", v)
-	}
+	return out
 }
 
 // kubeNodeBehind adds a node behind a router and registers its Node.
@@ -375,18 +406,25 @@ func (k *kubeCluster) addNodeBehind(r netlab.Router) *netlab.Node {
 }
 
 // TestNodeBehindNAT: node3's Node announces 10.98.3.2, which nobody on the
-// underlay can reach (its router masquerades with random ports). It still
-// joins: it initiates, its peers answer where its handshakes come from, and
-// a reconcile (SIGHUP) does not write the Node's endpoint over the learned
-// one. Both directions carry traffic.
+// underlay can reach (its router masquerades with random ports); its agent
+// runs with --behind-nat. It still joins: it initiates, its peers answer
+// where its handshakes come from, and a reconcile (SIGHUP) does not write
+// the Node's endpoint over the learned one. Both directions carry traffic.
 func TestNodeBehindNAT(t *testing.T) {
 	k := newKubeCluster(t, 2)
 	n3 := k.addNodeBehind(netlab.Router{NAT: true})
 	for _, n := range k.lab.Nodes() {
-		k.startKube(n)
+		var extra []string
+		if n == n3 {
+			extra = []string{"--behind-nat"}
+		}
+		k.startKubeWith(n, nil, extra...)
 	}
 	k.waitMesh(60 * time.Second)
 	n1 := k.lab.Nodes()[0]
+	if got := k.node("node3").Annotations[api.AnnotationBehindNAT]; got != "true" {
+		t.Fatalf("node3's Node says %s=%q, want true", api.AnnotationBehindNAT, got)
+	}
 	for _, pair := range [][2]*netlab.Node{{n1, n3}, {n3, n1}} {
 		for _, p := range pair[1].PodCIDRs {
 			waitPing(t, pair[0], api.FirstAddress(p), 10*time.Second)

@@ -24,7 +24,7 @@ func DiffPeers(desired []Peer, actual []wgtypes.Peer) (cfgs []wgtypes.PeerConfig
 	for _, d := range desired {
 		want[d.PublicKey] = true
 		a, exists := have[d.PublicKey]
-		keep := exists && learnedEndpoint(d, a, time.Now())
+		keep := exists && d.Roaming && learnedEndpoint(d, a, time.Now())
 		if exists && peerMatches(d, a, keep) {
 			continue
 		}
@@ -60,9 +60,12 @@ const rejectAfter = 180 * time.Second
 // learnedEndpoint reports whether the device holds an endpoint for the peer
 // other than the claimed one and a live session through it: WireGuard took
 // it from the peer's authenticated packets (a node behind NAT, whose
-// announced address is not where its packets come from). A static endpoint
-// from a Node object or gossip must not overwrite it; once the session
-// lapses, the claimed endpoint is written again.
+// announced address is not where its packets come from). For a peer that
+// says it is behind NAT (Roaming), a static endpoint from a Node object or
+// gossip must not overwrite it; once the session lapses, the claimed
+// endpoint is written again. Any other peer gets its announced endpoint
+// back at every reconcile: whoever holds a copy of its key cannot keep its
+// traffic.
 func learnedEndpoint(d Peer, a wgtypes.Peer, now time.Time) bool {
 	return a.Endpoint != nil && addrPort(a.Endpoint) != d.Endpoint &&
 		!a.LastHandshakeTime.IsZero() && now.Sub(a.LastHandshakeTime) < rejectAfter

@@ -156,12 +156,19 @@ func TestDiffPeersKeepsALearnedEndpoint(t *testing.T) {
 	k := key(t)
 	ka := 25 * time.Second
 	d := want(k, "10.98.1.2:51820", "10.244.3.0/24")
+	d.Roaming = true
 	natted := wgPeer(k, "10.99.0.254:40123", ka, "10.244.3.0/24")
 	natted.LastHandshakeTime = time.Now().Add(-30 * time.Second)
 	if cfgs, _ := DiffPeers([]Peer{d}, []wgtypes.Peer{natted}); len(cfgs) != 0 {
 		t.Fatalf("a live learned endpoint was rewritten: %+v", cfgs)
 	}
+	d.Roaming = false
+	if cfgs, _ := DiffPeers([]Peer{d}, []wgtypes.Peer{natted}); len(cfgs) != 1 || cfgs[0].Endpoint.String() != "10.98.1.2:51820" {
+		t.Fatalf("a peer not behind NAT must get its announced endpoint back: %+v", cfgs)
+	}
+	d.Roaming = true
 	d2 := want(k, "10.98.1.2:51820", "10.244.3.0/24", "fd00:10:244:3::/64")
+	d2.Roaming = true
 	cfgs, _ := DiffPeers([]Peer{d2}, []wgtypes.Peer{natted})
 	if len(cfgs) != 1 || cfgs[0].Endpoint != nil {
 		t.Fatalf("new allowed IPs must keep the learned endpoint (Endpoint nil): %+v", cfgs)

@@ -20,6 +20,7 @@ type cachedPeer struct {
 	PodCIDRs   []string `json:"podCIDRs"`
 	Location   string   `json:"location,omitempty"`
 	Direct     bool     `json:"direct,omitempty"`
+	BehindNAT  bool     `json:"behindNAT,omitempty"`
 }
 
 // EncodeCache renders the accepted peers for the peer cache.
@@ -27,7 +28,7 @@ func EncodeCache(peers []NodeInfo) ([]byte, error) {
 	out := make([]cachedPeer, 0, len(peers))
 	for _, n := range peers {
 		c := cachedPeer{Name: n.Name, PublicKey: n.PublicKey.String(), Endpoint: n.Endpoint.String(), PodCIDRs: api.PrefixStrings(n.PodCIDRs),
-			Location: n.Location, Direct: n.Direct}
+			Location: n.Location, Direct: n.Direct, BehindNAT: n.BehindNAT}
 		if n.GossipAddr.IsValid() {
 			c.GossipAddr = n.GossipAddr.String()
 		}
@@ -67,7 +68,7 @@ func DecodeCache(b []byte) ([]NodeInfo, error) {
 		if n.Location, err = ParseLocation(c.Location); err != nil {
 			return nil, fmt.Errorf("peer cache, %s: %w", c.Name, err)
 		}
-		n.Direct = c.Direct
+		n.Direct, n.BehindNAT = c.Direct, c.BehindNAT
 		out = append(out, n)
 	}
 	return out, nil
@@ -77,5 +78,5 @@ func DecodeCache(b []byte) ([]NodeInfo, error) {
 func Same(a, b NodeInfo) bool {
 	return a.Name == b.Name && a.PublicKey == b.PublicKey && a.Endpoint == b.Endpoint &&
 		a.GossipAddr == b.GossipAddr && slices.Equal(a.PodCIDRs, b.PodCIDRs) &&
-		a.Location == b.Location && a.Direct == b.Direct
+		a.Location == b.Location && a.Direct == b.Direct && a.BehindNAT == b.BehindNAT
 }

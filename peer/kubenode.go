@@ -61,10 +61,11 @@ func NodeInfoFromNode(n *corev1.Node, topologyLabel string) (info NodeInfo, ok b
 	ep, hasEP := n.Annotations[api.AnnotationEndpoint]
 	ga := n.Annotations[api.AnnotationGossipAddress]
 	intra := n.Annotations[api.AnnotationIntraLocation]
+	nat := n.Annotations[api.AnnotationBehindNAT]
 	if !hasKey && !hasEP {
 		return NodeInfo{}, false, nil
 	}
-	for _, v := range []string{key, ep, ga, intra} {
+	for _, v := range []string{key, ep, ga, intra, nat} {
 		if len(v) > api.MaxAnnotationSize {
 			return NodeInfo{}, true, fmt.Errorf("a weft.dev annotation is %d bytes, over %d", len(v), api.MaxAnnotationSize)
 		}
@@ -109,6 +110,13 @@ func NodeInfoFromNode(n *corev1.Node, topologyLabel string) (info NodeInfo, ok b
 	}
 	if info.Direct, err = ParseIntraLocation(intra); err != nil {
 		return NodeInfo{}, true, fmt.Errorf("%s: %v", api.AnnotationIntraLocation, err)
+	}
+	switch nat {
+	case "", "false":
+	case "true":
+		info.BehindNAT = true
+	default:
+		return NodeInfo{}, true, fmt.Errorf("%s %.20q: want true or false", api.AnnotationBehindNAT, nat)
 	}
 	return info, true, nil
 }

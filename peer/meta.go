@@ -24,12 +24,13 @@ type metaV1 struct {
 	Direct   bool   `json:"d,omitempty"`
 	// Addrs: the node's underlay address of the other family, if any.
 	Addrs []string `json:"a,omitempty"`
+	NAT   bool     `json:"n,omitempty"`
 }
 
 // EncodeMeta renders n for gossip.
 func EncodeMeta(n NodeInfo) ([]byte, error) {
 	m := metaV1{V: 1, Key: n.PublicKey.String(), Endpoint: n.Endpoint.String(), CIDRs: api.PrefixStrings(n.PodCIDRs),
-		Location: n.Location, Direct: n.Direct}
+		Location: n.Location, Direct: n.Direct, NAT: n.BehindNAT}
 	for _, a := range n.NodeAddrs {
 		if a != n.Endpoint.Addr() {
 			m.Addrs = append(m.Addrs, a.String())
@@ -74,7 +75,7 @@ func DecodeMeta(name string, b []byte) (NodeInfo, error) {
 	if n.Location, err = ParseLocation(m.Location); err != nil {
 		return NodeInfo{}, err
 	}
-	n.Direct = m.Direct
+	n.Direct, n.BehindNAT = m.Direct, m.NAT
 	if len(m.Addrs) > 1 {
 		return NodeInfo{}, fmt.Errorf("metadata names %d other addresses, at most 1", len(m.Addrs))
 	}

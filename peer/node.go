@@ -32,6 +32,11 @@ type NodeInfo struct {
 	// (--intra-location=direct); both ends must say so (see Path).
 	Location string
 	Direct   bool
+	// BehindNAT says the node's announced endpoint may not be where its
+	// packets come from: peers keep the endpoint WireGuard learned from its
+	// handshakes (--behind-nat). For other nodes the announced endpoint is
+	// written back at every reconcile, so a stolen key cannot move them.
+	BehindNAT bool
 }
 
 // PathKind is how pod traffic between two nodes travels.

@@ -41,6 +41,9 @@ type Peer struct {
 	// for WireGuard's 5 s retry. One end of each pair (the planner picks it)
 	// waits, so the other's handshake is answered instead of crossed.
 	Passive bool
+	// Roaming keeps an endpoint WireGuard learned from the peer's
+	// handshakes (the peer is behind NAT) instead of writing Endpoint over it.
+	Roaming bool
 }
 
 // Route sends Dst into the tunnel with source address Src (invalid:
@@ -103,6 +106,7 @@ func Plan(self peer.NodeInfo, peers []peer.NodeInfo, opts Options) Mesh {
 			Keepalive:  Keepalive,
 			// The end with the greater key waits for the other's handshake.
 			Passive: bytes.Compare(self.PublicKey[:], n.PublicKey[:]) > 0,
+			Roaming: n.BehindNAT,
 		})
 		for _, p := range n.PodCIDRs {
 			mtu := pathMTU[n.Name]
