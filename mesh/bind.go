@@ -13,7 +13,7 @@ import (
 // pathBind is wireguard-go's standard bind with a way around a path MTU
 // smaller than the tunnel assumes. wireguard-go turns UDP segmentation
 // (GSO) off only on EIO; a segment over the kernel's path MTU fails the
-// whole batch with EMSGSIZE (or EINVAL), and every large packet to that
+// whole batch with EMSGSIZE, and every large packet to that
 // peer is lost. Here such a batch is sent again one datagram at a time,
 // which the kernel fragments to the path MTU, and later batches to that
 // endpoint go unsegmented for a while; tooBig tells the agent, which lowers
@@ -79,6 +79,9 @@ func (b *pathBind) sendEach(bufs [][]byte, ep conn.Endpoint) error {
 	return first
 }
 
+// overPathMTU: only EMSGSIZE. EINVAL also comes from a stale sticky source
+// address, which wireguard-go clears itself; taking it for a small path
+// would send a fast peer one datagram per call for minutes.
 func overPathMTU(err error) bool {
-	return errors.Is(err, syscall.EMSGSIZE) || errors.Is(err, syscall.EINVAL)
+	return errors.Is(err, syscall.EMSGSIZE)
 }
