@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -170,13 +169,16 @@ func (k *kubeSource) probe(ctx context.Context) {
 
 // Publish writes this node's annotations with one patch.
 func (k *kubeSource) Publish(ctx context.Context, self peer.NodeInfo) error {
-	patch := map[string]any{"metadata": map[string]any{"annotations": map[string]string{
+	ann := map[string]string{
 		api.AnnotationPublicKey:     self.PublicKey.String(),
 		api.AnnotationEndpoint:      self.Endpoint.String(),
 		api.AnnotationGossipAddress: self.GossipAddr.String(),
 		api.AnnotationIntraLocation: k.intra,
-		api.AnnotationBehindNAT:     strconv.FormatBool(self.BehindNAT),
-	}}}
+	}
+	if self.BehindNAT { // otherwise an operator's annotation on this Node stands
+		ann[api.AnnotationBehindNAT] = "true"
+	}
+	patch := map[string]any{"metadata": map[string]any{"annotations": ann}}
 	b, _ := json.Marshal(patch)
 	_, err := k.client.CoreV1().Nodes().Patch(ctx, k.name, types.MergePatchType, b, metav1.PatchOptions{})
 	if err != nil {
