@@ -61,6 +61,8 @@ func TestManifestsAreValid(t *testing.T) {
 		t.Error("probes are not /healthz and /readyz")
 	case agent.Env[0].Name != "NODE_NAME" || agent.Env[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName":
 		t.Error("NODE_NAME does not come from the downward API")
+	case len(agent.Env) < 2 || agent.Env[1].Name != "GOMEMLIMIT" || agent.Resources.Limits.Memory().IsZero():
+		t.Error("no GOMEMLIMIT under a memory limit: wireguard-go's buffer pools outgrow the limit under load")
 	case agent.SecurityContext.Privileged != nil && *agent.SecurityContext.Privileged:
 		t.Error("the agent runs privileged")
 	case len(spec.InitContainers) != 1 || !strings.Contains(strings.Join(spec.InitContainers[0].Command, " "), "install-cni"):
