@@ -57,14 +57,7 @@ func (a *Agent) status() (api.Status, error) {
 			ps.MTU = a.mtu + mesh.Overhead
 		}
 		if d, ok := byKey[n.PublicKey]; ok {
-			if !d.LastHandshakeTime.IsZero() {
-				ps.LatestHandshake = d.LastHandshakeTime.UTC().Format(time.RFC3339)
-			}
-			ps.RxBytes, ps.TxBytes = d.ReceiveBytes, d.TransmitBytes
-			if d.Endpoint != nil {
-				ap := d.Endpoint.AddrPort()
-				ps.Endpoint = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
-			}
+			fromDevice(&ps, d)
 		}
 		st.Peers = append(st.Peers, ps)
 	}
@@ -80,18 +73,24 @@ func (a *Agent) status() (api.Status, error) {
 			ps.Endpoint, ps.AnnouncedEndpoint = e.Endpoint.String(), e.Endpoint.String()
 		}
 		if d, ok := byKey[e.PublicKey]; ok {
-			if !d.LastHandshakeTime.IsZero() {
-				ps.LatestHandshake = d.LastHandshakeTime.UTC().Format(time.RFC3339)
-			}
-			ps.RxBytes, ps.TxBytes = d.ReceiveBytes, d.TransmitBytes
-			if d.Endpoint != nil {
-				ap := d.Endpoint.AddrPort()
-				ps.Endpoint = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
-			}
+			fromDevice(&ps, d)
 		}
 		st.Peers = append(st.Peers, ps)
 	}
 	return st, nil
+}
+
+// fromDevice fills in what the device knows of a peer: its last handshake,
+// counters, and the endpoint it sends to (learned, behind NAT).
+func fromDevice(ps *api.PeerStatus, d wgtypes.Peer) {
+	if !d.LastHandshakeTime.IsZero() {
+		ps.LatestHandshake = d.LastHandshakeTime.UTC().Format(time.RFC3339)
+	}
+	ps.RxBytes, ps.TxBytes = d.ReceiveBytes, d.TransmitBytes
+	if d.Endpoint != nil {
+		ap := d.Endpoint.AddrPort()
+		ps.Endpoint = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+	}
 }
 
 // selfNow is this node as the loop last applied it (its location may change).

@@ -47,6 +47,12 @@ func (l *Lab) AddNode(name string) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	return l.register(n, idx), nil
+}
+
+// register gives node number idx its pod CIDRs (10.244.<idx>.0/24 and
+// fd00:10:244:<idx>::/64) and adds it to the lab's nodes.
+func (l *Lab) register(n *Node, idx int) *Node {
 	n.Index = idx
 	n.PodCIDRs = []netip.Prefix{
 		netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", idx)),
@@ -55,7 +61,7 @@ func (l *Lab) AddNode(name string) (*Node, error) {
 	l.mu.Lock()
 	l.nodes = append(l.nodes, n)
 	l.mu.Unlock()
-	return n, nil
+	return n
 }
 
 // addHost creates a namespace on the underlay with the given addresses and
@@ -261,12 +267,5 @@ func (l *Lab) AddNodeBehind(name string, r Router) (*Node, error) {
 	if err := runAll(cmds...); err != nil {
 		return nil, err
 	}
-	n.PodCIDRs = []netip.Prefix{
-		netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", idx)),
-		netip.MustParsePrefix(fmt.Sprintf("fd00:10:244:%x::/64", idx)),
-	}
-	l.mu.Lock()
-	l.nodes = append(l.nodes, n)
-	l.mu.Unlock()
-	return n, nil
+	return l.register(n, idx), nil
 }
