@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/peer"
@@ -59,6 +61,11 @@ type Agent struct {
 	extMu       sync.Mutex
 	extAccepted []peer.External
 	extRefused  map[string]string
+	// Keys: the pairs' preshared keys, the node's private key (the loop
+	// replaces it on rotation) and the requests to rotate it.
+	pq        *pairKeys
+	key       wgtypes.Key
+	rotateReq chan chan error
 }
 
 // Run starts the agent and blocks until ctx is done or the device stops. A
@@ -67,7 +74,7 @@ type Agent struct {
 // tunnel is touched, and a failure undoes what was started.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct{}) error {
 	a := &Agent{cfg: cfg, log: log, selfLocation: make(chan string, 1), pmtu: newPathMTUs(),
-		extChanged: make(chan struct{}, 1), extRefused: map[string]string{}}
+		extChanged: make(chan struct{}, 1), extRefused: map[string]string{}, rotateReq: make(chan chan error)}
 	// Ports first: a busy port must fail before anything is written or created.
 	if err := mesh.CheckPortFree(cfg.ListenPort); err != nil {
 		return err
@@ -83,6 +90,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 			return fmt.Errorf("pprof address %s: %w", cfg.PprofAddr, err)
 		}
 		defer pprofLn.Close()
+	}
+	var pqLn net.Listener
+	if cfg.PQ != PQOff {
+		// On every address: a node's peers call the address they know
+		// it by (its endpoint), which may be either family.
+		if pqLn, err = net.Listen("tcp", fmt.Sprintf(":%d", cfg.PQPort)); err != nil {
+			return fmt.Errorf("key exchange port %d/tcp: %w", cfg.PQPort, err)
+		}
+		defer pqLn.Close()
 	}
 	if cfg.KubeMode {
 		if err := a.learnSelf(ctx); err != nil {
@@ -120,6 +136,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	if err != nil {
 		return err
 	}
+	a.key = key
 	var gossipKey []byte
 	if cfg.GossipKeyFile != "" {
 		k, err := mesh.ReadKeyFile(cfg.GossipKeyFile)
@@ -178,6 +195,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		return err
 	}
 	defer a.mesh.Close()
+	a.pq = newPairKeys(cfg.PQ, cfg.PSKRotation, cfg.PQPort, a.mesh, key, a.metrics.reg, log)
 	if err := enableForwarding(); err != nil {
 		return err
 	}
@@ -217,6 +235,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 			return err
 		}
 		defer a.netpol.Stop()
+	}
+
+	if a.kube != nil {
+		a.pq.event = a.kube.Event
+	}
+	if pqLn != nil {
+		go a.pq.serve(pqLn)
+		go a.pq.loop(ctx)
 	}
 
 	srv := newHTTPServer(a.handler())

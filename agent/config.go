@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/peer"
@@ -62,6 +63,14 @@ type Config struct {
 	// BehindNAT: this node's announced endpoint may not reach it; peers
 	// keep the endpoint its handshakes come from.
 	BehindNAT bool
+	// Keys: post-quantum preshared keys per pair (PQ: off, preferred or
+	// required; PQPort: the TCP port of the exchange, the same on every
+	// node), how often each pair's key is replaced, and how often the
+	// node's own WireGuard key is (0: only on `weftctl rotate-key`).
+	PQ          string
+	PQPort      int
+	PSKRotation time.Duration
+	KeyRotation time.Duration
 }
 
 // UsageError is ParseFlags' answer to -h and --help: the usage text. It
@@ -120,6 +129,10 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 	intra := fs.String("intra-location", peer.IntraEncrypted, "pod traffic to nodes of the same location: encrypted (through the tunnel) or direct (over the underlay, when both ends say direct)")
 	fs.BoolVar(&c.BehindNAT, "behind-nat", false, "this node's endpoint may be unreachable (NAT): peers use the address its handshakes come from (announced as weft.dev/behind-nat)")
 	fs.BoolVar(&c.StrictEncryption, "strict-encryption", false, "drop pod traffic to other nodes that would leave outside the tunnel (a direct path excepted) instead of routing it in the clear")
+	fs.StringVar(&c.PQ, "pq", PQPreferred, "post-quantum preshared key per pair (ML-KEM-768): preferred (a pair that cannot agree one runs without), required (such a pair stays down) or off")
+	fs.IntVar(&c.PQPort, "pq-port", 51821, "TCP port of the key exchange (the same on every node)")
+	fs.DurationVar(&c.PSKRotation, "psk-rotation", 3*time.Minute, "how often each pair agrees a new preshared key")
+	fs.DurationVar(&c.KeyRotation, "key-rotation", 0, "how often this node replaces its WireGuard key (0: only when `weftctl rotate-key` asks)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, &UsageError{Text: out.String()}
@@ -208,6 +221,20 @@ func (c Config) validate() error {
 		if p.v < 1 || p.v > 65535 {
 			return fmt.Errorf("%s %d: want 1-65535", p.name, p.v)
 		}
+	}
+	if c.PQPort < 1 || c.PQPort > 65535 || c.PQPort == c.GossipPort {
+		return fmt.Errorf("--pq-port %d: want 1-65535, not the gossip port (both TCP)", c.PQPort)
+	}
+	switch c.PQ {
+	case PQOff, PQPreferred, PQRequired:
+	default:
+		return fmt.Errorf("--pq %q: want preferred, required or off", c.PQ)
+	}
+	if c.PSKRotation < time.Second || c.PSKRotation > 24*time.Hour {
+		return fmt.Errorf("--psk-rotation %v: want 1s-24h", c.PSKRotation)
+	}
+	if c.KeyRotation != 0 && (c.KeyRotation < 10*time.Second || c.KeyRotation > 365*24*time.Hour) {
+		return fmt.Errorf("--key-rotation %v: want 0 (off) or 10s-8760h", c.KeyRotation)
 	}
 	if c.ListenPort == c.GossipPort {
 		return fmt.Errorf("--listen-port and --gossip-port are both %d: WireGuard and gossip need separate UDP ports", c.ListenPort)

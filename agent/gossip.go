@@ -22,14 +22,15 @@ import (
 // gossipSource is the memberlist source: it announces this node and turns other
 // members' metadata into registry claims. It only observes; the registry decides.
 type gossipSource struct {
-	ml    *memberlist.Memberlist
-	name  string
-	reg   *peer.Registry
-	log   *slog.Logger
-	meta  []byte
-	seeds func() []string
-	stop  chan struct{}
-	wg    sync.WaitGroup
+	ml     *memberlist.Memberlist
+	name   string
+	reg    *peer.Registry
+	log    *slog.Logger
+	metaMu sync.Mutex
+	meta   []byte
+	seeds  func() []string
+	stop   chan struct{}
+	wg     sync.WaitGroup
 }
 
 // gossipConfig configures the memberlist source.
@@ -156,10 +157,24 @@ func (g *gossipSource) NotifyLeave(n *memberlist.Node) {
 
 // memberlist.Delegate
 func (g *gossipSource) NodeMeta(limit int) []byte {
+	g.metaMu.Lock()
+	defer g.metaMu.Unlock()
 	if len(g.meta) > limit {
 		return nil
 	}
 	return g.meta
+}
+
+// Announce gossips a change of this node's own claim (a new key).
+func (g *gossipSource) Announce(self peer.NodeInfo) error {
+	meta, err := peer.EncodeMeta(self)
+	if err != nil {
+		return err
+	}
+	g.metaMu.Lock()
+	g.meta = meta
+	g.metaMu.Unlock()
+	return g.ml.UpdateNode(5 * time.Second)
 }
 func (g *gossipSource) NotifyMsg([]byte)                           {}
 func (g *gossipSource) GetBroadcasts(overhead, limit int) [][]byte { return nil }

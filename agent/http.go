@@ -30,6 +30,7 @@ func (a *Agent) handler() http.Handler {
 	mux.HandleFunc("GET /v1/peers", a.servePeers)
 	mux.HandleFunc("GET /v1/status", a.serveStatus)
 	mux.HandleFunc("GET /v1/showconf/{kind}/{name}", a.serveShowconf)
+	mux.HandleFunc("POST /v1/rotate-key", a.serveRotateKey)
 	return mux
 }
 

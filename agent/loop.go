@@ -23,6 +23,12 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 	defer resync.Stop()
 	integrity := time.NewTicker(integrityInterval)
 	defer integrity.Stop()
+	var rotateKey <-chan time.Time
+	if a.cfg.KeyRotation > 0 {
+		t := time.NewTicker(a.cfg.KeyRotation)
+		defer t.Stop()
+		rotateKey = t.C
+	}
 	var expireCache <-chan time.Time
 	if !a.cfg.KubeMode {
 		expireCache = time.After(cacheGrace)
@@ -74,6 +80,12 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 			if !a.learnPathMTUs() {
 				continue
 			}
+		case <-rotateKey:
+			if err := a.rotateKey(); err != nil {
+				a.log.Error("scheduled key rotation failed", "err", err)
+			}
+		case done := <-a.rotateReq:
+			done <- a.rotateKey()
 		case loc := <-a.selfLocation:
 			a.log.Info("this node's location changed", "from", a.self.Location, "to", loc)
 			a.locMu.Lock()
@@ -95,6 +107,7 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 		peers[i] = c.NodeInfo
 	}
 	ext := a.acceptExternals(peers)
+	a.pq.update(peers)
 	ch, err := a.mesh.Apply(plan.Plan(a.self, peers, plan.Options{PathMTU: a.pathMTUs(), Externals: ext}))
 	if err != nil {
 		a.metrics.reconciles.WithLabelValues("error").Inc()

@@ -22,7 +22,7 @@ func (a *Agent) ensureBaseRules(ctx context.Context) error {
 	if err := nft.EnsureAntiSpoof(ctx, api.HostVethPrefix); err != nil {
 		return err
 	}
-	if err := nft.EnsureAgentPortGuard(ctx, api.HostVethPrefix, a.cfg.Interface, a.cfg.GossipPort, a.cfg.ListenPort); err != nil {
+	if err := nft.EnsureAgentPortGuard(ctx, api.HostVethPrefix, a.cfg.Interface, a.cfg.GossipPort, a.cfg.ListenPort, a.pqPort()); err != nil {
 		return err
 	}
 	return nft.EnsureTransportNotrack(ctx, a.cfg.ListenPort)

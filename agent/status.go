@@ -31,9 +31,10 @@ func (a *Agent) status() (api.Status, error) {
 	self := a.selfNow()
 	st := api.Status{
 		Node: api.NodeStatus{
-			Name: a.self.Name, PublicKey: a.self.PublicKey.String(), Endpoint: a.self.Endpoint.String(),
-			PodCIDRs: api.PrefixStrings(a.self.PodCIDRs), Location: self.Location, IntraLocation: peer.IntraLocation(a.self.Direct),
+			Name: self.Name, PublicKey: self.PublicKey.String(), Endpoint: self.Endpoint.String(),
+			PodCIDRs: api.PrefixStrings(self.PodCIDRs), Location: self.Location, IntraLocation: peer.IntraLocation(self.Direct),
 			StrictEncryption: a.cfg.StrictEncryption, Ready: a.ready.Load(), MTU: a.mtu,
+			PQ: a.cfg.PQ, PSKRotationSeconds: int64(a.cfg.PSKRotation.Seconds()), KeyAgeSeconds: int64(a.pq.nodeKeyAge().Seconds()),
 		},
 		Peers: make([]api.PeerStatus, 0, len(claims)),
 	}
@@ -58,6 +59,11 @@ func (a *Agent) status() (api.Status, error) {
 		}
 		if d, ok := byKey[n.PublicKey]; ok {
 			fromDevice(&ps, d)
+		}
+		if k := a.pq.status(n.PublicKey); k.Has {
+			ps.PresharedKeyAgeSeconds = int64(k.Age.Seconds())
+		} else {
+			ps.PresharedKeyError = k.Failed
 		}
 		st.Peers = append(st.Peers, ps)
 	}
@@ -87,6 +93,7 @@ func fromDevice(ps *api.PeerStatus, d wgtypes.Peer) {
 		ps.LatestHandshake = d.LastHandshakeTime.UTC().Format(time.RFC3339)
 	}
 	ps.RxBytes, ps.TxBytes = d.ReceiveBytes, d.TransmitBytes
+	ps.PresharedKey = d.PresharedKey != wgtypes.Key{}
 	if d.Endpoint != nil {
 		ap := d.Endpoint.AddrPort()
 		ps.Endpoint = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
@@ -130,6 +137,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 type peerCollector struct {
 	a                              *Agent
 	path, handshake, rx, tx, mtuDs *prometheus.Desc
+	psk, pskAge                    *prometheus.Desc
 }
 
 func newPeerCollector(a *Agent) *peerCollector {
@@ -139,11 +147,13 @@ func newPeerCollector(a *Agent) *peerCollector {
 		rx:        prometheus.NewDesc("weft_peer_receive_bytes_total", "Bytes received from the peer through the tunnel.", []string{"peer"}, nil),
 		tx:        prometheus.NewDesc("weft_peer_transmit_bytes_total", "Bytes sent to the peer through the tunnel.", []string{"peer"}, nil),
 		mtuDs:     prometheus.NewDesc("weft_peer_mtu_bytes", "The MTU pod packets to the peer get (lowered when the path MTU is smaller).", []string{"peer"}, nil),
+		psk:       prometheus.NewDesc("weft_peer_preshared_key", "1 when the tunnel to the peer holds a post-quantum preshared key, else 0.", []string{"peer"}, nil),
+		pskAge:    prometheus.NewDesc("weft_peer_preshared_key_age_seconds", "Seconds since the pair's preshared key was agreed (absent without one).", []string{"peer"}, nil),
 	}
 }
 
 func (c *peerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.path, c.handshake, c.rx, c.tx, c.mtuDs} {
+	for _, d := range []*prometheus.Desc{c.path, c.handshake, c.rx, c.tx, c.mtuDs, c.psk, c.pskAge} {
 		ch <- d
 	}
 }
@@ -161,6 +171,14 @@ func (c *peerCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.mtuDs, prometheus.GaugeValue, float64(p.MTU), p.Name)
 		if p.Path == string(peer.PathDirect) {
 			continue
+		}
+		psk := 0.0
+		if p.PresharedKey {
+			psk = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.psk, prometheus.GaugeValue, psk, p.Name)
+		if p.PresharedKeyAgeSeconds > 0 || p.PresharedKey {
+			ch <- prometheus.MustNewConstMetric(c.pskAge, prometheus.GaugeValue, float64(p.PresharedKeyAgeSeconds), p.Name)
 		}
 		ch <- prometheus.MustNewConstMetric(c.rx, prometheus.CounterValue, float64(p.RxBytes), p.Name)
 		ch <- prometheus.MustNewConstMetric(c.tx, prometheus.CounterValue, float64(p.TxBytes), p.Name)

@@ -30,6 +30,12 @@ type PeerStatus struct {
 	// tunnel's, lower when the path MTU was found smaller, the underlay's
 	// on a direct path.
 	MTU int `json:"mtu"`
+	// PresharedKey: the device holds a post-quantum preshared key for the
+	// peer; PresharedKeyAgeSeconds is how long ago it was agreed, and
+	// PresharedKeyError the last exchange's failure (cleared by success).
+	PresharedKey           bool   `json:"presharedKey"`
+	PresharedKeyAgeSeconds int64  `json:"presharedKeyAgeSeconds,omitempty"`
+	PresharedKeyError      string `json:"presharedKeyError,omitempty"`
 }
 
 // NodeStatus is this node as its agent runs it (Status.Node).
@@ -43,6 +49,11 @@ type NodeStatus struct {
 	StrictEncryption bool     `json:"strictEncryption"`
 	Ready            bool     `json:"ready"`
 	MTU              int      `json:"mtu"` // the tunnel's
+	// PQ is the --pq mode (off, preferred, required); KeyAgeSeconds how
+	// long the node has had its WireGuard key.
+	PQ                 string `json:"pq"`
+	PSKRotationSeconds int64  `json:"pskRotationSeconds"`
+	KeyAgeSeconds      int64  `json:"keyAgeSeconds"`
 }
 
 // Status is GET /v1/status: this node and its peers.

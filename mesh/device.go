@@ -140,6 +140,15 @@ func (d *Device) Name() string { return d.name }
 // LinkIndex is the kernel's index of the tunnel interface.
 func (d *Device) LinkIndex() int { return d.link.Attrs().Index }
 
+// SetPrivateKey replaces the device's key. wireguard-go ends every session
+// at once; each peer's next packet starts a handshake under the new key.
+func (d *Device) SetPrivateKey(k wgtypes.Key) error {
+	if err := d.dev.IpcSet(fmt.Sprintf("private_key=%x\n", k[:])); err != nil {
+		return fmt.Errorf("set private key: %v", redactKey(err))
+	}
+	return nil
+}
+
 // Close stops wireguard-go and the UAPI socket. The persistent interface stays.
 func (d *Device) Close() {
 	d.uapi.Close()

@@ -2,6 +2,8 @@ package mesh
 
 import (
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
@@ -15,6 +17,13 @@ type Mesh struct {
 	dev    *Device
 	wg     *wgctrl.Client
 	writes atomic.Uint64
+
+	// mu orders Apply and SetPresharedKey: each reads the key source and
+	// the device and writes, so the later one's keys are what stays.
+	mu      sync.Mutex
+	last    []Peer // the desired peers of the last Apply, without keys
+	keys    func(wgtypes.Key) (wgtypes.Key, bool)
+	require bool
 }
 
 // Changes counts what one Apply changed.
@@ -44,6 +53,86 @@ func (m *Mesh) Close() error { return m.wg.Close() }
 
 // DeviceWrites counts configuration writes made to the WireGuard device.
 func (m *Mesh) DeviceWrites() uint64 { return m.writes.Load() }
+
+// UseKeys makes every later write take each node peer's preshared key from
+// src. With require, a node peer without a key is kept off the device (its
+// routes stay in the tunnel, where wireguard-go drops what no peer takes).
+func (m *Mesh) UseKeys(src func(pub wgtypes.Key) (wgtypes.Key, bool), require bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.keys, m.require = src, require
+}
+
+// withKeys fills the preshared keys of ps (a copy) and drops, when keys are
+// required, the node peers that have none.
+func (m *Mesh) withKeys(ps []Peer) []Peer {
+	if m.keys == nil {
+		return ps
+	}
+	out := make([]Peer, 0, len(ps))
+	for _, p := range ps {
+		if !p.External {
+			k, ok := m.keys(p.PublicKey)
+			if !ok && m.require {
+				continue
+			}
+			p.PresharedKey = k
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// SetPresharedKey writes the key source's current key for the peer pub (and
+// nothing else) to the device. fresh re-creates the peer, so its next packet
+// starts a handshake with the new key at once instead of at the session's
+// next rekey (up to two minutes later); the endpoint the device holds is
+// kept. A peer the last Apply did not want is left to the next Apply.
+func (m *Mesh) SetPresharedKey(pub wgtypes.Key, fresh bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	i := slices.IndexFunc(m.last, func(p Peer) bool { return p.PublicKey == pub })
+	if i < 0 {
+		return nil
+	}
+	peers, err := m.Peers()
+	if err != nil {
+		return err
+	}
+	j := slices.IndexFunc(peers, func(p wgtypes.Peer) bool { return p.PublicKey == pub })
+	want := m.withKeys(m.last[i : i+1])
+	var cfgs []wgtypes.PeerConfig
+	switch {
+	case len(want) == 0 && j < 0:
+		return nil
+	case len(want) == 0:
+		cfgs = append(cfgs, wgtypes.PeerConfig{PublicKey: pub, Remove: true})
+	default:
+		d := want[0]
+		ep := udpAddr(d.Endpoint)
+		ka := d.Keepalive
+		if j >= 0 {
+			a := peers[j]
+			if a.PresharedKey == d.PresharedKey && !fresh {
+				return nil
+			}
+			if d.Roaming && a.Endpoint != nil {
+				ep = a.Endpoint
+			}
+			if fresh {
+				cfgs = append(cfgs, wgtypes.PeerConfig{PublicKey: pub, Remove: true})
+			}
+		} else if !fresh {
+			ka = 0 // the other end, which re-creates its peer, shakes hands; the next Apply turns this on
+		}
+		cfgs = append(cfgs, peerConfig(d, ep, ka))
+	}
+	if err := m.wg.ConfigureDevice(m.dev.name, wgtypes.Config{Peers: cfgs}); err != nil {
+		return fmt.Errorf("set preshared key: %w", err)
+	}
+	m.writes.Add(1)
+	return nil
+}
 
 // Peers returns the device's view of its peers (handshakes, counters).
 func (m *Mesh) Peers() ([]wgtypes.Peer, error) {
@@ -75,11 +164,14 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 		ch.AddressesAdded++
 	}
 
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.last = s.Peers
 	peers, err := m.Peers()
 	if err != nil {
 		return ch, err
 	}
-	cfgs, deferred := DiffPeers(s.Peers, peers)
+	cfgs, deferred := DiffPeers(m.withKeys(s.Peers), peers)
 	ch.PeersDeferred = deferred
 	if len(cfgs) > 0 {
 		if err := m.wg.ConfigureDevice(m.dev.name, wgtypes.Config{Peers: cfgs}); err != nil {

@@ -37,13 +37,7 @@ func DiffPeers(desired []Peer, actual []wgtypes.Peer) (cfgs []wgtypes.PeerConfig
 		if keep {
 			ep = nil // leave the endpoint the device learned
 		}
-		out = append(out, wgtypes.PeerConfig{
-			PublicKey:                   d.PublicKey,
-			Endpoint:                    ep,
-			PersistentKeepaliveInterval: &ka,
-			ReplaceAllowedIPs:           true,
-			AllowedIPs:                  ipNets(d.AllowedIPs),
-		})
+		out = append(out, peerConfig(d, ep, ka))
 	}
 	for _, a := range actual {
 		if !want[a.PublicKey] {
@@ -51,6 +45,19 @@ func DiffPeers(desired []Peer, actual []wgtypes.Peer) (cfgs []wgtypes.PeerConfig
 		}
 	}
 	return out, deferred
+}
+
+// peerConfig writes d whole, with endpoint ep (nil: leave the device's) and keepalive ka.
+func peerConfig(d Peer, ep *net.UDPAddr, ka time.Duration) wgtypes.PeerConfig {
+	psk := d.PresharedKey
+	return wgtypes.PeerConfig{
+		PublicKey:                   d.PublicKey,
+		Endpoint:                    ep,
+		PresharedKey:                &psk,
+		PersistentKeepaliveInterval: &ka,
+		ReplaceAllowedIPs:           true,
+		AllowedIPs:                  ipNets(d.AllowedIPs),
+	}
 }
 
 // rejectAfter is WireGuard's Reject-After-Time: a session whose last
@@ -72,7 +79,7 @@ func learnedEndpoint(d Peer, a wgtypes.Peer, now time.Time) bool {
 }
 
 func peerMatches(d Peer, a wgtypes.Peer, learned bool) bool {
-	if d.Keepalive != a.PersistentKeepaliveInterval {
+	if d.Keepalive != a.PersistentKeepaliveInterval || d.PresharedKey != a.PresharedKey {
 		return false
 	}
 	if !learned && addrPort(a.Endpoint) != d.Endpoint {

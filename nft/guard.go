@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 
 	"sigs.k8s.io/knftables"
 )
 
 // GuardChain drops what pods send to the agent's own ports on this host:
-// gossip (TCP and UDP) and the WireGuard transport, from local pods (on
+// gossip (TCP and UDP), the WireGuard transport and the key exchange, from local pods (on
 // their veths), through the tunnel, and from any pod address. Nodes reach those on
 // the underlay; a pod, local (on its veth) or remote (through the tunnel),
 // has no business there, and gossip is where an unauthenticated sender can
@@ -21,7 +23,8 @@ const ClusterPodsSet = "cluster-pods-"
 
 // EnsureAgentPortGuard installs (or refreshes) the guard chain for pod
 // veths named vethPrefix* and the tunnel interface tunnel.
-func EnsureAgentPortGuard(ctx context.Context, vethPrefix, tunnel string, gossipPort, listenPort int) error {
+// ports are the agent's own (gossip, WireGuard, key exchange; 0: none).
+func EnsureAgentPortGuard(ctx context.Context, vethPrefix, tunnel string, ports ...int) error {
 	nft, tx, err := begin()
 	if err != nil {
 		return err
@@ -35,13 +38,19 @@ func EnsureAgentPortGuard(ctx context.Context, vethPrefix, tunnel string, gossip
 	// through its own node, un-NATed). ApplyMasquerade fills the cluster's
 	// pod sets on every mesh change; adding them here is a no-op when they
 	// exist.
-	ports := fmt.Sprintf("meta l4proto { tcp, udp } th dport { %d, %d }", gossipPort, listenPort)
+	var list []string
+	for _, p := range ports {
+		if p > 0 {
+			list = append(list, strconv.Itoa(p))
+		}
+	}
+	match := fmt.Sprintf("meta l4proto { tcp, udp } th dport { %s }", strings.Join(list, ", "))
 	tx.Add(&knftables.Rule{Chain: GuardChain, Rule: knftables.Concat(
-		"iifname", fmt.Sprintf("{ %q, %q }", vethPrefix+"*", tunnel), ports, "counter", "drop")})
+		"iifname", fmt.Sprintf("{ %q, %q }", vethPrefix+"*", tunnel), match, "counter", "drop")})
 	for _, fam := range families {
 		tx.Add(&knftables.Set{Name: ClusterPodsSet + fam.suffix, Type: fam.addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}})
 		tx.Add(&knftables.Rule{Chain: GuardChain, Rule: knftables.Concat(
-			fam.match, "saddr", "@"+ClusterPodsSet+fam.suffix, ports, "counter", "drop")})
+			fam.match, "saddr", "@"+ClusterPodsSet+fam.suffix, match, "counter", "drop")})
 	}
 	if err := nft.Run(ctx, tx); err != nil {
 		return fmt.Errorf("nftables agent port guard: %w", err)

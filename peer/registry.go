@@ -41,6 +41,12 @@ func NewRegistry(self NodeInfo, kubeMode bool, bounds Bounds, onReject func(Reje
 	}
 }
 
+// SetSelf replaces this node's own claim (its key after a rotation), which
+// peers are judged against.
+func (r *Registry) SetSelf(self NodeInfo) {
+	r.update(func(*Sources) { r.self = self })
+}
+
 // Changed fires (coalesced) whenever the accepted view may have changed.
 func (r *Registry) Changed() <-chan struct{} { return r.changed }
 

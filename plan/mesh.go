@@ -44,6 +44,13 @@ type Peer struct {
 	// Roaming keeps an endpoint WireGuard learned from the peer's
 	// handshakes (the peer is behind NAT) instead of writing Endpoint over it.
 	Roaming bool
+	// PresharedKey is the pair's post-quantum key (zero: none). Plan leaves
+	// it zero: the mesh fills it from its key source when it applies, so
+	// a key agreed between two reconciles is never written back over.
+	PresharedKey wgtypes.Key
+	// External: a Peer object, not a node; it has no agent to agree a
+	// preshared key with.
+	External bool
 }
 
 // Route sends Dst into the tunnel with source address Src (invalid:
@@ -121,7 +128,7 @@ func Plan(self peer.NodeInfo, peers []peer.NodeInfo, opts Options) Mesh {
 	for _, e := range opts.Externals {
 		s.Peers = append(s.Peers, Peer{
 			Name: ExternalName(e.Name), PublicKey: e.PublicKey, Endpoint: e.Endpoint,
-			AllowedIPs: e.AllowedIPs, Keepalive: e.Keepalive,
+			AllowedIPs: e.AllowedIPs, Keepalive: e.Keepalive, External: true,
 		})
 		for _, p := range e.AllowedIPs {
 			s.Routes = append(s.Routes, Route{Dst: p, Src: src[p.Addr().Is4()]})

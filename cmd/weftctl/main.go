@@ -29,6 +29,9 @@ const usage = `usage: weftctl [--agent URL] COMMAND [flags]
   showconf node NAME | peer NAME [--service-cidr CIDR]
                                       a wg-quick configuration: a node's, or
                                       one for an external Peer object
+  rotate-key                          give this node a new WireGuard key (run
+                                      on the node: the agent takes it only
+                                      from loopback); prints the public key
 `
 
 func main() {
@@ -76,6 +79,11 @@ func run(args []string, out io.Writer) error {
 		return graph(base, *output, out)
 	case "showconf":
 		return showconf(base, fs.Args()[1:], out)
+	case "rotate-key":
+		if err := sub.Parse(fs.Args()[1:]); err != nil {
+			return err
+		}
+		return rotateKey(base, out)
 	default:
 		fs.Usage()
 		return fmt.Errorf("unknown command %q", cmd)
@@ -167,10 +175,11 @@ func status(base, format string, out io.Writer) error {
 	if n.StrictEncryption {
 		strict = ", strict encryption"
 	}
-	fmt.Fprintf(out, "node %s: %s, endpoint %s, location %s, intra-location %s%s, MTU %d\n  public key %s\n  pod CIDRs %s\n\n",
-		n.Name, ready, n.Endpoint, loc, n.IntraLocation, strict, n.MTU, n.PublicKey, strings.Join(n.PodCIDRs, ","))
+	fmt.Fprintf(out, "node %s: %s, endpoint %s, location %s, intra-location %s%s, MTU %d\n  public key %s (%s old)\n  post-quantum keys: %s, rotated every %s\n  pod CIDRs %s\n\n",
+		n.Name, ready, n.Endpoint, loc, n.IntraLocation, strict, n.MTU, n.PublicKey, time.Duration(n.KeyAgeSeconds)*time.Second,
+		n.PQ, time.Duration(n.PSKRotationSeconds)*time.Second, strings.Join(n.PodCIDRs, ","))
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	head := "PEER\tLOCATION\tPATH\tENDPOINT\tHANDSHAKE\tRX\tTX\tMTU"
+	head := "PEER\tLOCATION\tPATH\tENDPOINT\tHANDSHAKE\tRX\tTX\tMTU\tPSK"
 	if format == "wide" {
 		head += "\tANNOUNCED\tPOD CIDRS\tSOURCE\tPUBLIC KEY"
 	}
@@ -180,13 +189,43 @@ func status(base, format string, out io.Writer) error {
 		if p.Path == "direct" {
 			hs, rx, tx = "-", "-", "-"
 		}
-		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d", p.Name, dash(p.Location), p.Path, p.Endpoint, hs, rx, tx, p.MTU)
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s", p.Name, dash(p.Location), p.Path, p.Endpoint, hs, rx, tx, p.MTU, pskColumn(p))
 		if format == "wide" {
 			line += fmt.Sprintf("\t%s\t%s\t%s\t%s", p.AnnouncedEndpoint, strings.Join(p.PodCIDRs, ","), p.Source, p.PublicKey)
 		}
 		fmt.Fprintln(tw, line)
 	}
 	return tw.Flush()
+}
+
+// pskColumn says whether the pair has a post-quantum key, and its age.
+func pskColumn(p api.PeerStatus) string {
+	switch {
+	case p.Path == "direct" || p.Path == "external":
+		return "-"
+	case p.PresharedKey:
+		return "pq " + (time.Duration(p.PresharedKeyAgeSeconds) * time.Second).String()
+	case p.PresharedKeyError != "":
+		return "none (failing)"
+	default:
+		return "none"
+	}
+}
+
+// rotateKey asks the agent for a new node key.
+func rotateKey(base string, out io.Writer) error {
+	c := &http.Client{Timeout: 15 * time.Second}
+	resp, err := c.Post(base+"/v1/rotate-key", "text/plain", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprintf(out, "new public key %s", body)
+	return nil
 }
 
 func dash(s string) string {

@@ -1,0 +1,458 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/weftnet/weft/mesh"
+	"github.com/weftnet/weft/peer"
+	"github.com/weftnet/weft/pq"
+)
+
+// PQ modes (--pq).
+const (
+	PQOff       = "off"       // no exchanges; no preshared keys
+	PQPreferred = "preferred" // a pair without an agreed key runs without one
+	PQRequired  = "required"  // a pair without an agreed key stays down
+)
+
+const (
+	// pqMaxConns bounds the exchanges answered at once (anyone who reaches
+	// the port can connect; each costs one ML-KEM encapsulation at most).
+	pqMaxConns = 32
+	// pqMaxRunning bounds the exchanges this node initiates at once.
+	pqMaxRunning = 8
+	// pqDownAfter: a pair without a key this long (required mode) is
+	// reported down once.
+	pqDownAfter  = 10 * time.Second
+	pqMaxBackoff = 30 * time.Second
+)
+
+// pairKeys agrees and rotates a post-quantum preshared key with every node
+// peer (package pq) and hands the keys to the mesh. The end with the lower
+// public key rotates every interval; the other end takes over if that does
+// not happen within a quarter more (a node behind NAT cannot be called).
+type pairKeys struct {
+	mode     string
+	rotation time.Duration
+	port     int
+	mesh     *mesh.Mesh
+	log      *slog.Logger
+	event    func(node, reason, msg string) // nil outside Kubernetes
+	dial     func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
+
+	wake chan struct{}
+	run  chan struct{} // pqMaxRunning slots
+
+	mu        sync.Mutex
+	self      wgtypes.Key // private
+	selfSince time.Time
+	pairs     map[wgtypes.Key]*pair
+
+	rotations *prometheus.CounterVec // by role
+	failures  *prometheus.CounterVec // by reason
+}
+
+type pair struct {
+	name     string
+	addr     netip.AddrPort // the peer's exchange address
+	added    time.Time
+	psk      wgtypes.Key
+	has      bool
+	agreed   time.Time
+	next     time.Time
+	fails    int
+	lastErr  string
+	busy     chan struct{} // holds one token while an exchange with the peer runs
+	starting bool          // this node is initiating
+	down     bool          // reported down (required mode)
+}
+
+func newPairKeys(mode string, rotation time.Duration, port int, m *mesh.Mesh, self wgtypes.Key, reg *prometheus.Registry, log *slog.Logger) *pairKeys {
+	k := &pairKeys{
+		mode: mode, rotation: rotation, port: port, mesh: m, log: log,
+		wake: make(chan struct{}, 1), run: make(chan struct{}, pqMaxRunning),
+		self: self, selfSince: time.Now(), pairs: map[wgtypes.Key]*pair{},
+		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_pq_rotations_total", Help: "Post-quantum preshared keys agreed with a peer, by this node's role (initiator, responder).",
+		}, []string{"role"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_pq_failures_total", Help: "Key exchanges that failed, by reason (auth: the other end did not hold the key it claimed; refused, busy, unknown-peer, protocol, io).",
+		}, []string{"reason"}),
+	}
+	k.dial = func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr.String())
+	}
+	for _, r := range []string{"initiator", "responder"} {
+		k.rotations.WithLabelValues(r)
+	}
+	for _, r := range []string{"auth", "refused", "busy", "unknown-peer", "protocol", "io"} {
+		k.failures.WithLabelValues(r)
+	}
+	reg.MustRegister(k.rotations, k.failures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "weft_node_key_age_seconds", Help: "Age of this node's WireGuard key (since the agent started or last rotated it).",
+	}, func() float64 {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		return time.Since(k.selfSince).Seconds()
+	}))
+	if mode != PQOff {
+		m.UseKeys(k.lookup, mode == PQRequired)
+	}
+	return k
+}
+
+// lookup is the mesh's key source.
+func (k *pairKeys) lookup(pub wgtypes.Key) (wgtypes.Key, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if p, ok := k.pairs[pub]; ok && p.has {
+		return p.psk, true
+	}
+	return wgtypes.Key{}, false
+}
+
+// update follows the accepted peers: a new one is due for an exchange now,
+// a gone one is forgotten.
+func (k *pairKeys) update(peers []peer.NodeInfo) {
+	if k.mode == PQOff {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := time.Now()
+	seen := make(map[wgtypes.Key]bool, len(peers))
+	added := false
+	for _, n := range peers {
+		seen[n.PublicKey] = true
+		addr := netip.AddrPortFrom(n.Endpoint.Addr(), uint16(k.port))
+		p, ok := k.pairs[n.PublicKey]
+		if !ok {
+			p = &pair{added: now, next: now, busy: make(chan struct{}, 1)}
+			k.pairs[n.PublicKey] = p
+			added = true
+		}
+		p.name, p.addr = n.Name, addr
+	}
+	for pub := range k.pairs {
+		if !seen[pub] {
+			delete(k.pairs, pub)
+		}
+	}
+	if added {
+		k.poke()
+	}
+}
+
+func (k *pairKeys) poke() {
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
+}
+
+// lower reports whether this node has the lower key of the pair (it rotates).
+func (k *pairKeys) lower(pub wgtypes.Key) bool {
+	own := k.self.PublicKey()
+	return bytes.Compare(own[:], pub[:]) < 0
+}
+
+// interval is when this end next rotates after an agreement.
+func (k *pairKeys) interval(pub wgtypes.Key) time.Duration {
+	d := k.rotation
+	if !k.lower(pub) {
+		d += d / 4
+	}
+	return d - time.Duration(rand.Int64N(int64(d/10)+1)) // spread the pairs
+}
+
+// loop starts the exchanges that are due until ctx ends.
+func (k *pairKeys) loop(ctx context.Context) {
+	if k.mode == PQOff {
+		return
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-k.wake:
+		}
+		next := k.startDue(ctx)
+		t.Reset(time.Until(next))
+	}
+}
+
+// startDue starts every due exchange there is a slot for, and says when to look again.
+func (k *pairKeys) startDue(ctx context.Context) time.Time {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := time.Now()
+	next := now.Add(time.Second)
+	for pub, p := range k.pairs {
+		if p.next.After(now) {
+			next = minTime(next, p.next)
+			continue
+		}
+		k.reportDown(pub, p, now)
+		select {
+		case k.run <- struct{}{}:
+		default:
+			return now.Add(50 * time.Millisecond) // all slots busy
+		}
+		select {
+		case p.busy <- struct{}{}:
+		default: // answering the peer right now
+			<-k.run
+			p.next = now.Add(time.Second)
+			continue
+		}
+		p.starting = true
+		p.next = now.Add(pq.Timeout + time.Second) // until the result says otherwise
+		go k.initiate(ctx, pub, p.addr)
+	}
+	return next
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// reportDown tells once that a pair has had no key for pqDownAfter in
+// required mode: it carries no traffic.
+func (k *pairKeys) reportDown(pub wgtypes.Key, p *pair, now time.Time) {
+	if k.mode != PQRequired || p.has || p.down || now.Sub(p.added) < pqDownAfter {
+		return
+	}
+	p.down = true
+	msg := fmt.Sprintf("no post-quantum key agreed with %s for %v (--pq=required): the pair carries no traffic; last error: %s", p.name, now.Sub(p.added).Round(time.Second), p.lastErr)
+	k.log.Error("pair down: no post-quantum key", "peer", p.name, "last_error", p.lastErr)
+	if k.event != nil {
+		go k.event(p.name, "WeftPQKeyMissing", msg)
+	}
+}
+
+// initiate runs one exchange as initiator and installs its key.
+func (k *pairKeys) initiate(ctx context.Context, pub wgtypes.Key, addr netip.AddrPort) {
+	defer func() { <-k.run }()
+	k.mu.Lock()
+	self := k.self
+	p := k.pairs[pub]
+	k.mu.Unlock()
+	release := func() {
+		if p != nil {
+			k.mu.Lock()
+			p.starting = false
+			k.mu.Unlock()
+			<-p.busy
+		}
+	}
+	defer release()
+	if p == nil {
+		return
+	}
+	psk, err := k.exchange(ctx, self, pub, addr)
+	if err == nil {
+		err = k.install(pub, self, psk, true)
+	}
+	k.result(pub, self, psk, err, "initiator")
+}
+
+func (k *pairKeys) exchange(ctx context.Context, self, pub wgtypes.Key, addr netip.AddrPort) (wgtypes.Key, error) {
+	ctx, cancel := context.WithTimeout(ctx, pq.Timeout)
+	defer cancel()
+	c, err := k.dial(ctx, addr)
+	if err != nil {
+		return wgtypes.Key{}, err
+	}
+	defer c.Close()
+	dl, _ := ctx.Deadline()
+	c.SetDeadline(dl)
+	return pq.Initiate(c, self, pub)
+}
+
+// install records an agreed key and writes it to the device (fresh: re-create
+// the peer so a handshake with it happens now). A key agreed under a node key
+// since replaced is dropped.
+func (k *pairKeys) install(pub, self, psk wgtypes.Key, fresh bool) error {
+	k.mu.Lock()
+	p, ok := k.pairs[pub]
+	if !ok || k.self != self {
+		k.mu.Unlock()
+		return errors.New("pair changed during the exchange")
+	}
+	p.psk, p.has, p.agreed = psk, true, time.Now()
+	k.mu.Unlock()
+	return k.mesh.SetPresharedKey(pub, fresh)
+}
+
+// result schedules the pair's next exchange after one ended.
+func (k *pairKeys) result(pub, self, psk wgtypes.Key, err error, role string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p, ok := k.pairs[pub]
+	if !ok {
+		return
+	}
+	now := time.Now()
+	if err == nil {
+		p.fails, p.lastErr, p.down = 0, "", false
+		p.next = now.Add(k.interval(pub))
+		k.rotations.WithLabelValues(role).Inc()
+		k.log.Debug("preshared key agreed", "peer", p.name, "role", role)
+		return
+	}
+	reason := pq.Reason(err)
+	k.failures.WithLabelValues(reason).Inc()
+	p.fails++
+	p.lastErr = err.Error()
+	backoff := min(time.Duration(1<<min(p.fails-1, 5))*time.Second, pqMaxBackoff)
+	if errors.Is(err, pq.ErrBusy) {
+		backoff = 2 * time.Second // the peer's own exchange is running
+	}
+	if role == "initiator" {
+		p.next = now.Add(backoff)
+	}
+	level := slog.LevelDebug
+	if reason == "auth" || p.fails == 3 {
+		level = slog.LevelWarn
+	}
+	k.log.Log(context.Background(), level, "key exchange failed", "peer", p.name, "role", role, "reason", reason, "err", err, "failures", p.fails)
+	// An agent that does not answer on the port at all (an older weft, or
+	// --pq=off) has no key: in preferred mode the pair drops its own
+	// rather than keep a key the other end lost.
+	if k.mode == PQPreferred && p.has && errors.Is(err, syscall.ECONNREFUSED) {
+		p.has, p.psk = false, wgtypes.Key{}
+		k.log.Warn("peer does not answer key exchanges: running the pair without a preshared key (--pq=preferred)", "peer", p.name)
+		go k.mesh.SetPresharedKey(pub, false)
+	}
+}
+
+// serve answers exchanges on ln until it is closed.
+func (k *pairKeys) serve(ln net.Listener) {
+	slots := make(chan struct{}, pqMaxConns)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			c.Close()
+			continue
+		}
+		go func() {
+			defer func() { <-slots }()
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(pq.Timeout))
+			k.respond(c)
+		}()
+	}
+}
+
+func (k *pairKeys) respond(c net.Conn) {
+	var held *pair
+	var self wgtypes.Key
+	r := &pq.Responder{
+		Self: func() wgtypes.Key {
+			k.mu.Lock()
+			defer k.mu.Unlock()
+			self = k.self
+			return self
+		},
+		Known: func(pub wgtypes.Key) bool {
+			k.mu.Lock()
+			defer k.mu.Unlock()
+			_, ok := k.pairs[pub]
+			return ok
+		},
+		Busy: func(pub wgtypes.Key) bool {
+			k.mu.Lock()
+			p := k.pairs[pub]
+			win := p != nil && p.starting && k.lower(pub)
+			k.mu.Unlock()
+			if p == nil || win {
+				return true
+			}
+			// Wait for an exchange of ours the peer is about to refuse.
+			select {
+			case p.busy <- struct{}{}:
+				held = p
+				return false
+			case <-time.After(pq.Timeout / 2):
+				return true
+			}
+		},
+		Install: func(pub, psk wgtypes.Key) error { return k.install(pub, self, psk, false) },
+	}
+	pub, psk, err := r.Respond(c)
+	if held != nil {
+		<-held.busy
+	}
+	if errors.Is(err, pq.ErrUnknown) || errors.Is(err, pq.ErrNotForUs) {
+		k.failures.WithLabelValues(pq.Reason(err)).Inc()
+		k.log.Debug("key exchange refused", "from", c.RemoteAddr().String(), "err", err)
+		return
+	}
+	k.result(pub, self, psk, err, "responder")
+}
+
+// rekeyed starts over with a new node key: every pair's key was bound to
+// the old one.
+func (k *pairKeys) rekeyed(self wgtypes.Key) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.self, k.selfSince = self, time.Now()
+	now := time.Now()
+	for _, p := range k.pairs {
+		p.has, p.psk, p.next, p.fails, p.added, p.down = false, wgtypes.Key{}, now, 0, now, false
+	}
+	k.poke()
+}
+
+// pairStatus is what /v1/peers shows of a pair's key.
+type pairStatus struct {
+	Has    bool
+	Age    time.Duration
+	Failed string
+}
+
+func (k *pairKeys) status(pub wgtypes.Key) pairStatus {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p, ok := k.pairs[pub]
+	if !ok {
+		return pairStatus{}
+	}
+	s := pairStatus{Has: p.has, Failed: p.lastErr}
+	if p.has {
+		s.Age = time.Since(p.agreed)
+	}
+	return s
+}
+
+// nodeKeyAge is how long this node has had its WireGuard key.
+func (k *pairKeys) nodeKeyAge() time.Duration {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return time.Since(k.selfSince)
+}

@@ -1,0 +1,307 @@
+// Package pq agrees a post-quantum preshared key between two WireGuard
+// peers: a fresh ML-KEM-768 key pair per exchange, authenticated by the two
+// peers' static WireGuard (X25519) keys.
+//
+// The exchange runs over one TCP connection from the initiator I to the
+// responder R:
+//
+//	m1  I→R  magic | pubI | pubR | nonce | ek (ephemeral ML-KEM-768)  | mac1
+//	m2  R→I  ok | ct (encapsulated to ek)                             | mac2
+//	m3  I→R  confirm (proves I derived the same secret)
+//	m4  R→I  done (R has installed the key)                           | mac4
+//
+// mac1, mac2 and mac4 are HMAC-SHA256 under a key derived from
+// X25519(own private, peer public): only the holders of the two WireGuard
+// private keys can compute it, so neither a gossip-key holder nor the API
+// server can stand in for a node, and a substituted ML-KEM key is refused.
+// The preshared key is HKDF-SHA256 over the ML-KEM shared secret, salted
+// with the hash of m1 and m2 (both public keys, both nonces, ek and ct):
+//
+//	psk = HKDF(ss, SHA256(m1 ‖ m2), "weft psk v1")
+//
+// Recording the exchange does not help a future quantum attacker: the
+// secret rests on ML-KEM, and the decapsulation key never leaves the
+// initiator's memory (a new one per exchange). The X25519 part only
+// authenticates, which matters now, not later.
+//
+// R installs the key before it sends m4; I installs it after reading m4. A
+// connection lost between the two leaves the pair with different keys for
+// the moment I retries (its session keys from before stay valid meanwhile).
+package pq
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/mlkem"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+const (
+	magic     = "weftpq\x00\x01"
+	nonceSize = 32
+	macSize   = sha256.Size
+	// Message sizes: every message has a fixed length, so a reader never
+	// allocates more than one of these.
+	m1Size = len(magic) + 2*wgtypes.KeyLen + nonceSize + mlkem.EncapsulationKeySize768 + macSize
+	m2Size = 1 + mlkem.CiphertextSize768 + macSize
+	m3Size = macSize
+	m4Size = 1 + macSize
+
+	statusOK      byte = 1
+	statusBusy    byte = 2 // R is itself initiating to I and has the lower key
+	statusRefused byte = 3 // R does not know I, or mac1 is wrong
+
+	// Timeout bounds one whole exchange.
+	Timeout = 5 * time.Second
+)
+
+// WireBytes is what one exchange sends, both directions (TCP/IP headers
+// not counted).
+const WireBytes = m1Size + m2Size + m3Size + m4Size
+
+// Errors an exchange ends with; Reason names them for metrics.
+var (
+	ErrBusy      = errors.New("peer is exchanging with us itself")
+	ErrRefused   = errors.New("peer refused the exchange (it does not know this node's key)")
+	ErrAuth      = errors.New("authentication failed: the other end does not hold the peer's WireGuard key")
+	ErrUnknown   = errors.New("unknown peer")
+	ErrProtocol  = errors.New("malformed message")
+	ErrNotForUs  = errors.New("exchange addressed to another key")
+	ErrLowOrder  = errors.New("peer public key is not usable for X25519")
+	errShortRead = errors.New("connection closed mid-message")
+)
+
+// Reason is a short label for err, for metrics: auth, refused, busy,
+// unknown-peer, protocol, or io.
+func Reason(err error) string {
+	switch {
+	case errors.Is(err, ErrAuth), errors.Is(err, ErrNotForUs), errors.Is(err, ErrLowOrder):
+		return "auth"
+	case errors.Is(err, ErrRefused):
+		return "refused"
+	case errors.Is(err, ErrBusy):
+		return "busy"
+	case errors.Is(err, ErrUnknown):
+		return "unknown-peer"
+	case errors.Is(err, ErrProtocol):
+		return "protocol"
+	default:
+		return "io"
+	}
+}
+
+// authKey is the MAC key of a pair: both ends compute the same X25519
+// shared secret from their own private and the other's public key.
+func authKey(priv, peerPub wgtypes.Key, pubI, pubR wgtypes.Key) ([]byte, error) {
+	sk, err := ecdh.X25519().NewPrivateKey(priv[:])
+	if err != nil {
+		return nil, err
+	}
+	pk, err := ecdh.X25519().NewPublicKey(peerPub[:])
+	if err != nil {
+		return nil, ErrLowOrder
+	}
+	ss, err := sk.ECDH(pk)
+	if err != nil {
+		return nil, ErrLowOrder // a low-order point gives the all-zero secret
+	}
+	return hkdf.Key(sha256.New, ss, append(pubI[:], pubR[:]...), "weft pq auth v1", 32)
+}
+
+func mac(key []byte, parts ...[]byte) []byte {
+	h := hmac.New(sha256.New, key)
+	for _, p := range parts {
+		h.Write(p)
+	}
+	return h.Sum(nil)
+}
+
+// derive returns the preshared key and the key-confirmation value of one
+// exchange from its ML-KEM secret and transcript (m1 and m2).
+func derive(ss, m1, m2 []byte) (psk wgtypes.Key, confirm []byte, err error) {
+	salt := sha256.Sum256(append(append([]byte{}, m1...), m2...))
+	k, err := hkdf.Key(sha256.New, ss, salt[:], "weft psk v1", wgtypes.KeyLen)
+	if err != nil {
+		return psk, nil, err
+	}
+	copy(psk[:], k)
+	ck, err := hkdf.Key(sha256.New, ss, salt[:], "weft psk confirm v1", 32)
+	if err != nil {
+		return psk, nil, err
+	}
+	return psk, mac(ck, m1, m2), nil
+}
+
+// Initiate runs the initiator's side on conn: self is this node's private
+// key, peer the responder's public key. It returns the agreed key once the
+// responder has installed it. The caller sets conn's deadline.
+func Initiate(conn io.ReadWriter, self, peer wgtypes.Key) (wgtypes.Key, error) {
+	var zero wgtypes.Key
+	pub := self.PublicKey()
+	ak, err := authKey(self, peer, pub, peer)
+	if err != nil {
+		return zero, err
+	}
+	dk, err := mlkem.GenerateKey768()
+	if err != nil {
+		return zero, err
+	}
+	m1 := make([]byte, 0, m1Size)
+	m1 = append(m1, magic...)
+	m1 = append(m1, pub[:]...)
+	m1 = append(m1, peer[:]...)
+	nonce := make([]byte, nonceSize)
+	rand.Read(nonce)
+	m1 = append(m1, nonce...)
+	m1 = append(m1, dk.EncapsulationKey().Bytes()...)
+	m1 = append(m1, mac(ak, m1)...)
+	if _, err := conn.Write(m1); err != nil {
+		return zero, err
+	}
+
+	m2 := make([]byte, m2Size)
+	if err := readFull(conn, m2[:1]); err != nil {
+		return zero, err
+	}
+	switch m2[0] {
+	case statusOK:
+	case statusBusy:
+		return zero, ErrBusy
+	case statusRefused:
+		return zero, ErrRefused
+	default:
+		return zero, ErrProtocol
+	}
+	if err := readFull(conn, m2[1:]); err != nil {
+		return zero, err
+	}
+	body := m2[:m2Size-macSize]
+	if !hmac.Equal(m2[len(body):], mac(ak, m1, body)) {
+		return zero, ErrAuth
+	}
+	ss, err := dk.Decapsulate(m2[1:len(body)])
+	if err != nil {
+		return zero, ErrProtocol
+	}
+	psk, confirm, err := derive(ss, m1, m2)
+	if err != nil {
+		return zero, err
+	}
+	if _, err := conn.Write(confirm); err != nil {
+		return zero, err
+	}
+	m4 := make([]byte, m4Size)
+	if err := readFull(conn, m4); err != nil {
+		return zero, err
+	}
+	if m4[0] != statusOK || !hmac.Equal(m4[1:], mac(ak, m1, m2, confirm, []byte("done"))) {
+		return zero, ErrAuth
+	}
+	return psk, nil
+}
+
+// Responder answers exchanges for one node.
+type Responder struct {
+	// Self is this node's private key at the time of the exchange.
+	Self func() wgtypes.Key
+	// Known reports whether pub is a peer this node accepts an exchange
+	// from (an accepted node, not an external peer).
+	Known func(pub wgtypes.Key) bool
+	// Busy reports whether this node is initiating an exchange with pub
+	// itself and should win: the end with the lower key initiates, so a
+	// crossed pair settles on one exchange.
+	Busy func(pub wgtypes.Key) bool
+	// Install sets the agreed key for pub; it returns once the device has it.
+	Install func(pub wgtypes.Key, psk wgtypes.Key) error
+}
+
+// Respond runs the responder's side on conn. It returns the initiator's
+// key and the installed preshared key, or why it refused. The caller sets
+// conn's deadline.
+func (r *Responder) Respond(conn io.ReadWriter) (wgtypes.Key, wgtypes.Key, error) {
+	var zero wgtypes.Key
+	m1 := make([]byte, m1Size)
+	if err := readFull(conn, m1); err != nil {
+		return zero, zero, err
+	}
+	if !bytes.Equal(m1[:len(magic)], []byte(magic)) {
+		return zero, zero, ErrProtocol
+	}
+	var pubI, pubR wgtypes.Key
+	off := len(magic)
+	copy(pubI[:], m1[off:])
+	copy(pubR[:], m1[off+wgtypes.KeyLen:])
+	self := r.Self()
+	if pubR != self.PublicKey() {
+		conn.Write([]byte{statusRefused})
+		return pubI, zero, ErrNotForUs
+	}
+	if !r.Known(pubI) {
+		conn.Write([]byte{statusRefused})
+		return pubI, zero, ErrUnknown
+	}
+	ak, err := authKey(self, pubI, pubI, pubR)
+	if err != nil {
+		conn.Write([]byte{statusRefused})
+		return pubI, zero, err
+	}
+	body := m1[:m1Size-macSize]
+	if !hmac.Equal(m1[len(body):], mac(ak, body)) {
+		conn.Write([]byte{statusRefused})
+		return pubI, zero, ErrAuth
+	}
+	if r.Busy(pubI) {
+		conn.Write([]byte{statusBusy})
+		return pubI, zero, ErrBusy
+	}
+	ekOff := off + 2*wgtypes.KeyLen + nonceSize
+	ek, err := mlkem.NewEncapsulationKey768(m1[ekOff : ekOff+mlkem.EncapsulationKeySize768])
+	if err != nil {
+		conn.Write([]byte{statusRefused})
+		return pubI, zero, ErrProtocol
+	}
+	ss, ct := ek.Encapsulate()
+	m2 := make([]byte, 0, m2Size)
+	m2 = append(m2, statusOK)
+	m2 = append(m2, ct...)
+	m2 = append(m2, mac(ak, m1, m2)...)
+	psk, confirm, err := derive(ss, m1, m2)
+	if err != nil {
+		return pubI, zero, err
+	}
+	if _, err := conn.Write(m2); err != nil {
+		return pubI, zero, err
+	}
+	got := make([]byte, m3Size)
+	if err := readFull(conn, got); err != nil {
+		return pubI, zero, err
+	}
+	if !hmac.Equal(got, confirm) {
+		return pubI, zero, ErrAuth
+	}
+	if err := r.Install(pubI, psk); err != nil {
+		return pubI, zero, fmt.Errorf("install: %w", err)
+	}
+	m4 := append([]byte{statusOK}, mac(ak, m1, m2, confirm, []byte("done"))...)
+	if _, err := conn.Write(m4); err != nil {
+		return pubI, psk, err
+	}
+	return pubI, psk, nil
+}
+
+func readFull(r io.Reader, b []byte) error {
+	_, err := io.ReadFull(r, b)
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return errShortRead
+	}
+	return err
+}
