@@ -325,8 +325,14 @@ func (k *pairKeys) result(pub, self, psk wgtypes.Key, err error, role string) {
 	p.fails++
 	p.lastErr = err.Error()
 	backoff := min(time.Duration(1<<min(p.fails-1, 5))*time.Second, pqMaxBackoff)
-	if errors.Is(err, pq.ErrBusy) {
+	switch {
+	case errors.Is(err, pq.ErrBusy):
 		backoff = 2 * time.Second // the peer's own exchange is running
+	case errors.Is(err, pq.ErrRefused) && now.Sub(k.selfSince) < 30*time.Second:
+		// This node's key is new and the peer has not learned it yet:
+		// the exchange that succeeds once it has re-creates the peer,
+		// which ends the pause of a rotation, so try often.
+		backoff = 100 * time.Millisecond
 	}
 	if role == "initiator" {
 		p.next = now.Add(backoff)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -39,9 +40,22 @@ func (a *Agent) rotateKey() error {
 	a.self.PublicKey = k.PublicKey()
 	a.locMu.Unlock()
 	a.reg.SetSelf(a.self)
-	a.annotated = false // the next reconcile's publish writes the new key
-	if err := a.gossip.Announce(a.self); err != nil {
-		a.log.Warn("cannot gossip the new key; the Node annotation still carries it", "err", err)
+	if a.kube == nil {
+		if err := a.gossip.Announce(a.self); err != nil {
+			a.log.Warn("cannot gossip the new key", "err", err)
+		}
+	} else {
+		// The Node is the authority: annotate now, gossip a little later,
+		// so that peers do not hear a key from gossip that their Node
+		// informer has not yet seen (they would refuse it as a
+		// contradiction).
+		a.annotated = false
+		a.publish(context.Background())
+		time.AfterFunc(2*time.Second, func() {
+			if err := a.gossip.Announce(a.selfNow()); err != nil {
+				a.log.Warn("cannot gossip the new key; the Node annotation carries it", "err", err)
+			}
+		})
 	}
 	a.log.Info("node key rotated", "old_public_key", old.String(), "public_key", a.self.PublicKey.String())
 	return nil

@@ -42,7 +42,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 	base := func(state string) map[string]string {
 		return map[string]string{
 			"--node-name": "second", "--pod-cidr": "10.244.50.0/24", "--advertise-address": n1.Addr.String(),
-			"--interface": "weft1", "--listen-port": "51830", "--gossip-port": "7950",
+			"--interface": "weft1", "--listen-port": "51830", "--gossip-port": "7950", "--pq-port": "51831",
 			"--http-addr": "127.0.0.1:9600", "--state-dir": filepath.Join(dir, state),
 			"--gossip-key-file": c.gossipKey,
 		}
@@ -65,6 +65,8 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		{"WireGuard port in use", map[string]string{"--listen-port": "51820"}, nil, "listen port 51820/udp is already in use"},
 		{"gossip port in use", map[string]string{"--gossip-port": "7946"}, nil, "start gossip"},
 		{"http port in use", map[string]string{"--http-addr": "127.0.0.1:9587"}, nil, "address already in use"},
+		{"key exchange port in use", map[string]string{"--pq-port": "51821"}, nil, "key exchange port 51821/tcp"},
+		{"unknown --pq mode", map[string]string{"--pq": "maybe"}, nil, `--pq "maybe": want preferred, required or off`},
 		{"same port for WireGuard and gossip", map[string]string{"--gossip-port": "51830"}, nil, "separate UDP ports"},
 		{"interface name too long", map[string]string{"--interface": "weft-much-too-long"}, nil, "--interface"},
 		{"bad join seed", map[string]string{"--join": "10.99.0.11:99999"}, nil, "--join"},
