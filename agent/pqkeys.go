@@ -301,8 +301,37 @@ func (k *pairKeys) install(pub, self, psk wgtypes.Key, fresh bool) error {
 	}
 	p.psk, p.has, p.agreed = psk, true, time.Now()
 	k.mu.Unlock()
-	return k.mesh.SetPresharedKey(pub, fresh)
+	if !fresh {
+		_, err := k.mesh.SetPresharedKey(pub, false)
+		return err
+	}
+	// Re-create the peer so it shakes hands under the new key now, and
+	// check that it did: the other end drops an initiation that follows
+	// our previous one within wireguard-go's timestamp granularity and
+	// flood limit (about 20 ms), and it takes one even under the wrong
+	// preshared key (IKpsk2 mixes the key in only at the response). An
+	// initiation the old peer sent just before (a restarted agent's, or
+	// one a reconcile's keepalive started) would otherwise make the new
+	// one wait for WireGuard's 5 s retry. The old session carries traffic
+	// meanwhile.
+	start := time.Now()
+	for range 3 {
+		wrote, err := k.mesh.SetPresharedKey(pub, true)
+		if err != nil || !wrote {
+			return err
+		}
+		time.Sleep(handshakeCheck)
+		if t, ok := k.mesh.LastHandshake(pub); ok && t.After(start) {
+			return nil
+		}
+	}
+	return nil
 }
+
+// handshakeCheck is how long after re-creating a peer its handshake is
+// looked for: many round trips, and more than the ~20 ms within which a
+// second initiation is refused.
+const handshakeCheck = 150 * time.Millisecond
 
 // result schedules the pair's next exchange after one ended.
 func (k *pairKeys) result(pub, self, psk wgtypes.Key, err error, role string) {
@@ -348,7 +377,7 @@ func (k *pairKeys) result(pub, self, psk wgtypes.Key, err error, role string) {
 	if k.mode == PQPreferred && p.has && errors.Is(err, syscall.ECONNREFUSED) {
 		p.has, p.psk = false, wgtypes.Key{}
 		k.log.Warn("peer does not answer key exchanges: running the pair without a preshared key (--pq=preferred)", "peer", p.name)
-		go k.mesh.SetPresharedKey(pub, false)
+		go k.mesh.SetPresharedKey(pub, false) //nolint:errcheck // the next reconcile writes it too
 	}
 }
 

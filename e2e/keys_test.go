@@ -390,7 +390,7 @@ func TestPQModesAndRestarts(t *testing.T) {
 		d := time.Since(start)
 		waitPing(t, n2, pod(n1), 5*time.Second)
 		t.Logf("kill -9 of %s's agent (node1 --pq=required): new key and pods reachable %v after the restart began", n.Name, d.Round(time.Millisecond))
-		if d > 10*time.Second {
+		if d > 4*time.Second { // WireGuard's 5 s handshake retry would show here
 			t.Errorf("the pair took %v to recover after %s's restart", d, n.Name)
 		}
 	}

@@ -86,6 +86,9 @@ func (k *kubeCluster) startKubeWith(n *netlab.Node, env []string, extra ...strin
 		"--state-dir", n.StateDir, "--cni-conf-dir", n.CNIConfDir, "--http-addr", netlab.AgentHTTP,
 		"--cluster-cidr", netlab.ClusterCIDRs}
 	args = append(args, extra...)
+	if os.Getenv("WEFT_LAB_DEBUG") == "1" {
+		args = append(args, "--log-level", "debug")
+	}
 	if len(env) > 0 {
 		args = append(env, args...)
 		args = append([]string{"env"}, args...)

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl"
@@ -87,24 +88,25 @@ func (m *Mesh) withKeys(ps []Peer) []Peer {
 // nothing else) to the device. fresh re-creates the peer, so its next packet
 // starts a handshake with the new key at once instead of at the session's
 // next rekey (up to two minutes later); the endpoint the device holds is
-// kept. A peer the last Apply did not want is left to the next Apply.
-func (m *Mesh) SetPresharedKey(pub wgtypes.Key, fresh bool) error {
+// kept. A peer the last Apply did not want is left to the next Apply. It
+// reports whether it wrote.
+func (m *Mesh) SetPresharedKey(pub wgtypes.Key, fresh bool) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	i := slices.IndexFunc(m.last, func(p Peer) bool { return p.PublicKey == pub })
 	if i < 0 {
-		return nil
+		return false, nil
 	}
 	peers, err := m.Peers()
 	if err != nil {
-		return err
+		return false, err
 	}
 	j := slices.IndexFunc(peers, func(p wgtypes.Peer) bool { return p.PublicKey == pub })
 	want := m.withKeys(m.last[i : i+1])
 	var cfgs []wgtypes.PeerConfig
 	switch {
 	case len(want) == 0 && j < 0:
-		return nil
+		return false, nil
 	case len(want) == 0:
 		cfgs = append(cfgs, wgtypes.PeerConfig{PublicKey: pub, Remove: true})
 	default:
@@ -114,7 +116,7 @@ func (m *Mesh) SetPresharedKey(pub wgtypes.Key, fresh bool) error {
 		if j >= 0 {
 			a := peers[j]
 			if a.PresharedKey == d.PresharedKey && !fresh {
-				return nil
+				return false, nil
 			}
 			if d.Roaming && a.Endpoint != nil {
 				ep = a.Endpoint
@@ -128,10 +130,24 @@ func (m *Mesh) SetPresharedKey(pub wgtypes.Key, fresh bool) error {
 		cfgs = append(cfgs, peerConfig(d, ep, ka))
 	}
 	if err := m.wg.ConfigureDevice(m.dev.name, wgtypes.Config{Peers: cfgs}); err != nil {
-		return fmt.Errorf("set preshared key: %w", err)
+		return false, fmt.Errorf("set preshared key: %w", err)
 	}
 	m.writes.Add(1)
-	return nil
+	return true, nil
+}
+
+// LastHandshake is the device's last completed handshake with pub.
+func (m *Mesh) LastHandshake(pub wgtypes.Key) (time.Time, bool) {
+	peers, err := m.Peers()
+	if err != nil {
+		return time.Time{}, false
+	}
+	for _, p := range peers {
+		if p.PublicKey == pub {
+			return p.LastHandshakeTime, !p.LastHandshakeTime.IsZero()
+		}
+	}
+	return time.Time{}, false
 }
 
 // Peers returns the device's view of its peers (handshakes, counters).
