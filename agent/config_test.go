@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -69,6 +70,20 @@ func TestParseFlags(t *testing.T) {
 		{"stray argument", []string{"--node-name", "n", "extra"}, nil, `unexpected argument "extra"`, nil},
 		{"key file and insecure", []string{"--node-name", "n", "--gossip-key-file", "/k"}, nil, "contradict", nil},
 		{"join without host", []string{"--node-name", "n", "--join", ":7946"}, nil, "--join", nil},
+		{"pq defaults", []string{"--node-name", "n"}, nil, "", func(t *testing.T, c Config) {
+			if c.PQ != PQPreferred || c.PQPort != 51821 || c.PSKRotation != 3*time.Minute || c.KeyRotation != 0 {
+				t.Errorf("pq %q port %d psk rotation %v key rotation %v", c.PQ, c.PQPort, c.PSKRotation, c.KeyRotation)
+			}
+		}},
+		{"pq required", []string{"--node-name", "n", "--pq", "required", "--key-rotation", "24h"}, nil, "", func(t *testing.T, c Config) {
+			if c.PQ != PQRequired || c.KeyRotation != 24*time.Hour {
+				t.Errorf("pq %q key rotation %v", c.PQ, c.KeyRotation)
+			}
+		}},
+		{"bad pq mode", []string{"--node-name", "n", "--pq", "yes"}, nil, `--pq "yes"`, nil},
+		{"pq port is the gossip port", []string{"--node-name", "n", "--pq-port", "7946"}, nil, "--pq-port 7946", nil},
+		{"psk rotation too fast", []string{"--node-name", "n", "--psk-rotation", "10ms"}, nil, "--psk-rotation 10ms", nil},
+		{"key rotation too fast", []string{"--node-name", "n", "--key-rotation", "1s"}, nil, "--key-rotation 1s", nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

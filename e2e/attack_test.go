@@ -125,6 +125,11 @@ func TestGossipPortCannotBloatTheAgent(t *testing.T) {
 	if err := dialFrom(pod.Do, netip.AddrPortFrom(n2.Addr, 7946)); err == nil {
 		t.Error("a pod connected to another node's gossip port through the tunnel; want it dropped")
 	}
+	for _, n := range []*netlab.Node{n1, n2} {
+		if err := dialFrom(pod.Do, netip.AddrPortFrom(n.Addr, 51821)); err == nil {
+			t.Errorf("a pod connected to %s's key exchange port; want it dropped", n.Name)
+		}
+	}
 
 	before := rssMiB(t, agent.Pid())
 	stop := make(chan struct{})

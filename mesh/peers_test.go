@@ -179,3 +179,27 @@ func TestDiffPeersKeepsALearnedEndpoint(t *testing.T) {
 		t.Fatalf("after the session lapsed the claimed endpoint must be written again: %+v", cfgs)
 	}
 }
+
+// TestDiffPeersPresharedKey: a peer whose preshared key differs from the
+// device's is written with the key (and zero writes "none"); an equal key
+// is no write.
+func TestDiffPeersPresharedKey(t *testing.T) {
+	a := key(t)
+	psk := key(t)
+	d := want(a, "10.99.0.11:51820", "10.244.1.0/24")
+	d.PresharedKey = psk
+	dev := wgPeer(a, "10.99.0.11:51820", 25*time.Second, "10.244.1.0/24")
+	cfgs, _ := DiffPeers([]Peer{d}, []wgtypes.Peer{dev})
+	if len(cfgs) != 1 || cfgs[0].PresharedKey == nil || *cfgs[0].PresharedKey != psk {
+		t.Fatalf("a new key was not written: %+v", cfgs)
+	}
+	dev.PresharedKey = psk
+	if cfgs, _ := DiffPeers([]Peer{d}, []wgtypes.Peer{dev}); len(cfgs) != 0 {
+		t.Fatalf("an unchanged key was written: %+v", cfgs)
+	}
+	d.PresharedKey = wgtypes.Key{}
+	cfgs, _ = DiffPeers([]Peer{d}, []wgtypes.Peer{dev})
+	if len(cfgs) != 1 || cfgs[0].PresharedKey == nil || *cfgs[0].PresharedKey != (wgtypes.Key{}) {
+		t.Fatalf("dropping the key did not write zero: %+v", cfgs)
+	}
+}
