@@ -195,7 +195,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		return err
 	}
 	defer a.mesh.Close()
-	a.pq = newPairKeys(cfg.PQ, cfg.PSKRotation, cfg.PQPort, a.mesh, key, a.metrics.reg, log)
+	if a.pq, err = newPairKeys(cfg.PQ, cfg.PSKRotation, cfg.PQPort, a.mesh, key, a.metrics.reg, log); err != nil {
+		return err
+	}
 	if err := enableForwarding(); err != nil {
 		return err
 	}

@@ -57,7 +57,7 @@ type pairKeys struct {
 	run  chan struct{} // pqMaxRunning slots
 
 	mu        sync.Mutex
-	self      wgtypes.Key // private
+	self      *pq.Identity
 	selfSince time.Time
 	pairs     map[wgtypes.Key]*pair
 
@@ -80,7 +80,11 @@ type pair struct {
 	down     bool          // reported down (required mode)
 }
 
-func newPairKeys(mode string, rotation time.Duration, port int, m *mesh.Mesh, self wgtypes.Key, reg *prometheus.Registry, log *slog.Logger) *pairKeys {
+func newPairKeys(mode string, rotation time.Duration, port int, m *mesh.Mesh, priv wgtypes.Key, reg *prometheus.Registry, log *slog.Logger) (*pairKeys, error) {
+	self, err := pq.NewIdentity(priv)
+	if err != nil {
+		return nil, err
+	}
 	k := &pairKeys{
 		mode: mode, rotation: rotation, port: port, mesh: m, log: log,
 		wake: make(chan struct{}, 1), run: make(chan struct{}, pqMaxRunning),
@@ -112,7 +116,7 @@ func newPairKeys(mode string, rotation time.Duration, port int, m *mesh.Mesh, se
 	if mode != PQOff {
 		m.UseKeys(k.lookup, mode == PQRequired)
 	}
-	return k
+	return k, nil
 }
 
 // lookup is the mesh's key source.
@@ -273,10 +277,10 @@ func (k *pairKeys) initiate(ctx context.Context, pub wgtypes.Key, addr netip.Add
 	if err == nil {
 		err = k.install(pub, self, psk, true)
 	}
-	k.result(pub, self, psk, err, "initiator")
+	k.result(pub, err, "initiator")
 }
 
-func (k *pairKeys) exchange(ctx context.Context, self, pub wgtypes.Key, addr netip.AddrPort) (wgtypes.Key, error) {
+func (k *pairKeys) exchange(ctx context.Context, self *pq.Identity, pub wgtypes.Key, addr netip.AddrPort) (wgtypes.Key, error) {
 	ctx, cancel := context.WithTimeout(ctx, pq.Timeout)
 	defer cancel()
 	c, err := k.dial(ctx, addr)
@@ -292,7 +296,7 @@ func (k *pairKeys) exchange(ctx context.Context, self, pub wgtypes.Key, addr net
 // install records an agreed key and writes it to the device (fresh: re-create
 // the peer so a handshake with it happens now). A key agreed under a node key
 // since replaced is dropped.
-func (k *pairKeys) install(pub, self, psk wgtypes.Key, fresh bool) error {
+func (k *pairKeys) install(pub wgtypes.Key, self *pq.Identity, psk wgtypes.Key, fresh bool) error {
 	k.mu.Lock()
 	p, ok := k.pairs[pub]
 	if !ok || k.self != self {
@@ -334,7 +338,7 @@ func (k *pairKeys) install(pub, self, psk wgtypes.Key, fresh bool) error {
 const handshakeCheck = 150 * time.Millisecond
 
 // result schedules the pair's next exchange after one ended.
-func (k *pairKeys) result(pub, self, psk wgtypes.Key, err error, role string) {
+func (k *pairKeys) result(pub wgtypes.Key, err error, role string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	p, ok := k.pairs[pub]
@@ -406,9 +410,9 @@ func (k *pairKeys) serve(ln net.Listener) {
 
 func (k *pairKeys) respond(c net.Conn) {
 	var held *pair
-	var self wgtypes.Key
+	var self *pq.Identity
 	r := &pq.Responder{
-		Self: func() wgtypes.Key {
+		Self: func() *pq.Identity {
 			k.mu.Lock()
 			defer k.mu.Unlock()
 			self = k.self
@@ -439,7 +443,7 @@ func (k *pairKeys) respond(c net.Conn) {
 		},
 		Install: func(pub, psk wgtypes.Key) error { return k.install(pub, self, psk, false) },
 	}
-	pub, psk, err := r.Respond(c)
+	pub, _, err := r.Respond(c)
 	if held != nil {
 		<-held.busy
 	}
@@ -448,12 +452,16 @@ func (k *pairKeys) respond(c net.Conn) {
 		k.log.Debug("key exchange refused", "from", c.RemoteAddr().String(), "err", err)
 		return
 	}
-	k.result(pub, self, psk, err, "responder")
+	k.result(pub, err, "responder")
 }
 
 // rekeyed starts over with a new node key: every pair's key was bound to
 // the old one.
-func (k *pairKeys) rekeyed(self wgtypes.Key) {
+func (k *pairKeys) rekeyed(priv wgtypes.Key) error {
+	self, err := pq.NewIdentity(priv)
+	if err != nil {
+		return err
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.self, k.selfSince = self, time.Now()
@@ -462,6 +470,7 @@ func (k *pairKeys) rekeyed(self wgtypes.Key) {
 		p.has, p.psk, p.next, p.fails, p.added, p.down = false, wgtypes.Key{}, now, 0, now, false
 	}
 	k.poke()
+	return nil
 }
 
 // pairStatus is what /v1/peers shows of a pair's key.

@@ -35,7 +35,9 @@ func (a *Agent) rotateKey() error {
 	}
 	old := a.self.PublicKey
 	a.key = k
-	a.pq.rekeyed(k)
+	if err := a.pq.rekeyed(k); err != nil {
+		return err
+	}
 	a.locMu.Lock()
 	a.self.PublicKey = k.PublicKey()
 	a.locMu.Unlock()

@@ -275,6 +275,10 @@ func TestImpostorCannotAgreeAKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	own, _ := wgtypes.GeneratePrivateKey()
+	ownID, err := pq.NewIdentity(own)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, target := range []*netlab.Node{n1, n3} {
 		tpub, _ := wgtypes.ParseKey(publicKey(t, target))
 		for range 5 {
@@ -284,7 +288,7 @@ func TestImpostorCannotAgreeAKey(t *testing.T) {
 				t.Fatal(err)
 			}
 			conn.SetDeadline(time.Now().Add(5 * time.Second))
-			_, err = pq.Initiate(&claimingConn{Conn: conn, claim: n2pub, own: own.PublicKey()}, own, tpub)
+			_, err = pq.Initiate(&claimingConn{Conn: conn, claim: n2pub, own: own.PublicKey()}, ownID, tpub)
 			conn.Close()
 			if err == nil {
 				t.Fatalf("%s agreed a key with a host claiming node2's identity", target.Name)

@@ -40,6 +40,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -99,20 +100,66 @@ func Reason(err error) string {
 	}
 }
 
-// authKey is the MAC key of a pair: both ends compute the same X25519
-// shared secret from their own private and the other's public key.
-func authKey(priv, peerPub wgtypes.Key, pubI, pubR wgtypes.Key) ([]byte, error) {
+// Identity is a node's WireGuard key as the exchange uses it. It keeps
+// each peer's static X25519 secret, so an exchange costs no scalar
+// multiplication after the first with that peer (they were most of its
+// CPU).
+type Identity struct {
+	priv wgtypes.Key
+	pub  wgtypes.Key
+	sk   *ecdh.PrivateKey
+
+	mu    sync.Mutex
+	cache map[wgtypes.Key][]byte // peer public key -> X25519 shared secret
+}
+
+// maxCached bounds the cache (peers come and go; keys rotate).
+const maxCached = 4096
+
+// NewIdentity prepares priv for exchanges.
+func NewIdentity(priv wgtypes.Key) (*Identity, error) {
 	sk, err := ecdh.X25519().NewPrivateKey(priv[:])
 	if err != nil {
 		return nil, err
 	}
-	pk, err := ecdh.X25519().NewPublicKey(peerPub[:])
+	var pub wgtypes.Key
+	copy(pub[:], sk.PublicKey().Bytes())
+	return &Identity{priv: priv, pub: pub, sk: sk, cache: map[wgtypes.Key][]byte{}}, nil
+}
+
+// PublicKey is the identity's WireGuard public key.
+func (id *Identity) PublicKey() wgtypes.Key { return id.pub }
+
+func (id *Identity) shared(peer wgtypes.Key) ([]byte, error) {
+	id.mu.Lock()
+	ss, ok := id.cache[peer]
+	id.mu.Unlock()
+	if ok {
+		return ss, nil
+	}
+	pk, err := ecdh.X25519().NewPublicKey(peer[:])
 	if err != nil {
 		return nil, ErrLowOrder
 	}
-	ss, err := sk.ECDH(pk)
+	ss, err = id.sk.ECDH(pk)
 	if err != nil {
 		return nil, ErrLowOrder // a low-order point gives the all-zero secret
+	}
+	id.mu.Lock()
+	if len(id.cache) >= maxCached {
+		clear(id.cache)
+	}
+	id.cache[peer] = ss
+	id.mu.Unlock()
+	return ss, nil
+}
+
+// authKey is the MAC key of a pair: both ends compute the same X25519
+// shared secret from their own private and the other's public key.
+func authKey(id *Identity, peerPub wgtypes.Key, pubI, pubR wgtypes.Key) ([]byte, error) {
+	ss, err := id.shared(peerPub)
+	if err != nil {
+		return nil, err
 	}
 	return hkdf.Key(sha256.New, ss, append(pubI[:], pubR[:]...), "weft pq auth v1", 32)
 }
@@ -141,10 +188,10 @@ func derive(ss, m1, m2 []byte) (psk wgtypes.Key, confirm []byte, err error) {
 	return psk, mac(ck, m1, m2), nil
 }
 
-// Initiate runs the initiator's side on conn: self is this node's private
-// key, peer the responder's public key. It returns the agreed key once the
-// responder has installed it. The caller sets conn's deadline.
-func Initiate(conn io.ReadWriter, self, peer wgtypes.Key) (wgtypes.Key, error) {
+// Initiate runs the initiator's side on conn: self is this node's
+// identity, peer the responder's public key. It returns the agreed key once
+// the responder has installed it. The caller sets conn's deadline.
+func Initiate(conn io.ReadWriter, self *Identity, peer wgtypes.Key) (wgtypes.Key, error) {
 	var zero wgtypes.Key
 	pub := self.PublicKey()
 	ak, err := authKey(self, peer, pub, peer)
@@ -211,8 +258,8 @@ func Initiate(conn io.ReadWriter, self, peer wgtypes.Key) (wgtypes.Key, error) {
 
 // Responder answers exchanges for one node.
 type Responder struct {
-	// Self is this node's private key at the time of the exchange.
-	Self func() wgtypes.Key
+	// Self is this node's identity at the time of the exchange.
+	Self func() *Identity
 	// Known reports whether pub is a peer this node accepts an exchange
 	// from (an accepted node, not an external peer).
 	Known func(pub wgtypes.Key) bool

@@ -3,7 +3,9 @@ package pq
 import (
 	"errors"
 	"net"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -16,13 +18,21 @@ func key(t testing.TB) wgtypes.Key {
 	return k
 }
 
+func ident(t testing.TB, k wgtypes.Key) *Identity {
+	id, err := NewIdentity(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 // run performs one exchange over an in-memory connection: i initiates
 // (believing the responder's key is peer), r answers as responderKey.
 func run(t testing.TB, i, peer, responderKey wgtypes.Key, known, busy bool) (pi, pr wgtypes.Key, installed bool, ei, er error) {
 	a, b := net.Pipe()
 	defer a.Close()
 	r := &Responder{
-		Self:  func() wgtypes.Key { return responderKey },
+		Self:  func() *Identity { return ident(t, responderKey) },
 		Known: func(wgtypes.Key) bool { return known },
 		Busy:  func(wgtypes.Key) bool { return busy },
 		Install: func(_, psk wgtypes.Key) error {
@@ -36,7 +46,7 @@ func run(t testing.TB, i, peer, responderKey wgtypes.Key, known, busy bool) (pi,
 		defer b.Close()
 		_, pr, er = r.Respond(b)
 	}()
-	pi, ei = Initiate(a, i, peer)
+	pi, ei = Initiate(a, ident(t, i), peer)
 	a.Close()
 	<-done
 	return
@@ -67,7 +77,7 @@ func TestImpostorGetsNoKey(t *testing.T) {
 	a, b := net.Pipe()
 	installed := false
 	r := &Responder{
-		Self:    func() wgtypes.Key { return target },
+		Self:    func() *Identity { return ident(t, target) },
 		Known:   func(pub wgtypes.Key) bool { return pub == victim.PublicKey() },
 		Busy:    func(wgtypes.Key) bool { return false },
 		Install: func(_, _ wgtypes.Key) error { installed = true; return nil },
@@ -94,7 +104,7 @@ func TestImpostorGetsNoKey(t *testing.T) {
 // forgedM1 builds m1 as Initiate would, but claiming pub while holding priv.
 func forgedM1(t testing.TB, priv, pub, peer wgtypes.Key) []byte {
 	a, b := net.Pipe()
-	go func() { Initiate(a, priv, peer); a.Close() }()
+	go func() { Initiate(a, ident(t, priv), peer); a.Close() }()
 	m1 := make([]byte, m1Size)
 	if err := readFull(b, m1); err != nil {
 		t.Fatal(err)
@@ -122,12 +132,13 @@ func TestExchangeRefusals(t *testing.T) {
 // exchange, never a panic, and never an installed key without the MAC.
 func FuzzRespond(f *testing.F) {
 	self := key(f)
+	selfID := ident(f, self)
 	f.Add(forgedM1(f, key(f), key(f).PublicKey(), self.PublicKey()))
 	f.Add([]byte(magic))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		a, b := net.Pipe()
 		r := &Responder{
-			Self:    func() wgtypes.Key { return self },
+			Self:    func() *Identity { return selfID },
 			Known:   func(wgtypes.Key) bool { return true },
 			Busy:    func(wgtypes.Key) bool { return false },
 			Install: func(_, _ wgtypes.Key) error { t.Fatal("installed a key from unauthenticated input"); return nil },
@@ -159,4 +170,69 @@ func BenchmarkExchange(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(WireBytes), "wire-bytes/op")
+}
+
+// BenchmarkRotationRound100 is one rotation round of a node with 100
+// peers: 100 exchanges over loopback TCP, both ends in this process (the
+// real responder path: accept, read, verify, encapsulate, confirm). It
+// reports the CPU time of the round (user+system, both ends) and the bytes
+// exchanged.
+func BenchmarkRotationRound100(b *testing.B) {
+	const peers = 100
+	self := key(b)
+	type resp struct {
+		pub wgtypes.Key
+		ln  net.Listener
+	}
+	var rs []resp
+	for range peers {
+		k := key(b)
+		kid := ident(b, k)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		r := &Responder{
+			Self:    func() *Identity { return kid },
+			Known:   func(pub wgtypes.Key) bool { return pub == self.PublicKey() },
+			Busy:    func(wgtypes.Key) bool { return false },
+			Install: func(_, _ wgtypes.Key) error { return nil },
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				r.Respond(c)
+				c.Close()
+			}
+		}()
+		rs = append(rs, resp{k.PublicKey(), ln})
+	}
+	selfID := ident(b, self)
+	var cpu time.Duration
+	for b.Loop() {
+		before := cpuTime()
+		for _, r := range rs {
+			c, err := net.Dial("tcp", r.ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := Initiate(c, selfID, r.pub); err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+		cpu += cpuTime() - before
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/round")
+	b.ReportMetric(float64(peers*WireBytes), "wire-bytes/round")
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
