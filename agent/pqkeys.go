@@ -289,7 +289,7 @@ func (k *pairKeys) exchange(ctx context.Context, self *pq.Identity, pub wgtypes.
 	}
 	defer c.Close()
 	dl, _ := ctx.Deadline()
-	c.SetDeadline(dl)
+	_ = c.SetDeadline(dl) // a failure shows as the exchange's own error
 	return pq.Initiate(c, self, pub)
 }
 
@@ -381,7 +381,7 @@ func (k *pairKeys) result(pub wgtypes.Key, err error, role string) {
 	if k.mode == PQPreferred && p.has && errors.Is(err, syscall.ECONNREFUSED) {
 		p.has, p.psk = false, wgtypes.Key{}
 		k.log.Warn("peer does not answer key exchanges: running the pair without a preshared key (--pq=preferred)", "peer", p.name)
-		go k.mesh.SetPresharedKey(pub, false) //nolint:errcheck // the next reconcile writes it too
+		go func() { _, _ = k.mesh.SetPresharedKey(pub, false) }() // the next reconcile writes it too
 	}
 }
 
@@ -402,7 +402,7 @@ func (k *pairKeys) serve(ln net.Listener) {
 		go func() {
 			defer func() { <-slots }()
 			defer c.Close()
-			c.SetDeadline(time.Now().Add(pq.Timeout))
+			_ = c.SetDeadline(time.Now().Add(pq.Timeout))
 			k.respond(c)
 		}()
 	}

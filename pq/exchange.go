@@ -289,31 +289,31 @@ func (r *Responder) Respond(conn io.ReadWriter) (wgtypes.Key, wgtypes.Key, error
 	copy(pubR[:], m1[off+wgtypes.KeyLen:])
 	self := r.Self()
 	if pubR != self.PublicKey() {
-		conn.Write([]byte{statusRefused})
+		refuse(conn, statusRefused)
 		return pubI, zero, ErrNotForUs
 	}
 	if !r.Known(pubI) {
-		conn.Write([]byte{statusRefused})
+		refuse(conn, statusRefused)
 		return pubI, zero, ErrUnknown
 	}
 	ak, err := authKey(self, pubI, pubI, pubR)
 	if err != nil {
-		conn.Write([]byte{statusRefused})
+		refuse(conn, statusRefused)
 		return pubI, zero, err
 	}
 	body := m1[:m1Size-macSize]
 	if !hmac.Equal(m1[len(body):], mac(ak, body)) {
-		conn.Write([]byte{statusRefused})
+		refuse(conn, statusRefused)
 		return pubI, zero, ErrAuth
 	}
 	if r.Busy(pubI) {
-		conn.Write([]byte{statusBusy})
+		refuse(conn, statusBusy)
 		return pubI, zero, ErrBusy
 	}
 	ekOff := off + 2*wgtypes.KeyLen + nonceSize
 	ek, err := mlkem.NewEncapsulationKey768(m1[ekOff : ekOff+mlkem.EncapsulationKeySize768])
 	if err != nil {
-		conn.Write([]byte{statusRefused})
+		refuse(conn, statusRefused)
 		return pubI, zero, ErrProtocol
 	}
 	ss, ct := ek.Encapsulate()
@@ -351,4 +351,10 @@ func readFull(r io.Reader, b []byte) error {
 		return errShortRead
 	}
 	return err
+}
+
+// refuse tells the initiator why the exchange ends; the connection closes
+// after it either way, so a failed write changes nothing.
+func refuse(conn io.Writer, status byte) {
+	_, _ = conn.Write([]byte{status})
 }
