@@ -38,6 +38,9 @@ const (
 	// reported down once.
 	pqDownAfter  = 10 * time.Second
 	pqMaxBackoff = 30 * time.Second
+	// dialTimeout bounds the connect: nodes share a network, and a peer
+	// that cannot be reached (behind NAT) should not hold the pair long.
+	dialTimeout = 2 * time.Second
 )
 
 // pairKeys agrees and rotates a post-quantum preshared key with every node
@@ -226,7 +229,6 @@ func (k *pairKeys) startDue(ctx context.Context) time.Time {
 			p.next = now.Add(time.Second)
 			continue
 		}
-		p.starting = true
 		p.next = now.Add(pq.Timeout + time.Second) // until the result says otherwise
 		go k.initiate(ctx, pub, p.addr)
 	}
@@ -283,11 +285,21 @@ func (k *pairKeys) initiate(ctx context.Context, pub wgtypes.Key, addr netip.Add
 func (k *pairKeys) exchange(ctx context.Context, self *pq.Identity, pub wgtypes.Key, addr netip.AddrPort) (wgtypes.Key, error) {
 	ctx, cancel := context.WithTimeout(ctx, pq.Timeout)
 	defer cancel()
-	c, err := k.dial(ctx, addr)
+	dctx, dcancel := context.WithTimeout(ctx, dialTimeout)
+	c, err := k.dial(dctx, addr)
+	dcancel()
 	if err != nil {
 		return wgtypes.Key{}, err
 	}
 	defer c.Close()
+	// Connected: from now on a crossed exchange from the peer is told
+	// "busy" if this end wins (before, it waits for the dial to fail: a
+	// peer behind NAT cannot be called, but it can call).
+	k.mu.Lock()
+	if p := k.pairs[pub]; p != nil {
+		p.starting = true
+	}
+	k.mu.Unlock()
 	dl, _ := ctx.Deadline()
 	_ = c.SetDeadline(dl) // a failure shows as the exchange's own error
 	return pq.Initiate(c, self, pub)

@@ -61,7 +61,13 @@ func TestNoChangeReconcileWritesNothing(t *testing.T) {
 	}
 	c.waitMesh(20 * time.Second)
 	n1 := c.lab.Nodes()[0]
-	time.Sleep(time.Second) // let gossip updates settle
+	for _, o := range c.lab.Nodes()[1:] { // agreeing the pairs' keys writes too (they change)
+		eventually(t, 15*time.Second, "node1 and "+o.Name+" agree a preshared key", func() bool {
+			_, ok := pairKey(t, n1, o)
+			return ok
+		})
+	}
+	time.Sleep(time.Second) // let gossip updates and the re-created peers' handshake checks settle
 	writes := c.metric(n1, "weft_wireguard_config_writes_total")
 	unchanged := c.metric(n1, `weft_reconciles_total{result="unchanged"}`)
 	logBefore := strings.Count(c.agents[n1.Name].Output(), "UAPI: ")
