@@ -109,7 +109,7 @@ func AcceptExternals(self NodeInfo, bounds Bounds, nodes []NodeInfo, ext []Exter
 			rej = append(rej, Rejection{e.Name, ReasonExternalOverlap, fmt.Sprintf("allowed IP %s overlaps %s, which is the cluster's or another peer's", p, q)})
 			continue
 		}
-		if a, p, bad := coversAny(e.AllowedIPs, addrs); bad {
+		if a, p, bad := coversAny(e.AllowedIPs, addrs, newPrefixSet(0)); bad {
 			rej = append(rej, Rejection{e.Name, ReasonExternalOverlap, fmt.Sprintf("allowed IP %s covers node address %s", p, a)})
 			continue
 		}

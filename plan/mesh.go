@@ -202,13 +202,58 @@ func nodeAddresses(self peer.NodeInfo, peers []peer.NodeInfo) map[string]netip.A
 	if self.Endpoint.IsValid() {
 		count[self.Endpoint.Addr().Unmap()]++ // a peer announcing this node's address counts 2
 	}
+	inPods := newRanges(pods)
 	own := map[string]netip.Addr{}
 	for _, n := range peers {
 		a := n.Endpoint.Addr().Unmap()
-		if !n.Endpoint.IsValid() || count[a] != 1 || slices.ContainsFunc(pods, func(p netip.Prefix) bool { return p.Contains(a) }) {
+		if !n.Endpoint.IsValid() || count[a] != 1 || inPods.contains(a) {
 			continue
 		}
 		own[n.Name] = a
 	}
 	return own
+}
+
+// ranges is a set of prefixes as sorted, merged address ranges: contains
+// is a binary search, so nodeAddresses is not quadratic in the number of
+// peers (it was most of a plan's time at 1000).
+type ranges []struct{ first, last netip.Addr }
+
+func newRanges(ps []netip.Prefix) ranges {
+	ps = slices.Clone(ps)
+	slices.SortFunc(ps, func(a, b netip.Prefix) int { return a.Masked().Addr().Compare(b.Masked().Addr()) })
+	var out ranges
+	for _, p := range ps {
+		p = p.Masked()
+		first, last := p.Addr(), lastAddr(p)
+		if n := len(out); n > 0 && out[n-1].first.Is4() == first.Is4() && first.Compare(out[n-1].last) <= 0 {
+			if last.Compare(out[n-1].last) > 0 {
+				out[n-1].last = last
+			}
+			continue
+		}
+		out = append(out, struct{ first, last netip.Addr }{first, last})
+	}
+	return out
+}
+
+func (r ranges) contains(a netip.Addr) bool {
+	i, _ := slices.BinarySearchFunc(r, a, func(e struct{ first, last netip.Addr }, a netip.Addr) int {
+		return e.first.Compare(a)
+	})
+	// r[i].first >= a; the range holding a starts at a (i) or before (i-1).
+	if i < len(r) && r[i].first == a {
+		return true
+	}
+	return i > 0 && r[i-1].first.Is4() == a.Is4() && a.Compare(r[i-1].last) <= 0
+}
+
+// lastAddr is the last address of p (masked).
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 1 << (7 - i%8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }
