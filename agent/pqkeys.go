@@ -369,7 +369,10 @@ func (k *pairKeys) result(pub wgtypes.Key, err error, role string) {
 	k.failures.WithLabelValues(reason).Inc()
 	p.fails++
 	p.lastErr = err.Error()
-	backoff := min(time.Duration(1<<min(p.fails-1, 5))*time.Second, pqMaxBackoff)
+	// Up to the rotation interval: a peer that comes back (restarted) calls
+	// every peer at once itself, so waiting long costs nothing, and a
+	// cluster with many unreachable peers is not dialled every 30 s.
+	backoff := min(time.Duration(1<<min(p.fails-1, 10))*time.Second, max(pqMaxBackoff, k.rotation))
 	switch {
 	case errors.Is(err, pq.ErrBusy):
 		backoff = 2 * time.Second // the peer's own exchange is running
