@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
-
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/peer"
@@ -61,10 +59,9 @@ type Agent struct {
 	extMu       sync.Mutex
 	extAccepted []peer.External
 	extRefused  map[string]string
-	// Keys: the pairs' preshared keys, the node's private key (the loop
-	// replaces it on rotation) and the requests to rotate it.
+	// Keys: the pairs' preshared keys, and the requests to rotate the
+	// node's own key (the loop serves them).
 	pq        *pairKeys
-	key       wgtypes.Key
 	rotateReq chan chan error
 }
 
@@ -136,7 +133,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	if err != nil {
 		return err
 	}
-	a.key = key
 	var gossipKey []byte
 	if cfg.GossipKeyFile != "" {
 		k, err := mesh.ReadKeyFile(cfg.GossipKeyFile)

@@ -17,11 +17,11 @@ import (
 
 // rotateKey gives this node a new WireGuard key (run by the loop). The key
 // is stored first, so a crash from here on restarts with it; then the
-// device takes it (ending its sessions), and the node announces it through
-// gossip and (at the reconcile that follows) its Node annotation. Peers
-// switch when they learn it: until then the node's handshakes are refused,
-// and a stream across it pauses for that long. Every pair's preshared key
-// was bound to the old key: each is agreed again.
+// device takes it (ending its sessions), and the node announces it: its
+// Node annotation (Kubernetes) or gossip (standalone). Peers switch when
+// they learn it: until then the node's handshakes are refused. Every
+// pair's preshared key was bound to the old key: each is agreed again, and
+// the first agreement with a peer re-creates it, which ends the pause.
 func (a *Agent) rotateKey() error {
 	k, err := wgtypes.GeneratePrivateKey()
 	if err != nil {
@@ -34,7 +34,6 @@ func (a *Agent) rotateKey() error {
 		return err
 	}
 	old := a.self.PublicKey
-	a.key = k
 	if err := a.pq.rekeyed(k); err != nil {
 		return err
 	}
