@@ -38,6 +38,8 @@ func main() {
 			err = wgConfigure(os.Args[2:])
 		case "table":
 			err = table(os.Args[2:])
+		case "gossip":
+			err = gossipProfiles(os.Args[2:])
 		default:
 			err = runBench(os.Args[1:])
 		}
