@@ -1,7 +1,7 @@
 // Command weft-bench runs weft's benchmark harness (`make bench`), and the
 // small helpers it runs inside lab namespaces: a TCP request/response server
 // and client, and wg-configure, which configures a WireGuard device through
-// wgctrl.
+// wgctrl. `weft-bench gossip` measures memberlist profiles (gossip.go).
 package main
 
 import (
