@@ -57,8 +57,13 @@ func publicKey(t testing.TB, n *netlab.Node) string {
 // preshared key as `wg show` prints it ("(none)" without one).
 func presharedKeys(t testing.TB, n *netlab.Node) map[string]string {
 	t.Helper()
+	return keyMap(wgShow(t, n, "weft0", "preshared-keys"))
+}
+
+// keyMap turns `wg show DEV preshared-keys` rows into peer -> key.
+func keyMap(rows [][]string) map[string]string {
 	out := map[string]string{}
-	for _, r := range wgShow(t, n, "weft0", "preshared-keys") {
+	for _, r := range rows {
 		if len(r) == 2 {
 			out[r[0]] = r[1]
 		}
@@ -83,15 +88,8 @@ func pubAndKeys(n *netlab.Node) (string, map[string]string) {
 	if err != nil || len(rows) == 0 {
 		return "", nil
 	}
-	pub := rows[0][0]
-	psks := map[string]string{}
-	rows, _ = wgRows(n, "weft0", "preshared-keys")
-	for _, r := range rows {
-		if len(r) == 2 {
-			psks[r[0]] = r[1]
-		}
-	}
-	return pub, psks
+	psks, _ := wgRows(n, "weft0", "preshared-keys")
+	return rows[0][0], keyMap(psks)
 }
 
 // TestPresharedKeysAgreedAndRotated: every pair of a 3-node mesh agrees a

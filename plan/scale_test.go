@@ -1,36 +1,15 @@
 package plan
 
 import (
-	"fmt"
 	"net/netip"
 	"testing"
 
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
-
-	"github.com/weftnet/weft/peer"
+	"github.com/weftnet/weft/internal/peertest"
 )
-
-func scaleNodes(n int) []peer.NodeInfo {
-	out := make([]peer.NodeInfo, n)
-	for i := range n {
-		k, _ := wgtypes.GeneratePrivateKey()
-		a := netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)})
-		out[i] = peer.NodeInfo{
-			Name:      fmt.Sprintf("node%04d", i),
-			PublicKey: k.PublicKey(),
-			Endpoint:  netip.AddrPortFrom(a, 51820),
-			PodCIDRs: []netip.Prefix{
-				netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(1 + i>>8), byte(i), 0}), 24),
-				netip.MustParsePrefix(fmt.Sprintf("fd00:10:0:%x::/64", i+1)),
-			},
-		}
-	}
-	return out
-}
 
 // BenchmarkPlan1000 is one reconcile's plan of a node with 1000 peers.
 func BenchmarkPlan1000(b *testing.B) {
-	nodes := scaleNodes(1001)
+	nodes := peertest.Nodes(1001)
 	self, peers := nodes[0], nodes[1:]
 	b.ReportAllocs()
 	for b.Loop() {
