@@ -156,7 +156,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	// functions read the gossip and the device only when scraped, which the
 	// HTTP server allows once both exist.
 	a.metrics = newMetrics(func() float64 { return float64(a.gossip.Members()) },
-		func() float64 { return float64(a.mesh.DeviceWrites()) })
+		func() float64 { return float64(a.mesh.DeviceWrites()) }, func() float64 { return float64(a.mesh.PeerWrites()) })
 	a.reg = peer.NewRegistry(a.self, cfg.KubeMode, bounds, a.rejected)
 	a.metrics.reg.MustRegister(newPeerCollector(a))
 

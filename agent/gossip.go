@@ -119,10 +119,10 @@ func (g *gossipSource) joinLoop() {
 		if len(seeds) == 0 {
 			continue
 		}
-		n, err := g.ml.Join(seeds)
+		n, err := g.join(seeds)
 		if err != nil && n == 0 {
 			if msg := err.Error(); msg != lastErr {
-				g.log.Warn("cannot reach any gossip seed; retrying", "seeds", strings.Join(seeds, ","), "err", oneLine(msg))
+				g.log.Warn("cannot reach any gossip seed; retrying", "seeds", len(seeds), "first", seeds[0], "err", oneLine(msg))
 				lastErr = msg
 			}
 			continue
@@ -130,6 +130,55 @@ func (g *gossipSource) joinLoop() {
 		lastErr = ""
 		g.log.Info("joined gossip", "contacted", n, "members", g.ml.NumMembers())
 	}
+}
+
+// Seeds tried per join attempt, and at once: one that answers is enough,
+// and each that does not costs memberlist's TCP timeout (10 s).
+const (
+	maxJoinSeeds     = 64
+	joinConcurrently = 8
+)
+
+// join contacts the first maxJoinSeeds seeds, joinConcurrently at a time,
+// and starts no more once one has answered. It returns how many answered
+// and, when none did, the first error.
+func (g *gossipSource) join(seeds []string) (int, error) {
+	if len(seeds) > maxJoinSeeds {
+		seeds = seeds[:maxJoinSeeds]
+	}
+	var (
+		mu       sync.Mutex
+		answered int
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	sem := make(chan struct{}, joinConcurrently)
+	for _, s := range seeds {
+		sem <- struct{}{}
+		mu.Lock()
+		done := answered > 0
+		mu.Unlock()
+		if done {
+			<-sem
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			n, err := g.ml.Join([]string{s})
+			mu.Lock()
+			defer mu.Unlock()
+			answered += n
+			if n == 0 && firstErr == nil {
+				firstErr = err
+			}
+		}()
+	}
+	wg.Wait()
+	if answered > 0 {
+		return answered, nil
+	}
+	return 0, firstErr
 }
 
 func (g *gossipSource) claim(n *memberlist.Node) {

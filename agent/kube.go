@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -50,7 +53,26 @@ func kubeConfig(kubeconfig string) (*rest.Config, error) {
 	}
 	cfg.UserAgent = "weft-agent"
 	cfg.Timeout = 10 * time.Second
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return countRequests{rt} })
 	return cfg, nil
+}
+
+// apiRequests counts the agent's requests to the API server by verb (a
+// watch is one request however long it runs): what the agent costs the
+// control plane, weft_api_requests_total.
+var apiRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "weft_api_requests_total", Help: "Requests to the Kubernetes API server, by HTTP method (get: a get or a list) or watch.",
+}, []string{"verb"})
+
+type countRequests struct{ next http.RoundTripper }
+
+func (c countRequests) RoundTrip(r *http.Request) (*http.Response, error) {
+	verb := strings.ToLower(r.Method)
+	if q := r.URL.Query(); verb == "get" && (q.Get("watch") == "true" || q.Get("watch") == "1") {
+		verb = "watch"
+	}
+	apiRequests.WithLabelValues(verb).Inc()
+	return c.next.RoundTrip(r)
 }
 
 // kubeSource is the Kubernetes source: it watches Nodes into the registry,
@@ -92,6 +114,9 @@ func (k *kubeSource) Start(ctx context.Context, reg *peer.Registry) error {
 	inf := k.factory.Core().V1().Nodes()
 	k.nodes = inf.Lister()
 	k.synced = inf.Informer().HasSynced
+	if err := inf.Informer().SetTransform(slimNode); err != nil {
+		return err
+	}
 	_, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { k.onNode(obj) },
 		UpdateFunc: func(_, obj any) { k.onNode(obj) },
@@ -111,6 +136,23 @@ func (k *kubeSource) Start(ctx context.Context, reg *peer.Registry) error {
 	k.factory.Start(ctx.Done())
 	go k.probe(ctx)
 	return nil
+}
+
+// slimNode keeps of a Node only what weft reads (name, UID, labels,
+// annotations, pod CIDRs, addresses): a kubelet's Node carries its image
+// list, conditions and managed fields, tens of kilobytes each, which at a
+// thousand Nodes would be most of the agent's memory.
+func slimNode(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion,
+			Labels: n.Labels, Annotations: n.Annotations},
+		Spec:   corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
+		Status: corev1.NodeStatus{Addresses: n.Status.Addresses},
+	}, nil
 }
 
 func (k *kubeSource) onNode(obj any) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -115,6 +116,7 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 		return true, err
 	}
 	a.metrics.peers.Set(float64(len(peers)))
+	a.metrics.dormant.Set(float64(ch.PeersDormant))
 	if ch.Empty() {
 		a.metrics.reconciles.WithLabelValues("unchanged").Inc()
 	} else {
@@ -256,13 +258,28 @@ func (a *Agent) rejected(r peer.Rejection) {
 }
 
 // seeds are the --join seeds plus the gossip addresses of known peers
-// (from Node annotations in Kubernetes, from the cache after a restart).
+// (from Node annotations in Kubernetes, from the cache after a restart),
+// those that answered WireGuard most recently first and the rest in random
+// order: in a large cluster some Nodes have no agent behind them, and a
+// join that tried them in name order would wait out their timeouts first.
 func (a *Agent) seeds() []string {
 	out := slices.Clone(a.cfg.Join)
+	shook := map[wgtypes.Key]time.Time{}
+	if dev, err := a.mesh.Peers(); err == nil {
+		for _, d := range dev {
+			shook[d.PublicKey] = d.LastHandshakeTime
+		}
+	}
+	var known []peer.Claim
 	for _, c := range a.reg.Peers() {
 		if c.GossipAddr.IsValid() {
-			out = append(out, c.GossipAddr.String())
+			known = append(known, c)
 		}
+	}
+	rand.Shuffle(len(known), func(i, j int) { known[i], known[j] = known[j], known[i] })
+	slices.SortStableFunc(known, func(x, y peer.Claim) int { return shook[y.PublicKey].Compare(shook[x.PublicKey]) })
+	for _, c := range known {
+		out = append(out, c.GossipAddr.String())
 	}
 	return out
 }

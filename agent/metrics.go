@@ -15,6 +15,8 @@ type metrics struct {
 	rejections   *prometheus.CounterVec
 	reconciles   *prometheus.CounterVec
 	deviceWrites prometheus.CounterFunc
+	peerWrites   prometheus.CounterFunc
+	dormant      prometheus.Gauge
 	policySyncs  *prometheus.CounterVec
 	policyPods   prometheus.Gauge
 	gossipLogs   *prometheus.CounterVec
@@ -26,7 +28,7 @@ type metrics struct {
 func (m *metrics) gossipLog(level string)      { m.gossipLogs.WithLabelValues(level).Inc() }
 func (m *metrics) gossipRefused(reason string) { m.gossipRefuse.WithLabelValues(reason).Inc() }
 
-func newMetrics(members, deviceWrites func() float64) *metrics {
+func newMetrics(members, deviceWrites, peerWrites func() float64) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		peers: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -44,6 +46,12 @@ func newMetrics(members, deviceWrites func() float64) *metrics {
 		deviceWrites: prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "weft_wireguard_config_writes_total", Help: "Configuration writes to the WireGuard device.",
 		}, deviceWrites),
+		peerWrites: prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "weft_wireguard_peer_writes_total", Help: "WireGuard peers created, changed or removed on the device.",
+		}, peerWrites),
+		dormant: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_peers_dormant", Help: "Peers whose persistent keepalive rests: no handshake for 3 min (they do not answer).",
+		}),
 		policySyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_policy_syncs_total", Help: "NetworkPolicy syncs to nftables, by result (changed, unchanged, error).",
 		}, []string{"result"}),
@@ -76,7 +84,7 @@ func newMetrics(members, deviceWrites func() float64) *metrics {
 		m.reconciles.WithLabelValues(r)
 		m.policySyncs.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.peers, m.members, m.rejections, m.reconciles, m.deviceWrites, m.policySyncs, m.policyPods, m.gossipLogs, m.gossipRefuse, m.httpRefused, m.nftReasserts,
+	m.reg.MustRegister(m.peers, m.members, m.rejections, m.reconciles, m.deviceWrites, m.peerWrites, m.dormant, apiRequests, m.policySyncs, m.policyPods, m.gossipLogs, m.gossipRefuse, m.httpRefused, m.nftReasserts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -25,18 +25,22 @@ type Mesh struct {
 	last    []Peer // the desired peers of the last Apply, without keys
 	keys    func(wgtypes.Key) (wgtypes.Key, bool)
 	require bool
+	rest    dormancy
+
+	peerWrites atomic.Uint64
 }
 
 // Changes counts what one Apply changed.
 type Changes struct {
 	PeersWritten, PeersRemoved       int
 	PeersDeferred                    int // passive peers whose keepalive waits for the next Apply
+	PeersDormant                     int // peers whose keepalive rests (DormantAfter); not a change
 	AddressesAdded, AddressesRemoved int
 	RoutesAdded, RoutesRemoved       int
 }
 
 // Empty reports whether Apply changed nothing.
-func (c Changes) Empty() bool { return c == Changes{} }
+func (c Changes) Empty() bool { c.PeersDormant = 0; return c == Changes{} }
 
 // New returns a Mesh for dev. wgctrl finds the device's UAPI socket in
 // /var/run/wireguard (the agent's --run-dir must be that directory, or a
@@ -54,6 +58,16 @@ func (m *Mesh) Close() error { return m.wg.Close() }
 
 // DeviceWrites counts configuration writes made to the WireGuard device.
 func (m *Mesh) DeviceWrites() uint64 { return m.writes.Load() }
+
+// PeerWrites counts peers written (created, changed or removed) on the device.
+func (m *Mesh) PeerWrites() uint64 { return m.peerWrites.Load() }
+
+// Dormant reports whether pub's keepalive rests (DormantAfter).
+func (m *Mesh) Dormant(pub wgtypes.Key) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.rest.isDormant(pub)
+}
 
 // UseKeys makes every later write take each node peer's preshared key from
 // src. With require, a node peer without a key is kept off the device (its
@@ -128,11 +142,15 @@ func (m *Mesh) SetPresharedKey(pub wgtypes.Key, fresh bool) (bool, error) {
 			ka = 0 // the other end, which re-creates its peer, shakes hands; the next Apply turns this on
 		}
 		cfgs = append(cfgs, peerConfig(d, ep, ka))
+		if ka > 0 { // a key was just agreed: the peer answers
+			m.rest.wake(pub, time.Now())
+		}
 	}
 	if err := m.wg.ConfigureDevice(m.dev.name, wgtypes.Config{Peers: cfgs}); err != nil {
 		return false, fmt.Errorf("set preshared key: %w", err)
 	}
 	m.writes.Add(1)
+	m.peerWrites.Add(1)
 	return true, nil
 }
 
@@ -187,13 +205,15 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 	if err != nil {
 		return ch, err
 	}
-	cfgs, deferred := DiffPeers(m.withKeys(s.Peers), peers)
+	cfgs, deferred := DiffPeers(m.rest.rest(m.withKeys(s.Peers), peers, time.Now()), peers)
 	ch.PeersDeferred = deferred
+	ch.PeersDormant = m.rest.count()
 	if len(cfgs) > 0 {
 		if err := m.wg.ConfigureDevice(m.dev.name, wgtypes.Config{Peers: cfgs}); err != nil {
 			return ch, fmt.Errorf("configure peers: %w", err)
 		}
 		m.writes.Add(1)
+		m.peerWrites.Add(uint64(len(cfgs)))
 		for _, c := range cfgs {
 			if c.Remove {
 				ch.PeersRemoved++

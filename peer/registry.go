@@ -13,6 +13,7 @@ type Registry struct {
 
 	mu       sync.Mutex
 	src      Sources
+	dirty    bool // src or self changed since accepted was computed
 	accepted []Claim
 	rejected map[string]Rejection // by name and reason: each reported once
 	invalid  map[string]string    // source/name -> detail of its last invalid claim
@@ -50,13 +51,24 @@ func (r *Registry) SetSelf(self NodeInfo) {
 // Changed fires (coalesced) whenever the accepted view may have changed.
 func (r *Registry) Changed() <-chan struct{} { return r.changed }
 
-// update changes the sources under the lock and recomputes the accepted
-// view; the rejections it found are reported after the lock is released,
-// so a callback (logs, metrics, Events) never runs under it.
+// update changes the sources under the lock and marks the accepted view
+// stale: the next Peers recomputes it, once for any number of updates (an
+// informer's first list of a thousand Nodes is a thousand updates). The
+// rejections found are reported after the lock is released, so a callback
+// (logs, metrics, Events) never runs under it.
 func (r *Registry) update(fn func(s *Sources)) {
 	r.mu.Lock()
 	fn(&r.src)
-	r.recompute()
+	r.dirty = true
+	r.unlockAndReport()
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+// unlockAndReport releases the lock and then delivers the pending rejections.
+func (r *Registry) unlockAndReport() {
 	report := r.pending
 	r.pending = nil
 	r.mu.Unlock()
@@ -77,8 +89,17 @@ func (r *Registry) sourceMap(source Source) map[string]NodeInfo {
 	return r.src.Gossip
 }
 
-// Set records what source says about n.Name.
+// Set records what source says about n.Name. Saying again what it said
+// (an informer's resync, a Node status heartbeat) changes nothing and does
+// not fire Changed.
 func (r *Registry) Set(source Source, n NodeInfo) {
+	r.mu.Lock()
+	old, had := r.sourceMap(source)[n.Name]
+	_, wasInvalid := r.invalid[string(source)+"/"+n.Name]
+	r.mu.Unlock()
+	if had && !wasInvalid && Same(old, n) && slices.Equal(old.NodeAddrs, n.NodeAddrs) {
+		return
+	}
 	r.update(func(s *Sources) {
 		r.sourceMap(source)[n.Name] = n
 		delete(r.invalid, string(source)+"/"+n.Name)
@@ -120,11 +141,18 @@ func (r *Registry) Reject(source Source, name, detail string) {
 	})
 }
 
-// Peers returns the accepted peers, sorted by name, each with its source.
+// Peers returns the accepted peers, sorted by name, each with its source,
+// computing them first if a source changed; rejections found then are
+// reported before it returns.
 func (r *Registry) Peers() []Claim {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.accepted)
+	if r.dirty {
+		r.recompute()
+		r.dirty = false
+	}
+	out := slices.Clone(r.accepted)
+	r.unlockAndReport()
+	return out
 }
 
 func (r *Registry) recompute() {
@@ -147,10 +175,6 @@ func (r *Registry) recompute() {
 		if !current[k] {
 			delete(r.rejected, k)
 		}
-	}
-	select {
-	case r.changed <- struct{}{}:
-	default:
 	}
 }
 

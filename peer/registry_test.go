@@ -186,9 +186,15 @@ func TestRegistryReportsEachRejectionOnce(t *testing.T) {
 	var got []string
 	r := NewRegistry(self, false, Bounds{}, func(rej Rejection) { got = append(got, rej.Name+":"+string(rej.Reason)) })
 	bad := node("a", pubKey(t), "10.244.1.0/25")
+	// The agent reads the peers each time Changed fires; rejections are
+	// found (and reported) then.
 	r.Set(SourceGossip, bad)
-	r.Set(SourceGossip, bad) // same claim again: no new report
+	r.Peers()
+	bad.Endpoint = netip.MustParseAddrPort("10.99.0.9:51820")
+	r.Set(SourceGossip, bad) // refused again for the same reason: no new report
+	r.Peers()
 	r.Set(SourceGossip, node("b", pubKey(t), "10.244.2.0/24"))
+	r.Peers()
 	if strings.Join(got, ",") != "a:cidr-overlap" {
 		t.Fatalf("reports = %v, want one cidr-overlap for a", got)
 	}
@@ -205,6 +211,30 @@ func TestRegistryReportsEachRejectionOnce(t *testing.T) {
 	case <-r.Changed():
 	default:
 		t.Fatal("Changed did not fire")
+	}
+}
+
+// TestRegistryRepeatedClaimIsNoChange: a source saying again what it said
+// (an informer resync, a Node heartbeat) does not wake the agent; a claim
+// that differs in any field does.
+func TestRegistryRepeatedClaimIsNoChange(t *testing.T) {
+	r := NewRegistry(node("node1", pubKey(t), "10.244.1.0/24"), true, Bounds{}, nil)
+	n := node("a", pubKey(t), "10.244.2.0/24")
+	n.NodeAddrs = []netip.Addr{n.Endpoint.Addr()}
+	r.Set(SourceKubernetes, n)
+	<-r.Changed()
+	r.Set(SourceKubernetes, n)
+	select {
+	case <-r.Changed():
+		t.Fatal("the same claim again fired Changed")
+	default:
+	}
+	n.NodeAddrs = append(slices.Clone(n.NodeAddrs), netip.MustParseAddr("fd99::9"))
+	r.Set(SourceKubernetes, n)
+	select {
+	case <-r.Changed():
+	default:
+		t.Fatal("a claim with another node address did not fire Changed")
 	}
 }
 

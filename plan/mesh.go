@@ -51,6 +51,10 @@ type Peer struct {
 	// External: a Peer object, not a node; it has no agent to agree a
 	// preshared key with.
 	External bool
+	// Rest lets the mesh turn the keepalive off while the peer does not
+	// answer (mesh.DormantAfter). Not on a node behind NAT: it must keep
+	// its mappings open and be the one that starts handshakes.
+	Rest bool
 }
 
 // Route sends Dst into the tunnel with source address Src (invalid:
@@ -114,6 +118,7 @@ func Plan(self peer.NodeInfo, peers []peer.NodeInfo, opts Options) Mesh {
 			// The end with the greater key waits for the other's handshake.
 			Passive: bytes.Compare(self.PublicKey[:], n.PublicKey[:]) > 0,
 			Roaming: n.BehindNAT,
+			Rest:    !self.BehindNAT,
 		})
 		for _, p := range n.PodCIDRs {
 			mtu := pathMTU[n.Name]

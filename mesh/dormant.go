@@ -1,0 +1,106 @@
+package mesh
+
+import (
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// DormantAfter is how long a peer's persistent keepalive runs without a
+// handshake before the mesh turns it off. A live peer shakes hands at least
+// every ~2.5 min while its keepalive runs (WireGuard rekeys a session after
+// 2 min of sending), so 3 min without one means nobody answers: a node that
+// is down, or a Node object with no agent behind it. Left on, its keepalive
+// makes wireguard-go send an initiation every 5 s for 90 s and start again
+// 25 s later, forever: at a thousand dead peers, 200 initiations a second.
+// Traffic to a dormant peer still starts a handshake (WireGuard does that
+// on demand), and a handshake newer than the dormancy, from either end,
+// turns the keepalive on again at the next Apply.
+const DormantAfter = 3 * time.Minute
+
+// dormancy is the mesh's memory of keepalives: when each was last turned
+// on, and which peers are dormant since when. Both are pruned to the
+// desired peers at every Apply.
+type dormancy struct {
+	on      map[wgtypes.Key]time.Time
+	dormant map[wgtypes.Key]time.Time
+}
+
+// rest returns desired (a copy where it changes) with the keepalive off for
+// each peer that may rest (Peer.Rest) and has not answered: its keepalive
+// has run DormantAfter with no handshake in that time. A dormant peer that
+// has shaken hands since wakes.
+func (d *dormancy) rest(desired []Peer, actual []wgtypes.Peer, now time.Time) []Peer {
+	if d.on == nil {
+		d.on, d.dormant = map[wgtypes.Key]time.Time{}, map[wgtypes.Key]time.Time{}
+	}
+	have := make(map[wgtypes.Key]wgtypes.Peer, len(actual))
+	for _, p := range actual {
+		have[p.PublicKey] = p
+	}
+	want := make(map[wgtypes.Key]bool, len(desired))
+	out := desired
+	copied := false
+	for i, p := range desired {
+		want[p.PublicKey] = true
+		a, exists := have[p.PublicKey]
+		if !p.Rest || p.Keepalive == 0 || !exists {
+			delete(d.on, p.PublicKey)
+			delete(d.dormant, p.PublicKey)
+			continue
+		}
+		if since, ok := d.dormant[p.PublicKey]; ok {
+			if a.LastHandshakeTime.After(since) {
+				delete(d.dormant, p.PublicKey)
+				d.on[p.PublicKey] = now
+				continue
+			}
+		} else {
+			on, ok := d.on[p.PublicKey]
+			if !ok {
+				d.on[p.PublicKey] = now
+				continue
+			}
+			if now.Sub(on) < DormantAfter || now.Sub(a.LastHandshakeTime) < DormantAfter {
+				continue
+			}
+			d.dormant[p.PublicKey] = now
+		}
+		if !copied {
+			out = append([]Peer(nil), desired...)
+			copied = true
+		}
+		out[i].Keepalive = 0
+	}
+	for k := range d.on {
+		if !want[k] {
+			delete(d.on, k)
+		}
+	}
+	for k := range d.dormant {
+		if !want[k] {
+			delete(d.dormant, k)
+		}
+	}
+	return out
+}
+
+// wake forgets pub's dormancy: its keepalive was just written on.
+func (d *dormancy) wake(pub wgtypes.Key, now time.Time) {
+	if d.on == nil {
+		return
+	}
+	if _, ok := d.dormant[pub]; ok {
+		delete(d.dormant, pub)
+		d.on[pub] = now
+	}
+}
+
+// isDormant reports whether pub's keepalive is resting.
+func (d *dormancy) isDormant(pub wgtypes.Key) bool {
+	_, ok := d.dormant[pub]
+	return ok
+}
+
+// count is the number of dormant peers.
+func (d *dormancy) count() int { return len(d.dormant) }

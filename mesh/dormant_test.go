@@ -1,0 +1,70 @@
+package mesh
+
+import (
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// TestDormancy: a peer that never answers loses its keepalive after
+// DormantAfter (one write, then none), a handshake wakes it, a peer that
+// answers keeps it, and one that may not rest (this node behind NAT) keeps
+// it whatever happens.
+func TestDormancy(t *testing.T) {
+	key := func() wgtypes.Key { k, _ := wgtypes.GeneratePrivateKey(); return k.PublicKey() }
+	dead, live, nat := key(), key(), key()
+	desired := []Peer{
+		{Name: "dead", PublicKey: dead, Keepalive: 25 * time.Second, Rest: true},
+		{Name: "live", PublicKey: live, Keepalive: 25 * time.Second, Rest: true},
+		{Name: "nat", PublicKey: nat, Keepalive: 25 * time.Second},
+	}
+	t0 := time.Unix(1_000_000, 0)
+	device := func(now time.Time, deadHandshake time.Time, ka map[wgtypes.Key]time.Duration) []wgtypes.Peer {
+		return []wgtypes.Peer{
+			{PublicKey: dead, LastHandshakeTime: deadHandshake, PersistentKeepaliveInterval: ka[dead]},
+			{PublicKey: live, LastHandshakeTime: now.Add(-time.Minute), PersistentKeepaliveInterval: ka[live]},
+			{PublicKey: nat, PersistentKeepaliveInterval: ka[nat]},
+		}
+	}
+	on := map[wgtypes.Key]time.Duration{dead: 25 * time.Second, live: 25 * time.Second, nat: 25 * time.Second}
+	var d dormancy
+	apply := func(now time.Time, deadHandshake time.Time) []wgtypes.PeerConfig {
+		t.Helper()
+		cfgs, _ := DiffPeers(d.rest(desired, device(now, deadHandshake, on), now), device(now, deadHandshake, on))
+		for _, c := range cfgs {
+			on[c.PublicKey] = *c.PersistentKeepaliveInterval
+		}
+		return cfgs
+	}
+	if cfgs := apply(t0, time.Time{}); len(cfgs) != 0 {
+		t.Fatalf("first sight wrote %d peers", len(cfgs))
+	}
+	if cfgs := apply(t0.Add(DormantAfter-time.Second), time.Time{}); len(cfgs) != 0 {
+		t.Fatalf("before DormantAfter wrote %d peers", len(cfgs))
+	}
+	cfgs := apply(t0.Add(DormantAfter), time.Time{})
+	if len(cfgs) != 1 || cfgs[0].PublicKey != dead || *cfgs[0].PersistentKeepaliveInterval != 0 {
+		t.Fatalf("at DormantAfter: %+v, want the dead peer's keepalive off", cfgs)
+	}
+	if !d.isDormant(dead) || d.isDormant(live) || d.isDormant(nat) || d.count() != 1 {
+		t.Fatalf("dormant: dead %v live %v nat %v", d.isDormant(dead), d.isDormant(live), d.isDormant(nat))
+	}
+	if cfgs := apply(t0.Add(2*DormantAfter), time.Time{}); len(cfgs) != 0 {
+		t.Fatalf("a dormant peer was written again: %+v", cfgs)
+	}
+	woke := t0.Add(2*DormantAfter + time.Second)
+	cfgs = apply(woke.Add(time.Second), woke)
+	if len(cfgs) != 1 || cfgs[0].PublicKey != dead || *cfgs[0].PersistentKeepaliveInterval != 25*time.Second {
+		t.Fatalf("after a handshake: %+v, want the keepalive back on", cfgs)
+	}
+	if d.isDormant(dead) {
+		t.Fatal("still dormant after a handshake")
+	}
+	// Gone from the desired peers: forgotten.
+	desired = desired[1:]
+	d.rest(desired, device(woke, woke, on), woke)
+	if _, ok := d.on[dead]; ok {
+		t.Fatal("a removed peer is remembered")
+	}
+}
