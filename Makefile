@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 25m
 # Tools built from their own modules (defined early: make expands prerequisites as it reads).
 HELM      := $(CURDIR)/.cache/tools/helm
 
-.PHONY: all build controlplane k8s deps test test-lab test-kind unit lint fuzz soak demo bench bench-policy gobench manifests docker-engine image kind-images kind-up kind-down e2e-kind e2e-upstream e2e-upstream-ci clean sweep
+.PHONY: all build controlplane k8s deps test test-lab test-kind unit lint fuzz soak demo bench bench-policy bench-scale gobench manifests docker-engine image kind-images kind-up kind-down e2e-kind e2e-upstream e2e-upstream-ci clean sweep
 
 all: build
 
@@ -175,6 +175,15 @@ bench: deps build
 # 100 policies selecting the server pod (a lab with the real API server).
 bench-policy: deps build controlplane
 	WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) $(GO) test -run '^$$' -bench NetworkPolicy -benchtime 3x -timeout 15m ./e2e/ | tee /tmp/weft-bench-policy.log
+
+# Scale: N = WEFT_SCALE_N (default 100,300,1000) Node objects in the lab's
+# API server, 3 of them with a real agent: convergence, memory, idle CPU,
+# writes per Node change, churn (10 adds + 10 deletes a second for a
+# minute). Writes bench/results/scale-<time>.{json,md,svg}; ~8 min per size.
+bench-scale: deps build controlplane
+	@set -o pipefail; WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) WEFT_SCALE_OUT=$(CURDIR)/bench/results \
+		$(GO) test -count=1 -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -timeout 90m -v ./e2e/ 2>&1 | \
+		tee /tmp/weft-bench-scale.log | grep -E 'N=|^(--- |ok|FAIL|Benchmark)|scale_bench_test.go|^\s+(\||-|Targets|#)'
 
 # Go micro-benchmarks; the lab benchmarks have their own targets.
 gobench:

@@ -35,6 +35,7 @@ type Agent struct {
 	netpol  *netPolicy  // nil unless enforcing NetworkPolicy
 	dev     *mesh.Device
 	mesh    *mesh.Mesh
+	meshUp  atomic.Pointer[mesh.Mesh] // a.mesh, for goroutines started before it exists (gossip's seeds)
 	gossip  *gossipSource
 	metrics *metrics
 	ready   atomic.Bool
@@ -171,6 +172,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 
 	a.gossip, err = startGossip(gossipConfig{
 		Name: cfg.NodeName, Bind: adv, Port: cfg.GossipPort, SecretKey: gossipKey, Seeds: a.seeds, Metrics: a.metrics,
+		Profile: map[bool]string{false: GossipStandalone, true: GossipKubernetes}[cfg.KubeMode],
 	}, a.self, a.reg, log)
 	if err != nil {
 		return err
@@ -190,6 +192,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	if a.mesh, err = mesh.New(a.dev); err != nil {
 		return err
 	}
+	a.meshUp.Store(a.mesh)
 	defer a.mesh.Close()
 	if a.pq, err = newPairKeys(cfg.PQ, cfg.PSKRotation, cfg.PQPort, a.mesh, key, a.metrics.reg, log); err != nil {
 		return err
@@ -221,7 +224,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		for _, p := range cfg.PodCIDRs {
 			own = append(own, api.FirstAddress(p))
 		}
-		if a.netpol, err = newNetPol(a.kube.client, a.cfg, own, a.metrics, log); err != nil {
+		if a.netpol, err = newNetPol(a.kube.watch, a.cfg, own, a.metrics, log); err != nil {
 			return err
 		}
 		stop, err := a.netpol.serveSocket()

@@ -45,7 +45,7 @@ func startExternals(ctx context.Context, kubeconfig string, log *slog.Logger, ch
 	if err != nil {
 		return nil, err
 	}
-	dyn, err := dynamic.NewForConfig(cfg)
+	dyn, err := dynamic.NewForConfig(watchConfig(cfg))
 	if err != nil {
 		return nil, err
 	}

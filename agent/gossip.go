@@ -41,6 +41,37 @@ type gossipConfig struct {
 	SecretKey []byte // 32 bytes; nil runs unencrypted (--insecure-gossip)
 	Seeds     func() []string
 	Metrics   *metrics
+	Profile   string // GossipStandalone or GossipKubernetes
+}
+
+// Gossip profiles (memberlist timings). Standalone, gossip is the authority:
+// a failure it detects removes the peer, so it runs memberlist's LAN
+// defaults (probe 1 s, gossip 200 ms, push-pull 30 s). In Kubernetes mode
+// the API server is the authority and gossip liveness removes nothing
+// (docs/design.md, rule 10); gossip only moves endpoints and carries new
+// nodes while the API server is away, so it backs off: probe 2 s, gossip
+// 500 ms, push-pull 120 s, a third of the LAN profile's idle CPU per
+// member at 200 members (weft-bench gossip; figures in the design doc).
+const (
+	GossipStandalone = "standalone"
+	GossipKubernetes = "kubernetes"
+)
+
+// GossipConfig is memberlist's configuration for a profile; weft-bench
+// gossip measures the same.
+func GossipConfig(profile string) (*memberlist.Config, error) {
+	c := memberlist.DefaultLANConfig()
+	c.DeadNodeReclaimTime = 5 * time.Second // a restarted agent may come back on the same name
+	switch profile {
+	case GossipStandalone:
+	case GossipKubernetes:
+		c.ProbeInterval = 2 * time.Second
+		c.GossipInterval = 500 * time.Millisecond
+		c.PushPullInterval = 120 * time.Second
+	default:
+		return nil, fmt.Errorf("unknown gossip profile %q", profile)
+	}
+	return c, nil
 }
 
 // startGossip binds the gossip port and starts announcing self. Joining the
@@ -52,7 +83,10 @@ func startGossip(cfg gossipConfig, self peer.NodeInfo, reg *peer.Registry, logge
 		return nil, err
 	}
 	g := &gossipSource{name: cfg.Name, reg: reg, log: logger, meta: meta, seeds: cfg.Seeds, stop: make(chan struct{})}
-	mc := memberlist.DefaultLANConfig()
+	mc, err := GossipConfig(cfg.Profile)
+	if err != nil {
+		return nil, err
+	}
 	mc.Name = cfg.Name
 	mc.BindAddr = cfg.Bind.String()
 	mc.BindPort = cfg.Port
@@ -63,7 +97,6 @@ func startGossip(cfg gossipConfig, self peer.NodeInfo, reg *peer.Registry, logge
 	mc.Events = g
 	mlog := newMemberlistLogger(logger, cfg.Metrics.gossipLog)
 	mc.Logger = mlog.std()
-	mc.DeadNodeReclaimTime = 5 * time.Second // a restarted agent may come back on the same name
 	where := netip.AddrPortFrom(cfg.Bind, uint16(cfg.Port))
 	tr, err := newGuardedTransport(cfg.Bind, cfg.Port, mlog, cfg.Metrics.gossipRefused)
 	if err != nil {

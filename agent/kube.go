@@ -39,6 +39,16 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 	return kubernetes.NewForConfig(cfg)
 }
 
+// watchConfig is cfg for informers: without the client timeout, which
+// Go's HTTP client applies to a whole response, so every watch would be
+// cut after 10 s and started again (at a thousand nodes, hundreds of
+// requests a second to the API server for nothing).
+func watchConfig(cfg *rest.Config) *rest.Config {
+	w := rest.CopyConfig(cfg)
+	w.Timeout = 0
+	return w
+}
+
 // kubeConfig is the agent's client configuration (see kubeClient).
 func kubeConfig(kubeconfig string) (*rest.Config, error) {
 	var cfg *rest.Config
@@ -78,7 +88,8 @@ func (c countRequests) RoundTrip(r *http.Request) (*http.Response, error) {
 // kubeSource is the Kubernetes source: it watches Nodes into the registry,
 // publishes this node's annotations and condition, and records Events.
 type kubeSource struct {
-	client   kubernetes.Interface
+	client   kubernetes.Interface // requests, each bounded by the client timeout
+	watch    kubernetes.Interface // informers (watchConfig)
 	name     string
 	label    string       // --topology-label
 	location func(string) // called with this Node's location when it changes
@@ -91,10 +102,11 @@ type kubeSource struct {
 	nodes    listersv1.NodeLister
 	synced   cache.InformerSynced
 	up       atomic.Bool
+	probeNow chan struct{}
 }
 
-func newKube(client kubernetes.Interface, name, topologyLabel, intra string, log *slog.Logger) *kubeSource {
-	k := &kubeSource{client: client, name: name, label: topologyLabel, intra: intra, log: log}
+func newKube(client, watch kubernetes.Interface, name, topologyLabel, intra string, log *slog.Logger) *kubeSource {
+	k := &kubeSource{client: client, watch: watch, name: name, label: topologyLabel, intra: intra, log: log, probeNow: make(chan struct{}, 1)}
 	k.events = record.NewBroadcaster()
 	k.recorder = k.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "weft-agent", Host: name})
 	return k
@@ -110,11 +122,21 @@ func (k *kubeSource) fetchSelf(ctx context.Context) (*corev1.Node, error) {
 func (k *kubeSource) Start(ctx context.Context, reg *peer.Registry) error {
 	k.reg = reg
 	k.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: k.client.CoreV1().Events("")})
-	k.factory = informers.NewSharedInformerFactory(k.client, 10*time.Minute)
+	k.factory = informers.NewSharedInformerFactory(k.watch, 10*time.Minute)
 	inf := k.factory.Core().V1().Nodes()
 	k.nodes = inf.Lister()
 	k.synced = inf.Informer().HasSynced
 	if err := inf.Informer().SetTransform(slimNode); err != nil {
+		return err
+	}
+	// A broken Node watch is the first sign of an outage: probe at once.
+	if err := inf.Informer().SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+		select {
+		case k.probeNow <- struct{}{}:
+		default:
+		}
+	}); err != nil {
 		return err
 	}
 	_, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -179,15 +201,30 @@ func (k *kubeSource) onNode(obj any) {
 	}
 }
 
-// probe asks the API server's /readyz every 2 s: the mesh runs on from its
-// last known state while the API is away, and gossip-only nodes are taken
-// provisionally only then.
+// Probe intervals: while the API server answers, a probe every 15 s (a
+// kubelet's lease renewal is every 10 s), and at once when the Node watch
+// breaks; while it does not, every 2 s.
+const (
+	probeUp   = 15 * time.Second
+	probeDown = 2 * time.Second
+)
+
+// probe asks the API server's /readyz (see probeUp, probeDown): the mesh
+// runs on from its last known state while the API is away, and
+// gossip-only nodes are taken provisionally only then.
 func (k *kubeSource) probe(ctx context.Context) {
 	cache.WaitForCacheSync(ctx.Done(), k.synced)
-	t := time.NewTicker(2 * time.Second)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	first := true
 	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-k.probeNow:
+			t.Stop()
+		}
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := k.client.Discovery().RESTClient().Get().AbsPath("/readyz").Do(pctx).Error()
 		cancel()
@@ -201,10 +238,10 @@ func (k *kubeSource) probe(ctx context.Context) {
 			}
 		}
 		k.reg.SetAPIUp(up)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+		if up {
+			t.Reset(probeUp)
+		} else {
+			t.Reset(probeDown)
 		}
 	}
 }
@@ -266,3 +303,7 @@ func (k *kubeSource) Stop() {
 }
 
 var errNoPodCIDRs = errors.New("no pod CIDRs: the Node has no spec.podCIDRs and --pod-cidr is not given")
+
+// WrappedRoundTripper lets client-go reach the transport underneath (to
+// cancel requests).
+func (c countRequests) WrappedRoundTripper() http.RoundTripper { return c.next }

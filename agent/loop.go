@@ -265,9 +265,11 @@ func (a *Agent) rejected(r peer.Rejection) {
 func (a *Agent) seeds() []string {
 	out := slices.Clone(a.cfg.Join)
 	shook := map[wgtypes.Key]time.Time{}
-	if dev, err := a.mesh.Peers(); err == nil {
-		for _, d := range dev {
-			shook[d.PublicKey] = d.LastHandshakeTime
+	if m := a.meshUp.Load(); m != nil {
+		if dev, err := m.Peers(); err == nil {
+			for _, d := range dev {
+				shook[d.PublicKey] = d.LastHandshakeTime
+			}
 		}
 	}
 	var known []peer.Claim

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/atomicfile"
@@ -20,11 +21,19 @@ import (
 // override). While the API server does not answer it falls back to what it
 // learned last time, so a restarted agent comes back without the API.
 func (a *Agent) learnSelf(ctx context.Context) error {
-	client, err := kubeClient(a.cfg.Kubeconfig)
+	cfg, err := kubeConfig(a.cfg.Kubeconfig)
 	if err != nil {
 		return err
 	}
-	a.kube = newKube(client, a.cfg.NodeName, a.cfg.TopologyLabel, peer.IntraLocation(a.cfg.IntraDirect), a.log)
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	watch, err := kubernetes.NewForConfig(watchConfig(cfg))
+	if err != nil {
+		return err
+	}
+	a.kube = newKube(client, watch, a.cfg.NodeName, a.cfg.TopologyLabel, peer.IntraLocation(a.cfg.IntraDirect), a.log)
 	cachePath := filepath.Join(a.cfg.StateDir, "self.json")
 	var cidrs []netip.Prefix
 	var ip netip.Addr

@@ -28,8 +28,9 @@ type dormancy struct {
 
 // rest returns desired (a copy where it changes) with the keepalive off for
 // each peer that may rest (Peer.Rest) and has not answered: its keepalive
-// has run DormantAfter with no handshake in that time. A dormant peer that
-// has shaken hands since wakes.
+// has run DormantAfter with no handshake in that time. A new passive peer
+// (Peer.Passive) is created dormant. A dormant peer that has shaken hands
+// since wakes.
 func (d *dormancy) rest(desired []Peer, actual []wgtypes.Peer, now time.Time) []Peer {
 	if d.on == nil {
 		d.on, d.dormant = map[wgtypes.Key]time.Time{}, map[wgtypes.Key]time.Time{}
@@ -44,27 +45,8 @@ func (d *dormancy) rest(desired []Peer, actual []wgtypes.Peer, now time.Time) []
 	for i, p := range desired {
 		want[p.PublicKey] = true
 		a, exists := have[p.PublicKey]
-		if !p.Rest || p.Keepalive == 0 || !exists {
-			delete(d.on, p.PublicKey)
-			delete(d.dormant, p.PublicKey)
+		if !d.resting(p, a, exists, now) {
 			continue
-		}
-		if since, ok := d.dormant[p.PublicKey]; ok {
-			if a.LastHandshakeTime.After(since) {
-				delete(d.dormant, p.PublicKey)
-				d.on[p.PublicKey] = now
-				continue
-			}
-		} else {
-			on, ok := d.on[p.PublicKey]
-			if !ok {
-				d.on[p.PublicKey] = now
-				continue
-			}
-			if now.Sub(on) < DormantAfter || now.Sub(a.LastHandshakeTime) < DormantAfter {
-				continue
-			}
-			d.dormant[p.PublicKey] = now
 		}
 		if !copied {
 			out = append([]Peer(nil), desired...)
@@ -83,6 +65,42 @@ func (d *dormancy) rest(desired []Peer, actual []wgtypes.Peer, now time.Time) []
 		}
 	}
 	return out
+}
+
+// resting decides whether p's keepalive is off now (a is the device's
+// view of it, if it exists there) and updates the memory.
+func (d *dormancy) resting(p Peer, a wgtypes.Peer, exists bool, now time.Time) bool {
+	k := p.PublicKey
+	if !p.Rest || p.Keepalive == 0 || (!exists && !p.Passive) {
+		delete(d.on, k)
+		delete(d.dormant, k)
+		return false
+	}
+	if !exists {
+		// A new passive peer starts dormant: the other end's handshake
+		// wakes it (one write per new node, not two).
+		delete(d.on, k)
+		d.dormant[k] = now
+		return true
+	}
+	if since, ok := d.dormant[k]; ok {
+		if !a.LastHandshakeTime.After(since) {
+			return true
+		}
+		delete(d.dormant, k)
+		d.on[k] = now
+		return false
+	}
+	on, ok := d.on[k]
+	if !ok {
+		d.on[k] = now
+		return false
+	}
+	if now.Sub(on) < DormantAfter || now.Sub(a.LastHandshakeTime) < DormantAfter {
+		return false
+	}
+	d.dormant[k] = now
+	return true
 }
 
 // wake forgets pub's dormancy: its keepalive was just written on.

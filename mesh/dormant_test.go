@@ -68,3 +68,27 @@ func TestDormancy(t *testing.T) {
 		t.Fatal("a removed peer is remembered")
 	}
 }
+
+// TestPassivePeerStartsDormant: a new passive peer is created with its
+// keepalive off and no later write is due until it has shaken hands; then
+// one write turns the keepalive on.
+func TestPassivePeerStartsDormant(t *testing.T) {
+	k, _ := wgtypes.GeneratePrivateKey()
+	pub := k.PublicKey()
+	desired := []Peer{{Name: "p", PublicKey: pub, Keepalive: 25 * time.Second, Rest: true, Passive: true}}
+	var d dormancy
+	t0 := time.Unix(1_000_000, 0)
+	cfgs, deferred := DiffPeers(d.rest(desired, nil, t0), nil)
+	if len(cfgs) != 1 || *cfgs[0].PersistentKeepaliveInterval != 0 || deferred != 0 {
+		t.Fatalf("created: %+v (deferred %d), want one peer without keepalive and nothing deferred", cfgs, deferred)
+	}
+	dev := []wgtypes.Peer{{PublicKey: pub}}
+	if cfgs, _ := DiffPeers(d.rest(desired, dev, t0.Add(time.Second)), dev); len(cfgs) != 0 {
+		t.Fatalf("before any handshake: %+v, want no write", cfgs)
+	}
+	dev[0].LastHandshakeTime = t0.Add(2 * time.Second)
+	cfgs, _ = DiffPeers(d.rest(desired, dev, t0.Add(3*time.Second)), dev)
+	if len(cfgs) != 1 || *cfgs[0].PersistentKeepaliveInterval != 25*time.Second {
+		t.Fatalf("after the handshake: %+v, want the keepalive on", cfgs)
+	}
+}

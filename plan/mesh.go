@@ -34,7 +34,8 @@ type Peer struct {
 	Endpoint   netip.AddrPort
 	AllowedIPs []netip.Prefix // the peer's pod CIDRs, and its node address (Plan)
 	Keepalive  time.Duration  // 0: off
-	// Passive defers the keepalive of a newly created peer to the next
+	// Passive creates the peer without keepalive: until its first
+	// handshake when it may Rest (mesh.DormantAfter), else until the next
 	// Apply. Turning a keepalive on makes wireguard-go send a handshake at
 	// once; if both ends do that at the same instant, each consumes the
 	// other's initiation, both end up responders, and the session waits

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/weftnet/weft/agent"
 )
 
 // gossipProfiles measures memberlist profiles in one process (issue 19's
@@ -21,10 +23,10 @@ import (
 // other, until a new member reaches all, until a member shut down without
 // leaving is dead to all, and the idle CPU over 10 s.
 //
-//	weft-bench gossip --profiles weft,tuned --members 50,100,200
+//	weft-bench gossip --profiles standalone,kubernetes --members 50,100,200
 func gossipProfiles(args []string) error {
 	fs := flag.NewFlagSet("weft-bench gossip", flag.ContinueOnError)
-	profiles := fs.String("profiles", "weft,tuned", "weft (memberlist's LAN defaults, as the agent runs them), lan, tuned (probe 2 s, gossip 500 ms, push-pull 120 s)")
+	profiles := fs.String("profiles", "standalone,kubernetes", "standalone (the agent's: memberlist's LAN defaults), kubernetes (the agent's in Kubernetes mode: probe 2 s, gossip 500 ms, push-pull 120 s), lan (memberlist's own)")
 	members := fs.String("members", "50,100,200", "member counts")
 	idle := fs.Duration("idle", 10*time.Second, "how long idle CPU is measured")
 	one := fs.Bool("one", false, "measure one profile and member count in this process (the parent runs each so)")
@@ -54,18 +56,18 @@ func gossipProfiles(args []string) error {
 }
 
 func gossipConf(profile, name string) (*memberlist.Config, error) {
-	c := memberlist.DefaultLANConfig()
+	var c *memberlist.Config
 	switch profile {
-	case "weft":
-		c.DeadNodeReclaimTime = 5 * time.Second // the agent's one change
 	case "lan":
-	case "tuned":
-		c.DeadNodeReclaimTime = 5 * time.Second
-		c.ProbeInterval = 2 * time.Second
-		c.GossipInterval = 500 * time.Millisecond
-		c.PushPullInterval = 120 * time.Second
+		c = memberlist.DefaultLANConfig()
+	case "weft", "tuned": // the names of the first figures
+		profile = map[string]string{"weft": agent.GossipStandalone, "tuned": agent.GossipKubernetes}[profile]
+		fallthrough
 	default:
-		return nil, fmt.Errorf("unknown profile %q", profile)
+		var err error
+		if c, err = agent.GossipConfig(profile); err != nil {
+			return nil, err
+		}
 	}
 	c.Name, c.BindAddr, c.BindPort = name, "127.0.0.1", 0
 	c.Logger = log.New(io.Discard, "", 0)

@@ -1,0 +1,213 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgsvg"
+)
+
+// ScaleRun is what make bench-scale measured (e2e's BenchmarkScale): the
+// lab's API server holding N Node objects, three of them with a real agent.
+type ScaleRun struct {
+	Time    string       `json:"time"`
+	Machine string       `json:"machine"`
+	Sizes   []ScalePoint `json:"sizes"`
+}
+
+// ScalePoint is one cluster size. Per-agent figures are the worst of the
+// three agents (the most memory, the most CPU, the slowest).
+type ScalePoint struct {
+	Nodes int `json:"nodes"`
+
+	ConvergeSeconds float64 `json:"convergeSeconds"` // agent start → every peer and route installed
+	RSSMiB          float64 `json:"rssMiB"`
+	HeapMiB         float64 `json:"heapMiB"` // Go heap in use
+	// Idle CPU in % of one core over 60 s: right after converging (dead
+	// peers' handshakes still running) and once their keepalive rests.
+	IdleCPUFirstMinute float64 `json:"idleCpuFirstMinutePct"`
+	IdleCPUSteady      float64 `json:"idleCpuSteadyPct"`
+	DormantPeers       int     `json:"dormantPeers"`
+
+	// One Node added, then deleted: what each agent wrote (max over agents).
+	AddPeerWrites    int     `json:"addPeerWrites"`
+	AddRouteChanges  int     `json:"addRouteChanges"`
+	DelPeerWrites    int     `json:"delPeerWrites"`
+	DelRouteChanges  int     `json:"delRouteChanges"`
+	AddToRouteMillis float64 `json:"addToRouteMs"` // API create → route on every agent's node
+
+	// Churn: ChurnPerSecond Nodes added and as many deleted each second.
+	ChurnSeconds        int     `json:"churnSeconds"`
+	ChurnPerSecond      int     `json:"churnPerSecond"`
+	ChurnChanges        int     `json:"churnChanges"` // Node adds and deletes made
+	ChurnCPU            float64 `json:"churnCpuPct"`
+	ChurnAPIRequestsSec float64 `json:"churnApiRequestsPerSecond"`
+	ChurnPeerWrites     float64 `json:"churnPeerWritesPerChange"`
+	ChurnRouteChanges   float64 `json:"churnRouteChangesPerChange"`
+	ChurnP50Millis      float64 `json:"churnP50Ms"`
+	ChurnP99Millis      float64 `json:"churnP99Ms"`
+	ChurnMaxMillis      float64 `json:"churnMaxMs"`
+	ChurnLost           int     `json:"churnLost"` // changes that never reached a data plane
+}
+
+// Targets at 1000 nodes (issue 19).
+const (
+	TargetRSSMiB       = 64
+	TargetIdleCPU      = 0.5
+	TargetChurnP99Msec = 1000
+)
+
+// WriteScale stores r under dir as scale-<stamp>.{json,md,svg} and returns
+// the Markdown.
+func WriteScale(r *ScaleRun, dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	stamp := "scale-" + strings.NewReplacer(":", "", "-", "").Replace(r.Time)
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	svg, err := scaleSVG(r)
+	if err != nil {
+		return "", fmt.Errorf("scale plot: %w", err)
+	}
+	md := ScaleMarkdown(r, stamp+".svg")
+	for name, data := range map[string][]byte{stamp + ".json": b, stamp + ".md": []byte(md), stamp + ".svg": svg} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			return "", err
+		}
+	}
+	return md, nil
+}
+
+// ScaleMarkdown is the report: one column per size, and each target at
+// the largest size met or not.
+func ScaleMarkdown(r *ScaleRun, svg string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# weft at scale, %s\n\n%s. `make bench-scale`: the lab's API server holds N Node objects (generated keys, pod CIDRs, endpoints on a range where nobody answers); 3 of them run a real agent in Kubernetes mode. Per-agent figures are the worst of the three.\n\n", r.Time, r.Machine)
+	b.WriteString("| | " + join(r.Sizes, func(p ScalePoint) string { return fmt.Sprintf("N = %d", p.Nodes) }) + " |\n")
+	b.WriteString("|---|" + strings.Repeat("---:|", len(r.Sizes)) + "\n")
+	row := func(name string, f func(ScalePoint) string) {
+		b.WriteString("| " + name + " | " + join(r.Sizes, f) + " |\n")
+	}
+	row("start → all peers and routes installed", func(p ScalePoint) string { return fmt.Sprintf("%.1f s", p.ConvergeSeconds) })
+	row("RSS", func(p ScalePoint) string { return fmt.Sprintf("%.1f MiB", p.RSSMiB) })
+	row("Go heap in use", func(p ScalePoint) string { return fmt.Sprintf("%.1f MiB", p.HeapMiB) })
+	row("idle CPU, first minute", func(p ScalePoint) string { return fmt.Sprintf("%.2f %%", p.IdleCPUFirstMinute) })
+	row("idle CPU, steady (dead peers resting)", func(p ScalePoint) string {
+		return fmt.Sprintf("%.2f %% (%d resting)", p.IdleCPUSteady, p.DormantPeers)
+	})
+	row("one Node added: peer writes / route changes", func(p ScalePoint) string {
+		return fmt.Sprintf("%d / %d", p.AddPeerWrites, p.AddRouteChanges)
+	})
+	row("one Node deleted: peer writes / route changes", func(p ScalePoint) string {
+		return fmt.Sprintf("%d / %d", p.DelPeerWrites, p.DelRouteChanges)
+	})
+	row("one Node added: API create → route on all 3", func(p ScalePoint) string { return fmt.Sprintf("%.0f ms", p.AddToRouteMillis) })
+	row("churn: CPU", func(p ScalePoint) string { return fmt.Sprintf("%.1f %%", p.ChurnCPU) })
+	row("churn: agent API requests", func(p ScalePoint) string { return fmt.Sprintf("%.2f /s", p.ChurnAPIRequestsSec) })
+	row("churn: peer writes / route changes per Node change", func(p ScalePoint) string {
+		return fmt.Sprintf("%.2f / %.2f", p.ChurnPeerWrites, p.ChurnRouteChanges)
+	})
+	row("churn: change → data plane p50 / p99 / max", func(p ScalePoint) string {
+		return fmt.Sprintf("%.0f / %.0f / %.0f ms", p.ChurnP50Millis, p.ChurnP99Millis, p.ChurnMaxMillis)
+	})
+	row("churn: changes made / never applied", func(p ScalePoint) string { return fmt.Sprintf("%d / %d", p.ChurnChanges, p.ChurnLost) })
+	if len(r.Sizes) > 0 {
+		p := r.Sizes[len(r.Sizes)-1]
+		met := func(ok bool) string {
+			if ok {
+				return "met"
+			}
+			return "**not met**"
+		}
+		fmt.Fprintf(&b, "\nTargets at N = %d:\n\n", p.Nodes)
+		fmt.Fprintf(&b, "- RSS ≤ %d MiB: %s (%.1f MiB)\n", TargetRSSMiB, met(p.RSSMiB <= TargetRSSMiB), p.RSSMiB)
+		fmt.Fprintf(&b, "- idle CPU ≤ %.1f %% of a core: %s (steady %.2f %%; first minute %.2f %%)\n", TargetIdleCPU, met(p.IdleCPUSteady <= TargetIdleCPU), p.IdleCPUSteady, p.IdleCPUFirstMinute)
+		one := p.AddPeerWrites == 1 && p.AddRouteChanges == 1 && p.DelPeerWrites == 1 && p.DelRouteChanges == 1
+		fmt.Fprintf(&b, "- one changed Node → one peer write and one route change: %s (add %d/%d, delete %d/%d)\n", met(one), p.AddPeerWrites, p.AddRouteChanges, p.DelPeerWrites, p.DelRouteChanges)
+		fmt.Fprintf(&b, "- change → data plane p99 ≤ 1 s during churn: %s (%.0f ms, %d never applied)\n", met(p.ChurnP99Millis <= TargetChurnP99Msec && p.ChurnLost == 0), p.ChurnP99Millis, p.ChurnLost)
+	}
+	if svg != "" {
+		fmt.Fprintf(&b, "\n![each figure against N](%s)\n", svg)
+	}
+	return b.String()
+}
+
+func join(ps []ScalePoint, f func(ScalePoint) string) string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = f(p)
+	}
+	return strings.Join(out, " | ")
+}
+
+// scaleSVG draws each figure against N, both axes logarithmic, one panel each.
+func scaleSVG(r *ScaleRun) ([]byte, error) {
+	figs := []struct {
+		title string
+		f     func(ScalePoint) float64
+	}{
+		{"start → converged, s", func(p ScalePoint) float64 { return p.ConvergeSeconds }},
+		{"RSS, MiB", func(p ScalePoint) float64 { return p.RSSMiB }},
+		{"Go heap, MiB", func(p ScalePoint) float64 { return p.HeapMiB }},
+		{"idle CPU steady, % core", func(p ScalePoint) float64 { return p.IdleCPUSteady }},
+		{"idle CPU first minute, % core", func(p ScalePoint) float64 { return p.IdleCPUFirstMinute }},
+		{"churn CPU, % core", func(p ScalePoint) float64 { return p.ChurnCPU }},
+		{"churn change → data plane p99, ms", func(p ScalePoint) float64 { return p.ChurnP99Millis }},
+		{"churn API requests /s", func(p ScalePoint) float64 { return p.ChurnAPIRequestsSec }},
+	}
+	const cols = 4
+	rows := (len(figs) + cols - 1) / cols
+	plots := make([][]*plot.Plot, rows)
+	for i, fg := range figs {
+		p := plot.New()
+		p.Title.Text = fg.title
+		p.X.Label.Text = "nodes"
+		p.X.Scale, p.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
+		p.Y.Scale, p.Y.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
+		var pts plotter.XYs
+		for _, s := range r.Sizes {
+			// A log axis has no 0: a figure that is 0 is drawn at 0.001.
+			pts = append(pts, plotter.XY{X: float64(s.Nodes), Y: max(fg.f(s), 0.001)})
+		}
+		if len(pts) > 0 {
+			l, sc, err := plotter.NewLinePoints(pts)
+			if err != nil {
+				return nil, err
+			}
+			l.Color, sc.Color = palette[0], palette[0]
+			p.Add(l, sc)
+		}
+		if plots[i/cols] == nil {
+			plots[i/cols] = make([]*plot.Plot, cols)
+		}
+		plots[i/cols][i%cols] = p
+	}
+	w, h := 13*vg.Inch, vg.Length(rows)*3*vg.Inch
+	c := vgsvg.New(w, h)
+	dc := draw.New(c)
+	canvases := plot.Align(plots, draw.Tiles{Rows: rows, Cols: cols, PadX: vg.Millimeter * 4, PadY: vg.Millimeter * 4,
+		PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}, dc)
+	for i := range plots {
+		for j, p := range plots[i] {
+			if p != nil {
+				p.Draw(canvases[i][j])
+			}
+		}
+	}
+	var b bytes.Buffer
+	if _, err := c.WriteTo(&b); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
