@@ -180,6 +180,12 @@ func scaleSVG(r *ScaleRun) ([]byte, error) {
 			// A log axis has no 0: a figure that is 0 is drawn at 0.001.
 			pts = append(pts, plotter.XY{X: float64(s.Nodes), Y: max(fg.f(s), 0.001)})
 		}
+		// Ranges set here: gonum's own would start a one-point axis at 0.
+		if len(pts) > 0 {
+			xmin, xmax, ymin, ymax := plotter.XYRange(pts)
+			p.X.Min, p.X.Max = xmin/1.5, xmax*1.5
+			p.Y.Min, p.Y.Max = ymin/2, ymax*2
+		}
 		if len(pts) > 0 {
 			l, sc, err := plotter.NewLinePoints(pts)
 			if err != nil {

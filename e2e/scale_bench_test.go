@@ -355,10 +355,23 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 		}
 		return true
 	}
-	eventually(b, mesh.DormantAfter+2*time.Minute, "dead peers rest", resting)
+	// Polled every 5 s: a scrape of a thousand peers' series is work the
+	// idle figure should not include.
+	for deadline := time.Now().Add(mesh.DormantAfter + 2*time.Minute); !resting(); time.Sleep(5 * time.Second) {
+		if time.Now().After(deadline) {
+			b.Fatalf("dead peers do not rest within %v", mesh.DormantAfter+2*time.Minute)
+		}
+	}
 	time.Sleep(5 * time.Second)
 	p.DormantPeers = fakes
+	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" {
+		// node1's CPU during the steady window (30 of its 60 s) and heap.
+		go saveProfile(b, real[0], "profile?seconds=30", fmt.Sprintf("%s/scale-%d-cpu.pprof", dir, total))
+	}
 	p.IdleCPUSteady = cpuPercent(b, pids, 60*time.Second)
+	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" {
+		saveProfile(b, real[0], "heap", fmt.Sprintf("%s/scale-%d-heap.pprof", dir, total))
+	}
 	for i, n := range real {
 		p.RSSMiB = max(p.RSSMiB, rssMiB(b, pids[i]))
 		p.HeapMiB = max(p.HeapMiB, metricSum(b, n, "go_memstats_heap_inuse_bytes")/(1<<20))
@@ -508,6 +521,22 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	b.Logf("N=%d: churn %d changes in %.1f s: CPU %.1f %%, %.2f API req/s, %.2f peer writes and %.2f route changes per change, p50 %.0f ms, p99 %.0f ms, max %.0f ms, %d never applied",
 		total, p.ChurnChanges, churnEl, p.ChurnCPU, p.ChurnAPIRequestsSec, p.ChurnPeerWrites, p.ChurnRouteChanges, p.ChurnP50Millis, p.ChurnP99Millis, p.ChurnMaxMillis, p.ChurnLost)
 	return p
+}
+
+// saveProfile writes n's agent's /debug/pprof/<what> to path.
+func saveProfile(b testing.TB, n *netlab.Node, what, path string) {
+	c := n.HTTPClient()
+	c.Timeout = 2 * time.Minute
+	resp, err := c.Get("http://" + netlab.AgentPprof + "/debug/pprof/" + what)
+	if err != nil {
+		b.Logf("profile %s: %v", what, err)
+		return
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if err := os.WriteFile(path, body, 0o644); err != nil {
+		b.Logf("profile %s: %v", what, err)
+	}
 }
 
 func pct(sorted []float64, q float64) float64 {

@@ -24,6 +24,7 @@ const DormantAfter = 3 * time.Minute
 type dormancy struct {
 	on      map[wgtypes.Key]time.Time
 	dormant map[wgtypes.Key]time.Time
+	fell    []wgtypes.Key // peers that fell asleep in the last rest
 }
 
 // rest returns desired (a copy where it changes) with the keepalive off for
@@ -42,11 +43,16 @@ func (d *dormancy) rest(desired []Peer, actual []wgtypes.Peer, now time.Time) []
 	want := make(map[wgtypes.Key]bool, len(desired))
 	out := desired
 	copied := false
+	d.fell = d.fell[:0]
 	for i, p := range desired {
 		want[p.PublicKey] = true
 		a, exists := have[p.PublicKey]
+		_, was := d.dormant[p.PublicKey]
 		if !d.resting(p, a, exists, now) {
 			continue
+		}
+		if exists && !was {
+			d.fell = append(d.fell, p.PublicKey)
 		}
 		if !copied {
 			out = append([]Peer(nil), desired...)
@@ -101,6 +107,19 @@ func (d *dormancy) resting(p Peer, a wgtypes.Peer, exists bool, now time.Time) b
 	}
 	d.dormant[k] = now
 	return true
+}
+
+// fallen returns configs that remove the peers that fell asleep in the
+// last rest, to go before the configs that write them again: turning the
+// keepalive off leaves wireguard-go retrying the handshake under way (for
+// up to 90 s) with a keepalive packet (a 64 KiB buffer) staged; a peer
+// written anew has neither.
+func (d *dormancy) fallen() []wgtypes.PeerConfig {
+	var out []wgtypes.PeerConfig
+	for _, k := range d.fell {
+		out = append(out, wgtypes.PeerConfig{PublicKey: k, Remove: true})
+	}
+	return out
 }
 
 // wake forgets pub's dormancy: its keepalive was just written on.

@@ -208,12 +208,13 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 	cfgs, deferred := DiffPeers(m.rest.rest(m.withKeys(s.Peers), peers, time.Now()), peers)
 	ch.PeersDeferred = deferred
 	ch.PeersDormant = m.rest.count()
+	fell := m.rest.fallen()
 	if len(cfgs) > 0 {
-		if err := m.wg.ConfigureDevice(m.dev.name, wgtypes.Config{Peers: cfgs}); err != nil {
+		if err := m.wg.ConfigureDevice(m.dev.name, wgtypes.Config{Peers: append(fell, cfgs...)}); err != nil {
 			return ch, fmt.Errorf("configure peers: %w", err)
 		}
 		m.writes.Add(1)
-		m.peerWrites.Add(uint64(len(cfgs)))
+		m.peerWrites.Add(uint64(len(fell) + len(cfgs)))
 		for _, c := range cfgs {
 			if c.Remove {
 				ch.PeersRemoved++

@@ -1,0 +1,48 @@
+package bench
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestWriteScale: the report names every size and states each target as
+// met or not from the largest size's figures; the plot is an SVG, also for
+// a single size and a figure of 0 (a log axis has no 0).
+func TestWriteScale(t *testing.T) {
+	for _, sizes := range [][]ScalePoint{
+		{{Nodes: 20, RSSMiB: 70, AddPeerWrites: 1, AddRouteChanges: 1, DelPeerWrites: 1, DelRouteChanges: 1}},
+		{{Nodes: 100, RSSMiB: 40, IdleCPUSteady: 0.1, ChurnP99Millis: 50},
+			{Nodes: 1000, RSSMiB: 60, IdleCPUSteady: 0.7, ChurnP99Millis: 300, AddPeerWrites: 1, AddRouteChanges: 1, DelPeerWrites: 1, DelRouteChanges: 2}},
+	} {
+		dir := t.TempDir()
+		md, err := WriteScale(&ScaleRun{Time: "2026-12-03T01:00:00Z", Machine: "test", Sizes: sizes}, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"N = " + strconv.Itoa(sizes[0].Nodes), "scale-20261203T010000Z.svg"} {
+			if !strings.Contains(md, want) {
+				t.Errorf("report lacks %q:\n%s", want, md)
+			}
+		}
+		last := sizes[len(sizes)-1]
+		rss := strings.Contains(md, "RSS ≤ 64 MiB: met")
+		if rss != (last.RSSMiB <= 64) {
+			t.Errorf("RSS %.0f MiB reported as met=%v", last.RSSMiB, rss)
+		}
+		idle := strings.Contains(md, "idle CPU ≤ 0.5 % of a core: met")
+		if idle != (last.IdleCPUSteady <= 0.5) {
+			t.Errorf("idle CPU %.1f %% reported as met=%v", last.IdleCPUSteady, idle)
+		}
+		one := strings.Contains(md, "one peer write and one route change: met")
+		if want := last.DelRouteChanges == 1 && last.AddPeerWrites == 1; one != want {
+			t.Errorf("writes reported as met=%v, want %v", one, want)
+		}
+		svg, err := os.ReadFile(filepath.Join(dir, "scale-20261203T010000Z.svg"))
+		if err != nil || !strings.Contains(string(svg), "<svg") {
+			t.Fatalf("plot: %v", err)
+		}
+	}
+}
