@@ -166,9 +166,11 @@ func (g *gossipSource) joinLoop() {
 }
 
 // Seeds tried per join attempt, and at once: one that answers is enough,
-// and each that does not costs memberlist's TCP timeout (10 s).
+// and each that does not costs memberlist's TCP timeout (10 s), so an
+// attempt takes at most 20 s and the next one reads the seeds again (by
+// then WireGuard knows which peers answer: see Agent.seeds).
 const (
-	maxJoinSeeds     = 64
+	maxJoinSeeds     = 16
 	joinConcurrently = 8
 )
 

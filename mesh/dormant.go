@@ -18,10 +18,15 @@ import (
 // turns the keepalive on again at the next Apply.
 const DormantAfter = 3 * time.Minute
 
+// startGrace is how long after the mesh's first Apply new passive peers
+// are still created the way a (re)starting agent needs (see resting).
+const startGrace = time.Minute
+
 // dormancy is the mesh's memory of keepalives: when each was last turned
 // on, and which peers are dormant since when. Both are pruned to the
 // desired peers at every Apply.
 type dormancy struct {
+	start   time.Time // the first rest: the agent's start
 	on      map[wgtypes.Key]time.Time
 	dormant map[wgtypes.Key]time.Time
 	fell    []wgtypes.Key // peers that fell asleep in the last rest
@@ -35,6 +40,7 @@ type dormancy struct {
 func (d *dormancy) rest(desired []Peer, actual []wgtypes.Peer, now time.Time) []Peer {
 	if d.on == nil {
 		d.on, d.dormant = map[wgtypes.Key]time.Time{}, map[wgtypes.Key]time.Time{}
+		d.start = now
 	}
 	have := make(map[wgtypes.Key]wgtypes.Peer, len(actual))
 	for _, p := range actual {
@@ -77,14 +83,18 @@ func (d *dormancy) rest(desired []Peer, actual []wgtypes.Peer, now time.Time) []
 // view of it, if it exists there) and updates the memory.
 func (d *dormancy) resting(p Peer, a wgtypes.Peer, exists bool, now time.Time) bool {
 	k := p.PublicKey
-	if !p.Rest || p.Keepalive == 0 || (!exists && !p.Passive) {
+	if !p.Rest || p.Keepalive == 0 || (!exists && (!p.Passive || now.Sub(d.start) < startGrace)) {
 		delete(d.on, k)
 		delete(d.dormant, k)
 		return false
 	}
 	if !exists {
 		// A new passive peer starts dormant: the other end's handshake
-		// wakes it (one write per new node, not two).
+		// wakes it (one write per new node, not two). Not in the agent's
+		// first minute: after a restart the other end may still hold a
+		// session with this node's previous run and would not shake
+		// hands until it expires, so this end starts one (DiffPeers
+		// defers its keepalive to the next Apply).
 		delete(d.on, k)
 		d.dormant[k] = now
 		return true

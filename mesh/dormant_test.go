@@ -81,6 +81,12 @@ func TestPassivePeerStartsDormant(t *testing.T) {
 	desired := []Peer{{Name: "p", PublicKey: pub, Keepalive: 25 * time.Second, Rest: true, Passive: true}}
 	var d dormancy
 	t0 := time.Unix(1_000_000, 0)
+	// In the agent's first minute (a restart) the peer is deferred instead:
+	// created without keepalive, turned on at the next Apply.
+	if cfgs, deferred := DiffPeers(d.rest(desired, nil, t0), nil); len(cfgs) != 1 || deferred != 1 || d.isDormant(pub) {
+		t.Fatalf("at start: %+v (deferred %d), want one deferred peer", cfgs, deferred)
+	}
+	t0 = t0.Add(startGrace)
 	cfgs, deferred := DiffPeers(d.rest(desired, nil, t0), nil)
 	if len(cfgs) != 1 || *cfgs[0].PersistentKeepaliveInterval != 0 || deferred != 0 {
 		t.Fatalf("created: %+v (deferred %d), want one peer without keepalive and nothing deferred", cfgs, deferred)
