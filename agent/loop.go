@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -122,8 +124,17 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 	} else {
 		a.metrics.reconciles.WithLabelValues("changed").Inc()
 		a.log.Info("reconciled", "peers", len(peers), "peers_written", ch.PeersWritten, "peers_removed", ch.PeersRemoved, "peers_deferred", ch.PeersDeferred,
+			"peers_asleep", ch.PeersAsleep, "peers_dormant", ch.PeersDormant,
 			"routes_added", ch.RoutesAdded, "routes_removed", ch.RoutesRemoved,
 			"addresses_added", ch.AddressesAdded, "addresses_removed", ch.AddressesRemoved)
+	}
+	if ch.PeersRemoved+ch.PeersAsleep >= 64 {
+		// Many peers just left the device, each with its queues and
+		// perhaps a staged 64 KiB buffer, now in wireguard-go's pools:
+		// two collections empty sync.Pool, and the memory goes back to
+		// the system now rather than over the next minutes.
+		runtime.GC()
+		debug.FreeOSMemory()
 	}
 	if err := a.applyMasquerade(ctx, peers, ext); err != nil {
 		a.metrics.reconciles.WithLabelValues("error").Inc()

@@ -18,6 +18,15 @@ import (
 // turns the keepalive on again at the next Apply.
 const DormantAfter = 3 * time.Minute
 
+// NeverAnswered is how long a peer's keepalive runs before the mesh turns
+// it off when the peer has not answered once since it was written: a
+// live peer answers within a round trip, and an agent that comes up later
+// starts the handshake itself (every agent does in its first minute,
+// and on every new node). Waiting for DormantAfter instead would cost,
+// at a thousand dead peers, three minutes of 200 initiations a second
+// and a 64 KiB staged keepalive per peer.
+const NeverAnswered = 30 * time.Second
+
 // startGrace is how long after the mesh's first Apply new passive peers
 // are still created the way a (re)starting agent needs (see resting).
 const startGrace = time.Minute
@@ -34,7 +43,8 @@ type dormancy struct {
 
 // rest returns desired (a copy where it changes) with the keepalive off for
 // each peer that may rest (Peer.Rest) and has not answered: its keepalive
-// has run DormantAfter with no handshake in that time. A new passive peer
+// has run DormantAfter with no handshake in that time, or NeverAnswered
+// with none at all. A new passive peer
 // (Peer.Passive) is created dormant. A dormant peer that has shaken hands
 // since wakes.
 func (d *dormancy) rest(desired []Peer, actual []wgtypes.Peer, now time.Time) []Peer {
@@ -112,7 +122,11 @@ func (d *dormancy) resting(p Peer, a wgtypes.Peer, exists bool, now time.Time) b
 		d.on[k] = now
 		return false
 	}
-	if now.Sub(on) < DormantAfter || now.Sub(a.LastHandshakeTime) < DormantAfter {
+	if a.LastHandshakeTime.IsZero() {
+		if now.Sub(on) < NeverAnswered {
+			return false
+		}
+	} else if now.Sub(on) < DormantAfter || now.Sub(a.LastHandshakeTime) < DormantAfter {
 		return false
 	}
 	d.dormant[k] = now

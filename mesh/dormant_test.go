@@ -8,7 +8,8 @@ import (
 )
 
 // TestDormancy: a peer that never answers loses its keepalive after
-// DormantAfter (one write, then none), a handshake wakes it, a peer that
+// NeverAnswered, one that answered once after DormantAfter without a
+// handshake (one write, then none); a handshake wakes it, a peer that
 // answers keeps it, and one that may not rest (this node behind NAT) keeps
 // it whatever happens.
 func TestDormancy(t *testing.T) {
@@ -40,12 +41,12 @@ func TestDormancy(t *testing.T) {
 	if cfgs := apply(t0, time.Time{}); len(cfgs) != 0 {
 		t.Fatalf("first sight wrote %d peers", len(cfgs))
 	}
-	if cfgs := apply(t0.Add(DormantAfter-time.Second), time.Time{}); len(cfgs) != 0 {
-		t.Fatalf("before DormantAfter wrote %d peers", len(cfgs))
+	if cfgs := apply(t0.Add(NeverAnswered-time.Second), time.Time{}); len(cfgs) != 0 {
+		t.Fatalf("before NeverAnswered wrote %d peers", len(cfgs))
 	}
-	cfgs := apply(t0.Add(DormantAfter), time.Time{})
+	cfgs := apply(t0.Add(NeverAnswered), time.Time{})
 	if len(cfgs) != 1 || cfgs[0].PublicKey != dead || *cfgs[0].PersistentKeepaliveInterval != 0 {
-		t.Fatalf("at DormantAfter: %+v, want the dead peer's keepalive off", cfgs)
+		t.Fatalf("at NeverAnswered: %+v, want the dead peer's keepalive off", cfgs)
 	}
 	if f := d.fallen(); len(f) != 1 || f[0].PublicKey != dead || !f[0].Remove {
 		t.Fatalf("fallen = %+v, want the dead peer removed before it is written again", f)
@@ -63,6 +64,13 @@ func TestDormancy(t *testing.T) {
 	}
 	if d.isDormant(dead) {
 		t.Fatal("still dormant after a handshake")
+	}
+	// Having answered, it rests again only after DormantAfter without a handshake.
+	if cfgs := apply(woke.Add(DormantAfter), woke); len(cfgs) != 0 {
+		t.Fatalf("a peer that answered %v ago was written: %+v", DormantAfter, cfgs)
+	}
+	if cfgs := apply(woke.Add(DormantAfter+time.Second), woke); len(cfgs) != 1 || *cfgs[0].PersistentKeepaliveInterval != 0 {
+		t.Fatalf("after DormantAfter without a handshake: %+v, want the keepalive off", cfgs)
 	}
 	// Gone from the desired peers: forgotten.
 	desired = desired[1:]

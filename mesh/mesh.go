@@ -34,6 +34,7 @@ type Mesh struct {
 type Changes struct {
 	PeersWritten, PeersRemoved       int
 	PeersDeferred                    int // passive peers whose keepalive waits for the next Apply
+	PeersAsleep                      int // peers whose keepalive was turned off in this Apply (written anew)
 	PeersDormant                     int // peers whose keepalive rests (DormantAfter); not a change
 	AddressesAdded, AddressesRemoved int
 	RoutesAdded, RoutesRemoved       int
@@ -215,10 +216,11 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 		}
 		m.writes.Add(1)
 		m.peerWrites.Add(uint64(len(fell) + len(cfgs)))
+		ch.PeersAsleep = len(fell)
 		for _, c := range cfgs {
 			if c.Remove {
 				ch.PeersRemoved++
-			} else {
+			} else if !slices.ContainsFunc(fell, func(f wgtypes.PeerConfig) bool { return f.PublicKey == c.PublicKey }) {
 				ch.PeersWritten++
 			}
 		}
