@@ -207,6 +207,8 @@ func (k *pairKeys) loop(ctx context.Context) {
 
 // startDue starts every due exchange there is a slot for, and says when to look again.
 func (k *pairKeys) startDue(ctx context.Context) time.Time {
+	// Read before k.mu: the mesh calls the key source (k.mu) under its own lock.
+	dormant := k.mesh.Dormant()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	now := time.Now()
@@ -214,6 +216,14 @@ func (k *pairKeys) startDue(ctx context.Context) time.Time {
 	for pub, p := range k.pairs {
 		if p.next.After(now) {
 			next = minTime(next, p.next)
+			continue
+		}
+		if dormant[pub] {
+			// The peer does not answer WireGuard (a node that is down):
+			// no exchange until it does. When it comes back it calls
+			// (a restarted agent starts every pair's exchange) or its
+			// handshake wakes the peer and the exchange follows.
+			p.next = now.Add(5 * time.Second)
 			continue
 		}
 		k.reportDown(pub, p, now)

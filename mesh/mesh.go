@@ -63,11 +63,16 @@ func (m *Mesh) DeviceWrites() uint64 { return m.writes.Load() }
 // PeerWrites counts peers written (created, changed or removed) on the device.
 func (m *Mesh) PeerWrites() uint64 { return m.peerWrites.Load() }
 
-// Dormant reports whether pub's keepalive rests (DormantAfter).
-func (m *Mesh) Dormant(pub wgtypes.Key) bool {
+// Dormant returns the peers whose keepalive rests (DormantAfter,
+// NeverAnswered): a copy.
+func (m *Mesh) Dormant() map[wgtypes.Key]bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.rest.isDormant(pub)
+	out := make(map[wgtypes.Key]bool, len(m.rest.dormant))
+	for k := range m.rest.dormant {
+		out[k] = true
+	}
+	return out
 }
 
 // UseKeys makes every later write take each node peer's preshared key from
