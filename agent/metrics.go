@@ -50,7 +50,7 @@ func newMetrics(members, deviceWrites, peerWrites func() float64) *metrics {
 			Name: "weft_wireguard_peer_writes_total", Help: "WireGuard peers created, changed or removed on the device.",
 		}, peerWrites),
 		dormant: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "weft_peers_dormant", Help: "Peers whose persistent keepalive rests: a new passive peer until its first handshake, any peer after 3 min without one.",
+			Name: "weft_peers_dormant", Help: "Peers whose persistent keepalive rests: they have not answered (30 s without a first handshake, 3 min since the last), or are new passive peers awaiting the first.",
 		}),
 		policySyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_policy_syncs_total", Help: "NetworkPolicy syncs to nftables, by result (changed, unchanged, error).",
