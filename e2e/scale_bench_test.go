@@ -266,7 +266,7 @@ func metricSum(b testing.TB, n *netlab.Node, name string) float64 {
 func measureScale(b *testing.B, total int) bench.ScalePoint {
 	ctx := context.Background()
 	k := newKubeCluster(b, 3)
-	real := k.lab.Nodes()
+	live := k.lab.Nodes()
 	p := bench.ScalePoint{Nodes: total}
 
 	// The sink: nodes route the generated endpoints to it, it drops them.
@@ -277,7 +277,7 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	if out, err := sink.Run(ctx, "nft", "add table inet sink; add chain inet sink pre { type filter hook prerouting priority -300; policy accept; }; add rule inet sink pre ip daddr "+fakeRange+" drop"); err != nil {
 		b.Fatalf("sink: %v %s", err, out)
 	}
-	for _, n := range real {
+	for _, n := range live {
 		if out, err := n.Run(ctx, "ip", "route", "add", fakeRange, "via", sink.Addr.String()); err != nil {
 			b.Fatalf("route to the sink: %v %s", err, out)
 		}
@@ -289,7 +289,7 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	if err != nil {
 		b.Fatal(err)
 	}
-	fakes := total - len(real)
+	fakes := total - len(live)
 	start := time.Now()
 	parallel(b, fakes, 32, func(i int) error { return createFake(ctx, admin, i) })
 	b.Logf("N=%d: %d Nodes created in %v", total, fakes, time.Since(start).Round(time.Millisecond))
@@ -301,10 +301,10 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 		want = append(want, fakeCIDR(i))
 	}
 	watches := map[*netlab.Node]*routeWatch{}
-	for _, n := range real {
+	for _, n := range live {
 		watches[n] = watchRoutes(b, n)
 		ps := slices.Clone(want)
-		for _, o := range real {
+		for _, o := range live {
 			if o != n {
 				ps = append(ps, o.PodCIDRs...)
 			}
@@ -315,10 +315,10 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	// Converge: start the agents, wait for every route on every node.
 	t0 := time.Now()
 	var pids []int
-	for _, n := range real {
+	for _, n := range live {
 		pids = append(pids, k.startKubeWith(n, nil, "--pprof-addr", netlab.AgentPprof).Pid())
 	}
-	for _, n := range real {
+	for _, n := range live {
 		var last time.Time
 		eventually(b, 10*time.Minute, fmt.Sprintf("%s routes all %d peers", n.Name, total-1), func() bool {
 			_, at, err := watches[n].state(wantOn[n], false)
@@ -348,7 +348,7 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	time.Sleep(5 * time.Second)
 	p.IdleCPUFirstMinute = cpuPercent(b, pids, 60*time.Second)
 	resting := func() bool {
-		for _, n := range real {
+		for _, n := range live {
 			if metricSum(b, n, "weft_peers_dormant") < float64(fakes) {
 				return false
 			}
@@ -366,13 +366,13 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	p.DormantPeers = fakes
 	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" {
 		// node1's CPU during the steady window (30 of its 60 s) and heap.
-		go saveProfile(b, real[0], "profile?seconds=30", fmt.Sprintf("%s/scale-%d-cpu.pprof", dir, total))
+		go saveProfile(b, live[0], "profile?seconds=30", fmt.Sprintf("%s/scale-%d-cpu.pprof", dir, total))
 	}
 	p.IdleCPUSteady = cpuPercent(b, pids, 60*time.Second)
 	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" {
-		saveProfile(b, real[0], "heap", fmt.Sprintf("%s/scale-%d-heap.pprof", dir, total))
+		saveProfile(b, live[0], "heap", fmt.Sprintf("%s/scale-%d-heap.pprof", dir, total))
 	}
-	for i, n := range real {
+	for i, n := range live {
 		p.RSSMiB = max(p.RSSMiB, rssMiB(b, pids[i]))
 		p.HeapMiB = max(p.HeapMiB, metricSum(b, n, "go_memstats_heap_inuse_bytes")/(1<<20))
 	}
@@ -385,7 +385,7 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 		i := next
 		ps := []netip.Prefix{fakeCIDR(i)}
 		w0, r0 := map[*netlab.Node]float64{}, map[*netlab.Node]int{}
-		for _, n := range real {
+		for _, n := range live {
 			w0[n] = metricSum(b, n, "weft_wireguard_peer_writes_total")
 			r0[n], _, _ = watches[n].state(nil, false)
 		}
@@ -397,7 +397,7 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 		} else if err := createFake(ctx, admin, i); err != nil {
 			b.Fatal(err)
 		}
-		for _, n := range real {
+		for _, n := range live {
 			eventually(b, 30*time.Second, n.Name+" applies the change", func() bool {
 				_, at, _ := watches[n].state(ps, del)
 				if at[0].After(start) {
@@ -408,7 +408,7 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 			})
 		}
 		time.Sleep(3 * time.Second) // anything more it would write
-		for _, n := range real {
+		for _, n := range live {
 			ev, _, _ := watches[n].state(nil, false)
 			writes = max(writes, int(metricSum(b, n, "weft_wireguard_peer_writes_total")-w0[n]))
 			routes = max(routes, ev-r0[n])
@@ -435,7 +435,7 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 		wg      sync.WaitGroup
 	)
 	w0, r0, a0 := map[*netlab.Node]float64{}, map[*netlab.Node]int{}, map[*netlab.Node]float64{}
-	for _, n := range real {
+	for _, n := range live {
 		w0[n] = metricSum(b, n, "weft_wireguard_peer_writes_total")
 		a0[n] = metricSum(b, n, "weft_api_requests_total")
 		r0[n], _, _ = watches[n].state(nil, false)
@@ -486,7 +486,7 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	time.Sleep(10 * time.Second) // stragglers
 	p.ChurnChanges = len(changes)
 	var lat []float64
-	for _, n := range real {
+	for _, n := range live {
 		for _, del := range []bool{false, true} {
 			var ps []netip.Prefix
 			var at []time.Time
