@@ -85,6 +85,10 @@ func (c countRequests) RoundTrip(r *http.Request) (*http.Response, error) {
 	return c.next.RoundTrip(r)
 }
 
+// WrappedRoundTripper lets client-go reach the transport underneath (to
+// cancel requests).
+func (c countRequests) WrappedRoundTripper() http.RoundTripper { return c.next }
+
 // kubeSource is the Kubernetes source: it watches Nodes into the registry,
 // publishes this node's annotations and condition, and records Events.
 type kubeSource struct {
@@ -303,7 +307,3 @@ func (k *kubeSource) Stop() {
 }
 
 var errNoPodCIDRs = errors.New("no pod CIDRs: the Node has no spec.podCIDRs and --pod-cidr is not given")
-
-// WrappedRoundTripper lets client-go reach the transport underneath (to
-// cancel requests).
-func (c countRequests) WrappedRoundTripper() http.RoundTripper { return c.next }

@@ -133,15 +133,15 @@ func (d *dormancy) resting(p Peer, a wgtypes.Peer, exists bool, now time.Time) b
 	return true
 }
 
-// fallen returns configs that remove the peers that fell asleep in the
-// last rest, to go before the configs that write them again: turning the
+// fallen returns the peers that fell asleep in the last rest. The mesh
+// removes each before writing it again, in the same write: turning the
 // keepalive off leaves wireguard-go retrying the handshake under way (for
 // up to 90 s) with a keepalive packet (a 64 KiB buffer) staged; a peer
 // written anew has neither.
-func (d *dormancy) fallen() []wgtypes.PeerConfig {
-	var out []wgtypes.PeerConfig
+func (d *dormancy) fallen() map[wgtypes.Key]bool {
+	out := make(map[wgtypes.Key]bool, len(d.fell))
 	for _, k := range d.fell {
-		out = append(out, wgtypes.PeerConfig{PublicKey: k, Remove: true})
+		out[k] = true
 	}
 	return out
 }

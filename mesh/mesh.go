@@ -214,21 +214,28 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 	cfgs, deferred := DiffPeers(m.rest.rest(m.withKeys(s.Peers), peers, time.Now()), peers)
 	ch.PeersDeferred = deferred
 	ch.PeersDormant = m.rest.count()
+	// A peer that fell asleep is removed before it is written again (see
+	// dormancy.fallen), in the same write.
 	fell := m.rest.fallen()
+	var removes []wgtypes.PeerConfig
+	var written, removed int
+	for _, c := range cfgs {
+		switch {
+		case c.Remove:
+			removed++
+		case fell[c.PublicKey]:
+			removes = append(removes, wgtypes.PeerConfig{PublicKey: c.PublicKey, Remove: true})
+		default:
+			written++
+		}
+	}
 	if len(cfgs) > 0 {
-		if err := m.wg.ConfigureDevice(m.dev.name, wgtypes.Config{Peers: append(fell, cfgs...)}); err != nil {
+		if err := m.wg.ConfigureDevice(m.dev.name, wgtypes.Config{Peers: append(removes, cfgs...)}); err != nil {
 			return ch, fmt.Errorf("configure peers: %w", err)
 		}
 		m.writes.Add(1)
-		m.peerWrites.Add(uint64(len(fell) + len(cfgs)))
-		ch.PeersAsleep = len(fell)
-		for _, c := range cfgs {
-			if c.Remove {
-				ch.PeersRemoved++
-			} else if !slices.ContainsFunc(fell, func(f wgtypes.PeerConfig) bool { return f.PublicKey == c.PublicKey }) {
-				ch.PeersWritten++
-			}
-		}
+		m.peerWrites.Add(uint64(len(removes) + len(cfgs)))
+		ch.PeersWritten, ch.PeersRemoved, ch.PeersAsleep = written, removed, len(removes)
 	}
 
 	haveRoutes, raw, err := listRoutes(link)
