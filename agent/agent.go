@@ -62,8 +62,15 @@ type Agent struct {
 	extRefused  map[string]string
 	// Keys: the pairs' preshared keys, and the requests to rotate the
 	// node's own key (the loop serves them).
-	pq        *pairKeys
-	rotateReq chan chan error
+	pq         *pairKeys
+	rotateReq  chan chan error
+	rotateMu   sync.Mutex
+	rotateLast time.Time // the last rotation asked for on the control socket
+	// noDirect: peers whose direct routes failed, in the tunnel until
+	// then (the loop's own).
+	noDirect fallbacks
+
+	statusCache statusCache
 }
 
 // Run starts the agent and blocks until ctx is done or the device stops. A
@@ -124,7 +131,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		}
 	}
 	a.mtu = mtu
-	bounds := peer.Bounds{ClusterCIDRs: cfg.ClusterCIDRs, Underlay: underlay.Prefixes}
+	bounds := peer.Bounds{ClusterCIDRs: cfg.ClusterCIDRs, Underlay: underlay.Prefixes, ExternalCIDRs: cfg.ExternalCIDRs}
 	a.bounds = bounds
 	if _, err := bounds.CheckPodCIDRs(a.cfg.PodCIDRs); err != nil {
 		return fmt.Errorf("this node's own %v", err)
@@ -241,13 +248,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	if a.kube != nil {
 		a.pq.event = a.kube.Event
 	}
+	a.pq.alive = a.gossip.Alive
 	if pqLn != nil {
 		go a.pq.serve(pqLn)
 		go a.pq.loop(ctx)
 	}
 
+	stopControl, err := a.serveControl()
+	if err != nil {
+		return err
+	}
+	defer stopControl()
+
 	srv := newHTTPServer(a.handler())
-	go serve(srv, limitPerSource(ln, a.metrics.httpRefused.Inc), log, "http")
+	go serve(srv, limitPerSource(ln, maxConnsPerSource, a.metrics.httpRefused.Inc), log, "http")
 	defer srv.Close()
 	if pprofLn != nil {
 		psrv := newHTTPServer(pprofHandler())

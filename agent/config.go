@@ -22,7 +22,10 @@ type Config struct {
 	PodCIDRs []netip.Prefix
 	// ClusterCIDRs are the cluster's pod ranges, at most one per family:
 	// every node's pod CIDRs must lie inside them. Empty: not checked.
-	ClusterCIDRs     []netip.Prefix
+	ClusterCIDRs []netip.Prefix
+	// ExternalCIDRs are the ranges Peer objects may take (--external-cidr);
+	// empty: no Peer object is accepted.
+	ExternalCIDRs    []netip.Prefix
 	AdvertiseAddress netip.Addr // invalid: take it from the default route
 	// OtherAddresses: the node's underlay address of the other family
 	// (a second --advertise-address), announced so that a direct path
@@ -101,10 +104,11 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 			"       weft-agent ensure-gossip-key [--namespace NS] [--secret NAME] [--kubeconfig F]\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	var podCIDRs, clusterCIDRs, join, adv listFlag
+	var podCIDRs, clusterCIDRs, externalCIDRs, join, adv listFlag
 	fs.StringVar(&c.NodeName, "node-name", getenv("NODE_NAME"), "this node's name (default $NODE_NAME, then the host name)")
 	fs.Var(&podCIDRs, "pod-cidr", "this node's pod CIDR; repeat or comma-separate for dual-stack")
 	fs.Var(&clusterCIDRs, "cluster-cidr", "the cluster's pod range, one per family (repeat or comma-separate); peers claiming pod CIDRs outside it are refused")
+	fs.Var(&externalCIDRs, "external-cidr", "ranges that Peer objects (external WireGuard peers) may take, repeat or comma-separate; a Peer whose allowed IPs leave them is refused; none: no Peer is accepted")
 	fs.Var(&adv, "advertise-address", "underlay address peers reach this node on (default: source of the default route); a second one, of the other family, is announced for direct paths")
 	fs.IntVar(&c.ListenPort, "listen-port", 51820, "WireGuard UDP port")
 	fs.IntVar(&c.GossipPort, "gossip-port", 7946, "gossip TCP and UDP port")
@@ -167,6 +171,9 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 		return c, fmt.Errorf("--pod-cidr %v", err)
 	}
 	if c.ClusterCIDRs, err = parseClusterCIDRs(clusterCIDRs); err != nil {
+		return c, err
+	}
+	if c.ExternalCIDRs, err = parseExternalCIDRs(externalCIDRs, c.ClusterCIDRs); err != nil {
 		return c, err
 	}
 	if reason, err := (peer.Bounds{ClusterCIDRs: c.ClusterCIDRs}).CheckPodCIDRs(c.PodCIDRs); err != nil && reason != "" {
@@ -271,6 +278,38 @@ func (c Config) validate() error {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel)
 	}
 	return nil
+}
+
+// maxExternalCIDRs bounds --external-cidr.
+const maxExternalCIDRs = 32
+
+// parseExternalCIDRs parses --external-cidr: network addresses of unicast
+// ranges no wider than a Peer object may claim, none overlapping the
+// cluster's pod ranges.
+func parseExternalCIDRs(ss []string, cluster []netip.Prefix) ([]netip.Prefix, error) {
+	if len(ss) > maxExternalCIDRs {
+		return nil, fmt.Errorf("--external-cidr: at most %d ranges, got %d", maxExternalCIDRs, len(ss))
+	}
+	var out []netip.Prefix
+	for _, s := range ss {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("--external-cidr %q: not a CIDR", s)
+		}
+		if p != p.Masked() {
+			return nil, fmt.Errorf("--external-cidr %q: host bits set; did you mean %s?", s, p.Masked())
+		}
+		if err := peer.CheckExternalRange(p); err != nil {
+			return nil, fmt.Errorf("--external-cidr %q: %v", s, err)
+		}
+		for _, c := range cluster {
+			if c.Overlaps(p) {
+				return nil, fmt.Errorf("--external-cidr %q overlaps the cluster's pod range %s", s, c)
+			}
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // parseClusterCIDRs parses --cluster-cidr: network addresses, one per

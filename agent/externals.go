@@ -147,7 +147,9 @@ func parsePeerObject(u *unstructured.Unstructured) (peer.External, error) {
 	if s.PersistentKeepalive, _, err = unstructured.NestedInt64(u.Object, "spec", "persistentKeepalive"); err != nil {
 		return peer.External{}, fmt.Errorf("spec.persistentKeepalive: %v", err)
 	}
-	return peer.ParseExternal(u.GetName(), s)
+	e, err := peer.ParseExternal(u.GetName(), s)
+	e.Created = u.GetCreationTimestamp().Time
+	return e, err
 }
 
 // list returns the parsed Peer objects, sorted by name.

@@ -31,6 +31,9 @@ type gossipSource struct {
 	seeds  func() []string
 	stop   chan struct{}
 	wg     sync.WaitGroup
+
+	aliveMu sync.Mutex
+	alive   map[string]bool // members memberlist holds alive, by name
 }
 
 // gossipConfig configures the memberlist source.
@@ -82,7 +85,7 @@ func startGossip(cfg gossipConfig, self peer.NodeInfo, reg *peer.Registry, logge
 	if err != nil {
 		return nil, err
 	}
-	g := &gossipSource{name: cfg.Name, reg: reg, log: logger, meta: meta, seeds: cfg.Seeds, stop: make(chan struct{})}
+	g := &gossipSource{name: cfg.Name, reg: reg, log: logger, meta: meta, seeds: cfg.Seeds, stop: make(chan struct{}), alive: map[string]bool{}}
 	mc, err := GossipConfig(cfg.Profile)
 	if err != nil {
 		return nil, err
@@ -231,10 +234,29 @@ func (g *gossipSource) claim(n *memberlist.Node) {
 	g.reg.Set(peer.SourceGossip, info)
 }
 
+// Alive reports whether the named node answers gossip (memberlist holds it
+// alive).
+func (g *gossipSource) Alive(name string) bool {
+	g.aliveMu.Lock()
+	defer g.aliveMu.Unlock()
+	return g.alive[name]
+}
+
+func (g *gossipSource) setAlive(name string, alive bool) {
+	g.aliveMu.Lock()
+	defer g.aliveMu.Unlock()
+	if alive {
+		g.alive[name] = true
+	} else {
+		delete(g.alive, name)
+	}
+}
+
 // memberlist.EventDelegate
-func (g *gossipSource) NotifyJoin(n *memberlist.Node)   { g.claim(n) }
+func (g *gossipSource) NotifyJoin(n *memberlist.Node)   { g.setAlive(n.Name, true); g.claim(n) }
 func (g *gossipSource) NotifyUpdate(n *memberlist.Node) { g.claim(n) }
 func (g *gossipSource) NotifyLeave(n *memberlist.Node) {
+	g.setAlive(n.Name, false)
 	g.log.Info("gossip member left or died", "node", n.Name)
 	g.reg.Delete(peer.SourceGossip, n.Name)
 }

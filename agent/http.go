@@ -8,6 +8,8 @@ import (
 	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/weftnet/weft/api"
 )
 
 func (a *Agent) handler() http.Handler {
@@ -30,7 +32,7 @@ func (a *Agent) handler() http.Handler {
 	mux.HandleFunc("GET /v1/peers", a.servePeers)
 	mux.HandleFunc("GET /v1/status", a.serveStatus)
 	mux.HandleFunc("GET /v1/showconf/{kind}/{name}", a.serveShowconf)
-	mux.HandleFunc("POST /v1/rotate-key", a.serveRotateKey)
+	mux.HandleFunc("POST "+api.RotateKeyPath, a.refuseRotateKey)
 	return mux
 }
 

@@ -34,14 +34,15 @@ func newHTTPServer(h http.Handler) *http.Server {
 // the kubelet's probes and the metrics scraper.
 type perSourceListener struct {
 	net.Listener
+	max     int
 	refused func()
 
 	mu   sync.Mutex
 	open map[netip.Addr]int
 }
 
-func limitPerSource(ln net.Listener, refused func()) net.Listener {
-	return &perSourceListener{Listener: ln, refused: refused, open: map[netip.Addr]int{}}
+func limitPerSource(ln net.Listener, max int, refused func()) net.Listener {
+	return &perSourceListener{Listener: ln, max: max, refused: refused, open: map[netip.Addr]int{}}
 }
 
 func (l *perSourceListener) Accept() (net.Conn, error) {
@@ -56,7 +57,7 @@ func (l *perSourceListener) Accept() (net.Conn, error) {
 			src = src.Unmap()
 		}
 		l.mu.Lock()
-		full := l.open[src] >= maxConnsPerSource
+		full := l.open[src] >= l.max
 		if !full {
 			l.open[src]++
 		}

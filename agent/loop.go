@@ -10,12 +10,14 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"sync"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/nft"
 	"github.com/weftnet/weft/peer"
 	"github.com/weftnet/weft/plan"
@@ -111,7 +113,16 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 	}
 	ext := a.acceptExternals(peers)
 	a.pq.update(peers)
-	ch, err := a.mesh.Apply(plan.Plan(a.self, peers, plan.Options{PathMTU: a.pathMTUs(), Externals: ext}))
+	ch, err := a.mesh.Apply(plan.Plan(a.self, peers, plan.Options{PathMTU: a.pathMTUs(), Externals: ext, NoDirect: a.noDirect.names()}))
+	var dpe *mesh.DirectPathError
+	if errors.As(err, &dpe) {
+		// The rest was applied; those peers go through the tunnel (now,
+		// and until the fallback expires).
+		a.directFailed(peers, dpe)
+		ch2, err2 := a.mesh.Apply(plan.Plan(a.self, peers, plan.Options{PathMTU: a.pathMTUs(), Externals: ext, NoDirect: a.noDirect.names()}))
+		ch.RoutesAdded, ch.PeersWritten = ch.RoutesAdded+ch2.RoutesAdded, ch.PeersWritten+ch2.PeersWritten
+		err = err2
+	}
 	if err != nil {
 		a.metrics.reconciles.WithLabelValues("error").Inc()
 		a.log.Error("reconcile failed; retrying", "err", err)
@@ -164,6 +175,77 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 	return a.publish(ctx) || ch.PeersDeferred > 0, nil
 }
 
+// directFailed records the peers whose direct routes could not be written,
+// and says so once per fallback: a metric, a warning, an Event on the
+// peer's Node.
+func (a *Agent) directFailed(peers []peer.NodeInfo, e *mesh.DirectPathError) {
+	for _, f := range e.Failed {
+		name := ""
+		for _, n := range peers {
+			if slices.Contains(n.PodCIDRs, f.Dst) {
+				name = n.Name
+				break
+			}
+		}
+		if name == "" || !a.noDirect.add(name, time.Now()) {
+			continue
+		}
+		a.metrics.directFailures.Inc()
+		msg := fmt.Sprintf("weft-agent on %s cannot route %s directly via %s (%v): its traffic goes through the tunnel for %v", a.cfg.NodeName, f.Dst, f.Via, f.Err, noDirectFor)
+		a.log.Warn("direct path unusable; using the tunnel", "peer", name, "dst", f.Dst.String(), "via", f.Via.String(), "err", f.Err)
+		if a.kube != nil {
+			a.kube.Event(name, "WeftDirectPathUnusable", msg)
+		}
+	}
+}
+
+// noDirectFor is how long a peer whose direct route failed stays in the
+// tunnel before the direct path is tried again (the underlay may change).
+const noDirectFor = 10 * time.Minute
+
+// fallbacks remembers the peers whose direct path failed, until when (the
+// loop writes, the HTTP server reads).
+type fallbacks struct {
+	mu    sync.Mutex
+	until map[string]time.Time
+}
+
+// add records name; it reports whether name was not already recorded.
+func (f *fallbacks) add(name string, now time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.until == nil {
+		f.until = map[string]time.Time{}
+	}
+	_, had := f.until[name]
+	f.until[name] = now.Add(noDirectFor)
+	return !had
+}
+
+// names are the peers in the tunnel now; expired entries are dropped.
+func (f *fallbacks) names() map[string]bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now()
+	out := map[string]bool{}
+	for n, until := range f.until {
+		if now.After(until) {
+			delete(f.until, n)
+			continue
+		}
+		out[n] = true
+	}
+	return out
+}
+
+// has reports whether name's direct path has failed and not yet expired.
+func (f *fallbacks) has(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	until, ok := f.until[name]
+	return ok && time.Now().Before(until)
+}
+
 // externalsChanged is the Peer objects' source telling the loop to look again.
 func (a *Agent) externalsChanged() {
 	select {
@@ -175,7 +257,13 @@ func (a *Agent) externalsChanged() {
 // acceptExternals judges the Peer objects against this node, its peers and
 // the cluster's ranges; each refusal is reported once until it changes.
 func (a *Agent) acceptExternals(peers []peer.NodeInfo) []peer.External {
-	ok, rej := peer.AcceptExternals(a.self, a.bounds, peers, a.ext.list())
+	a.extMu.Lock()
+	var previous []string
+	for _, e := range a.extAccepted {
+		previous = append(previous, e.Name)
+	}
+	a.extMu.Unlock()
+	ok, rej := peer.AcceptExternals(a.self, a.bounds, peers, a.ext.list(), previous)
 	now := map[string]string{}
 	for _, r := range rej {
 		r.Name = plan.ExternalName(r.Name)

@@ -22,7 +22,10 @@ type metrics struct {
 	gossipLogs   *prometheus.CounterVec
 	gossipRefuse *prometheus.CounterVec
 	httpRefused  prometheus.Counter
-	nftReasserts prometheus.Counter
+	// directFailures counts peers sent through the tunnel because their
+	// direct route could not be written.
+	directFailures prometheus.Counter
+	nftReasserts   prometheus.Counter
 }
 
 func (m *metrics) gossipLog(level string)      { m.gossipLogs.WithLabelValues(level).Inc() }
@@ -64,6 +67,9 @@ func newMetrics(members, deviceWrites, peerWrites func() float64) *metrics {
 		gossipRefuse: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_gossip_streams_refused_total", Help: "Incoming gossip streams closed unread, by the limit they hit.",
 		}, []string{"limit"}),
+		directFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_direct_path_failures_total", Help: "Peers sent through the tunnel because their direct route could not be written (a next hop the underlay does not reach).",
+		}),
 		httpRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weft_http_connections_refused_total", Help: "HTTP connections closed at accept: one source held too many.",
 		}),
@@ -84,7 +90,7 @@ func newMetrics(members, deviceWrites, peerWrites func() float64) *metrics {
 		m.reconciles.WithLabelValues(r)
 		m.policySyncs.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.peers, m.members, m.rejections, m.reconciles, m.deviceWrites, m.peerWrites, m.dormant, apiRequests, m.policySyncs, m.policyPods, m.gossipLogs, m.gossipRefuse, m.httpRefused, m.nftReasserts,
+	m.reg.MustRegister(m.peers, m.members, m.rejections, m.reconciles, m.deviceWrites, m.peerWrites, m.dormant, apiRequests, m.policySyncs, m.policyPods, m.gossipLogs, m.gossipRefuse, m.httpRefused, m.directFailures, m.nftReasserts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -19,7 +19,7 @@ const integrityInterval = 10 * time.Second
 // anti-spoofing on pod veths, the agent-port guard and the transport
 // notrack. Each replaces its chain in one transaction.
 func (a *Agent) ensureBaseRules(ctx context.Context) error {
-	if err := nft.EnsureAntiSpoof(ctx, api.HostVethPrefix); err != nil {
+	if err := nft.EnsureAntiSpoof(ctx, api.HostVethPrefix, a.cfg.Interface); err != nil {
 		return err
 	}
 	if err := nft.EnsureAgentPortGuard(ctx, api.HostVethPrefix, a.cfg.Interface, a.cfg.GossipPort, a.cfg.ListenPort, a.pqPort()); err != nil {

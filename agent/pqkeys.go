@@ -29,9 +29,17 @@ const (
 )
 
 const (
-	// pqMaxConns bounds the exchanges answered at once (anyone who reaches
-	// the port can connect; each costs one ML-KEM encapsulation at most).
-	pqMaxConns = 32
+	// The port answers anyone who reaches it, so the exchanges answered at
+	// once are bounded three ways: pqMaxConns in all for the addresses of
+	// accepted nodes, pqMaxStrangers in all for every other address, and
+	// pqMaxPerSource for any one address. A host that is not a node cannot
+	// take a node's place however many connections it opens, and a node
+	// (or what runs on its address) holds at most pqMaxPerSource. Each
+	// connection gets pq.FirstMessageTimeout to send its first message,
+	// and costs one HMAC before it is authenticated.
+	pqMaxConns     = 32
+	pqMaxStrangers = 8
+	pqMaxPerSource = 2
 	// pqMaxRunning bounds the exchanges this node initiates at once.
 	pqMaxRunning = 8
 	// pqDownAfter: a pair without a key this long (required mode) is
@@ -59,10 +67,18 @@ type pairKeys struct {
 	wake chan struct{}
 	run  chan struct{} // pqMaxRunning slots
 
+	// alive reports whether the named node's agent answers gossip (nil:
+	// nobody is known to be alive).
+	alive func(name string) bool
+
+	replays pq.Replays
+
 	mu        sync.Mutex
 	self      *pq.Identity
 	selfSince time.Time
 	pairs     map[wgtypes.Key]*pair
+	sources   map[netip.Addr]bool // the pairs' exchange addresses
+	refusedAt time.Time           // the last unauthenticated attempt logged
 
 	rotations *prometheus.CounterVec // by role
 	failures  *prometheus.CounterVec // by reason
@@ -91,12 +107,12 @@ func newPairKeys(mode string, rotation time.Duration, port int, m *mesh.Mesh, pr
 	k := &pairKeys{
 		mode: mode, rotation: rotation, port: port, mesh: m, log: log,
 		wake: make(chan struct{}, 1), run: make(chan struct{}, pqMaxRunning),
-		self: self, selfSince: time.Now(), pairs: map[wgtypes.Key]*pair{},
+		self: self, selfSince: time.Now(), pairs: map[wgtypes.Key]*pair{}, sources: map[netip.Addr]bool{},
 		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_pq_rotations_total", Help: "Post-quantum preshared keys agreed with a peer, by this node's role (initiator, responder).",
 		}, []string{"role"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "weft_pq_failures_total", Help: "Key exchanges that failed, by reason (auth: the other end did not hold the key it claimed; refused, busy, unknown-peer, protocol, io).",
+			Name: "weft_pq_failures_total", Help: "Key exchanges that failed, by reason (auth: the other end did not hold the key it claimed; replay: a first message seen before or stale; refused, busy, unknown-peer, protocol, io).",
 		}, []string{"reason"}),
 	}
 	k.dial = func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
@@ -106,7 +122,7 @@ func newPairKeys(mode string, rotation time.Duration, port int, m *mesh.Mesh, pr
 	for _, r := range []string{"initiator", "responder"} {
 		k.rotations.WithLabelValues(r)
 	}
-	for _, r := range []string{"auth", "refused", "busy", "unknown-peer", "protocol", "io"} {
+	for _, r := range []string{"auth", "replay", "refused", "busy", "unknown-peer", "protocol", "io"} {
 		k.failures.WithLabelValues(r)
 	}
 	reg.MustRegister(k.rotations, k.failures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -158,6 +174,10 @@ func (k *pairKeys) update(peers []peer.NodeInfo) {
 		if !seen[pub] {
 			delete(k.pairs, pub)
 		}
+	}
+	clear(k.sources)
+	for _, p := range k.pairs {
+		k.sources[p.addr.Addr().Unmap()] = true
 	}
 	if added {
 		k.poke()
@@ -218,7 +238,7 @@ func (k *pairKeys) startDue(ctx context.Context) time.Time {
 			next = minTime(next, p.next)
 			continue
 		}
-		if dormant[pub] {
+		if dormant[pub] && !k.mustRetry(p) {
 			// The peer does not answer WireGuard (a node that is down):
 			// no exchange until it does. When it comes back it calls
 			// (a restarted agent starts every pair's exchange) or its
@@ -243,6 +263,17 @@ func (k *pairKeys) startDue(ctx context.Context) time.Time {
 		go k.initiate(ctx, pub, p.addr)
 	}
 	return next
+}
+
+// mustRetry reports whether a pair is exchanged with even while its peer
+// rests: this end does not know that both ends hold the same key (it has
+// none from this run, or its last exchange failed) and the peer's agent is
+// alive (it answers gossip). Such a pair may be resting only because the
+// keys disagree (WireGuard fails the handshakes, so both ends rest the
+// peer), and only an exchange can end that; a node that is down does not
+// answer gossip and is not called. Called with k.mu held.
+func (k *pairKeys) mustRetry(p *pair) bool {
+	return (!p.has || p.fails > 0) && k.alive != nil && k.alive(p.name)
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -382,7 +413,14 @@ func (k *pairKeys) result(pub wgtypes.Key, err error, role string) {
 	// Up to the rotation interval: a peer that comes back (restarted) calls
 	// every peer at once itself, so waiting long costs nothing, and a
 	// cluster with many unreachable peers is not dialled every 30 s.
-	backoff := min(time.Duration(1<<min(p.fails-1, 10))*time.Second, max(pqMaxBackoff, k.rotation))
+	// A peer whose agent answers gossip is retried at least every
+	// pqMaxBackoff: it is there, and until the keys agree the pair may be
+	// cut (see mustRetry).
+	limit := max(pqMaxBackoff, k.rotation)
+	if k.alive != nil && k.alive(p.name) {
+		limit = pqMaxBackoff
+	}
+	backoff := min(time.Duration(1<<min(p.fails-1, 10))*time.Second, limit)
 	switch {
 	case errors.Is(err, pq.ErrBusy):
 		backoff = 2 * time.Second // the peer's own exchange is running
@@ -410,24 +448,56 @@ func (k *pairKeys) result(pub wgtypes.Key, err error, role string) {
 	}
 }
 
-// serve answers exchanges on ln until it is closed.
+// serve answers exchanges on ln until it is closed, within the bounds
+// described at pqMaxConns.
 func (k *pairKeys) serve(ln net.Listener) {
-	slots := make(chan struct{}, pqMaxConns)
+	nodes := make(chan struct{}, pqMaxConns)
+	strangers := make(chan struct{}, pqMaxStrangers)
+	var mu sync.Mutex
+	open := map[netip.Addr]int{}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
-		select {
-		case slots <- struct{}{}:
-		default:
+		var src netip.Addr
+		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			src, _ = netip.AddrFromSlice(a.IP)
+			src = src.Unmap()
+		}
+		k.mu.Lock()
+		slots := strangers
+		if k.sources[src] {
+			slots = nodes
+		}
+		k.mu.Unlock()
+		mu.Lock()
+		full := open[src] >= pqMaxPerSource
+		if !full {
+			select {
+			case slots <- struct{}{}:
+				open[src]++
+			default:
+				full = true
+			}
+		}
+		mu.Unlock()
+		if full {
+			k.failures.WithLabelValues("busy").Inc()
 			c.Close()
 			continue
 		}
 		go func() {
-			defer func() { <-slots }()
+			defer func() {
+				mu.Lock()
+				if open[src]--; open[src] <= 0 {
+					delete(open, src)
+				}
+				mu.Unlock()
+				<-slots
+			}()
 			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(pq.Timeout))
+			_ = c.SetDeadline(time.Now().Add(pq.FirstMessageTimeout)) // Respond extends it once m1 is in
 			k.respond(c)
 		}()
 	}
@@ -467,18 +537,32 @@ func (k *pairKeys) respond(c net.Conn) {
 			}
 		},
 		Install: func(pub, psk wgtypes.Key) error { return k.install(pub, self, psk, false) },
+		Replays: &k.replays,
 	}
 	pub, _, err := r.Respond(c)
 	if held != nil {
 		<-held.busy
 	}
-	if errors.Is(err, pq.ErrUnknown) || errors.Is(err, pq.ErrNotForUs) {
+	if errors.Is(err, pq.ErrUnauthenticated) {
+		// Anyone can cause these: counted, logged at most every
+		// refusedLogEvery, and never held against the pair it names.
 		k.failures.WithLabelValues(pq.Reason(err)).Inc()
-		k.log.Debug("key exchange refused", "from", c.RemoteAddr().String(), "err", err)
+		k.mu.Lock()
+		quiet := time.Since(k.refusedAt) < refusedLogEvery
+		if !quiet {
+			k.refusedAt = time.Now()
+		}
+		k.mu.Unlock()
+		if !quiet {
+			k.log.Info("key exchange refused (unauthenticated; further ones are counted in weft_pq_failures_total, logged at most once a minute)", "from", c.RemoteAddr().String(), "err", err)
+		}
 		return
 	}
 	k.result(pub, err, "responder")
 }
+
+// refusedLogEvery spaces the log lines of unauthenticated exchanges.
+const refusedLogEvery = time.Minute
 
 // rekeyed starts over with a new node key: every pair's key was bound to
 // the old one.

@@ -3,14 +3,15 @@ package agent
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
-	"net/netip"
+	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/atomicfile"
 	"github.com/weftnet/weft/mesh"
 )
@@ -62,14 +63,23 @@ func (a *Agent) rotateKey() error {
 	return nil
 }
 
-// serveRotateKey asks the loop to rotate the node key: only from this host
-// (weftctl on the node, or in the agent's pod), never from a pod.
+// rotateEvery is the least time between two rotations asked for on the
+// control socket: each ends every session and every preshared key.
+const rotateEvery = 30 * time.Second
+
+// serveRotateKey asks the loop to rotate the node key. It is served only on
+// the root-only control socket (serveControl), at most once per rotateEvery.
 func (a *Agent) serveRotateKey(w http.ResponseWriter, r *http.Request) {
-	host, _, _ := net.SplitHostPort(r.RemoteAddr)
-	if ip, err := netip.ParseAddr(host); err != nil || !ip.Unmap().IsLoopback() {
-		http.Error(w, "rotate-key is accepted only from this host's loopback", http.StatusForbidden)
+	a.rotateMu.Lock()
+	wait := rotateEvery - time.Since(a.rotateLast)
+	if !a.rotateLast.IsZero() && wait > 0 {
+		a.rotateMu.Unlock()
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		http.Error(w, fmt.Sprintf("the node key was rotated less than %v ago; try again in %v", rotateEvery, wait.Round(time.Second)), http.StatusTooManyRequests)
 		return
 	}
+	a.rotateLast = time.Now()
+	a.rotateMu.Unlock()
 	done := make(chan error, 1)
 	select {
 	case a.rotateReq <- done:
@@ -87,6 +97,26 @@ func (a *Agent) serveRotateKey(w http.ResponseWriter, r *http.Request) {
 	pub := a.self.PublicKey
 	a.locMu.Unlock()
 	fmt.Fprintf(w, "%s\n", pub)
+}
+
+// refuseRotateKey answers the old place of rotate-key, the HTTP port, which
+// any local process can reach.
+func (a *Agent) refuseRotateKey(w http.ResponseWriter, _ *http.Request) {
+	http.Error(w, "rotate-key is served only on the agent's root-only socket "+filepath.Join(a.cfg.StateDir, api.ControlSocket)+" (weftctl rotate-key, as root on the node)", http.StatusForbidden)
+}
+
+// serveControl serves the requests that change the node on a Unix socket
+// only root can reach (the state directory is 0700, the socket 0600).
+func (a *Agent) serveControl() (func(), error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+api.RotateKeyPath, a.serveRotateKey)
+	srv := newHTTPServer(mux)
+	ln, err := listenRootOnly(filepath.Join(a.cfg.StateDir, api.ControlSocket))
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	go serve(srv, ln, a.log, "control socket")
+	return func() { srv.Close(); os.Remove(ln.Addr().String()) }, nil
 }
 
 // pqPort is the key exchange's port, 0 when it is off.

@@ -13,24 +13,8 @@ import (
 
 // serveSocket serves weft-cni's requests on the agent's Unix socket.
 func (n *netPolicy) serveSocket() (func(), error) {
-	path := filepath.Join(n.stateDir, api.AgentSocket)
-	os.Remove(path)
-	// The directory is the gate: root only, before the socket exists, so
-	// there is no moment when another user could connect.
-	if err := os.MkdirAll(n.stateDir, 0o700); err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(n.stateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("agent socket: %w", err)
-	}
-	ln, err := net.Listen("unix", path)
+	ln, err := listenRootOnly(filepath.Join(n.stateDir, api.AgentSocket))
 	if err != nil {
-		return nil, fmt.Errorf("agent socket: %w", err)
-	}
-	// Only root may talk to the agent here: the socket is the trust
-	// boundary between weft-cni and pods, so a failed chmod fails the start.
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("agent socket: %w", err)
 	}
 	mux := http.NewServeMux()
@@ -64,5 +48,28 @@ func (n *netPolicy) serveSocket() (func(), error) {
 	})
 	srv := newHTTPServer(mux)
 	go serve(srv, ln, n.log, "agent socket")
-	return func() { srv.Close(); os.Remove(path) }, nil
+	return func() { srv.Close(); os.Remove(ln.Addr().String()) }, nil
+}
+
+// listenRootOnly listens on the Unix socket path that only root can reach.
+// The directory is the gate: root only, before the socket exists, so there
+// is no moment when another user could connect; a failed chmod fails.
+func listenRootOnly(path string) (net.Listener, error) {
+	dir := filepath.Dir(path)
+	os.Remove(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,7 +48,7 @@ func (a *Agent) status() (api.Status, error) {
 			PodCIDRs:          api.PrefixStrings(n.PodCIDRs),
 			Source:            string(n.Source),
 			Location:          n.Location,
-			Path:              string(peer.Path(self, n.NodeInfo)),
+			Path:              string(pathTo(self, n.NodeInfo, &a.noDirect)),
 			IntraLocation:     peer.IntraLocation(n.Direct),
 			MTU:               a.mtu,
 		}
@@ -107,8 +108,34 @@ func (a *Agent) selfNow() peer.NodeInfo {
 	return a.self
 }
 
+// statusTTL is how long one reading of the device answers /v1/status,
+// /v1/peers and the peer metrics: anything on the node can ask as often as
+// it likes, and each fresh answer reads every peer from the device.
+const statusTTL = time.Second
+
+// statusCache is the last status and when it was read.
+type statusCache struct {
+	mu  sync.Mutex
+	at  time.Time
+	st  api.Status
+	err error
+}
+
+// cachedStatus is status, read at most once per statusTTL: callers that
+// come while it is read wait for that reading.
+func (a *Agent) cachedStatus() (api.Status, error) {
+	c := &a.statusCache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) >= statusTTL {
+		c.st, c.err = a.status()
+		c.at = time.Now()
+	}
+	return c.st, c.err
+}
+
 func (a *Agent) serveStatus(w http.ResponseWriter, r *http.Request) {
-	st, err := a.status()
+	st, err := a.cachedStatus()
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -117,7 +144,7 @@ func (a *Agent) serveStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Agent) servePeers(w http.ResponseWriter, r *http.Request) {
-	st, err := a.status()
+	st, err := a.cachedStatus()
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -162,7 +189,7 @@ func (c *peerCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.a.mesh == nil {
 		return
 	}
-	st, err := c.a.status()
+	st, err := c.a.cachedStatus()
 	if err != nil {
 		return
 	}
@@ -186,4 +213,14 @@ func (c *peerCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.handshake, prometheus.GaugeValue, time.Since(t).Seconds(), p.Name)
 		}
 	}
+}
+
+// pathTo is the path to n: peer.Path, but encrypted where the direct
+// route could not be written (fallbacks).
+func pathTo(self, n peer.NodeInfo, f *fallbacks) peer.PathKind {
+	p := peer.Path(self, n)
+	if p == peer.PathDirect && f.has(n.Name) {
+		return peer.PathEncrypted
+	}
+	return p
 }

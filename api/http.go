@@ -81,6 +81,15 @@ const AttachmentsPath = "/v1/attachments"
 // unlike the HTTP port, so a pod cannot claim another pod's identity.
 const AgentSocket = "agent.sock"
 
+// ControlSocket is the agent's Unix socket in its state directory for
+// requests that change the node (POST RotateKeyPath): root only, like
+// AgentSocket. The HTTP port, which every process and hostNetwork pod on
+// the node can reach from loopback, only reads.
+const ControlSocket = "control.sock"
+
+// RotateKeyPath asks the agent, on ControlSocket, for a new node key.
+const RotateKeyPath = "/v1/rotate-key"
+
 // PathBetween is how pod traffic travels between two nodes: "direct" only
 // when both share a named location and both run --intra-location=direct,
 // else "encrypted". Both ends compute it alike (peer.Path is this rule).

@@ -442,7 +442,7 @@ func TestNodeKeyRotation(t *testing.T) {
 		old := publicKey(t, n)
 		var fresh string
 		gap := s.across(t, "rotation of "+n.Name+"'s key", func() {
-			out, err := n.Run(ctx, filepath.Join(k.bins, "weftctl"), "rotate-key")
+			out, err := n.Run(ctx, filepath.Join(k.bins, "weftctl"), "rotate-key", "--state-dir", n.StateDir)
 			if err != nil {
 				t.Fatalf("weftctl rotate-key on %s: %v: %s", n.Name, err, out)
 			}

@@ -84,7 +84,7 @@ func (k *kubeCluster) startKubeWith(n *netlab.Node, env []string, extra ...strin
 	args := []string{filepath.Join(k.bins, "weft-agent"),
 		"--kubeconfig", kc, "--node-name", n.Name, "--gossip-key-file", k.gossipKey,
 		"--state-dir", n.StateDir, "--cni-conf-dir", n.CNIConfDir, "--http-addr", netlab.AgentHTTP,
-		"--cluster-cidr", netlab.ClusterCIDRs}
+		"--cluster-cidr", netlab.ClusterCIDRs, "--external-cidr", netlab.ExternalCIDRs}
 	args = append(args, extra...)
 	if os.Getenv("WEFT_LAB_DEBUG") == "1" {
 		args = append(args, "--log-level", "debug")

@@ -1,8 +1,11 @@
 package mesh
 
 import (
+	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -242,11 +245,17 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 	if err != nil {
 		return ch, fmt.Errorf("list routes: %w", err)
 	}
+	// One route that cannot be written must not keep the others (or the
+	// addresses after them) from being written: each failure is kept and
+	// all are returned at the end.
+	var errs []error
+	var direct DirectPathError
 	addR, delR := DiffRoutes(s.Routes, haveRoutes)
 	for _, r := range delR {
 		kr := raw[r.Dst]
 		if err := netlink.RouteDel(&kr); err != nil {
-			return ch, fmt.Errorf("delete route %s: %w", r.Dst, err)
+			errs = append(errs, fmt.Errorf("delete route %s: %w", r.Dst, err))
+			continue
 		}
 		ch.RoutesRemoved++
 	}
@@ -261,17 +270,48 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 		if err == nil {
 			err = netlink.RouteReplace(kr)
 		}
-		if err != nil {
-			return ch, fmt.Errorf("add route %s: %w", r.Dst, err)
+		switch {
+		case err == nil:
+			ch.RoutesAdded++
+		case r.Via.IsValid():
+			direct.Failed = append(direct.Failed, DirectFailure{Dst: r.Dst, Via: r.Via, Err: err})
+		default:
+			errs = append(errs, fmt.Errorf("add route %s: %w", r.Dst, err))
 		}
-		ch.RoutesAdded++
 	}
 
 	for _, p := range delA {
 		if err := netlink.AddrDel(link, netlinkAddr(p)); err != nil {
-			return ch, fmt.Errorf("remove address %s: %w", p, err)
+			errs = append(errs, fmt.Errorf("remove address %s: %w", p, err))
+			continue
 		}
 		ch.AddressesRemoved++
 	}
-	return ch, nil
+	if len(direct.Failed) > 0 {
+		errs = append(errs, &direct)
+	}
+	return ch, errors.Join(errs...)
+}
+
+// DirectPathError is Apply's report of the direct routes it could not
+// write (a next hop the underlay does not reach, such as a node on another
+// subnet that claims a shared location): everything else was applied. The
+// caller sends those peers through the tunnel instead.
+type DirectPathError struct {
+	Failed []DirectFailure
+}
+
+// DirectFailure is one direct route that could not be written.
+type DirectFailure struct {
+	Dst netip.Prefix
+	Via netip.Addr
+	Err error
+}
+
+func (e *DirectPathError) Error() string {
+	parts := make([]string, len(e.Failed))
+	for i, f := range e.Failed {
+		parts[i] = fmt.Sprintf("%s via %s: %v", f.Dst, f.Via, f.Err)
+	}
+	return "direct routes not written: " + strings.Join(parts, "; ")
 }

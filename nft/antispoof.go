@@ -7,15 +7,30 @@ import (
 	"sigs.k8s.io/knftables"
 )
 
-// AntiSpoofChain drops packets that arrive on a pod's host veth with a
-// source address that is not routed back through that same veth, i.e. any
-// source other than the pod's own (reverse-path filtering, IPv4 and IPv6).
+// AntiSpoofChain drops packets whose source address is a pod's but that
+// did not come the way that pod's packets come (IPv4 and IPv6):
+//   - on a pod's host veth, any source not routed back through that same
+//     veth (reverse-path filtering: the pod's own address only);
+//   - a source routed into the tunnel (another node's pods, an external
+//     peer) that arrives on any other link, and a source routed to a local
+//     pod's veth that arrives on any other link, bound for anything but
+//     this node itself. Without these a host on the underlay reaches local
+//     pods with a remote pod's address, past WireGuard and into the
+//     NetworkPolicy rules that admit that pod. Packets to the node's own
+//     addresses stay allowed: a pod's packet to another node's host
+//     network (the API server) crosses the underlay with the pod's address
+//     (no NAT); a direct path's pod ranges route over the underlay, so
+//     they pass too.
 const AntiSpoofChain = "antispoof"
 
+// antiSpoofRules is the number of rules in AntiSpoofChain.
+const antiSpoofRules = 3
+
 // EnsureAntiSpoof installs (or refreshes) the anti-spoofing chain for host
-// veths whose names start with vethPrefix. It replaces the chain's rules in
-// one transaction, so there is no moment without them.
-func EnsureAntiSpoof(ctx context.Context, vethPrefix string) error {
+// veths whose names start with vethPrefix and the tunnel tunnel. It
+// replaces the chain's rules in one transaction, so there is no moment
+// without them.
+func EnsureAntiSpoof(ctx context.Context, vethPrefix, tunnel string) error {
 	nft, tx, err := begin()
 	if err != nil {
 		return err
@@ -27,6 +42,16 @@ func EnsureAntiSpoof(ctx context.Context, vethPrefix string) error {
 	tx.Add(&knftables.Rule{
 		Chain: AntiSpoofChain,
 		Rule:  knftables.Concat("iifname", fmt.Sprintf("%q", vethPrefix+"*"), "fib saddr . iif oif missing", "counter", "drop"),
+	})
+	tx.Add(&knftables.Rule{
+		Chain: AntiSpoofChain,
+		Rule: knftables.Concat("iifname", "!=", fmt.Sprintf("%q", tunnel), "fib saddr oifname", fmt.Sprintf("%q", tunnel),
+			"fib daddr type != local", "counter", "drop"),
+	})
+	tx.Add(&knftables.Rule{
+		Chain: AntiSpoofChain,
+		Rule: knftables.Concat("iifname", "!=", fmt.Sprintf("%q", vethPrefix+"*"), "fib saddr oifname", fmt.Sprintf("%q", vethPrefix+"*"),
+			"fib daddr type != local", "counter", "drop"),
 	})
 	if err := nft.Run(ctx, tx); err != nil {
 		return fmt.Errorf("nftables anti-spoofing: %w", err)

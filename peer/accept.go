@@ -25,7 +25,7 @@ const (
 )
 
 // Reasons lists every Reason (for metrics, which start each at zero).
-var Reasons = []Reason{ReasonSelf, ReasonDuplicateKey, ReasonCIDROverlap, ReasonInvalid, ReasonContradiction, ReasonNotANode, ReasonOutsideCluster, ReasonCoversNode, ReasonExternalOverlap}
+var Reasons = []Reason{ReasonSelf, ReasonDuplicateKey, ReasonCIDROverlap, ReasonInvalid, ReasonContradiction, ReasonNotANode, ReasonOutsideCluster, ReasonCoversNode, ReasonExternalOverlap, ReasonExternalOutside}
 
 // Rejection says why a node's claim was not installed.
 type Rejection struct {

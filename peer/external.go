@@ -19,6 +19,7 @@ type External struct {
 	AllowedIPs []netip.Prefix
 	Endpoint   netip.AddrPort // invalid: the peer initiates
 	Keepalive  time.Duration
+	Created    time.Time // the object's creationTimestamp: the older wins a range
 }
 
 // Bounds of a Peer object's spec.
@@ -36,10 +37,10 @@ type ExternalSpec struct {
 }
 
 // ParseExternal validates a Peer object's spec by itself: the key, at most
-// MaxExternalAllowedIPs network addresses (none a default route or wider
-// than /8 for IPv4 and /16 for IPv6, nothing loopback, link-local or
-// multicast), an optional ip:port endpoint and a keepalive in seconds.
-// AcceptExternals checks it against the cluster.
+// MaxExternalAllowedIPs network addresses (CheckExternalRange), an optional
+// ip:port endpoint outside them (inside, the tunnel's own packets would be
+// routed into the tunnel) and a keepalive in seconds. AcceptExternals
+// checks it against the cluster.
 func ParseExternal(name string, s ExternalSpec) (External, error) {
 	e := External{Name: name}
 	var err error
@@ -60,15 +61,19 @@ func ParseExternal(name string, s ExternalSpec) (External, error) {
 		if p != p.Masked() {
 			return External{}, fmt.Errorf("spec.allowedIPs: %q has host bits set; did you mean %s?", a, p.Masked())
 		}
-		ad := p.Addr()
-		if p.Bits() < ad.BitLen()/4 || ad.IsLoopback() || ad.IsMulticast() || ad.IsLinkLocalUnicast() || ad.IsUnspecified() || ad.Is4In6() || ad.Zone() != "" {
-			return External{}, fmt.Errorf("spec.allowedIPs: %s is not a unicast range a peer may own", p)
+		if err := CheckExternalRange(p); err != nil {
+			return External{}, fmt.Errorf("spec.allowedIPs: %v", err)
 		}
 		e.AllowedIPs = append(e.AllowedIPs, p)
 	}
 	if s.Endpoint != "" {
 		if e.Endpoint, err = ParseEndpoint(s.Endpoint); err != nil {
 			return External{}, fmt.Errorf("spec.endpoint: %v", err)
+		}
+		for _, p := range e.AllowedIPs {
+			if p.Contains(e.Endpoint.Addr()) {
+				return External{}, fmt.Errorf("spec.endpoint: %s is inside the peer's own allowed IP %s (its tunnel packets would be routed into the tunnel)", e.Endpoint.Addr(), p)
+			}
 		}
 	}
 	if s.PersistentKeepalive < 0 || s.PersistentKeepalive > MaxExternalKeepalive {
@@ -78,20 +83,54 @@ func ParseExternal(name string, s ExternalSpec) (External, error) {
 	return e, nil
 }
 
-// ReasonExternalOverlap: a Peer object's allowed IPs overlap a pod range, a
-// node's address or network, or another Peer object's.
-const ReasonExternalOverlap Reason = "external-overlap"
+// CheckExternalRange reports why p cannot be a Peer object's range: a
+// default route or wider than /8 for IPv4 and /32 for IPv6, or not unicast
+// (loopback, link-local, multicast, unspecified, IPv4-mapped, zoned).
+func CheckExternalRange(p netip.Prefix) error {
+	ad := p.Addr()
+	if p.Bits() < ad.BitLen()/4 || ad.IsLoopback() || ad.IsMulticast() || ad.IsLinkLocalUnicast() || ad.IsUnspecified() || ad.Is4In6() || ad.Zone() != "" {
+		return fmt.Errorf("%s is not a unicast range a peer may own (at most /8 for IPv4, /32 for IPv6)", p)
+	}
+	return nil
+}
 
-// AcceptExternals decides which Peer objects join the mesh, by name: one
-// whose key belongs to this node, a node or an earlier Peer object, or
-// whose allowed IPs overlap the cluster's pod ranges, any node's pod CIDRs,
-// the underlay, any node's address, or an earlier Peer object's allowed
-// IPs, is refused: a Peer object may never take traffic meant for a pod or
-// a node.
-func AcceptExternals(self NodeInfo, bounds Bounds, nodes []NodeInfo, ext []External) ([]External, []Rejection) {
-	slices.SortFunc(ext, func(a, b External) int { return strings.Compare(a.Name, b.Name) })
+// Reasons a Peer object is refused: its allowed IPs overlap a pod range, a
+// node's address, or an earlier Peer object's; or they leave the ranges
+// the cluster gives Peer objects (--external-cidr).
+const (
+	ReasonExternalOverlap Reason = "external-overlap"
+	ReasonExternalOutside Reason = "external-outside"
+)
+
+// AcceptExternals decides which Peer objects join the mesh. Only ranges
+// inside bounds.ExternalCIDRs may be taken (none: no Peer object is
+// accepted). One whose key belongs to this node, a node or an earlier Peer
+// object, or whose allowed IPs overlap the cluster's pod ranges, any
+// node's pod CIDRs, any node's address, or an earlier Peer object's
+// allowed IPs, is refused: a Peer object may never take traffic meant for
+// a pod, a node, or a peer already there. "Earlier" is as for nodes: the
+// Peer objects accepted last time (previous) first, then the older object,
+// then the name. Nothing here depends on this node's own networks, so
+// every node reaches the same answer.
+func AcceptExternals(self NodeInfo, bounds Bounds, nodes []NodeInfo, ext []External, previous []string) ([]External, []Rejection) {
+	prev := make(map[string]bool, len(previous))
+	for _, n := range previous {
+		prev[n] = true
+	}
+	slices.SortFunc(ext, func(a, b External) int {
+		if prev[a.Name] != prev[b.Name] {
+			if prev[a.Name] {
+				return -1
+			}
+			return 1
+		}
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
 	keys := map[wgtypes.Key]string{self.PublicKey: self.Name}
-	taken := append(slices.Clone(bounds.ClusterCIDRs), bounds.Underlay...)
+	taken := slices.Clone(bounds.ClusterCIDRs)
 	var addrs []netip.Addr
 	for _, n := range append([]NodeInfo{self}, nodes...) {
 		keys[n.PublicKey] = n.Name
@@ -101,6 +140,14 @@ func AcceptExternals(self NodeInfo, bounds Bounds, nodes []NodeInfo, ext []Exter
 	var ok []External
 	var rej []Rejection
 	for _, e := range ext {
+		if p, outside := outsideAll(e.AllowedIPs, bounds.ExternalCIDRs); outside {
+			detail := fmt.Sprintf("allowed IP %s is outside the ranges Peer objects may take (--external-cidr %s)", p, prefixList(bounds.ExternalCIDRs))
+			if len(bounds.ExternalCIDRs) == 0 {
+				detail = "no range is open to Peer objects (set the agent's --external-cidr)"
+			}
+			rej = append(rej, Rejection{e.Name, ReasonExternalOutside, detail})
+			continue
+		}
 		if owner, dup := keys[e.PublicKey]; dup {
 			rej = append(rej, Rejection{e.Name, ReasonDuplicateKey, "public key already belongs to " + owner})
 			continue
@@ -118,6 +165,24 @@ func AcceptExternals(self NodeInfo, bounds Bounds, nodes []NodeInfo, ext []Exter
 		ok = append(ok, e)
 	}
 	return ok, rej
+}
+
+// outsideAll returns the first of ps that no prefix of within contains.
+func outsideAll(ps, within []netip.Prefix) (netip.Prefix, bool) {
+	for _, p := range ps {
+		if !slices.ContainsFunc(within, func(w netip.Prefix) bool { return w.Bits() <= p.Bits() && w.Contains(p.Addr()) }) {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+func prefixList(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
 }
 
 func overlapping(ps, taken []netip.Prefix) (netip.Prefix, netip.Prefix, bool) {

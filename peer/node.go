@@ -64,6 +64,9 @@ type Bounds struct {
 	ClusterCIDRs []netip.Prefix
 	// Underlay: the networks nodes talk on; no pod CIDR may cover one.
 	Underlay []netip.Prefix
+	// ExternalCIDRs: every allowed IP of a Peer object must lie inside one
+	// of them. Empty: no Peer object is accepted.
+	ExternalCIDRs []netip.Prefix
 }
 
 // CheckPodCIDRs reports why ps cannot be a pod range in this cluster: a

@@ -99,6 +99,9 @@ func Plan(self peer.NodeInfo, peers []peer.NodeInfo, opts Options) Mesh {
 	own := nodeAddresses(self, peers)
 	for _, n := range peers {
 		direct, tunnel := splitDirect(self, n)
+		if opts.NoDirect[n.Name] {
+			direct, tunnel = nil, n.PodCIDRs
+		}
 		for _, p := range direct {
 			s.Routes = append(s.Routes, Route{Dst: p, Src: src[p.Addr().Is4()], Via: directVia(n, p)})
 		}
@@ -149,6 +152,9 @@ const minIPv6MTU = 1280
 type Options struct {
 	PathMTU   map[string]int // by peer name: the tunnel MTU its path allows, when learned smaller
 	Externals []peer.External
+	// NoDirect names the peers whose direct routes could not be written
+	// (mesh.DirectPathError): they go through the tunnel instead.
+	NoDirect map[string]bool
 }
 
 // ExternalName is the name a Peer object's WireGuard peer goes by in a Plan,

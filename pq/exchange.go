@@ -24,6 +24,20 @@
 // initiator's memory (a new one per exchange). The X25519 part only
 // authenticates, which matters now, not later.
 //
+// The nonce starts with I's clock (Unix milliseconds, 8 bytes, big-endian)
+// and goes on with 24 random bytes. R takes an m1 only if that time is
+// within MaxSkew of its own clock and its nonce is not one R has taken
+// before (Replays remembers them for twice MaxSkew): a recorded m1 sent
+// again is refused before it can hold the pair (it could never finish
+// the exchange, but each replay used to hold the pair for Timeout). An
+// older initiator's random nonce reads as a time far off and is refused;
+// an older responder reads the new nonce as random, so an upgraded node
+// still agrees keys with older ones when it initiates.
+//
+// Errors R meets before m1 is authenticated (and fresh) wrap
+// ErrUnauthenticated: anyone who reaches the port can cause them, so they
+// must cost the pair nothing.
+//
 // R installs the key before it sends m4; I installs it after reading m4. A
 // connection lost between the two leaves the pair with different keys for
 // the moment I retries (its session keys from before stay valid meanwhile).
@@ -37,6 +51,7 @@ import (
 	"crypto/mlkem"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -63,6 +78,15 @@ const (
 
 	// Timeout bounds one whole exchange.
 	Timeout = 5 * time.Second
+	// FirstMessageTimeout bounds the wait for m1 after R accepts: an
+	// initiator sends it at once, so a connection that sends nothing holds
+	// a slot this long, not Timeout.
+	FirstMessageTimeout = time.Second
+	// ConfirmTimeout bounds R's wait for m3 after it sent m2: I answers
+	// after one decapsulation (well under a millisecond) and a round trip.
+	ConfirmTimeout = 2 * time.Second
+	// MaxSkew is how far an m1's time may be from R's clock.
+	MaxSkew = 60 * time.Second
 )
 
 // WireBytes is what one exchange sends, both directions (TCP/IP headers
@@ -78,11 +102,18 @@ var (
 	ErrProtocol  = errors.New("malformed message")
 	ErrNotForUs  = errors.New("exchange addressed to another key")
 	ErrLowOrder  = errors.New("peer public key is not usable for X25519")
+	ErrReplay    = errors.New("first message is not fresh (replayed, or the clocks differ by more than a minute)")
 	errShortRead = errors.New("connection closed mid-message")
+
+	// ErrUnauthenticated wraps every error R meets before m1 is known to
+	// come from the peer it names, now.
+	ErrUnauthenticated = errors.New("unauthenticated")
 )
 
+func unauthenticated(err error) error { return fmt.Errorf("%w: %w", ErrUnauthenticated, err) }
+
 // Reason is a short label for err, for metrics: auth, refused, busy,
-// unknown-peer, protocol, or io.
+// unknown-peer, replay, protocol, or io.
 func Reason(err error) string {
 	switch {
 	case errors.Is(err, ErrAuth), errors.Is(err, ErrNotForUs), errors.Is(err, ErrLowOrder):
@@ -93,6 +124,8 @@ func Reason(err error) string {
 		return "busy"
 	case errors.Is(err, ErrUnknown):
 		return "unknown-peer"
+	case errors.Is(err, ErrReplay):
+		return "replay"
 	case errors.Is(err, ErrProtocol):
 		return "protocol"
 	default:
@@ -202,15 +235,7 @@ func Initiate(conn io.ReadWriter, self *Identity, peer wgtypes.Key) (wgtypes.Key
 	if err != nil {
 		return zero, err
 	}
-	m1 := make([]byte, 0, m1Size)
-	m1 = append(m1, magic...)
-	m1 = append(m1, pub[:]...)
-	m1 = append(m1, peer[:]...)
-	nonce := make([]byte, nonceSize)
-	rand.Read(nonce)
-	m1 = append(m1, nonce...)
-	m1 = append(m1, dk.EncapsulationKey().Bytes()...)
-	m1 = append(m1, mac(ak, m1)...)
+	m1 := firstMessage(pub, peer, ak, dk.EncapsulationKey().Bytes(), time.Now())
 	if _, err := conn.Write(m1); err != nil {
 		return zero, err
 	}
@@ -256,6 +281,20 @@ func Initiate(conn io.ReadWriter, self *Identity, peer wgtypes.Key) (wgtypes.Key
 	return psk, nil
 }
 
+// firstMessage is m1 from pub to peer, sent at sent, MACed under ak.
+func firstMessage(pub, peer wgtypes.Key, ak, ek []byte, sent time.Time) []byte {
+	m1 := make([]byte, 0, m1Size)
+	m1 = append(m1, magic...)
+	m1 = append(m1, pub[:]...)
+	m1 = append(m1, peer[:]...)
+	nonce := make([]byte, nonceSize)
+	binary.BigEndian.PutUint64(nonce, uint64(sent.UnixMilli()))
+	rand.Read(nonce[8:])
+	m1 = append(m1, nonce...)
+	m1 = append(m1, ek...)
+	return append(m1, mac(ak, m1)...)
+}
+
 // Responder answers exchanges for one node.
 type Responder struct {
 	// Self is this node's identity at the time of the exchange.
@@ -269,6 +308,15 @@ type Responder struct {
 	Busy func(pub wgtypes.Key) bool
 	// Install sets the agreed key for pub; it returns once the device has it.
 	Install func(pub wgtypes.Key, psk wgtypes.Key) error
+	// Replays remembers the first messages taken (nil: none is refused
+	// as a replay, only as stale).
+	Replays *Replays
+}
+
+// deadliner is a connection whose deadlines Respond moves on (net.Conn).
+type deadliner interface {
+	SetReadDeadline(time.Time) error
+	SetDeadline(time.Time) error
 }
 
 // Respond runs the responder's side on conn. It returns the initiator's
@@ -278,10 +326,10 @@ func (r *Responder) Respond(conn io.ReadWriter) (wgtypes.Key, wgtypes.Key, error
 	var zero wgtypes.Key
 	m1 := make([]byte, m1Size)
 	if err := readFull(conn, m1); err != nil {
-		return zero, zero, err
+		return zero, zero, unauthenticated(err)
 	}
 	if !bytes.Equal(m1[:len(magic)], []byte(magic)) {
-		return zero, zero, ErrProtocol
+		return zero, zero, unauthenticated(ErrProtocol)
 	}
 	var pubI, pubR wgtypes.Key
 	off := len(magic)
@@ -290,21 +338,29 @@ func (r *Responder) Respond(conn io.ReadWriter) (wgtypes.Key, wgtypes.Key, error
 	self := r.Self()
 	if pubR != self.PublicKey() {
 		refuse(conn, statusRefused)
-		return pubI, zero, ErrNotForUs
+		return pubI, zero, unauthenticated(ErrNotForUs)
 	}
 	if !r.Known(pubI) {
 		refuse(conn, statusRefused)
-		return pubI, zero, ErrUnknown
+		return pubI, zero, unauthenticated(ErrUnknown)
 	}
 	ak, err := authKey(self, pubI, pubI, pubR)
 	if err != nil {
 		refuse(conn, statusRefused)
-		return pubI, zero, err
+		return pubI, zero, unauthenticated(err)
 	}
 	body := m1[:m1Size-macSize]
 	if !hmac.Equal(m1[len(body):], mac(ak, body)) {
 		refuse(conn, statusRefused)
-		return pubI, zero, ErrAuth
+		return pubI, zero, unauthenticated(ErrAuth)
+	}
+	nonceOff := off + 2*wgtypes.KeyLen
+	if !r.Replays.take(m1[nonceOff:nonceOff+nonceSize], time.Now()) {
+		refuse(conn, statusRefused)
+		return pubI, zero, unauthenticated(ErrReplay)
+	}
+	if d, ok := conn.(deadliner); ok {
+		_ = d.SetDeadline(time.Now().Add(Timeout)) // m1 came in time; the exchange may take its full time
 	}
 	if r.Busy(pubI) {
 		refuse(conn, statusBusy)
@@ -327,6 +383,9 @@ func (r *Responder) Respond(conn io.ReadWriter) (wgtypes.Key, wgtypes.Key, error
 	}
 	if _, err := conn.Write(m2); err != nil {
 		return pubI, zero, err
+	}
+	if d, ok := conn.(deadliner); ok {
+		_ = d.SetReadDeadline(time.Now().Add(ConfirmTimeout))
 	}
 	got := make([]byte, m3Size)
 	if err := readFull(conn, got); err != nil {

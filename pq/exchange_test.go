@@ -1,7 +1,10 @@
 package pq
 
 import (
+	"crypto/mlkem"
+	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"syscall"
 	"testing"
@@ -125,6 +128,86 @@ func TestExchangeRefusals(t *testing.T) {
 	other := key(t)
 	if _, _, inst, ei, er := run(t, i, other.PublicKey(), r, true, false); !errors.Is(ei, ErrRefused) || !errors.Is(er, ErrNotForUs) || inst {
 		t.Errorf("addressed to another key: %v / %v installed=%v", ei, er, inst)
+	}
+}
+
+// respondTo answers m1 (and nothing more) as r; busy reports whether r asked
+// whether the pair was busy, i.e. whether m1 got past the checks of its
+// authenticity and freshness.
+func respondTo(t *testing.T, self wgtypes.Key, known wgtypes.Key, replays *Replays, m1 []byte) (busy bool, err error) {
+	a, b := net.Pipe()
+	r := &Responder{
+		Self:    func() *Identity { return ident(t, self) },
+		Known:   func(pub wgtypes.Key) bool { return pub == known },
+		Busy:    func(wgtypes.Key) bool { busy = true; return true },
+		Install: func(_, _ wgtypes.Key) error { t.Fatal("installed a key"); return nil },
+		Replays: replays,
+	}
+	go func() { a.Write(m1); io.Copy(io.Discard, a) }()
+	_, _, err = r.Respond(b)
+	b.Close()
+	a.Close()
+	return busy, err
+}
+
+// TestReplayedOrStaleFirstMessageIsRefused: a recorded m1 sent again, or an
+// authentic m1 made more than MaxSkew ago (or ahead), is refused before it
+// can hold the pair, as unauthenticated input; a fresh one gets through.
+func TestReplayedOrStaleFirstMessageIsRefused(t *testing.T) {
+	i, r := key(t), key(t)
+	ak, err := authKey(ident(t, i), r.PublicKey(), i.PublicKey(), r.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dk, err := mlkem.GenerateKey768()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek := dk.EncapsulationKey().Bytes()
+	var replays Replays
+	m1 := firstMessage(i.PublicKey(), r.PublicKey(), ak, ek, time.Now())
+	if busy, err := respondTo(t, r, i.PublicKey(), &replays, m1); !busy {
+		t.Fatalf("a fresh m1 was refused: %v", err)
+	}
+	for range 3 {
+		if busy, err := respondTo(t, r, i.PublicKey(), &replays, m1); busy || !errors.Is(err, ErrReplay) || !errors.Is(err, ErrUnauthenticated) {
+			t.Fatalf("a replayed m1: err %v, reached the pair %v", err, busy)
+		}
+	}
+	for _, off := range []time.Duration{-MaxSkew - time.Second, MaxSkew + time.Second} {
+		old := firstMessage(i.PublicKey(), r.PublicKey(), ak, ek, time.Now().Add(off))
+		if busy, err := respondTo(t, r, i.PublicKey(), &replays, old); busy || !errors.Is(err, ErrReplay) {
+			t.Fatalf("an m1 made %v from now: err %v, reached the pair %v", off, err, busy)
+		}
+	}
+	// Forged MACs are unauthenticated too (they must cost the pair nothing).
+	forged := forgedM1(t, key(t), i.PublicKey(), r.PublicKey())
+	if busy, err := respondTo(t, r, i.PublicKey(), &replays, forged); busy || !errors.Is(err, ErrAuth) || !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("a forged m1: err %v, reached the pair %v", err, busy)
+	}
+}
+
+// TestReplaysAreBounded: the cache never holds more than MaxReplays, and
+// refuses (fails closed) rather than forget a nonce still in its window.
+func TestReplaysAreBounded(t *testing.T) {
+	var r Replays
+	now := time.Now()
+	nonce := make([]byte, nonceSize)
+	binary.BigEndian.PutUint64(nonce, uint64(now.UnixMilli()))
+	for n := range MaxReplays {
+		binary.BigEndian.PutUint64(nonce[8:], uint64(n))
+		if !r.take(nonce, now) {
+			t.Fatalf("nonce %d refused below the bound", n)
+		}
+	}
+	binary.BigEndian.PutUint64(nonce[8:], uint64(MaxReplays))
+	if r.take(nonce, now) || len(r.seen) != MaxReplays {
+		t.Fatalf("over the bound: took a nonce, %d remembered", len(r.seen))
+	}
+	later := now.Add(2*MaxSkew + time.Second)
+	binary.BigEndian.PutUint64(nonce, uint64(later.UnixMilli()))
+	if !r.take(nonce, later) || len(r.seen) != 1 {
+		t.Fatalf("after the window: %d remembered, want 1", len(r.seen))
 	}
 }
 

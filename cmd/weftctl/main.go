@@ -2,13 +2,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -29,9 +32,10 @@ const usage = `usage: weftctl [--agent URL] COMMAND [flags]
   showconf node NAME | peer NAME [--service-cidr CIDR]
                                       a wg-quick configuration: a node's, or
                                       one for an external Peer object
-  rotate-key                          give this node a new WireGuard key (run
-                                      on the node: the agent takes it only
-                                      from loopback); prints the public key
+  rotate-key [--state-dir DIR]        give this node a new WireGuard key (as
+                                      root on the node: the agent takes it
+                                      only on DIR/control.sock, at most once
+                                      per 30 s); prints the public key
 `
 
 func main() {
@@ -80,10 +84,11 @@ func run(args []string, out io.Writer) error {
 	case "showconf":
 		return showconf(base, fs.Args()[1:], out)
 	case "rotate-key":
+		stateDir := sub.String("state-dir", "/var/lib/weft", "the agent's --state-dir, which holds its control socket")
 		if err := sub.Parse(fs.Args()[1:]); err != nil {
 			return err
 		}
-		return rotateKey(base, out)
+		return rotateKey(filepath.Join(*stateDir, api.ControlSocket), out)
 	default:
 		fs.Usage()
 		return fmt.Errorf("unknown command %q", cmd)
@@ -212,10 +217,15 @@ func pskColumn(p api.PeerStatus) string {
 	}
 }
 
-// rotateKey asks the agent for a new node key.
-func rotateKey(base string, out io.Writer) error {
-	c := &http.Client{Timeout: 15 * time.Second}
-	resp, err := c.Post(base+"/v1/rotate-key", "text/plain", nil)
+// rotateKey asks the agent for a new node key on its control socket.
+func rotateKey(socket string, out io.Writer) error {
+	c := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+	}}
+	resp, err := c.Post("http://agent"+api.RotateKeyPath, "text/plain", nil)
 	if err != nil {
 		return err
 	}

@@ -54,6 +54,10 @@ const ClusterDNS = "10.96.0.10"
 // as kube-proxy's and weft-agent's --cluster-cidr.
 const ClusterCIDRs = "10.244.0.0/16,fd00:10:244::/48"
 
+// ExternalCIDRs are the ranges the lab's agents open to Peer objects
+// (--external-cidr).
+const ExternalCIDRs = "10.200.0.0/16,fd00:200::/48"
+
 // StartKubeProxy runs the real kube-proxy in nftables mode on n, as the
 // kube-proxy ServiceAccount.
 func (cp *ControlPlane) StartKubeProxy(ctx context.Context, n *Node) (*Proc, error) {
