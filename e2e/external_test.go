@@ -22,18 +22,24 @@ import (
 // createPeer creates a Peer object once its CRD serves.
 func (k *kubeCluster) createPeer(name, key string, allowed ...string) {
 	k.t.Helper()
-	dyn, err := dynamic.NewForConfig(k.cp.AdminREST)
-	if err != nil {
-		k.t.Fatal(err)
-	}
 	ips := make([]any, len(allowed))
 	for i, a := range allowed {
 		ips[i] = a
 	}
+	k.createPeerSpec(name, map[string]any{"publicKey": key, "allowedIPs": ips})
+}
+
+// createPeerSpec creates a Peer object with spec once its CRD serves.
+func (k *kubeCluster) createPeerSpec(name string, spec map[string]any) {
+	k.t.Helper()
+	dyn, err := dynamic.NewForConfig(k.cp.AdminREST)
+	if err != nil {
+		k.t.Fatal(err)
+	}
 	obj := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "weft.dev/v1alpha1", "kind": "Peer",
 		"metadata": map[string]any{"name": name},
-		"spec":     map[string]any{"publicKey": key, "allowedIPs": ips},
+		"spec":     spec,
 	}}
 	var last error
 	eventually(k.t, 20*time.Second, "Peer "+name+" created", func() bool {
@@ -81,8 +87,8 @@ func TestExternalPeerFromShowconf(t *testing.T) {
 			t.Errorf("%s accepted a Peer object claiming node2's pod range: %+v", n.Name, p)
 		}
 	}
-	if got := k.metric(nodes[0], `weft_peer_rejections_total{reason="external-overlap"}`); got < 1 {
-		t.Errorf("node1 counted %v external-overlap refusals, want the thief's", got)
+	if got := k.metric(nodes[0], `weft_peer_rejections_total{reason="external-outside"}`); got < 1 {
+		t.Errorf("node1 counted %v external-outside refusals, want the thief's (node2's pod range is outside --external-cidr)", got)
 	}
 
 	conf, err := nodes[0].Run(ctx, filepath.Join(k.bins, "weftctl"), "showconf", "peer", "laptop")

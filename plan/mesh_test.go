@@ -133,6 +133,12 @@ func TestPlanDirectPeers(t *testing.T) {
 	if len(s.Peers) != 2 || s.Routes[1].Via.String() != "fd99::12" {
 		t.Errorf("with an IPv6 underlay address the direct peer needs no tunnel: peers %v, routes %v", s.Peers, s.Routes)
 	}
+	// A direct route that could not be written: the peer goes through the
+	// tunnel with all its ranges.
+	s = Plan(self, peers, Options{NoDirect: map[string]bool{"same": true}})
+	if len(s.Peers) != 3 || s.Peers[0].Name != "same" || len(s.Peers[0].AllowedIPs) != 3 || s.Routes[0].Via.IsValid() || s.Routes[1].Via.IsValid() {
+		t.Errorf("a peer whose direct route failed: peers %v, routes %v; want it in the tunnel", s.Peers, s.Routes)
+	}
 }
 
 func pubKey(t *testing.T) wgtypes.Key {
