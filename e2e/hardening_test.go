@@ -130,18 +130,21 @@ func TestKeyExchangeFloodCutsNoPair(t *testing.T) {
 	}
 }
 
-// TestKeylessPairRecoversWhileResting (item 1, second half): node2's agent
-// restarts while node1 drops its key exchanges (as a flood or a broken
+// TestKeylessPairRecoversWhileResting (item 1, second half; Kubernetes
+// mode, where the Node keeps a restarting node in its peers' view, so they
+// keep their key for it): node2's agent restarts while node1 drops its key
+// exchanges (as a flood or a broken
 // link would), so node2 has no preshared key and node1 the old one: their
 // handshakes fail and node2 rests node1. Once the exchanges pass again the
 // pair must agree a key and carry traffic within 60 s, although it rests
 // and neither end's rotation (10 min) is due.
 func TestKeylessPairRecoversWhileResting(t *testing.T) {
-	c := newCluster(t, 2)
+	k := newKubeCluster(t, 2)
+	c := k.cluster
 	for _, n := range c.lab.Nodes() {
-		c.start(n, "--psk-rotation", "10m")
+		k.startKubeWith(n, nil, "--psk-rotation", "10m")
 	}
-	c.waitMesh(20 * time.Second)
+	c.waitMesh(30 * time.Second)
 	n1, n2 := c.lab.Nodes()[0], c.lab.Nodes()[1]
 	eventually(t, 15*time.Second, "node1 and node2 agree a preshared key", func() bool { _, ok := pairKey(t, n1, n2); return ok })
 	old, _ := pairKey(t, n1, n2)
@@ -153,7 +156,7 @@ func TestKeylessPairRecoversWhileResting(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.agents[n2.Name].Stop()
-	c.start(n2, "--psk-rotation", "10m")
+	k.startKubeWith(n2, nil, "--psk-rotation", "10m")
 	eventually(t, 90*time.Second, "node2 rests node1 (its handshakes fail: the keys disagree)", func() bool {
 		return readyz(n2) == 200 && c.metric(n2, "weft_peers_dormant") >= 1
 	})
