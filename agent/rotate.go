@@ -78,15 +78,23 @@ func (a *Agent) serveRotateKey(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("the node key was rotated less than %v ago; try again in %v", rotateEvery, wait.Round(time.Second)), http.StatusTooManyRequests)
 		return
 	}
+	prev := a.rotateLast
 	a.rotateLast = time.Now()
 	a.rotateMu.Unlock()
+	notQueued := func() { // nothing happened: the next request may try at once
+		a.rotateMu.Lock()
+		a.rotateLast = prev
+		a.rotateMu.Unlock()
+	}
 	done := make(chan error, 1)
 	select {
 	case a.rotateReq <- done:
 	case <-time.After(10 * time.Second):
+		notQueued()
 		http.Error(w, "agent busy; try again", http.StatusServiceUnavailable)
 		return
 	case <-r.Context().Done():
+		notQueued()
 		return
 	}
 	if err := <-done; err != nil {
