@@ -28,9 +28,8 @@ const antiSpoofRules = 3
 
 // EnsureAntiSpoof installs (or refreshes) the anti-spoofing chain for host
 // veths whose names start with vethPrefix and the tunnel interface named
-// tunnel. It
-// replaces the chain's rules in one transaction, so there is no moment
-// without them.
+// tunnel. It replaces the chain's rules in one transaction, so there is no
+// moment without them.
 func EnsureAntiSpoof(ctx context.Context, vethPrefix, tunnel string) error {
 	nft, tx, err := begin()
 	if err != nil {
