@@ -43,13 +43,8 @@ func holdConns(host *netlab.Node, dst netip.AddrPort, n int, stop <-chan struct{
 					return
 				default:
 				}
-				var c net.Conn
-				_ = host.Do(func() error {
-					var err error
-					c, err = net.DialTimeout("tcp", dst.String(), time.Second)
-					return err
-				})
-				if c == nil {
+				c, err := dialFor(host, netip.Addr{}, dst, time.Second)
+				if err != nil {
 					time.Sleep(200 * time.Millisecond)
 					continue
 				}
@@ -66,6 +61,14 @@ func holdConns(host *netlab.Node, dst netip.AddrPort, n int, stop <-chan struct{
 		}()
 	}
 	return &opened
+}
+
+// dialFor opens a TCP connection from host (from src, when valid) to dst,
+// giving up after timeout.
+func dialFor(host *netlab.Node, src netip.Addr, dst netip.AddrPort, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return host.DialFrom(ctx, src, "tcp", dst.String())
 }
 
 // TestKeyExchangeFloodCutsNoPair (item 1; Kubernetes mode, where a
@@ -310,14 +313,8 @@ func TestReplayedFirstMessageStopsNoRotation(t *testing.T) {
 					return
 				default:
 				}
-				var conn net.Conn
-				_ = attacker.Do(func() error {
-					d := net.Dialer{Timeout: time.Second, LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
-					var err error
-					conn, err = d.Dial("tcp", dst.String())
-					return err
-				})
-				if conn == nil {
+				conn, err := dialFor(attacker, src, dst, time.Second)
+				if err != nil {
 					time.Sleep(100 * time.Millisecond)
 					continue
 				}

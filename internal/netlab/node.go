@@ -165,9 +165,18 @@ func inNamespace(name string, fn func() error) error {
 
 // Dial opens a connection from inside the node's network namespace.
 func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	return n.DialFrom(ctx, netip.Addr{}, network, addr)
+}
+
+// DialFrom is Dial from the source address src (invalid: the kernel's
+// choice), one of the node's own.
+func (n *Node) DialFrom(ctx context.Context, src netip.Addr, network, addr string) (net.Conn, error) {
 	var c net.Conn
 	err := n.Do(func() error {
 		var d net.Dialer
+		if src.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+		}
 		var err error
 		c, err = d.DialContext(ctx, network, addr)
 		return err
