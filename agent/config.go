@@ -292,12 +292,9 @@ func parseExternalCIDRs(ss []string, cluster []netip.Prefix) ([]netip.Prefix, er
 	}
 	var out []netip.Prefix
 	for _, s := range ss {
-		p, err := netip.ParsePrefix(s)
+		p, err := peer.ParseNetwork(s)
 		if err != nil {
-			return nil, fmt.Errorf("--external-cidr %q: not a CIDR", s)
-		}
-		if p != p.Masked() {
-			return nil, fmt.Errorf("--external-cidr %q: host bits set; did you mean %s?", s, p.Masked())
+			return nil, fmt.Errorf("--external-cidr %v", err)
 		}
 		if err := peer.CheckExternalRange(p); err != nil {
 			return nil, fmt.Errorf("--external-cidr %q: %v", s, err)
@@ -317,12 +314,9 @@ func parseExternalCIDRs(ss []string, cluster []netip.Prefix) ([]netip.Prefix, er
 func parseClusterCIDRs(ss []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, s := range ss {
-		p, err := netip.ParsePrefix(s)
+		p, err := peer.ParseNetwork(s)
 		if err != nil {
-			return nil, fmt.Errorf("--cluster-cidr %q: not a CIDR", s)
-		}
-		if p != p.Masked() {
-			return nil, fmt.Errorf("--cluster-cidr %q: host bits set; did you mean %s?", s, p.Masked())
+			return nil, fmt.Errorf("--cluster-cidr %v", err)
 		}
 		if p.Bits() > p.Addr().BitLen()-2 || p.Addr().IsLoopback() || p.Addr().IsMulticast() || p.Addr().IsLinkLocalUnicast() || p.Addr().Is4In6() {
 			return nil, fmt.Errorf("--cluster-cidr %q: not a unicast range that can hold pods", s)

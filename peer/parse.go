@@ -52,6 +52,20 @@ func parseClaimedCIDRs(ss []string) ([]netip.Prefix, error) {
 	return ps, nil
 }
 
+// ParseNetwork parses s as a network address: a CIDR without host bits.
+// Its errors start with s quoted, for the caller to prefix with where s
+// came from.
+func ParseNetwork(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q: not a CIDR", s)
+	}
+	if p != p.Masked() {
+		return netip.Prefix{}, fmt.Errorf("%q: host bits set; did you mean %s?", s, p.Masked())
+	}
+	return p, nil
+}
+
 // ParsePodCIDRs parses and checks a node's pod CIDRs (from a flag, a Node
 // spec, gossip or the cache; callers name the source in their errors): network addresses, at
 // most one per family, each with room for the node's own address and pods.
@@ -59,12 +73,9 @@ func ParsePodCIDRs(ss []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	var v4, v6 bool
 	for _, s := range ss {
-		p, err := netip.ParsePrefix(s)
+		p, err := ParseNetwork(s)
 		if err != nil {
-			return nil, fmt.Errorf("%q: not a CIDR", s)
-		}
-		if p != p.Masked() {
-			return nil, fmt.Errorf("%q: host bits set; did you mean %s?", s, p.Masked())
+			return nil, err
 		}
 		if err := checkPodCIDR(p); err != nil {
 			return nil, fmt.Errorf("%q: %v", s, err)
