@@ -1,0 +1,146 @@
+package agent
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/weftnet/weft/pq"
+)
+
+// The responding side of the pairs' key exchanges: the port's bounds and
+// one exchange answered.
+
+const (
+	// The port answers anyone who reaches it, so the exchanges answered at
+	// once are bounded three ways: pqMaxConns in all for the addresses of
+	// accepted nodes, pqMaxStrangers in all for every other address, and
+	// pqMaxPerSource for any one address. A host that is not a node cannot
+	// take a node's place however many connections it opens, and a node
+	// (or what runs on its address) holds at most pqMaxPerSource. Each
+	// connection gets pq.FirstMessageTimeout to send its first message,
+	// and costs one HMAC before it is authenticated.
+	pqMaxConns     = 32
+	pqMaxStrangers = 8
+	pqMaxPerSource = 2
+)
+
+// serve answers exchanges on ln until it is closed, within the bounds
+// described at pqMaxConns.
+func (k *pairKeys) serve(ln net.Listener) {
+	nodes := make(chan struct{}, pqMaxConns)
+	strangers := make(chan struct{}, pqMaxStrangers)
+	var mu sync.Mutex
+	open := map[netip.Addr]int{}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		var src netip.Addr
+		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			src, _ = netip.AddrFromSlice(a.IP)
+			src = src.Unmap()
+		}
+		k.mu.Lock()
+		slots := strangers
+		if k.sources[src] {
+			slots = nodes
+		}
+		k.mu.Unlock()
+		mu.Lock()
+		full := open[src] >= pqMaxPerSource
+		if !full {
+			select {
+			case slots <- struct{}{}:
+				open[src]++
+			default:
+				full = true
+			}
+		}
+		mu.Unlock()
+		if full {
+			k.failures.WithLabelValues("busy").Inc()
+			c.Close()
+			continue
+		}
+		go func() {
+			defer func() {
+				mu.Lock()
+				if open[src]--; open[src] <= 0 {
+					delete(open, src)
+				}
+				mu.Unlock()
+				<-slots
+			}()
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(pq.FirstMessageTimeout)) // Respond extends it once m1 is in
+			k.respond(c)
+		}()
+	}
+}
+
+func (k *pairKeys) respond(c net.Conn) {
+	var held *pair
+	var self *pq.Identity
+	r := &pq.Responder{
+		Self: func() *pq.Identity {
+			k.mu.Lock()
+			defer k.mu.Unlock()
+			self = k.self
+			return self
+		},
+		Known: func(pub wgtypes.Key) bool {
+			k.mu.Lock()
+			defer k.mu.Unlock()
+			_, ok := k.pairs[pub]
+			return ok
+		},
+		Busy: func(pub wgtypes.Key) bool {
+			k.mu.Lock()
+			p := k.pairs[pub]
+			win := p != nil && p.starting && k.lower(pub)
+			k.mu.Unlock()
+			if p == nil || win {
+				return true
+			}
+			// Wait for an exchange of ours the peer is about to refuse.
+			select {
+			case p.busy <- struct{}{}:
+				held = p
+				return false
+			case <-time.After(pq.Timeout / 2):
+				return true
+			}
+		},
+		Install: func(pub, psk wgtypes.Key) error { return k.install(pub, self, psk, false) },
+		Replays: &k.replays,
+	}
+	pub, _, err := r.Respond(c)
+	if held != nil {
+		<-held.busy
+	}
+	if errors.Is(err, pq.ErrUnauthenticated) {
+		// Anyone can cause these: counted, logged at most every
+		// refusedLogEvery, and never held against the pair it names.
+		k.failures.WithLabelValues(pq.Reason(err)).Inc()
+		k.mu.Lock()
+		quiet := time.Since(k.refusedAt) < refusedLogEvery
+		if !quiet {
+			k.refusedAt = time.Now()
+		}
+		k.mu.Unlock()
+		if !quiet {
+			k.log.Info("key exchange refused (unauthenticated; further ones are counted in weft_pq_failures_total, logged at most once a minute)", "from", c.RemoteAddr().String(), "err", err)
+		}
+		return
+	}
+	k.result(pub, err, "responder")
+}
+
+// refusedLogEvery spaces the log lines of unauthenticated exchanges.
+const refusedLogEvery = time.Minute
