@@ -134,6 +134,14 @@ func (a *Agent) cachedStatus() (api.Status, error) {
 	return c.st, c.err
 }
 
+// invalidate makes the next reading fresh: the loop calls it after each
+// change it applies, so an answer never predates a change already made.
+func (c *statusCache) invalidate() {
+	c.mu.Lock()
+	c.at = time.Time{}
+	c.mu.Unlock()
+}
+
 func (a *Agent) serveStatus(w http.ResponseWriter, r *http.Request) {
 	st, err := a.cachedStatus()
 	if err != nil {
