@@ -64,6 +64,8 @@ type Agent struct {
 	// node's own key (the loop serves them).
 	pq         *pairKeys
 	rotateReq  chan chan error
+	keyWrites  chan keyWrite // the key manager's writes, done by the loop
+	planned    []plan.Peer   // the last plan's peers, before keys (the loop's)
 	rotateMu   sync.Mutex
 	rotateLast time.Time // the last rotation asked for on the control socket
 	// noDirect: peers whose direct routes failed, in the tunnel until
@@ -79,7 +81,7 @@ type Agent struct {
 // tunnel is touched, and a failure undoes what was started.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct{}) error {
 	a := &Agent{cfg: cfg, log: log, selfLocation: make(chan string, 1), pmtu: newPathMTUs(),
-		extChanged: make(chan struct{}, 1), extRefused: map[string]string{}, rotateReq: make(chan chan error)}
+		extChanged: make(chan struct{}, 1), extRefused: map[string]string{}, rotateReq: make(chan chan error), keyWrites: make(chan keyWrite)}
 	// Ports first: a busy port must fail before anything is written or created.
 	if err := mesh.CheckPortFree(cfg.ListenPort); err != nil {
 		return err
@@ -201,7 +203,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	}
 	a.meshUp.Store(a.mesh)
 	defer a.mesh.Close()
-	if a.pq, err = newPairKeys(cfg.PQ, cfg.PSKRotation, cfg.PQPort, a.mesh, key, a.metrics.reg, log); err != nil {
+	if a.pq, err = newPairKeys(cfg.PQ, cfg.PSKRotation, cfg.PQPort, a.mesh, a.requestKeyWrite(ctx), key, a.metrics.reg, log); err != nil {
 		return err
 	}
 	if err := enableForwarding(); err != nil {

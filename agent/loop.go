@@ -91,6 +91,11 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 			}
 		case done := <-a.rotateReq:
 			done <- a.rotateKey()
+		case <-a.pq.changed:
+		case w := <-a.keyWrites:
+			wrote, err := a.writeKey(w.pub, w.fresh)
+			w.done <- keyWritten{wrote, err}
+			continue // only that peer changed
 		case loc := <-a.selfLocation:
 			a.log.Info("this node's location changed", "from", a.self.Location, "to", loc)
 			a.locMu.Lock()
@@ -113,15 +118,24 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 	}
 	ext := a.acceptExternals(peers)
 	a.pq.update(peers)
-	ch, err := a.mesh.Apply(plan.Plan(a.self, peers, plan.Options{PathMTU: a.pathMTUs(), Externals: ext, NoDirect: a.noDirect.names()}))
+	want := func() mesh.State {
+		s := plan.Plan(a.self, peers, plan.Options{PathMTU: a.pathMTUs(), Externals: ext, NoDirect: a.noDirect.names()})
+		a.planned = s.Peers // before the keys: writeKey fills in a newer one
+		s.Peers = a.pq.keys().Fill(s.Peers)
+		return s
+	}
+	ch, err := a.mesh.Apply(want())
 	var dpe *mesh.DirectPathError
 	if errors.As(err, &dpe) {
 		// The rest was applied; those peers go through the tunnel (now,
 		// and until the fallback expires).
 		a.directFailed(peers, dpe)
-		ch2, err2 := a.mesh.Apply(plan.Plan(a.self, peers, plan.Options{PathMTU: a.pathMTUs(), Externals: ext, NoDirect: a.noDirect.names()}))
+		ch2, err2 := a.mesh.Apply(want())
 		ch.RoutesAdded, ch.PeersWritten = ch.RoutesAdded+ch2.RoutesAdded, ch.PeersWritten+ch2.PeersWritten
 		err = err2
+	}
+	if !ch.Empty() || err != nil {
+		a.statusCache.invalidate()
 	}
 	if err != nil {
 		a.metrics.reconciles.WithLabelValues("error").Inc()
@@ -320,6 +334,61 @@ func (a *Agent) applyMasquerade(ctx context.Context, peers []peer.NodeInfo, ext 
 	}
 	a.masq = &want
 	return nil
+}
+
+// keyWrite asks the loop, the device's one writer, to write one pair's newly
+// agreed key between two reconciles (pairKeys.write).
+type keyWrite struct {
+	pub   wgtypes.Key
+	fresh bool
+	done  chan keyWritten // buffered: the loop never waits on it
+}
+
+type keyWritten struct {
+	wrote bool
+	err   error
+}
+
+// keyWriteWait bounds how long a key exchange waits for the loop to take
+// its key (the loop may be in a reconcile, or not started yet).
+const keyWriteWait = 5 * time.Second
+
+// requestKeyWrite is the key manager's keyWriter: it hands the write to the
+// loop and waits for it, until ctx ends.
+func (a *Agent) requestKeyWrite(ctx context.Context) keyWriter {
+	return func(pub wgtypes.Key, fresh bool) (bool, error) {
+		w := keyWrite{pub: pub, fresh: fresh, done: make(chan keyWritten, 1)}
+		t := time.NewTimer(keyWriteWait)
+		defer t.Stop()
+		select {
+		case a.keyWrites <- w:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-t.C:
+			return false, fmt.Errorf("the agent's loop did not take the key within %v", keyWriteWait)
+		}
+		r := <-w.done // taken: the loop answers before anything else
+		return r.wrote, r.err
+	}
+}
+
+// writeKey writes one pair's key as the last plan has the peer. A peer the
+// plan does not put on the device (a direct path, or gone) is left to the
+// next reconcile.
+func (a *Agent) writeKey(pub wgtypes.Key, fresh bool) (bool, error) {
+	i := slices.IndexFunc(a.planned, func(p plan.Peer) bool { return p.PublicKey == pub })
+	if i < 0 {
+		return false, nil
+	}
+	var want *plan.Peer
+	if ps := a.pq.keys(pub).Fill(a.planned[i : i+1]); len(ps) == 1 {
+		want = &ps[0]
+	}
+	wrote, err := a.mesh.WritePeerKey(pub, want, fresh)
+	if wrote {
+		a.statusCache.invalidate()
+	}
+	return wrote, err
 }
 
 // publish annotates this Node and sets its condition, once each; it reports

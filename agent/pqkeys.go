@@ -16,8 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/peer"
+	"github.com/weftnet/weft/plan"
 	"github.com/weftnet/weft/pq"
 )
 
@@ -41,20 +41,24 @@ const (
 )
 
 // pairKeys agrees and rotates a post-quantum preshared key with every node
-// peer (package pq) and hands the keys to the mesh. The end with the lower
-// public key rotates every interval; the other end takes over if that does
-// not happen within a quarter more (a node behind NAT cannot be called).
+// peer (package pq). The end with the lower public key rotates every
+// interval; the other end takes over if that does not happen within a
+// quarter more (a node behind NAT cannot be called). It never writes the
+// device: the loop plans the keys (keys) with everything else, and writes
+// a newly agreed one at once when asked (write).
 type pairKeys struct {
 	mode     string
 	rotation time.Duration
 	port     int
-	mesh     *mesh.Mesh
+	dev      keyDevice
+	write    keyWriter
 	log      *slog.Logger
 	event    func(node, reason, msg string) // nil outside Kubernetes
 	dial     func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
 
-	wake chan struct{}
-	run  chan struct{} // pqMaxRunning slots
+	wake    chan struct{}
+	run     chan struct{} // pqMaxRunning slots
+	changed chan struct{} // a key was dropped: the loop reconciles
 
 	// alive reports whether the named node's agent answers gossip (nil:
 	// nobody is known to be alive).
@@ -88,14 +92,25 @@ type pair struct {
 	down     bool          // reported down (required mode)
 }
 
-func newPairKeys(mode string, rotation time.Duration, port int, m *mesh.Mesh, priv wgtypes.Key, reg *prometheus.Registry, log *slog.Logger) (*pairKeys, error) {
+// keyDevice is what the key manager reads of the device.
+type keyDevice interface {
+	Dormant() map[wgtypes.Key]bool
+	LastHandshake(pub wgtypes.Key) (time.Time, bool)
+}
+
+// keyWriter writes one pair's key (as keys now has it) to the device; fresh
+// re-creates the peer so it shakes hands under it now. It reports whether
+// it wrote. The agent's loop, the device's one writer, does it.
+type keyWriter func(pub wgtypes.Key, fresh bool) (bool, error)
+
+func newPairKeys(mode string, rotation time.Duration, port int, dev keyDevice, write keyWriter, priv wgtypes.Key, reg *prometheus.Registry, log *slog.Logger) (*pairKeys, error) {
 	self, err := pq.NewIdentity(priv)
 	if err != nil {
 		return nil, err
 	}
 	k := &pairKeys{
-		mode: mode, rotation: rotation, port: port, mesh: m, log: log,
-		wake: make(chan struct{}, 1), run: make(chan struct{}, pqMaxRunning),
+		mode: mode, rotation: rotation, port: port, dev: dev, write: write, log: log,
+		wake: make(chan struct{}, 1), run: make(chan struct{}, pqMaxRunning), changed: make(chan struct{}, 1),
 		self: self, selfSince: time.Now(), pairs: map[wgtypes.Key]*pair{}, sources: map[netip.Addr]bool{},
 		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_pq_rotations_total", Help: "Post-quantum preshared keys agreed with a peer, by this node's role (initiator, responder).",
@@ -121,20 +136,33 @@ func newPairKeys(mode string, rotation time.Duration, port int, m *mesh.Mesh, pr
 		defer k.mu.Unlock()
 		return time.Since(k.selfSince).Seconds()
 	}))
-	if mode != PQOff {
-		m.UseKeys(k.lookup, mode == PQRequired)
-	}
 	return k, nil
 }
 
-// lookup is the mesh's key source.
-func (k *pairKeys) lookup(pub wgtypes.Key) (wgtypes.Key, bool) {
+// keys is a snapshot of the agreed keys for the plan: of the pairs named,
+// or of all when none is (nil with --pq=off).
+func (k *pairKeys) keys(only ...wgtypes.Key) *plan.Keys {
+	if k.mode == PQOff {
+		return nil
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if p, ok := k.pairs[pub]; ok && p.has {
-		return p.psk, true
+	out := &plan.Keys{PSK: map[wgtypes.Key]wgtypes.Key{}, Require: k.mode == PQRequired}
+	add := func(pub wgtypes.Key, p *pair) {
+		if p != nil && p.has {
+			out.PSK[pub] = p.psk
+		}
 	}
-	return wgtypes.Key{}, false
+	if len(only) > 0 {
+		for _, pub := range only {
+			add(pub, k.pairs[pub])
+		}
+		return out
+	}
+	for pub, p := range k.pairs {
+		add(pub, p)
+	}
+	return out
 }
 
 // update follows the accepted peers: a new one is due for an exchange now,
@@ -216,8 +244,7 @@ func (k *pairKeys) loop(ctx context.Context) {
 
 // startDue starts every due exchange there is a slot for, and says when to look again.
 func (k *pairKeys) startDue(ctx context.Context) time.Time {
-	// Read before k.mu: the mesh calls the key source (k.mu) under its own lock.
-	dormant := k.mesh.Dormant()
+	dormant := k.dev.Dormant()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	now := time.Now()
@@ -348,7 +375,7 @@ func (k *pairKeys) install(pub wgtypes.Key, self *pq.Identity, psk wgtypes.Key, 
 	p.psk, p.has, p.agreed = psk, true, time.Now()
 	k.mu.Unlock()
 	if !fresh {
-		_, err := k.mesh.SetPresharedKey(pub, false)
+		_, err := k.write(pub, false)
 		return err
 	}
 	// Re-create the peer so it shakes hands under the new key now, and
@@ -362,12 +389,12 @@ func (k *pairKeys) install(pub wgtypes.Key, self *pq.Identity, psk wgtypes.Key, 
 	// meanwhile.
 	start := time.Now()
 	for range 3 {
-		wrote, err := k.mesh.SetPresharedKey(pub, true)
+		wrote, err := k.write(pub, true)
 		if err != nil || !wrote {
 			return err
 		}
 		time.Sleep(handshakeCheck)
-		if t, ok := k.mesh.LastHandshake(pub); ok && t.After(start) {
+		if t, ok := k.dev.LastHandshake(pub); ok && t.After(start) {
 			return nil
 		}
 	}
@@ -433,7 +460,10 @@ func (k *pairKeys) result(pub wgtypes.Key, err error, role string) {
 	if k.mode == PQPreferred && p.has && errors.Is(err, syscall.ECONNREFUSED) {
 		p.has, p.psk = false, wgtypes.Key{}
 		k.log.Warn("peer does not answer key exchanges: running the pair without a preshared key (--pq=preferred)", "peer", p.name)
-		go func() { _, _ = k.mesh.SetPresharedKey(pub, false) }() // the next reconcile writes it too
+		select { // the loop's next reconcile writes the pair without it
+		case k.changed <- struct{}{}:
+		default:
+		}
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,18 +16,18 @@ import (
 
 // Mesh applies a desired State to a running Device: peers through wgctrl on
 // the UAPI socket, addresses and routes through netlink.
+//
+// The device has one writer: Apply and WritePeerKey are called from one
+// goroutine (the agent's loop), so no lock orders them and none is held
+// across wgctrl or netlink I/O. Everything else (Dormant, Peers,
+// LastHandshake, the counters) may be read from any goroutine.
 type Mesh struct {
 	dev    *Device
 	wg     *wgctrl.Client
 	writes atomic.Uint64
 
-	// mu orders Apply and SetPresharedKey: each reads the key source and
-	// the device and writes, so the later one's keys are what stays.
-	mu      sync.Mutex
-	last    []Peer // the desired peers of the last Apply, without keys
-	keys    func(wgtypes.Key) (wgtypes.Key, bool)
-	require bool
-	rest    dormancy
+	rest    dormancy                             // the writer's memory of keepalives
+	dormant atomic.Pointer[map[wgtypes.Key]bool] // a copy of the dormant set, for readers
 
 	peerWrites atomic.Uint64
 }
@@ -67,73 +66,44 @@ func (m *Mesh) DeviceWrites() uint64 { return m.writes.Load() }
 func (m *Mesh) PeerWrites() uint64 { return m.peerWrites.Load() }
 
 // Dormant returns the peers whose keepalive rests (DormantAfter,
-// NeverAnswered): a copy.
+// NeverAnswered) as of the last write: not to be changed.
 func (m *Mesh) Dormant() map[wgtypes.Key]bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	if d := m.dormant.Load(); d != nil {
+		return *d
+	}
+	return nil
+}
+
+// publishDormant copies the writer's dormant set for Dormant's readers.
+func (m *Mesh) publishDormant() {
 	out := make(map[wgtypes.Key]bool, len(m.rest.dormant))
 	for k := range m.rest.dormant {
 		out[k] = true
 	}
-	return out
+	m.dormant.Store(&out)
 }
 
-// UseKeys makes every later write take each node peer's preshared key from
-// src. With require, a node peer without a key is kept off the device (its
-// routes stay in the tunnel, where wireguard-go drops what no peer takes).
-func (m *Mesh) UseKeys(src func(pub wgtypes.Key) (wgtypes.Key, bool), require bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.keys, m.require = src, require
-}
-
-// withKeys fills the preshared keys of ps (a copy) and drops, when keys are
-// required, the node peers that have none.
-func (m *Mesh) withKeys(ps []Peer) []Peer {
-	if m.keys == nil {
-		return ps
-	}
-	out := make([]Peer, 0, len(ps))
-	for _, p := range ps {
-		if !p.External {
-			k, ok := m.keys(p.PublicKey)
-			if !ok && m.require {
-				continue
-			}
-			p.PresharedKey = k
-		}
-		out = append(out, p)
-	}
-	return out
-}
-
-// SetPresharedKey writes the key source's current key for the peer pub (and
-// nothing else) to the device. fresh re-creates the peer, so its next packet
-// starts a handshake with the new key at once instead of at the session's
-// next rekey (up to two minutes later); the endpoint the device holds is
-// kept. A peer the last Apply did not want is left to the next Apply. It
-// reports whether it wrote.
-func (m *Mesh) SetPresharedKey(pub wgtypes.Key, fresh bool) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	i := slices.IndexFunc(m.last, func(p Peer) bool { return p.PublicKey == pub })
-	if i < 0 {
-		return false, nil
-	}
+// WritePeerKey writes one peer's preshared key to the device, between two
+// Applies: want is the peer as the plan now has it with its new key (Keys.Fill),
+// or nil when it must be off the device (keys required, none agreed).
+// fresh re-creates the peer, so its next packet starts a handshake with
+// the new key at once instead of at the session's next rekey (up to two
+// minutes later); the endpoint the device holds is kept for a roaming peer.
+// It reports whether it wrote.
+func (m *Mesh) WritePeerKey(pub wgtypes.Key, want *Peer, fresh bool) (bool, error) {
 	peers, err := m.Peers()
 	if err != nil {
 		return false, err
 	}
 	j := slices.IndexFunc(peers, func(p wgtypes.Peer) bool { return p.PublicKey == pub })
-	want := m.withKeys(m.last[i : i+1])
 	var cfgs []wgtypes.PeerConfig
 	switch {
-	case len(want) == 0 && j < 0:
+	case want == nil && j < 0:
 		return false, nil
-	case len(want) == 0:
+	case want == nil:
 		cfgs = append(cfgs, wgtypes.PeerConfig{PublicKey: pub, Remove: true})
 	default:
-		d := want[0]
+		d := *want
 		ep := udpAddr(d.Endpoint)
 		ka := d.Keepalive
 		if j >= 0 {
@@ -153,6 +123,7 @@ func (m *Mesh) SetPresharedKey(pub wgtypes.Key, fresh bool) (bool, error) {
 		cfgs = append(cfgs, peerConfig(d, ep, ka))
 		if ka > 0 { // a key was just agreed: the peer answers
 			m.rest.wake(pub, time.Now())
+			m.publishDormant()
 		}
 	}
 	if err := m.wg.ConfigureDevice(m.dev.name, wgtypes.Config{Peers: cfgs}); err != nil {
@@ -207,14 +178,12 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 		ch.AddressesAdded++
 	}
 
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.last = s.Peers
 	peers, err := m.Peers()
 	if err != nil {
 		return ch, err
 	}
-	cfgs, deferred := DiffPeers(m.rest.rest(m.withKeys(s.Peers), peers, time.Now()), peers)
+	cfgs, deferred := DiffPeers(m.rest.rest(s.Peers, peers, time.Now()), peers)
+	m.publishDormant()
 	ch.PeersDeferred = deferred
 	ch.PeersDormant = m.rest.count()
 	// A peer that fell asleep is removed before it is written again (see

@@ -45,9 +45,8 @@ type Peer struct {
 	// Roaming keeps an endpoint WireGuard learned from the peer's
 	// handshakes (the peer is behind NAT) instead of writing Endpoint over it.
 	Roaming bool
-	// PresharedKey is the pair's post-quantum key (zero: none). Plan leaves
-	// it zero: the mesh fills it from its key source when it applies, so
-	// a key agreed between two reconciles is never written back over.
+	// PresharedKey is the pair's post-quantum key (zero: none), from
+	// Options.Keys.
 	PresharedKey wgtypes.Key
 	// External: a Peer object, not a node; it has no agent to agree a
 	// preshared key with.
@@ -144,6 +143,40 @@ func Plan(self peer.NodeInfo, peers []peer.NodeInfo, opts Options) Mesh {
 		}
 	}
 	return s
+}
+
+// Keys is a snapshot of the pairs' post-quantum preshared keys (the agent's
+// key manager agrees them), by peer public key. The loop fills a Plan's
+// peers from it (Fill) before each Apply, and fills one peer from a newer
+// snapshot when a key is agreed between two Applies: the device never
+// holds a key the plan did not give it.
+type Keys struct {
+	PSK map[wgtypes.Key]wgtypes.Key
+	// Require keeps a node peer without a key off the device (--pq=required):
+	// its routes stay in the tunnel, where WireGuard drops what no peer takes.
+	Require bool
+}
+
+// Fill returns ps with each node peer's preshared key set from k, and
+// without the node peers that have none when keys are required. External
+// peers (Peer objects) have no agent to agree a key with and keep none.
+// ps is not changed. Without keys (nil) it returns ps.
+func (k *Keys) Fill(ps []Peer) []Peer {
+	if k == nil {
+		return ps
+	}
+	out := make([]Peer, 0, len(ps))
+	for _, p := range ps {
+		if !p.External {
+			psk, ok := k.PSK[p.PublicKey]
+			if !ok && k.Require {
+				continue
+			}
+			p.PresharedKey = psk
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 const minIPv6MTU = 1280

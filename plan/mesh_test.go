@@ -156,3 +156,33 @@ func node(name string, k wgtypes.Key, cidrs ...string) peer.NodeInfo {
 	}
 	return n
 }
+
+// TestKeysFill: the plan's peers take the agreed keys; with keys required a
+// node peer without one is left off the device (its routes stay); a Peer
+// object never gets one; the input is not changed.
+func TestKeysFill(t *testing.T) {
+	a, b, ext := pubKey(t), pubKey(t), pubKey(t)
+	psk := pubKey(t)
+	ps := []Peer{{Name: "a", PublicKey: a}, {Name: "b", PublicKey: b}, {Name: "peer/x", PublicKey: ext, External: true}}
+	names := func(ps []Peer) (out []string) {
+		for _, p := range ps {
+			out = append(out, fmt.Sprintf("%s:%v", p.Name, p.PresharedKey == psk))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		keys *Keys
+		want string
+	}{
+		{nil, "[a:false b:false peer/x:false]"},
+		{&Keys{PSK: map[wgtypes.Key]wgtypes.Key{a: psk, ext: psk}}, "[a:true b:false peer/x:false]"},
+		{&Keys{PSK: map[wgtypes.Key]wgtypes.Key{a: psk}, Require: true}, "[a:true peer/x:false]"},
+	} {
+		if got := fmt.Sprint(names(tc.keys.Fill(ps))); got != tc.want {
+			t.Errorf("Fill with %+v: %s, want %s", tc.keys, got, tc.want)
+		}
+	}
+	if ps[0].PresharedKey != (wgtypes.Key{}) {
+		t.Error("Fill changed its input")
+	}
+}
