@@ -82,11 +82,13 @@ $(E2E_TEST): tools/controlplane/go.mod tools/controlplane/go.sum
 $(GINKGO): tools/controlplane/go.mod
 	$(K8S_BUILD) -o $(GINKGO) github.com/onsi/ginkgo/v2/ginkgo
 
-# The linters, built at the versions tools/lint/go.mod pins.
+# The linters and gotestsum (which runs and counts the tests), built once
+# at the versions tools/lint/go.mod pins.
 STATICCHECK := $(CURDIR)/.cache/tools/staticcheck
 ERRCHECK    := $(CURDIR)/.cache/tools/errcheck
-$(STATICCHECK) $(ERRCHECK) &: tools/lint/go.mod tools/lint/go.sum
-	cd tools/lint && $(GO) build -o $(CURDIR)/.cache/tools/ honnef.co/go/tools/cmd/staticcheck github.com/kisielk/errcheck
+GOTESTSUM   := $(CURDIR)/.cache/tools/gotestsum
+$(STATICCHECK) $(ERRCHECK) $(GOTESTSUM) &: tools/lint/go.mod tools/lint/go.sum
+	cd tools/lint && $(GO) build -o $(CURDIR)/.cache/tools/ honnef.co/go/tools/cmd/staticcheck github.com/kisielk/errcheck gotest.tools/gotestsum
 
 # lint fails on unformatted code, vet findings, staticcheck's checks and
 # unchecked errors (errcheck, but for the calls tools/lint/errcheck-exclude.txt
@@ -108,9 +110,9 @@ unit: lint
 	$(GO) test -short -count=1 ./...
 
 # fuzz runs every Go fuzz target (func Fuzz*: the parsers of untrusted
-# input and the policy compiler) for FUZZTIME each; make test runs them for
-# a few seconds each. Seeds are in the targets (f.Add) and, for findings,
-# the packages' testdata/fuzz/.
+# input and the policy compiler) for FUZZTIME each. make test runs each
+# target's seeds as ordinary tests (go test does), not timed fuzzing. Seeds
+# are in the targets (f.Add) and, for findings, the packages' testdata/fuzz/.
 FUZZTIME ?= 30s
 fuzz:
 	@GO=$(GO) FUZZTIME=$(FUZZTIME) tools/fuzz.sh
@@ -126,28 +128,36 @@ soak: deps build controlplane
 
 # test runs everything, in timed stages: unit and lab tests (root, network
 # namespaces), then, when a Docker engine answers, the kind e2e suite on a
-# real cluster built here from local images. One summary line counts both.
-TEST_LOG := /tmp/weft-test.log
+# real cluster built here from local images. gotestsum runs the Go tests
+# and writes each stage's JUnit XML and event log to .cache/test-results/
+# (CI keeps them); the summary line counts those and the upstream specs.
+TEST_LOG     := /tmp/weft-test.log
+TEST_RESULTS := $(CURDIR)/.cache/test-results
 stage = @t0=$$(date +%s); echo ">> stage $(1): $(2)"; $(2); rc=$$?; \
 	echo ">> stage $(1): $$(( $$(date +%s) - t0 )) s"; echo "$(1) $$(( $$(date +%s) - t0 ))s" >> /tmp/weft-stages.txt; exit $$rc
+# gotestsum_run NAME, GO-TEST-ARGS: the tests, verbose, into $(TEST_LOG) and $(TEST_RESULTS)/NAME.{xml,json}.
+gotestsum_run = $(GOTESTSUM) --format standard-verbose --junitfile $(TEST_RESULTS)/$(1).xml --jsonfile $(TEST_RESULTS)/$(1).json -- $(2) 2>&1 | tee -a $(TEST_LOG)
+# count: "P passed, F failed, S skipped" over the event logs on stdin (tests and subtests).
+count = jq -rs '[.[] | select(.Test != null)] | "\([.[]|select(.Action=="pass")]|length) passed, \([.[]|select(.Action=="fail")]|length) failed, \([.[]|select(.Action=="skip")]|length) skipped"'
 test:
-	@rm -f /tmp/weft-stages.txt $(TEST_LOG)
+	@rm -rf /tmp/weft-stages.txt $(TEST_LOG) $(TEST_RESULTS)
 	$(call stage,deps,$(MAKE) --no-print-directory deps)
 	$(call stage,lint,$(MAKE) --no-print-directory lint)
-	$(call stage,fuzz,$(MAKE) --no-print-directory fuzz FUZZTIME=3s)
-	$(call stage,build,$(MAKE) --no-print-directory build $(HELM))
+	$(call stage,build,$(MAKE) --no-print-directory build $(HELM) $(GOTESTSUM))
 	$(call stage,controlplane,$(MAKE) --no-print-directory controlplane)
 	$(call stage,lab-tests,$(MAKE) --no-print-directory test-lab)
 	$(call stage,kind,$(MAKE) --no-print-directory test-kind)
 	@echo ">> stage times: $$(tr '\n' ' ' < /tmp/weft-stages.txt)"
 	@# Go tests (lab and kind) plus the upstream specs of the CI subset, when it ran.
-	@read up uf us < <(sed -n 's/^upstream e2e: \([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped.*/\1 \2 \3/p' $(TEST_LOG) | tail -1; echo 0 0 0); \
-		echo "tests: $$(( $$(grep -c -- '--- PASS' $(TEST_LOG)) + up )) passed, $$(( $$(grep -c -- '--- FAIL' $(TEST_LOG)) + uf )) failed, $$(( $$(grep -c -- '--- SKIP' $(TEST_LOG)) + us )) skipped"
+	@read p f s < <(cat $(TEST_RESULTS)/*.json | $(count) | awk '{print $$1, $$3, $$5}'); \
+		read up uf us < <(sed -n 's/^upstream e2e: \([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped.*/\1 \2 \3/p' $(TEST_LOG) | tail -1; echo 0 0 0); \
+		echo "tests: $$(( p + up )) passed, $$(( f + uf )) failed, $$(( s + us )) skipped (JUnit XML in $(TEST_RESULTS))"
 
-test-lab: build controlplane $(HELM)
-	@set -o pipefail; WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) WEFT_HELM=$(HELM) $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) -v ./... 2>&1 | tee -a $(TEST_LOG); \
+test-lab: build controlplane $(HELM) $(GOTESTSUM)
+	@mkdir -p $(TEST_RESULTS); set -o pipefail; \
+		WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) WEFT_HELM=$(HELM) $(call gotestsum_run,lab,-count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...); \
 		status=$$?; \
-		echo "lab tests: $$(grep -c -- '--- PASS' $(TEST_LOG)) passed, $$(grep -c -- '--- FAIL' $(TEST_LOG)) failed, $$(grep -c -- '--- SKIP' $(TEST_LOG)) skipped"; \
+		echo "lab tests: $$($(count) < $(TEST_RESULTS)/lab.json)"; \
 		exit $$status
 
 # test-kind runs the kind e2e suite and the upstream CI subset on one cluster
@@ -246,9 +256,10 @@ kind-down: $(KIND)
 # e2e-kind: kind-up, the suite in e2e/kind against it (then, with
 # E2E_UPSTREAM_CI=1, the upstream CI subset on the same cluster), kind-down
 # (kept with WEFT_KIND_KEEP=1).
-e2e-kind: build
+e2e-kind: build $(GOTESTSUM)
 	@$(MAKE) --no-print-directory kind-up
-	@set -o pipefail; KUBECTL=$(KUBECTL) WEFT_BIN_DIR=$(BIN) IPERF3_IMAGE=$$(grep iperf3 .cache/kind-test-images) $(GO) test -tags kind -count=1 -v -timeout 30m ./e2e/kind/ 2>&1 | tee -a $(TEST_LOG); \
+	@mkdir -p $(TEST_RESULTS); set -o pipefail; KUBECTL=$(KUBECTL) WEFT_BIN_DIR=$(BIN) IPERF3_IMAGE=$$(grep iperf3 .cache/kind-test-images) \
+		$(call gotestsum_run,kind,-tags kind -count=1 -timeout 30m ./e2e/kind/); \
 		status=$$?; \
 		if [ -n "$(E2E_UPSTREAM_CI)" ]; then $(MAKE) --no-print-directory e2e-upstream-ci 2>&1 | tee -a $(TEST_LOG) || status=1; fi; \
 		[ -n "$$WEFT_KIND_KEEP" ] || $(MAKE) --no-print-directory kind-down; \
