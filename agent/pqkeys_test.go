@@ -1,0 +1,224 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/weftnet/weft/peer"
+)
+
+// The pair-key scheduler without root: two key managers on loopback
+// addresses run the real exchange (package pq) over TCP; the device is a
+// fake that records what the loop would be asked to write.
+
+// keyDev is the device as the key manager sees it, and its writer.
+type keyDev struct {
+	mu      sync.Mutex
+	dormant map[wgtypes.Key]bool
+	shook   map[wgtypes.Key]time.Time
+	writes  []keyWriteRec
+}
+
+type keyWriteRec struct {
+	pub   wgtypes.Key
+	fresh bool
+}
+
+func newKeyDev() *keyDev {
+	return &keyDev{dormant: map[wgtypes.Key]bool{}, shook: map[wgtypes.Key]time.Time{}}
+}
+
+func (d *keyDev) Dormant() map[wgtypes.Key]bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[wgtypes.Key]bool{}
+	for k, v := range d.dormant {
+		out[k] = v
+	}
+	return out
+}
+
+func (d *keyDev) LastHandshake(pub wgtypes.Key) (time.Time, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t, ok := d.shook[pub]
+	return t, ok
+}
+
+// write records a write; a fresh one shakes hands at once, as a live peer does.
+func (d *keyDev) write(pub wgtypes.Key, fresh bool) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.writes = append(d.writes, keyWriteRec{pub, fresh})
+	if fresh {
+		d.shook[pub] = time.Now().Add(time.Millisecond)
+	}
+	return true, nil
+}
+
+func (d *keyDev) wrote(fresh bool) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, w := range d.writes {
+		if w.fresh == fresh {
+			n++
+		}
+	}
+	return n
+}
+
+// keyNode is one node's key manager on a loopback address.
+type keyNode struct {
+	name  string
+	addr  netip.Addr
+	priv  wgtypes.Key
+	k     *pairKeys
+	dev   *keyDev
+	dials atomic.Int32
+}
+
+func newKeyNode(t *testing.T, name, addr string, port int, rotation time.Duration) *keyNode {
+	t.Helper()
+	priv, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &keyNode{name: name, addr: netip.MustParseAddr(addr), priv: priv, dev: newKeyDev()}
+	n.k, err = newPairKeys(PQPreferred, rotation, port, n.dev, n.dev.write, priv, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.k.dial = func(ctx context.Context, to netip.AddrPort) (net.Conn, error) {
+		n.dials.Add(1)
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: n.addr.AsSlice()}}
+		return d.DialContext(ctx, "tcp", to.String())
+	}
+	return n
+}
+
+func (n *keyNode) info() peer.NodeInfo {
+	return peer.NodeInfo{Name: n.name, PublicKey: n.priv.PublicKey(), Endpoint: netip.AddrPortFrom(n.addr, 51820)}
+}
+
+// listen serves n's exchanges until the test ends.
+func (n *keyNode) listen(t *testing.T, port int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(n.addr, uint16(port)).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go n.k.serve(ln)
+}
+
+// psk is n's key for the pair with other, if it has one.
+func (n *keyNode) psk(other *keyNode) (wgtypes.Key, bool) {
+	k, ok := n.k.keys(other.priv.PublicKey()).PSK[other.priv.PublicKey()]
+	return k, ok
+}
+
+// freePort is a TCP port free on 127.0.0.1 and 127.0.0.2 (the pair's port
+// is the same on every node).
+func freePort(t *testing.T) int {
+	t.Helper()
+	for range 20 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if ln2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.2", strconv.Itoa(port))); err == nil {
+			ln2.Close()
+			return port
+		}
+	}
+	t.Fatal("no port free on both loopback addresses")
+	return 0
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	end := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(end) {
+			t.Fatalf("after %v: %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPairKeysAgreeAndRotate: a new pair agrees one key at both ends; the
+// initiator re-creates its peer (fresh), the responder writes in place; the
+// pair rotates to a new common key at its interval.
+func TestPairKeysAgreeAndRotate(t *testing.T) {
+	port := freePort(t)
+	a, b := newKeyNode(t, "a", "127.0.0.1", port, 2*time.Second), newKeyNode(t, "b", "127.0.0.2", port, 2*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, n := range []*keyNode{a, b} {
+		n.listen(t, port)
+		go n.k.loop(ctx)
+	}
+	a.k.update([]peer.NodeInfo{b.info()})
+	b.k.update([]peer.NodeInfo{a.info()})
+	same := func() (wgtypes.Key, bool) {
+		ka, oka := a.psk(b)
+		kb, okb := b.psk(a)
+		return ka, oka && okb && ka == kb
+	}
+	waitFor(t, 5*time.Second, "both ends hold one key", func() bool { _, ok := same(); return ok })
+	first, _ := same()
+	if a.dev.wrote(true)+b.dev.wrote(true) == 0 || a.dev.wrote(false)+b.dev.wrote(false) == 0 {
+		t.Errorf("writes: a fresh %d in place %d, b fresh %d in place %d; want the initiator fresh and the responder in place",
+			a.dev.wrote(true), a.dev.wrote(false), b.dev.wrote(true), b.dev.wrote(false))
+	}
+	waitFor(t, 6*time.Second, "the pair rotates to a new common key", func() bool { k, ok := same(); return ok && k != first })
+}
+
+// TestPairKeysRestingPeer: a peer that rests (its WireGuard does not
+// answer) is not called while its agent is not alive in gossip; once it is
+// alive the pair, which has no key, is exchanged with although it rests; a
+// peer that refuses is retried with a growing backoff, not at once.
+func TestPairKeysRestingPeer(t *testing.T) {
+	port := freePort(t)
+	a, b := newKeyNode(t, "a", "127.0.0.1", port, time.Minute), newKeyNode(t, "b", "127.0.0.2", port, time.Minute)
+	var alive atomic.Bool
+	a.k.alive = func(name string) bool { return name == "b" && alive.Load() }
+	a.dev.dormant[b.priv.PublicKey()] = true
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a.listen(t, port)
+	go a.k.loop(ctx)
+	a.k.update([]peer.NodeInfo{b.info()})
+	time.Sleep(1500 * time.Millisecond)
+	if n := a.dials.Load(); n != 0 {
+		t.Fatalf("a called its resting, dead peer %d times", n)
+	}
+	alive.Store(true) // b's agent answers gossip, but not yet on its key port
+	waitFor(t, 7*time.Second, "a calls its alive peer although it rests", func() bool { return a.dials.Load() > 0 })
+	time.Sleep(3 * time.Second)
+	if n := a.dials.Load(); n > 4 {
+		t.Errorf("a called a refusing peer %d times in ~3 s: no backoff", n)
+	}
+	b.listen(t, port)
+	go b.k.loop(ctx)
+	b.k.update([]peer.NodeInfo{a.info()})
+	waitFor(t, 20*time.Second, "the pair agrees a key once b answers", func() bool {
+		ka, oka := a.psk(b)
+		kb, okb := b.psk(a)
+		return oka && okb && ka == kb
+	})
+}
