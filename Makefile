@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 40m
 # Tools built from their own modules (defined early: make expands prerequisites as it reads).
 HELM      := $(CURDIR)/.cache/tools/helm
 
-.PHONY: all build controlplane k8s deps test test-lab test-kind unit lint fuzz soak demo bench bench-policy bench-scale gobench manifests docker-engine image kind-images kind-up kind-down e2e-kind e2e-upstream e2e-upstream-ci clean sweep
+.PHONY: all build controlplane k8s deps test test-lab test-kind prebuild-kind prebuild-kind-wait unit lint fuzz soak demo bench bench-policy bench-scale gobench manifests docker-engine image kind-images kind-up kind-down e2e-kind e2e-upstream e2e-upstream-ci clean sweep
 
 all: build
 
@@ -145,8 +145,9 @@ test:
 	$(call stage,lint,$(MAKE) --no-print-directory lint)
 	$(call stage,build,$(MAKE) --no-print-directory build $(HELM) $(GOTESTSUM))
 	$(call stage,controlplane,$(MAKE) --no-print-directory controlplane)
+	@$(MAKE) --no-print-directory prebuild-kind
 	$(call stage,lab-tests,$(MAKE) --no-print-directory test-lab)
-	$(call stage,kind,$(MAKE) --no-print-directory test-kind)
+	$(call stage,kind,$(MAKE) --no-print-directory prebuild-kind-wait test-kind)
 	@echo ">> stage times: $$(tr '\n' ' ' < /tmp/weft-stages.txt)"
 	@# Go tests (lab and kind) plus the upstream specs of the CI subset, when it ran.
 	@read p f s < <(cat $(TEST_RESULTS)/*.json | $(count) | awk '{print $$1, $$3, $$5}'); \
@@ -159,6 +160,29 @@ test-lab: build controlplane $(HELM) $(GOTESTSUM)
 		status=$$?; \
 		echo "lab tests: $$($(count) < $(TEST_RESULTS)/lab.json)"; \
 		exit $$status
+
+# prebuild-kind builds what the kind stage compiles (kubelet and the other
+# node programs, agnhost, e2e.test, ginkgo, kind) in the background at
+# nice 19 while the lab tests run: they mostly wait (for handshakes,
+# timeouts, the API server), so their 2 cores are mostly idle, and at the
+# lowest priority the build takes only what they leave. prebuild-kind-wait
+# waits for it; if it failed, the kind stage builds again in the foreground
+# and shows why.
+PREBUILD := $(CURDIR)/.cache/prebuild-kind
+prebuild-kind:
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+		mkdir -p $(CURDIR)/.cache; rm -f $(PREBUILD).rc; \
+		echo ">> building the kind stage's programs and e2e.test in the background at nice 19 (log: $(PREBUILD).log)"; \
+		( nice -n 19 $(MAKE) --no-print-directory k8s $(E2E_TEST) $(GINKGO) $(KIND) > $(PREBUILD).log 2>&1; echo $$? > $(PREBUILD).rc ) & \
+	fi
+
+prebuild-kind-wait:
+	@if [ -e $(PREBUILD).log ]; then t0=$$(date +%s); \
+		while [ ! -e $(PREBUILD).rc ]; do sleep 5; done; \
+		echo ">> background build of the kind stage's programs: exit $$(cat $(PREBUILD).rc), waited $$(( $$(date +%s) - t0 )) s for it"; \
+		[ "$$(cat $(PREBUILD).rc)" = 0 ] || tail -20 $(PREBUILD).log; \
+		rm -f $(PREBUILD).log $(PREBUILD).rc; \
+	fi
 
 # test-kind runs the kind e2e suite and the upstream CI subset on one cluster
 # when a Docker engine answers, and says so plainly when none does. e2e.test is

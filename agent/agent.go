@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/keys"
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/peer"
 	"github.com/weftnet/weft/plan"
@@ -62,7 +63,7 @@ type Agent struct {
 	extRefused  map[string]string
 	// Keys: the pairs' preshared keys, and the requests to rotate the
 	// node's own key (the loop serves them).
-	pq         *pairKeys
+	pq         *keys.Manager
 	rotateReq  chan chan error
 	keyWrites  chan keyWrite // the key manager's writes, done by the loop
 	planned    []plan.Peer   // the last plan's peers, before keys (the loop's)
@@ -99,7 +100,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		defer pprofLn.Close()
 	}
 	var pqLn net.Listener
-	if cfg.PQ != PQOff {
+	if cfg.PQ != keys.Off {
 		// On every address: a node's peers call the address they know
 		// it by (its endpoint), which may be either family.
 		if pqLn, err = net.Listen("tcp", fmt.Sprintf(":%d", cfg.PQPort)); err != nil {
@@ -203,7 +204,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	}
 	a.meshUp.Store(a.mesh)
 	defer a.mesh.Close()
-	if a.pq, err = newPairKeys(cfg.PQ, cfg.PSKRotation, cfg.PQPort, a.mesh, a.requestKeyWrite(ctx), key, a.metrics.reg, log); err != nil {
+	kc := keys.Config{Mode: cfg.PQ, Rotation: cfg.PSKRotation, Port: cfg.PQPort, Key: key,
+		Device: a.mesh, Write: a.requestKeyWrite(ctx), Metrics: a.metrics.reg, Log: log, Alive: a.gossip.Alive}
+	if a.kube != nil {
+		kc.Event = a.kube.Event
+	}
+	if a.pq, err = keys.New(kc); err != nil {
 		return err
 	}
 	if err := enableForwarding(); err != nil {
@@ -247,13 +253,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		defer a.netpol.Stop()
 	}
 
-	if a.kube != nil {
-		a.pq.event = a.kube.Event
-	}
-	a.pq.alive = a.gossip.Alive
 	if pqLn != nil {
-		go a.pq.serve(pqLn)
-		go a.pq.loop(ctx)
+		go a.pq.Serve(pqLn)
+		go a.pq.Loop(ctx)
 	}
 
 	stopControl, err := a.serveControl()

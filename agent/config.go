@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/keys"
 	"github.com/weftnet/weft/peer"
 )
 
@@ -133,7 +134,7 @@ func ParseFlags(args []string, getenv func(string) string) (Config, error) {
 	intra := fs.String("intra-location", peer.IntraEncrypted, "pod traffic to nodes of the same location: encrypted (through the tunnel) or direct (over the underlay, when both ends say direct)")
 	fs.BoolVar(&c.BehindNAT, "behind-nat", false, "this node's endpoint may be unreachable (NAT): peers use the address its handshakes come from (announced as weft.dev/behind-nat)")
 	fs.BoolVar(&c.StrictEncryption, "strict-encryption", false, "drop pod traffic to other nodes that would leave outside the tunnel (a direct path excepted) instead of routing it in the clear")
-	fs.StringVar(&c.PQ, "pq", PQPreferred, "post-quantum preshared key per pair (ML-KEM-768): preferred (a pair that cannot agree one runs without), required (such a pair stays down) or off")
+	fs.StringVar(&c.PQ, "pq", keys.Preferred, "post-quantum preshared key per pair (ML-KEM-768): preferred (a pair that cannot agree one runs without), required (such a pair stays down) or off")
 	fs.IntVar(&c.PQPort, "pq-port", 51821, "TCP port of the key exchange (the same on every node)")
 	fs.DurationVar(&c.PSKRotation, "psk-rotation", 3*time.Minute, "how often each pair agrees a new preshared key")
 	fs.DurationVar(&c.KeyRotation, "key-rotation", 0, "how often this node replaces its WireGuard key (0: only when `weftctl rotate-key` asks)")
@@ -233,7 +234,7 @@ func (c Config) validate() error {
 		return fmt.Errorf("--pq-port %d: want 1-65535, not the gossip port (both TCP)", c.PQPort)
 	}
 	switch c.PQ {
-	case PQOff, PQPreferred, PQRequired:
+	case keys.Off, keys.Preferred, keys.Required:
 	default:
 		return fmt.Errorf("--pq %q: want preferred, required or off", c.PQ)
 	}

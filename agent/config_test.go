@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/keys"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -71,12 +73,12 @@ func TestParseFlags(t *testing.T) {
 		{"key file and insecure", []string{"--node-name", "n", "--gossip-key-file", "/k"}, nil, "contradict", nil},
 		{"join without host", []string{"--node-name", "n", "--join", ":7946"}, nil, "--join", nil},
 		{"pq defaults", []string{"--node-name", "n"}, nil, "", func(t *testing.T, c Config) {
-			if c.PQ != PQPreferred || c.PQPort != 51821 || c.PSKRotation != 3*time.Minute || c.KeyRotation != 0 {
+			if c.PQ != keys.Preferred || c.PQPort != 51821 || c.PSKRotation != 3*time.Minute || c.KeyRotation != 0 {
 				t.Errorf("pq %q port %d psk rotation %v key rotation %v", c.PQ, c.PQPort, c.PSKRotation, c.KeyRotation)
 			}
 		}},
 		{"pq required", []string{"--node-name", "n", "--pq", "required", "--key-rotation", "24h"}, nil, "", func(t *testing.T, c Config) {
-			if c.PQ != PQRequired || c.KeyRotation != 24*time.Hour {
+			if c.PQ != keys.Required || c.KeyRotation != 24*time.Hour {
 				t.Errorf("pq %q key rotation %v", c.PQ, c.KeyRotation)
 			}
 		}},

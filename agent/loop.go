@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/keys"
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/nft"
 	"github.com/weftnet/weft/peer"
@@ -91,7 +92,7 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 			}
 		case done := <-a.rotateReq:
 			done <- a.rotateKey()
-		case <-a.pq.changed:
+		case <-a.pq.Changed():
 		case w := <-a.keyWrites:
 			wrote, err := a.writeKey(w.pub, w.fresh)
 			w.done <- keyWritten{wrote, err}
@@ -117,11 +118,11 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 		peers[i] = c.NodeInfo
 	}
 	ext := a.acceptExternals(peers)
-	a.pq.update(peers)
+	a.pq.Update(peers)
 	want := func() mesh.State {
 		s := plan.Plan(a.self, peers, plan.Options{PathMTU: a.pathMTUs(), Externals: ext, NoDirect: a.noDirect.names()})
 		a.planned = s.Peers // before the keys: writeKey fills in a newer one
-		s.Peers = a.pq.keys().Fill(s.Peers)
+		s.Peers = a.pq.Keys().Fill(s.Peers)
 		return s
 	}
 	ch, err := a.mesh.Apply(want())
@@ -337,7 +338,7 @@ func (a *Agent) applyMasquerade(ctx context.Context, peers []peer.NodeInfo, ext 
 }
 
 // keyWrite asks the loop, the device's one writer, to write one pair's newly
-// agreed key between two reconciles (pairKeys.write).
+// agreed key between two reconciles (keys.Writer).
 type keyWrite struct {
 	pub   wgtypes.Key
 	fresh bool
@@ -355,7 +356,7 @@ const keyWriteWait = 5 * time.Second
 
 // requestKeyWrite is the key manager's keyWriter: it hands the write to the
 // loop and waits for it, until ctx ends.
-func (a *Agent) requestKeyWrite(ctx context.Context) keyWriter {
+func (a *Agent) requestKeyWrite(ctx context.Context) keys.Writer {
 	return func(pub wgtypes.Key, fresh bool) (bool, error) {
 		w := keyWrite{pub: pub, fresh: fresh, done: make(chan keyWritten, 1)}
 		t := time.NewTimer(keyWriteWait)
@@ -381,7 +382,7 @@ func (a *Agent) writeKey(pub wgtypes.Key, fresh bool) (bool, error) {
 		return false, nil
 	}
 	var want *plan.Peer
-	if ps := a.pq.keys(pub).Fill(a.planned[i : i+1]); len(ps) == 1 {
+	if ps := a.pq.Keys(pub).Fill(a.planned[i : i+1]); len(ps) == 1 {
 		want = &ps[0]
 	}
 	wrote, err := a.mesh.WritePeerKey(pub, want, fresh)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/atomicfile"
+	"github.com/weftnet/weft/keys"
 	"github.com/weftnet/weft/mesh"
 )
 
@@ -35,7 +36,7 @@ func (a *Agent) rotateKey() error {
 		return err
 	}
 	old := a.self.PublicKey
-	if err := a.pq.rekeyed(k); err != nil {
+	if err := a.pq.Rekeyed(k); err != nil {
 		return err
 	}
 	a.locMu.Lock()
@@ -129,7 +130,7 @@ func (a *Agent) serveControl() (func(), error) {
 
 // pqPort is the key exchange's port, 0 when it is off.
 func (a *Agent) pqPort() int {
-	if a.cfg.PQ == PQOff {
+	if a.cfg.PQ == keys.Off {
 		return 0
 	}
 	return a.cfg.PQPort

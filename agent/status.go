@@ -35,7 +35,7 @@ func (a *Agent) status() (api.Status, error) {
 			Name: self.Name, PublicKey: self.PublicKey.String(), Endpoint: self.Endpoint.String(),
 			PodCIDRs: api.PrefixStrings(self.PodCIDRs), Location: self.Location, IntraLocation: peer.IntraLocation(self.Direct),
 			StrictEncryption: a.cfg.StrictEncryption, Ready: a.ready.Load(), MTU: a.mtu,
-			PQ: a.cfg.PQ, PSKRotationSeconds: int64(a.cfg.PSKRotation.Seconds()), KeyAgeSeconds: int64(a.pq.nodeKeyAge().Seconds()),
+			PQ: a.cfg.PQ, PSKRotationSeconds: int64(a.cfg.PSKRotation.Seconds()), KeyAgeSeconds: int64(a.pq.NodeKeyAge().Seconds()),
 		},
 		Peers: make([]api.PeerStatus, 0, len(claims)),
 	}
@@ -61,7 +61,7 @@ func (a *Agent) status() (api.Status, error) {
 		if d, ok := byKey[n.PublicKey]; ok {
 			fromDevice(&ps, d)
 		}
-		if k := a.pq.status(n.PublicKey); k.Has {
+		if k := a.pq.Status(n.PublicKey); k.Has {
 			ps.PresharedKeyAgeSeconds = int64(k.Age.Seconds())
 		} else {
 			ps.PresharedKeyError = k.Failed

@@ -80,3 +80,42 @@ func TestPurePackagesDoNoIO(t *testing.T) {
 		}
 	}
 }
+
+// rooms are the packages that act for one concern, each with the libraries
+// it must not reach: the key manager reads the device through an interface
+// and never touches the kernel, nftables, the API server or gossip (the
+// agent wires it); mesh and nft each own their own kernel interface only.
+var rooms = map[string][]string{
+	"github.com/weftnet/weft/keys": {
+		"github.com/vishvananda/netlink", "sigs.k8s.io/knftables", "k8s.io/client-go", "github.com/hashicorp/memberlist",
+		"golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device",
+		"github.com/weftnet/weft/agent", "github.com/weftnet/weft/mesh", "github.com/weftnet/weft/nft",
+	},
+	"github.com/weftnet/weft/mesh": {"sigs.k8s.io/knftables", "k8s.io/client-go", "github.com/hashicorp/memberlist", "github.com/weftnet/weft/agent", "github.com/weftnet/weft/keys", "github.com/weftnet/weft/nft"},
+	"github.com/weftnet/weft/nft":  {"golang.zx2c4.com/wireguard", "k8s.io/client-go", "github.com/hashicorp/memberlist", "github.com/weftnet/weft/agent", "github.com/weftnet/weft/keys", "github.com/weftnet/weft/mesh"},
+}
+
+// TestRoomsKeepToTheirConcern: each room's dependencies (transitive) stay
+// out of the others' libraries; imports point down to the pure core.
+func TestRoomsKeepToTheirConcern(t *testing.T) {
+	for pkg, forbidden := range rooms {
+		b, err := exec.Command("go", "list", "-json", pkg).Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", pkg, err)
+		}
+		var p struct{ Deps []string }
+		if err := json.Unmarshal(b, &p); err != nil {
+			t.Fatal(err)
+		}
+		for _, dep := range p.Deps {
+			if slices.ContainsFunc(allowedDeps, func(ok string) bool { return within(dep, ok) }) {
+				continue
+			}
+			for _, bad := range forbidden {
+				if within(dep, bad) {
+					t.Errorf("%s depends on %s, outside its concern", pkg, dep)
+				}
+			}
+		}
+	}
+}

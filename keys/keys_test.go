@@ -1,4 +1,4 @@
-package agent
+package keys
 
 import (
 	"context"
@@ -84,7 +84,7 @@ type keyNode struct {
 	name  string
 	addr  netip.Addr
 	priv  wgtypes.Key
-	k     *pairKeys
+	k     *Manager
 	dev   *keyDev
 	dials atomic.Int32
 }
@@ -96,7 +96,8 @@ func newKeyNode(t *testing.T, name, addr string, port int, rotation time.Duratio
 		t.Fatal(err)
 	}
 	n := &keyNode{name: name, addr: netip.MustParseAddr(addr), priv: priv, dev: newKeyDev()}
-	n.k, err = newPairKeys(PQPreferred, rotation, port, n.dev, n.dev.write, priv, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	n.k, err = New(Config{Mode: Preferred, Rotation: rotation, Port: port, Key: priv, Device: n.dev, Write: n.dev.write,
+		Metrics: prometheus.NewRegistry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,12 +121,12 @@ func (n *keyNode) listen(t *testing.T, port int) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go n.k.serve(ln)
+	go n.k.Serve(ln)
 }
 
 // psk is n's key for the pair with other, if it has one.
 func (n *keyNode) psk(other *keyNode) (wgtypes.Key, bool) {
-	k, ok := n.k.keys(other.priv.PublicKey()).PSK[other.priv.PublicKey()]
+	k, ok := n.k.Keys(other.priv.PublicKey()).PSK[other.priv.PublicKey()]
 	return k, ok
 }
 
@@ -170,10 +171,10 @@ func TestPairKeysAgreeAndRotate(t *testing.T) {
 	defer cancel()
 	for _, n := range []*keyNode{a, b} {
 		n.listen(t, port)
-		go n.k.loop(ctx)
+		go n.k.Loop(ctx)
 	}
-	a.k.update([]peer.NodeInfo{b.info()})
-	b.k.update([]peer.NodeInfo{a.info()})
+	a.k.Update([]peer.NodeInfo{b.info()})
+	b.k.Update([]peer.NodeInfo{a.info()})
 	same := func() (wgtypes.Key, bool) {
 		ka, oka := a.psk(b)
 		kb, okb := b.psk(a)
@@ -201,8 +202,8 @@ func TestPairKeysRestingPeer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a.listen(t, port)
-	go a.k.loop(ctx)
-	a.k.update([]peer.NodeInfo{b.info()})
+	go a.k.Loop(ctx)
+	a.k.Update([]peer.NodeInfo{b.info()})
 	time.Sleep(1500 * time.Millisecond)
 	if n := a.dials.Load(); n != 0 {
 		t.Fatalf("a called its resting, dead peer %d times", n)
@@ -214,8 +215,8 @@ func TestPairKeysRestingPeer(t *testing.T) {
 		t.Errorf("a called a refusing peer %d times in ~3 s: no backoff", n)
 	}
 	b.listen(t, port)
-	go b.k.loop(ctx)
-	b.k.update([]peer.NodeInfo{a.info()})
+	go b.k.Loop(ctx)
+	b.k.Update([]peer.NodeInfo{a.info()})
 	waitFor(t, 20*time.Second, "the pair agrees a key once b answers", func() bool {
 		ka, oka := a.psk(b)
 		kb, okb := b.psk(a)

@@ -1,4 +1,4 @@
-package agent
+package keys
 
 import (
 	"errors"
@@ -29,9 +29,9 @@ const (
 	pqMaxPerSource = 2
 )
 
-// serve answers exchanges on ln until it is closed, within the bounds
+// Serve answers exchanges on ln until it is closed, within the bounds
 // described at pqMaxConns.
-func (k *pairKeys) serve(ln net.Listener) {
+func (k *Manager) Serve(ln net.Listener) {
 	nodes := make(chan struct{}, pqMaxConns)
 	strangers := make(chan struct{}, pqMaxStrangers)
 	var mu sync.Mutex
@@ -84,7 +84,7 @@ func (k *pairKeys) serve(ln net.Listener) {
 	}
 }
 
-func (k *pairKeys) respond(c net.Conn) {
+func (k *Manager) respond(c net.Conn) {
 	var held *pair
 	var self *pq.Identity
 	r := &pq.Responder{

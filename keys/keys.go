@@ -1,4 +1,10 @@
-package agent
+// Package keys agrees and rotates each pair's post-quantum preshared key
+// (the exchange itself is package pq) and schedules it: who calls whom,
+// when, with what backoff, which pairs rest. It reads the device through
+// Device and never writes it: the agent's loop plans the keys with
+// everything else (Keys, plan.Keys.Fill) and writes a newly agreed one when
+// asked (Writer). It imports no netlink, wgctrl or nftables.
+package keys
 
 import (
 	"bytes"
@@ -23,9 +29,9 @@ import (
 
 // PQ modes (--pq).
 const (
-	PQOff       = "off"       // no exchanges; no preshared keys
-	PQPreferred = "preferred" // a pair without an agreed key runs without one
-	PQRequired  = "required"  // a pair without an agreed key stays down
+	Off       = "off"       // no exchanges; no preshared keys
+	Preferred = "preferred" // a pair without an agreed key runs without one
+	Required  = "required"  // a pair without an agreed key stays down
 )
 
 const (
@@ -40,25 +46,25 @@ const (
 	dialTimeout = 2 * time.Second
 )
 
-// pairKeys agrees and rotates a post-quantum preshared key with every node
+// Manager agrees and rotates a post-quantum preshared key with every node
 // peer (package pq). The end with the lower public key rotates every
 // interval; the other end takes over if that does not happen within a
 // quarter more (a node behind NAT cannot be called). It never writes the
-// device: the loop plans the keys (keys) with everything else, and writes
-// a newly agreed one at once when asked (write).
-type pairKeys struct {
+// device: the loop plans the keys (Keys) with everything else, and writes
+// a newly agreed one at once when asked (Config.Write).
+type Manager struct {
 	mode     string
 	rotation time.Duration
 	port     int
-	dev      keyDevice
-	write    keyWriter
+	dev      Device
+	write    Writer
 	log      *slog.Logger
 	event    func(node, reason, msg string) // nil outside Kubernetes
 	dial     func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
 
 	wake    chan struct{}
 	run     chan struct{} // pqMaxRunning slots
-	changed chan struct{} // a key was dropped: the loop reconciles
+	changed chan struct{} // a key was dropped: the loop reconciles (Changed)
 
 	// alive reports whether the named node's agent answers gossip (nil:
 	// nobody is known to be alive).
@@ -92,24 +98,43 @@ type pair struct {
 	down     bool          // reported down (required mode)
 }
 
-// keyDevice is what the key manager reads of the device.
-type keyDevice interface {
+// Device is what the key manager reads of the device.
+type Device interface {
 	Dormant() map[wgtypes.Key]bool
 	LastHandshake(pub wgtypes.Key) (time.Time, bool)
 }
 
-// keyWriter writes one pair's key (as keys now has it) to the device; fresh
+// Writer writes one pair's key (as keys now has it) to the device; fresh
 // re-creates the peer so it shakes hands under it now. It reports whether
 // it wrote. The agent's loop, the device's one writer, does it.
-type keyWriter func(pub wgtypes.Key, fresh bool) (bool, error)
+type Writer func(pub wgtypes.Key, fresh bool) (bool, error)
 
-func newPairKeys(mode string, rotation time.Duration, port int, dev keyDevice, write keyWriter, priv wgtypes.Key, reg *prometheus.Registry, log *slog.Logger) (*pairKeys, error) {
-	self, err := pq.NewIdentity(priv)
+// Config is what a Manager is built with.
+type Config struct {
+	Mode     string        // Off, Preferred or Required
+	Rotation time.Duration // how often a pair agrees a new key
+	Port     int           // the exchange port, the same on every node
+	Key      wgtypes.Key   // this node's WireGuard private key
+	Device   Device
+	Write    Writer
+	Metrics  *prometheus.Registry
+	Log      *slog.Logger
+	// Event reports a pair that is down to the cluster (nil outside
+	// Kubernetes): node, reason, message.
+	Event func(node, reason, msg string)
+	// Alive reports whether the named node's agent answers gossip (nil:
+	// nobody is known to be alive).
+	Alive func(name string) bool
+}
+
+// New returns a Manager that exchanges nothing until Loop and Serve run.
+func New(c Config) (*Manager, error) {
+	self, err := pq.NewIdentity(c.Key)
 	if err != nil {
 		return nil, err
 	}
-	k := &pairKeys{
-		mode: mode, rotation: rotation, port: port, dev: dev, write: write, log: log,
+	k := &Manager{
+		mode: c.Mode, rotation: c.Rotation, port: c.Port, dev: c.Device, write: c.Write, log: c.Log, event: c.Event, alive: c.Alive,
 		wake: make(chan struct{}, 1), run: make(chan struct{}, pqMaxRunning), changed: make(chan struct{}, 1),
 		self: self, selfSince: time.Now(), pairs: map[wgtypes.Key]*pair{}, sources: map[netip.Addr]bool{},
 		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -129,7 +154,7 @@ func newPairKeys(mode string, rotation time.Duration, port int, dev keyDevice, w
 	for _, r := range []string{"auth", "replay", "refused", "busy", "unknown-peer", "protocol", "io"} {
 		k.failures.WithLabelValues(r)
 	}
-	reg.MustRegister(k.rotations, k.failures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	c.Metrics.MustRegister(k.rotations, k.failures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "weft_node_key_age_seconds", Help: "Age of this node's WireGuard key (since the agent started or last rotated it).",
 	}, func() float64 {
 		k.mu.Lock()
@@ -139,15 +164,15 @@ func newPairKeys(mode string, rotation time.Duration, port int, dev keyDevice, w
 	return k, nil
 }
 
-// keys is a snapshot of the agreed keys for the plan: of the pairs named,
+// Keys is a snapshot of the agreed keys for the plan: of the pairs named,
 // or of all when none is (nil with --pq=off).
-func (k *pairKeys) keys(only ...wgtypes.Key) *plan.Keys {
-	if k.mode == PQOff {
+func (k *Manager) Keys(only ...wgtypes.Key) *plan.Keys {
+	if k.mode == Off {
 		return nil
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	out := &plan.Keys{PSK: map[wgtypes.Key]wgtypes.Key{}, Require: k.mode == PQRequired}
+	out := &plan.Keys{PSK: map[wgtypes.Key]wgtypes.Key{}, Require: k.mode == Required}
 	add := func(pub wgtypes.Key, p *pair) {
 		if p != nil && p.has {
 			out.PSK[pub] = p.psk
@@ -165,10 +190,10 @@ func (k *pairKeys) keys(only ...wgtypes.Key) *plan.Keys {
 	return out
 }
 
-// update follows the accepted peers: a new one is due for an exchange now,
+// Update follows the accepted peers: a new one is due for an exchange now,
 // a gone one is forgotten.
-func (k *pairKeys) update(peers []peer.NodeInfo) {
-	if k.mode == PQOff {
+func (k *Manager) Update(peers []peer.NodeInfo) {
+	if k.mode == Off {
 		return
 	}
 	k.mu.Lock()
@@ -201,7 +226,11 @@ func (k *pairKeys) update(peers []peer.NodeInfo) {
 	}
 }
 
-func (k *pairKeys) poke() {
+// Changed delivers when a pair dropped its key (the peer stopped answering
+// exchanges, --pq=preferred): the device should be reconciled.
+func (k *Manager) Changed() <-chan struct{} { return k.changed }
+
+func (k *Manager) poke() {
 	select {
 	case k.wake <- struct{}{}:
 	default:
@@ -209,13 +238,13 @@ func (k *pairKeys) poke() {
 }
 
 // lower reports whether this node has the lower key of the pair (it rotates).
-func (k *pairKeys) lower(pub wgtypes.Key) bool {
+func (k *Manager) lower(pub wgtypes.Key) bool {
 	own := k.self.PublicKey()
 	return bytes.Compare(own[:], pub[:]) < 0
 }
 
 // interval is when this end next rotates after an agreement.
-func (k *pairKeys) interval(pub wgtypes.Key) time.Duration {
+func (k *Manager) interval(pub wgtypes.Key) time.Duration {
 	d := k.rotation
 	if !k.lower(pub) {
 		d += d / 4
@@ -223,9 +252,9 @@ func (k *pairKeys) interval(pub wgtypes.Key) time.Duration {
 	return d - time.Duration(rand.Int64N(int64(d/10)+1)) // spread the pairs
 }
 
-// loop starts the exchanges that are due until ctx ends.
-func (k *pairKeys) loop(ctx context.Context) {
-	if k.mode == PQOff {
+// Loop starts the exchanges that are due until ctx ends.
+func (k *Manager) Loop(ctx context.Context) {
+	if k.mode == Off {
 		return
 	}
 	t := time.NewTimer(0)
@@ -243,7 +272,7 @@ func (k *pairKeys) loop(ctx context.Context) {
 }
 
 // startDue starts every due exchange there is a slot for, and says when to look again.
-func (k *pairKeys) startDue(ctx context.Context) time.Time {
+func (k *Manager) startDue(ctx context.Context) time.Time {
 	dormant := k.dev.Dormant()
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -288,7 +317,7 @@ func (k *pairKeys) startDue(ctx context.Context) time.Time {
 // keys disagree (WireGuard fails the handshakes, so both ends rest the
 // peer), and only an exchange can end that; a node that is down does not
 // answer gossip and is not called. Called with k.mu held.
-func (k *pairKeys) mustRetry(p *pair) bool {
+func (k *Manager) mustRetry(p *pair) bool {
 	return (!p.has || p.fails > 0) && k.alive != nil && k.alive(p.name)
 }
 
@@ -301,8 +330,8 @@ func minTime(a, b time.Time) time.Time {
 
 // reportDown tells once that a pair has had no key for pqDownAfter in
 // required mode: it carries no traffic.
-func (k *pairKeys) reportDown(pub wgtypes.Key, p *pair, now time.Time) {
-	if k.mode != PQRequired || p.has || p.down || now.Sub(p.added) < pqDownAfter {
+func (k *Manager) reportDown(pub wgtypes.Key, p *pair, now time.Time) {
+	if k.mode != Required || p.has || p.down || now.Sub(p.added) < pqDownAfter {
 		return
 	}
 	p.down = true
@@ -314,7 +343,7 @@ func (k *pairKeys) reportDown(pub wgtypes.Key, p *pair, now time.Time) {
 }
 
 // initiate runs one exchange as initiator and installs its key.
-func (k *pairKeys) initiate(ctx context.Context, pub wgtypes.Key, addr netip.AddrPort) {
+func (k *Manager) initiate(ctx context.Context, pub wgtypes.Key, addr netip.AddrPort) {
 	defer func() { <-k.run }()
 	k.mu.Lock()
 	self := k.self
@@ -339,7 +368,7 @@ func (k *pairKeys) initiate(ctx context.Context, pub wgtypes.Key, addr netip.Add
 	k.result(pub, err, "initiator")
 }
 
-func (k *pairKeys) exchange(ctx context.Context, self *pq.Identity, pub wgtypes.Key, addr netip.AddrPort) (wgtypes.Key, error) {
+func (k *Manager) exchange(ctx context.Context, self *pq.Identity, pub wgtypes.Key, addr netip.AddrPort) (wgtypes.Key, error) {
 	ctx, cancel := context.WithTimeout(ctx, pq.Timeout)
 	defer cancel()
 	dctx, dcancel := context.WithTimeout(ctx, dialTimeout)
@@ -365,7 +394,7 @@ func (k *pairKeys) exchange(ctx context.Context, self *pq.Identity, pub wgtypes.
 // install records an agreed key and writes it to the device (fresh: re-create
 // the peer so a handshake with it happens now). A key agreed under a node key
 // since replaced is dropped.
-func (k *pairKeys) install(pub wgtypes.Key, self *pq.Identity, psk wgtypes.Key, fresh bool) error {
+func (k *Manager) install(pub wgtypes.Key, self *pq.Identity, psk wgtypes.Key, fresh bool) error {
 	k.mu.Lock()
 	p, ok := k.pairs[pub]
 	if !ok || k.self != self {
@@ -407,7 +436,7 @@ func (k *pairKeys) install(pub wgtypes.Key, self *pq.Identity, psk wgtypes.Key, 
 const handshakeCheck = 150 * time.Millisecond
 
 // result schedules the pair's next exchange after one ended.
-func (k *pairKeys) result(pub wgtypes.Key, err error, role string) {
+func (k *Manager) result(pub wgtypes.Key, err error, role string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	p, ok := k.pairs[pub]
@@ -457,7 +486,7 @@ func (k *pairKeys) result(pub wgtypes.Key, err error, role string) {
 	// An agent that does not answer on the port at all (an older weft, or
 	// --pq=off) has no key: in preferred mode the pair drops its own
 	// rather than keep a key the other end lost.
-	if k.mode == PQPreferred && p.has && errors.Is(err, syscall.ECONNREFUSED) {
+	if k.mode == Preferred && p.has && errors.Is(err, syscall.ECONNREFUSED) {
 		p.has, p.psk = false, wgtypes.Key{}
 		k.log.Warn("peer does not answer key exchanges: running the pair without a preshared key (--pq=preferred)", "peer", p.name)
 		select { // the loop's next reconcile writes the pair without it
@@ -467,9 +496,9 @@ func (k *pairKeys) result(pub wgtypes.Key, err error, role string) {
 	}
 }
 
-// rekeyed starts over with a new node key: every pair's key was bound to
+// Rekeyed starts over with a new node key: every pair's key was bound to
 // the old one.
-func (k *pairKeys) rekeyed(priv wgtypes.Key) error {
+func (k *Manager) Rekeyed(priv wgtypes.Key) error {
 	self, err := pq.NewIdentity(priv)
 	if err != nil {
 		return err
@@ -485,29 +514,30 @@ func (k *pairKeys) rekeyed(priv wgtypes.Key) error {
 	return nil
 }
 
-// pairStatus is what /v1/peers shows of a pair's key.
-type pairStatus struct {
+// PairStatus is what /v1/peers shows of a pair's key.
+type PairStatus struct {
 	Has    bool
 	Age    time.Duration
 	Failed string
 }
 
-func (k *pairKeys) status(pub wgtypes.Key) pairStatus {
+// Status is the pair's key as this end holds it.
+func (k *Manager) Status(pub wgtypes.Key) PairStatus {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	p, ok := k.pairs[pub]
 	if !ok {
-		return pairStatus{}
+		return PairStatus{}
 	}
-	s := pairStatus{Has: p.has, Failed: p.lastErr}
+	s := PairStatus{Has: p.has, Failed: p.lastErr}
 	if p.has {
 		s.Age = time.Since(p.agreed)
 	}
 	return s
 }
 
-// nodeKeyAge is how long this node has had its WireGuard key.
-func (k *pairKeys) nodeKeyAge() time.Duration {
+// NodeKeyAge is how long this node has had its WireGuard key.
+func (k *Manager) NodeKeyAge() time.Duration {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return time.Since(k.selfSince)
