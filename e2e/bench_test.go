@@ -23,7 +23,10 @@ func TestBenchHarness(t *testing.T) {
 	if testing.Short() {
 		t.Skip("lab test: needs root and network namespaces; run without -short")
 	}
-	bins := netlab.Binaries(t)
+	bins, err := netlab.Binaries()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := os.Stat(filepath.Join(bins, "wireguard-go")); err != nil {
 		t.Fatalf("the bench needs upstream wireguard-go in %s (make build puts it there): %v", bins, err)
 	}

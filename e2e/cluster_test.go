@@ -32,7 +32,10 @@ func newCluster(t testing.TB, nodes int) *cluster {
 	if testing.Short() {
 		t.Skip("lab test: needs root and network namespaces; run without -short")
 	}
-	bins := netlab.Binaries(t)
+	bins, err := netlab.Binaries()
+	if err != nil {
+		t.Fatal(err)
+	}
 	lab, err := netlab.New(netlab.Options{})
 	if err != nil {
 		t.Fatalf("lab: %v", err)

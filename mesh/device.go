@@ -169,19 +169,6 @@ func (d *Device) serveUAPI() {
 	}
 }
 
-// DeleteLink removes the persistent interface named name, with its addresses and routes.
-func DeleteLink(name string) error {
-	l, err := netlink.LinkByName(name)
-	if err != nil {
-		var nf netlink.LinkNotFoundError
-		if errors.As(err, &nf) {
-			return nil
-		}
-		return err
-	}
-	return netlink.LinkDel(l)
-}
-
 // claimSocket removes a stale UAPI socket left by a killed agent, and refuses
 // to start when another live process answers on it.
 func claimSocket(sock string) error {

@@ -63,17 +63,6 @@ func (s *Store) Lock() error {
 // Unlock releases the lock.
 func (s *Store) Unlock() error { return unix.Flock(int(s.lock.Fd()), unix.LOCK_UN) }
 
-// Reserve returns the address in pool held by a, reserving the next free one
-// after the last handed out if a holds none. The network address, the node's
-// own first address and (IPv4) the broadcast address are never handed out.
-func (s *Store) Reserve(pool netip.Prefix, a Attachment) (netip.Addr, error) {
-	held, err := s.List()
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	return s.reserve(pool.Masked(), a, held)
-}
-
 // ReserveAll reserves one address in each pool for a (one per family for
 // dual-stack), reading the reservations once. On error it releases what it
 // reserved here.

@@ -25,7 +25,16 @@ func reserve(t *testing.T, s *Store, pool string, id string) (netip.Addr, error)
 		t.Fatal(err)
 	}
 	defer s.Unlock()
-	return s.Reserve(netip.MustParsePrefix(pool), Attachment{id, "eth0"})
+	return reserveOne(s, netip.MustParsePrefix(pool), Attachment{id, "eth0"})
+}
+
+// reserveOne is ReserveAll for one pool.
+func reserveOne(s *Store, pool netip.Prefix, a Attachment) (netip.Addr, error) {
+	ips, err := s.ReserveAll([]netip.Prefix{pool}, a)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	return ips[0], nil
 }
 
 func TestReserveSkipsNodeAndSpecialAddresses(t *testing.T) {
@@ -124,7 +133,7 @@ func TestConcurrentReservationsAreDistinct(t *testing.T) {
 			}
 			defer s.Close()
 			s.Lock()
-			ip, err := s.Reserve(netip.MustParsePrefix("10.244.1.0/24"), Attachment{fmt.Sprint("c", i), "eth0"})
+			ip, err := reserveOne(s, netip.MustParsePrefix("10.244.1.0/24"), Attachment{fmt.Sprint("c", i), "eth0"})
 			s.Unlock()
 			if err != nil {
 				t.Error(err)

@@ -1,12 +1,12 @@
 package netlab
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"testing"
 )
 
 // CNIPlugins are the reference plugins built beside weft's binaries (the
@@ -27,11 +27,10 @@ var build struct {
 
 // Binaries returns a directory holding weft's binaries: $WEFT_BIN_DIR when
 // set (make test builds them once), else a fresh `go build ./cmd/...` made
-// once per test process.
-func Binaries(t testing.TB) string {
-	t.Helper()
+// once per process.
+func Binaries() (string, error) {
 	if d := os.Getenv("WEFT_BIN_DIR"); d != "" {
-		return d
+		return d, nil
 	}
 	build.once.Do(func() {
 		root, err := exec.Command("go", "env", "GOMOD").Output()
@@ -50,7 +49,7 @@ func Binaries(t testing.TB) string {
 		build.dir, build.err, build.out = dir, err, string(out)
 	})
 	if build.err != nil {
-		t.Fatalf("build weft binaries: %v\n%s", build.err, build.out)
+		return "", fmt.Errorf("build weft binaries: %v\n%s", build.err, build.out)
 	}
-	return build.dir
+	return build.dir, nil
 }
