@@ -63,12 +63,15 @@ type Agent struct {
 	extRefused  map[string]string
 	// Keys: the pairs' preshared keys, and the requests to rotate the
 	// node's own key (the loop serves them).
-	pq         *keys.Manager
-	rotateReq  chan chan error
-	keyWrites  chan keyWrite // the key manager's writes, done by the loop
-	planned    []plan.Peer   // the last plan's peers, before keys (the loop's)
-	rotateMu   sync.Mutex
-	rotateLast time.Time // the last rotation asked for on the control socket
+	pq        *keys.Manager
+	rotateReq chan chan error
+	keyWrites chan keyWrite // the key manager's writes, done by the loop
+	// announceSelf fires when the loop is to gossip a rotated key
+	// (announceAfterNode after the Node has it); nil otherwise.
+	announceSelf <-chan time.Time
+	planned      []plan.Peer // the last plan's peers, before keys (the loop's)
+	rotateMu     sync.Mutex
+	rotateLast   time.Time // the last rotation asked for on the control socket
 	// noDirect: peers whose direct routes failed, in the tunnel until
 	// then (the loop's own).
 	noDirect fallbacks

@@ -36,13 +36,14 @@ func (n *netPolicy) forget(pods []string) {
 		gone[k] = true
 	}
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	for k, a := range n.atts {
 		if a.Name != "" && gone[plan.PodKey(a.Namespace, a.Name)] {
 			delete(n.atts, k)
 		}
 	}
-	n.saveAttachmentsLocked()
+	seq, b := n.encodeAttachmentsLocked()
+	n.mu.Unlock()
+	n.saveAttachments(seq, b)
 }
 
 // attach records an ADD and returns once its policy is programmed.
@@ -69,10 +70,11 @@ func (n *netPolicy) attach(ctx context.Context, in api.Attachment) error {
 		}
 	}
 	n.atts[a.key()] = a
-	n.saveAttachmentsLocked()
+	seq, b := n.encodeAttachmentsLocked()
 	n.gen++
 	gen := n.gen
 	n.mu.Unlock()
+	n.saveAttachments(seq, b)
 	n.kickNow()
 	wctx, cancel := context.WithTimeout(ctx, programWait)
 	defer cancel()
@@ -91,9 +93,10 @@ func (n *netPolicy) detach(in api.Attachment) {
 		return
 	}
 	delete(n.atts, k)
-	n.saveAttachmentsLocked()
+	seq, b := n.encodeAttachmentsLocked()
 	n.gen++
 	n.mu.Unlock()
+	n.saveAttachments(seq, b)
 	n.kickNow()
 }
 
@@ -189,7 +192,9 @@ func (n *netPolicy) checkNode(p *corev1.Pod) error {
 	return nil
 }
 
-func (n *netPolicy) saveAttachmentsLocked() {
+// encodeAttachmentsLocked snapshots the attachments for saveAttachments
+// (n.mu held), numbered in the order of the changes.
+func (n *netPolicy) encodeAttachmentsLocked() (seq uint64, b []byte) {
 	list := make([]api.Attachment, 0, len(n.atts))
 	for _, a := range n.atts {
 		list = append(list, a.Attachment)
@@ -197,10 +202,25 @@ func (n *netPolicy) saveAttachmentsLocked() {
 	slices.SortFunc(list, func(a, b api.Attachment) int {
 		return strings.Compare(a.ContainerID+"/"+a.IfName, b.ContainerID+"/"+b.IfName)
 	})
-	b, _ := json.Marshal(list)
+	b, _ = json.Marshal(list)
+	n.saveSeq++
+	return n.saveSeq, b
+}
+
+// saveAttachments writes snapshot seq (b) unless a newer one was written.
+// Only saveMu is held across the write and its fsync: the policy
+// controller and weft-cni's other calls go on meanwhile.
+func (n *netPolicy) saveAttachments(seq uint64, b []byte) {
+	n.saveMu.Lock()
+	defer n.saveMu.Unlock()
+	if seq <= n.savedSeq {
+		return
+	}
 	if err := atomicfile.Write(filepath.Join(n.stateDir, attachmentsFile), b, 0o600); err != nil {
 		n.log.Warn("cannot save attachments", "err", err)
+		return
 	}
+	n.savedSeq = seq
 }
 
 // loadAttachments restores what weft-cni reported before a restart; any

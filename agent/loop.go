@@ -92,6 +92,12 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 			}
 		case done := <-a.rotateReq:
 			done <- a.rotateKey()
+		case <-a.announceSelf:
+			a.announceSelf = nil
+			if err := a.gossip.Announce(a.selfNow()); err != nil {
+				a.log.Warn("cannot gossip the new key; the Node annotation carries it", "err", err)
+			}
+			continue
 		case <-a.pq.Changed():
 		case w := <-a.keyWrites:
 			wrote, err := a.writeKey(w.pub, w.fresh)

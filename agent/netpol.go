@@ -62,11 +62,16 @@ type netPolicy struct {
 
 	mu      sync.Mutex
 	atts    map[string]attachment // by containerID/ifName
-	extra   map[string]extraPod   // pods read directly while the informer lags
-	gen     uint64                // bumped by every change that must reach nftables
-	applied uint64                // last generation in nftables
-	lastErr error
-	changed *sync.Cond
+	saveSeq uint64                // bumped (under mu) by every change to atts
+	// saveMu orders the writes of the attachments file (each an fsync)
+	// outside mu: a newer snapshot is never overwritten by an older one.
+	saveMu   sync.Mutex
+	savedSeq uint64
+	extra    map[string]extraPod // pods read directly while the informer lags
+	gen      uint64              // bumped by every change that must reach nftables
+	applied  uint64              // last generation in nftables
+	lastErr  error
+	changed  *sync.Cond
 }
 
 type extraPod struct {

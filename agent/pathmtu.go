@@ -40,17 +40,24 @@ func (p *pathMTUs) tooBig(netip.Addr) {
 
 // learn asks the kernel for the path MTU to each peer's endpoint and keeps
 // the smallest tunnel MTU each has needed; it reports whether one changed.
-// endpoints are the device's (learned) endpoints by peer name.
+// endpoints are the device's (learned) endpoints by peer name. The kernel
+// is asked before the lock is taken: status readers never wait on netlink.
 func (p *pathMTUs) learn(endpoints map[string]netip.Addr, linkMTU int) (changed bool) {
+	pmtus := make(map[string]int, len(endpoints))
+	for name, ep := range endpoints {
+		if pmtu, ok := mesh.PathMTU(ep); ok {
+			pmtus[name] = pmtu
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for name, ep := range endpoints {
-		pmtu, ok := mesh.PathMTU(ep)
 		old, had := p.byPeer[name]
 		if had && old.endpoint != ep {
 			delete(p.byPeer, name) // a new path: learn it anew
 			had, changed = false, true
 		}
+		pmtu, ok := pmtus[name]
 		if !ok {
 			continue
 		}

@@ -54,15 +54,16 @@ func (a *Agent) rotateKey() error {
 		// contradiction).
 		a.annotated = false
 		a.publish(context.Background())
-		time.AfterFunc(2*time.Second, func() {
-			if err := a.gossip.Announce(a.selfNow()); err != nil {
-				a.log.Warn("cannot gossip the new key; the Node annotation carries it", "err", err)
-			}
-		})
+		a.announceSelf = time.After(announceAfterNode) // the loop gossips it
 	}
 	a.log.Info("node key rotated", "old_public_key", old.String(), "public_key", a.self.PublicKey.String())
 	return nil
 }
+
+// announceAfterNode is how long after annotating its Node with a new key a
+// node gossips the key (Kubernetes mode): its peers' Node informers have
+// it first.
+const announceAfterNode = 2 * time.Second
 
 // rotateEvery is the least time between two rotations asked for on the
 // control socket: each ends every session and every preshared key.

@@ -126,4 +126,5 @@ func (e *Enforcer) Forget() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.last = nil
+	e.forgot++
 }

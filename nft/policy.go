@@ -46,8 +46,12 @@ const (
 type Enforcer struct {
 	nft knftables.Interface
 
-	mu   sync.Mutex // Apply against PolicyChains and Forget
-	last *state
+	// mu guards last and forgot for PolicyChains and Forget (other
+	// goroutines); it is never held across nft. Apply has one caller at a
+	// time (the policy controller's sync).
+	mu     sync.Mutex
+	last   *state
+	forgot uint64 // Forget calls: one during an Apply keeps last forgotten
 }
 
 // NewEnforcer opens weft's table; nft may be a knftables fake in tests.
@@ -62,28 +66,34 @@ func NewEnforcer(nft knftables.Interface) (*Enforcer, error) {
 }
 
 // Apply programs d. It reports the number of nftables operations it ran
-// (0: nothing changed).
+// (0: nothing changed). Calls must not overlap (one caller).
 func (e *Enforcer) Apply(ctx context.Context, d policy.Desired) (int, error) {
 	want := renderState(d)
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	last, forgot := e.last, e.forgot
+	e.mu.Unlock()
 	tx := e.nft.NewTransaction()
-	if e.last == nil {
+	if last == nil {
 		if err := e.rewrite(ctx, tx, want); err != nil {
 			return 0, err
 		}
 	} else {
-		update(tx, *e.last, want)
+		update(tx, *last, want)
 	}
 	n := tx.NumOperations()
 	if n == 0 {
 		return 0, nil
 	}
-	if err := e.nft.Run(ctx, tx); err != nil {
+	err := e.nft.Run(ctx, tx)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case err != nil:
 		e.last = nil // unknown now: rewrite everything next time
 		return 0, fmt.Errorf("nftables network policy: %w", err)
+	case e.forgot == forgot:
+		e.last = &want
 	}
-	e.last = &want
 	return n, nil
 }
 
