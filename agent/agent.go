@@ -17,6 +17,7 @@ import (
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/peer"
 	"github.com/weftnet/weft/plan"
+	"github.com/weftnet/weft/source/gossip"
 )
 
 const (
@@ -37,7 +38,7 @@ type Agent struct {
 	dev     *mesh.Device
 	mesh    *mesh.Mesh
 	meshUp  atomic.Pointer[mesh.Mesh] // a.mesh, for goroutines started before it exists (gossip's seeds)
-	gossip  *gossipSource
+	gossip  *gossip.Source
 	metrics *metrics
 	ready   atomic.Bool
 	saved   []peer.NodeInfo
@@ -183,9 +184,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	}
 	a.saved = cached
 
-	a.gossip, err = startGossip(gossipConfig{
-		Name: cfg.NodeName, Bind: adv, Port: cfg.GossipPort, SecretKey: gossipKey, Seeds: a.seeds, Metrics: a.metrics,
-		Profile: map[bool]string{false: GossipStandalone, true: GossipKubernetes}[cfg.KubeMode],
+	a.gossip, err = gossip.Start(gossip.Config{
+		Name: cfg.NodeName, Bind: adv, Port: cfg.GossipPort, SecretKey: gossipKey, Seeds: a.seeds,
+		CountLog: a.metrics.gossipLog, CountRefused: a.metrics.gossipRefused,
+		Profile: map[bool]string{false: gossip.Standalone, true: gossip.Kubernetes}[cfg.KubeMode],
 	}, a.self, a.reg, log)
 	if err != nil {
 		return err

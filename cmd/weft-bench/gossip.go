@@ -14,7 +14,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
-	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/source/gossip"
 )
 
 // gossipProfiles measures memberlist profiles in one process (issue 19's
@@ -61,11 +61,11 @@ func gossipConf(profile, name string) (*memberlist.Config, error) {
 	case "lan":
 		c = memberlist.DefaultLANConfig()
 	case "weft", "tuned": // the names of the first figures
-		profile = map[string]string{"weft": agent.GossipStandalone, "tuned": agent.GossipKubernetes}[profile]
+		profile = map[string]string{"weft": gossip.Standalone, "tuned": gossip.Kubernetes}[profile]
 		fallthrough
 	default:
 		var err error
-		if c, err = agent.GossipConfig(profile); err != nil {
+		if c, err = gossip.MemberlistConfig(profile); err != nil {
 			return nil, err
 		}
 	}

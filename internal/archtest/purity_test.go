@@ -84,12 +84,18 @@ func TestPurePackagesDoNoIO(t *testing.T) {
 // rooms are the packages that act for one concern, each with the libraries
 // it must not reach: the key manager reads the device through an interface
 // and never touches the kernel, nftables, the API server or gossip (the
-// agent wires it); mesh and nft each own their own kernel interface only.
+// agent wires it); gossip reaches neither the kernel nor the API server;
+// mesh and nft each own their own kernel interface only.
 var rooms = map[string][]string{
 	"github.com/weftnet/weft/keys": {
 		"github.com/vishvananda/netlink", "sigs.k8s.io/knftables", "k8s.io/client-go", "github.com/hashicorp/memberlist",
 		"golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device",
 		"github.com/weftnet/weft/agent", "github.com/weftnet/weft/mesh", "github.com/weftnet/weft/nft",
+	},
+	"github.com/weftnet/weft/source/gossip": {
+		"github.com/vishvananda/netlink", "sigs.k8s.io/knftables", "golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device",
+		"k8s.io/client-go/kubernetes", "k8s.io/client-go/informers",
+		"github.com/weftnet/weft/agent", "github.com/weftnet/weft/mesh", "github.com/weftnet/weft/nft", "github.com/weftnet/weft/keys",
 	},
 	"github.com/weftnet/weft/mesh": {"sigs.k8s.io/knftables", "k8s.io/client-go", "github.com/hashicorp/memberlist", "github.com/weftnet/weft/agent", "github.com/weftnet/weft/keys", "github.com/weftnet/weft/nft"},
 	"github.com/weftnet/weft/nft":  {"golang.zx2c4.com/wireguard", "k8s.io/client-go", "github.com/hashicorp/memberlist", "github.com/weftnet/weft/agent", "github.com/weftnet/weft/keys", "github.com/weftnet/weft/mesh"},

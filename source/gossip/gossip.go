@@ -1,4 +1,8 @@
-package agent
+// Package gossip is the memberlist source: it announces this node and turns
+// other members' metadata into registry claims (it only observes; the
+// registry decides), behind a transport that bounds every stream a
+// stranger can open (guard.go).
+package gossip
 
 import (
 	"context"
@@ -19,9 +23,9 @@ import (
 	"github.com/weftnet/weft/peer"
 )
 
-// gossipSource is the memberlist source: it announces this node and turns other
+// Source is the memberlist source: it announces this node and turns other
 // members' metadata into registry claims. It only observes; the registry decides.
-type gossipSource struct {
+type Source struct {
 	ml     *memberlist.Memberlist
 	name   string
 	reg    *peer.Registry
@@ -36,15 +40,18 @@ type gossipSource struct {
 	alive   map[string]bool // members memberlist holds alive, by name
 }
 
-// gossipConfig configures the memberlist source.
-type gossipConfig struct {
+// Config configures the memberlist source.
+type Config struct {
 	Name      string
 	Bind      netip.Addr
 	Port      int
 	SecretKey []byte // 32 bytes; nil runs unencrypted (--insecure-gossip)
 	Seeds     func() []string
-	Metrics   *metrics
-	Profile   string // GossipStandalone or GossipKubernetes
+	// CountLog counts memberlist's log lines by level, CountRefused the
+	// streams the guard refused by reason (both may be nil).
+	CountLog     func(level string)
+	CountRefused func(reason string)
+	Profile      string // Standalone or Kubernetes
 }
 
 // Gossip profiles (memberlist timings). Standalone, gossip is the authority:
@@ -56,18 +63,18 @@ type gossipConfig struct {
 // 500 ms, push-pull 120 s, a third of the LAN profile's idle CPU per
 // member at 200 members (weft-bench gossip; figures in the design doc).
 const (
-	GossipStandalone = "standalone"
-	GossipKubernetes = "kubernetes"
+	Standalone = "standalone"
+	Kubernetes = "kubernetes"
 )
 
-// GossipConfig is memberlist's configuration for a profile; weft-bench
+// MemberlistConfig is memberlist's configuration for a profile; weft-bench
 // gossip measures the same.
-func GossipConfig(profile string) (*memberlist.Config, error) {
+func MemberlistConfig(profile string) (*memberlist.Config, error) {
 	c := memberlist.DefaultLANConfig()
 	c.DeadNodeReclaimTime = 5 * time.Second // a restarted agent may come back on the same name
 	switch profile {
-	case GossipStandalone:
-	case GossipKubernetes:
+	case Standalone:
+	case Kubernetes:
 		c.ProbeInterval = 2 * time.Second
 		c.GossipInterval = 500 * time.Millisecond
 		c.PushPullInterval = 120 * time.Second
@@ -77,16 +84,22 @@ func GossipConfig(profile string) (*memberlist.Config, error) {
 	return c, nil
 }
 
-// startGossip binds the gossip port and starts announcing self. Joining the
+// Start binds the gossip port and starts announcing self. Joining the
 // seeds happens in the background and is retried: the first node of a mesh has
 // nobody to join, and a seed that is down now may be up later.
-func startGossip(cfg gossipConfig, self peer.NodeInfo, reg *peer.Registry, logger *slog.Logger) (*gossipSource, error) {
+func Start(cfg Config, self peer.NodeInfo, reg *peer.Registry, logger *slog.Logger) (*Source, error) {
+	if cfg.CountLog == nil {
+		cfg.CountLog = func(string) {}
+	}
+	if cfg.CountRefused == nil {
+		cfg.CountRefused = func(string) {}
+	}
 	meta, err := peer.EncodeMeta(self)
 	if err != nil {
 		return nil, err
 	}
-	g := &gossipSource{name: cfg.Name, reg: reg, log: logger, meta: meta, seeds: cfg.Seeds, stop: make(chan struct{}), alive: map[string]bool{}}
-	mc, err := GossipConfig(cfg.Profile)
+	g := &Source{name: cfg.Name, reg: reg, log: logger, meta: meta, seeds: cfg.Seeds, stop: make(chan struct{}), alive: map[string]bool{}}
+	mc, err := MemberlistConfig(cfg.Profile)
 	if err != nil {
 		return nil, err
 	}
@@ -98,10 +111,10 @@ func startGossip(cfg gossipConfig, self peer.NodeInfo, reg *peer.Registry, logge
 	mc.SecretKey = cfg.SecretKey
 	mc.Delegate = g
 	mc.Events = g
-	mlog := newMemberlistLogger(logger, cfg.Metrics.gossipLog)
+	mlog := newMemberlistLogger(logger, cfg.CountLog)
 	mc.Logger = mlog.std()
 	where := netip.AddrPortFrom(cfg.Bind, uint16(cfg.Port))
-	tr, err := newGuardedTransport(cfg.Bind, cfg.Port, mlog, cfg.Metrics.gossipRefused)
+	tr, err := newGuardedTransport(cfg.Bind, cfg.Port, mlog, cfg.CountRefused)
 	if err != nil {
 		return nil, fmt.Errorf("start gossip on %s: %w", where, err)
 	}
@@ -118,10 +131,10 @@ func startGossip(cfg gossipConfig, self peer.NodeInfo, reg *peer.Registry, logge
 }
 
 // Members counts the live members, this node included.
-func (g *gossipSource) Members() int { return g.ml.NumMembers() }
+func (g *Source) Members() int { return g.ml.NumMembers() }
 
 // Stop leaves the cluster (so peers drop this node at once) and shuts down.
-func (g *gossipSource) Stop(leave bool) {
+func (g *Source) Stop(leave bool) {
 	close(g.stop)
 	g.wg.Wait()
 	if leave {
@@ -132,7 +145,7 @@ func (g *gossipSource) Stop(leave bool) {
 
 // joinLoop joins the seeds while this node is alone, retrying with a backoff
 // from 200ms up to 5s so that nodes started together find each other fast.
-func (g *gossipSource) joinLoop() {
+func (g *Source) joinLoop() {
 	defer g.wg.Done()
 	const maxWait = 5 * time.Second
 	backoff := workqueue.NewTypedItemExponentialFailureRateLimiter[string](200*time.Millisecond, maxWait)
@@ -180,7 +193,7 @@ const (
 // join contacts the first maxJoinSeeds seeds, joinConcurrently at a time,
 // and starts no more once one has answered. It returns how many answered
 // and, when none did, the first error.
-func (g *gossipSource) join(seeds []string) (int, error) {
+func (g *Source) join(seeds []string) (int, error) {
 	if len(seeds) > maxJoinSeeds {
 		seeds = seeds[:maxJoinSeeds]
 	}
@@ -219,7 +232,7 @@ func (g *gossipSource) join(seeds []string) (int, error) {
 	return 0, firstErr
 }
 
-func (g *gossipSource) claim(n *memberlist.Node) {
+func (g *Source) claim(n *memberlist.Node) {
 	if n.Name == g.name {
 		return
 	}
@@ -236,13 +249,13 @@ func (g *gossipSource) claim(n *memberlist.Node) {
 
 // Alive reports whether the named node answers gossip (memberlist holds it
 // alive).
-func (g *gossipSource) Alive(name string) bool {
+func (g *Source) Alive(name string) bool {
 	g.aliveMu.Lock()
 	defer g.aliveMu.Unlock()
 	return g.alive[name]
 }
 
-func (g *gossipSource) setAlive(name string, alive bool) {
+func (g *Source) setAlive(name string, alive bool) {
 	g.aliveMu.Lock()
 	defer g.aliveMu.Unlock()
 	if alive {
@@ -253,16 +266,16 @@ func (g *gossipSource) setAlive(name string, alive bool) {
 }
 
 // memberlist.EventDelegate
-func (g *gossipSource) NotifyJoin(n *memberlist.Node)   { g.setAlive(n.Name, true); g.claim(n) }
-func (g *gossipSource) NotifyUpdate(n *memberlist.Node) { g.claim(n) }
-func (g *gossipSource) NotifyLeave(n *memberlist.Node) {
+func (g *Source) NotifyJoin(n *memberlist.Node)   { g.setAlive(n.Name, true); g.claim(n) }
+func (g *Source) NotifyUpdate(n *memberlist.Node) { g.claim(n) }
+func (g *Source) NotifyLeave(n *memberlist.Node) {
 	g.setAlive(n.Name, false)
 	g.log.Info("gossip member left or died", "node", n.Name)
 	g.reg.Delete(peer.SourceGossip, n.Name)
 }
 
 // memberlist.Delegate
-func (g *gossipSource) NodeMeta(limit int) []byte {
+func (g *Source) NodeMeta(limit int) []byte {
 	g.metaMu.Lock()
 	defer g.metaMu.Unlock()
 	if len(g.meta) > limit {
@@ -272,7 +285,7 @@ func (g *gossipSource) NodeMeta(limit int) []byte {
 }
 
 // Announce gossips a change of this node's own claim (a new key).
-func (g *gossipSource) Announce(self peer.NodeInfo) error {
+func (g *Source) Announce(self peer.NodeInfo) error {
 	meta, err := peer.EncodeMeta(self)
 	if err != nil {
 		return err
@@ -282,10 +295,10 @@ func (g *gossipSource) Announce(self peer.NodeInfo) error {
 	g.metaMu.Unlock()
 	return g.ml.UpdateNode(5 * time.Second)
 }
-func (g *gossipSource) NotifyMsg([]byte)                           {}
-func (g *gossipSource) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (g *gossipSource) LocalState(join bool) []byte                { return nil }
-func (g *gossipSource) MergeRemoteState(buf []byte, join bool)     {}
+func (g *Source) NotifyMsg([]byte)                           {}
+func (g *Source) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (g *Source) LocalState(join bool) []byte                { return nil }
+func (g *Source) MergeRemoteState(buf []byte, join bool)     {}
 
 // memberlistLogger routes memberlist's log lines into slog at a level read
 // from their prefix. Warnings and errors are counted always but logged at
