@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/internal/httpserve"
 	"github.com/weftnet/weft/keys"
 	"github.com/weftnet/weft/mesh"
+	"github.com/weftnet/weft/netpol"
 	"github.com/weftnet/weft/peer"
 	"github.com/weftnet/weft/plan"
 	"github.com/weftnet/weft/source/gossip"
@@ -33,8 +35,8 @@ type Agent struct {
 	log     *slog.Logger
 	self    peer.NodeInfo
 	reg     *peer.Registry
-	kube    *kubeSource // nil in standalone mode
-	netpol  *netPolicy  // nil unless enforcing NetworkPolicy
+	kube    *kubeSource        // nil in standalone mode
+	netpol  *netpol.Controller // nil unless enforcing NetworkPolicy
 	dev     *mesh.Device
 	mesh    *mesh.Mesh
 	meshUp  atomic.Pointer[mesh.Mesh] // a.mesh, for goroutines started before it exists (gossip's seeds)
@@ -244,10 +246,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		for _, p := range cfg.PodCIDRs {
 			own = append(own, api.FirstAddress(p))
 		}
-		if a.netpol, err = newNetPol(a.kube.watch, a.cfg, own, a.metrics, log); err != nil {
+		a.netpol, err = netpol.New(netpol.Config{Client: a.kube.watch, Node: cfg.NodeName, StateDir: cfg.StateDir, Local: cfg.PodCIDRs, Own: own,
+			Syncs: a.metrics.policySyncs, IsolatedPods: a.metrics.policyPods, Log: log})
+		if err != nil {
 			return err
 		}
-		stop, err := a.netpol.serveSocket()
+		stop, err := a.netpol.ServeSocket()
 		if err != nil {
 			return err
 		}
@@ -269,13 +273,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	}
 	defer stopControl()
 
-	srv := newHTTPServer(a.handler())
-	go serve(srv, limitPerSource(ln, maxConnsPerSource, a.metrics.httpRefused.Inc), log, "http")
+	srv := httpserve.NewServer(a.handler())
+	go httpserve.Serve(srv, httpserve.LimitPerSource(ln, httpserve.MaxConnsPerSource, a.metrics.httpRefused.Inc), log, "http")
 	defer srv.Close()
 	if pprofLn != nil {
-		psrv := newHTTPServer(pprofHandler())
+		psrv := httpserve.NewServer(pprofHandler())
 		psrv.WriteTimeout = 0 // a profile takes as long as it was asked to
-		go serve(psrv, pprofLn, log, "pprof")
+		go httpserve.Serve(psrv, pprofLn, log, "pprof")
 		defer psrv.Close()
 	}
 	if len(cfg.ClusterCIDRs) == 0 { // said once start-up can no longer fail, so a start-up error stays one line

@@ -1,9 +1,6 @@
 package agent
 
 import (
-	"errors"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/pprof"
 
@@ -46,11 +43,4 @@ func pprofHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
-}
-
-// serve runs srv on ln until it is closed, and logs why it stopped otherwise.
-func serve(srv *http.Server, ln net.Listener, log *slog.Logger, what string) {
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Error(what+" server stopped", "err", err)
-	}
 }

@@ -34,7 +34,7 @@ func (a *Agent) ensureBaseRules(ctx context.Context) error {
 func (a *Agent) reassertRules(ctx context.Context) (rewrote bool) {
 	want := nft.BaseChains(a.cfg.Masquerade, a.cfg.StrictEncryption)
 	if a.netpol != nil && a.netpol.Healthy() {
-		maps.Copy(want, a.netpol.enf.PolicyChains())
+		maps.Copy(want, a.netpol.Enforcer().PolicyChains())
 	}
 	bad, err := nft.Damaged(ctx, want)
 	if err != nil {
@@ -51,8 +51,8 @@ func (a *Agent) reassertRules(ctx context.Context) (rewrote bool) {
 	}
 	a.masq = nil // the next reconcile rewrites egress NAT
 	if a.netpol != nil {
-		a.netpol.enf.Forget()
-		a.netpol.poke()
+		a.netpol.Enforcer().Forget()
+		a.netpol.Poke()
 	}
 	return true
 }

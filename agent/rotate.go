@@ -13,6 +13,7 @@ import (
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/atomicfile"
+	"github.com/weftnet/weft/internal/httpserve"
 	"github.com/weftnet/weft/keys"
 	"github.com/weftnet/weft/mesh"
 )
@@ -120,12 +121,12 @@ func (a *Agent) refuseRotateKey(w http.ResponseWriter, _ *http.Request) {
 func (a *Agent) serveControl() (func(), error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+api.RotateKeyPath, a.serveRotateKey)
-	srv := newHTTPServer(mux)
-	ln, err := listenRootOnly(filepath.Join(a.cfg.StateDir, api.ControlSocket))
+	srv := httpserve.NewServer(mux)
+	ln, err := httpserve.ListenRootOnly(filepath.Join(a.cfg.StateDir, api.ControlSocket))
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	go serve(srv, ln, a.log, "control socket")
+	go httpserve.Serve(srv, ln, a.log, "control socket")
 	return func() { srv.Close(); os.Remove(ln.Addr().String()) }, nil
 }
 

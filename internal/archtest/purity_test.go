@@ -85,6 +85,7 @@ func TestPurePackagesDoNoIO(t *testing.T) {
 // it must not reach: the key manager reads the device through an interface
 // and never touches the kernel, nftables, the API server or gossip (the
 // agent wires it); gossip reaches neither the kernel nor the API server;
+// the policy controller touches no WireGuard, netlink or gossip;
 // mesh and nft each own their own kernel interface only.
 var rooms = map[string][]string{
 	"github.com/weftnet/weft/keys": {
@@ -96,6 +97,10 @@ var rooms = map[string][]string{
 		"github.com/vishvananda/netlink", "sigs.k8s.io/knftables", "golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device",
 		"k8s.io/client-go/kubernetes", "k8s.io/client-go/informers",
 		"github.com/weftnet/weft/agent", "github.com/weftnet/weft/mesh", "github.com/weftnet/weft/nft", "github.com/weftnet/weft/keys",
+	},
+	"github.com/weftnet/weft/netpol": {
+		"github.com/vishvananda/netlink", "golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device", "github.com/hashicorp/memberlist",
+		"github.com/weftnet/weft/agent", "github.com/weftnet/weft/mesh", "github.com/weftnet/weft/keys", "github.com/weftnet/weft/source",
 	},
 	"github.com/weftnet/weft/mesh": {"sigs.k8s.io/knftables", "k8s.io/client-go", "github.com/hashicorp/memberlist", "github.com/weftnet/weft/agent", "github.com/weftnet/weft/keys", "github.com/weftnet/weft/nft"},
 	"github.com/weftnet/weft/nft":  {"golang.zx2c4.com/wireguard", "k8s.io/client-go", "github.com/hashicorp/memberlist", "github.com/weftnet/weft/agent", "github.com/weftnet/weft/keys", "github.com/weftnet/weft/mesh"},

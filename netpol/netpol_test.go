@@ -1,4 +1,4 @@
-package agent
+package netpol
 
 import (
 	"fmt"
@@ -31,7 +31,7 @@ func podOn(ns, name, node string, ips ...string) *corev1.Pod {
 	return p
 }
 
-func testNetPol(t *testing.T, objs ...any) *netPolicy {
+func testNetPol(t *testing.T, objs ...any) *Controller {
 	t.Helper()
 	client := fake.NewClientset()
 	f := informers.NewSharedInformerFactory(client, 0)
@@ -50,14 +50,14 @@ func testNetPol(t *testing.T, objs ...any) *netPolicy {
 			t.Fatal(err)
 		}
 	}
-	n := &netPolicy{node: "node1", stateDir: t.TempDir(), log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	n := &Controller{node: "node1", stateDir: t.TempDir(), log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		local: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, own: []netip.Addr{netip.MustParseAddr("10.244.1.1")},
 		pods: pods.Lister(), nss: nss.Lister(), nps: nps.Lister(), atts: map[string]attachment{}, extra: map[string]extraPod{}}
 	n.changed = sync.NewCond(&n.mu)
 	return n
 }
 
-func (n *netPolicy) addAttachment(t *testing.T, id, ns, name string, ips ...string) {
+func (n *Controller) addAttachment(t *testing.T, id, ns, name string, ips ...string) {
 	t.Helper()
 	a := attachment{Attachment: api.Attachment{ContainerID: id, IfName: "eth0", Namespace: ns, Name: name, IPs: ips}}
 	if err := n.validate(&a); err != nil {
@@ -66,7 +66,7 @@ func (n *netPolicy) addAttachment(t *testing.T, id, ns, name string, ips ...stri
 	n.atts[a.key()] = a
 }
 
-func known(t *testing.T, n *netPolicy) []string {
+func known(t *testing.T, n *Controller) []string {
 	t.Helper()
 	d, _, errs := n.desired()
 	if len(errs) > 0 {

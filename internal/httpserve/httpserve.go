@@ -1,9 +1,16 @@
-package agent
+// Package httpserve is how weft's programs serve HTTP to whoever can reach
+// them: every timeout set, a per-source connection cap, Unix sockets that
+// only root can reach.
+package httpserve
 
 import (
+	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 )
@@ -12,13 +19,13 @@ import (
 // pod, unless a policy says otherwise) can connect, so each connection is
 // bounded in time and header size, and one source may hold only a few.
 const (
-	maxConnsPerSource = 16
+	MaxConnsPerSource = 16
 	maxHeaderBytes    = 16 << 10
 )
 
-// newHTTPServer is the agent's HTTP server with every timeout set: a
+// NewServer is the agents' HTTP server with every timeout set: a
 // connection that sends nothing, stalls a request or idles is closed.
-func newHTTPServer(h http.Handler) *http.Server {
+func NewServer(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -41,7 +48,9 @@ type perSourceListener struct {
 	open map[netip.Addr]int
 }
 
-func limitPerSource(ln net.Listener, max int, refused func()) net.Listener {
+// LimitPerSource closes, at accept, each connection from a source that
+// already holds max (refused counts them).
+func LimitPerSource(ln net.Listener, max int, refused func()) net.Listener {
 	return &perSourceListener{Listener: ln, max: max, refused: refused, open: map[netip.Addr]int{}}
 }
 
@@ -88,4 +97,34 @@ type countedConn struct {
 func (c *countedConn) Close() error {
 	c.once.Do(c.done)
 	return c.Conn.Close()
+}
+
+// Serve runs srv on ln until it is closed, and logs why it stopped otherwise.
+func Serve(srv *http.Server, ln net.Listener, log *slog.Logger, what string) {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error(what+" server stopped", "err", err)
+	}
+}
+
+// ListenRootOnly listens on the Unix socket path that only root can reach.
+// The directory is the gate: root only, before the socket exists, so there
+// is no moment when another user could connect; a failed chmod fails.
+func ListenRootOnly(path string) (net.Listener, error) {
+	dir := filepath.Dir(path)
+	os.Remove(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
 }

@@ -1,19 +1,20 @@
-package agent
+package netpol
 
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/internal/httpserve"
 )
 
-// serveSocket serves weft-cni's requests on the agent's Unix socket.
-func (n *netPolicy) serveSocket() (func(), error) {
-	ln, err := listenRootOnly(filepath.Join(n.stateDir, api.AgentSocket))
+// ServeSocket serves weft-cni's requests on the agent's Unix socket (root
+// only) until the returned function is called.
+func (n *Controller) ServeSocket() (func(), error) {
+	ln, err := httpserve.ListenRootOnly(filepath.Join(n.stateDir, api.AgentSocket))
 	if err != nil {
 		return nil, fmt.Errorf("agent socket: %w", err)
 	}
@@ -46,30 +47,7 @@ func (n *netPolicy) serveSocket() (func(), error) {
 		n.detach(a)
 		w.WriteHeader(http.StatusNoContent)
 	})
-	srv := newHTTPServer(mux)
-	go serve(srv, ln, n.log, "agent socket")
+	srv := httpserve.NewServer(mux)
+	go httpserve.Serve(srv, ln, n.log, "agent socket")
 	return func() { srv.Close(); os.Remove(ln.Addr().String()) }, nil
-}
-
-// listenRootOnly listens on the Unix socket path that only root can reach.
-// The directory is the gate: root only, before the socket exists, so there
-// is no moment when another user could connect; a failed chmod fails.
-func listenRootOnly(path string) (net.Listener, error) {
-	dir := filepath.Dir(path)
-	os.Remove(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	return ln, nil
 }

@@ -1,4 +1,4 @@
-package agent
+package netpol
 
 import (
 	"context"
@@ -30,7 +30,7 @@ type attachment struct {
 }
 
 // forget drops the attachments of the pods named (plan.PodKey) and saves the rest.
-func (n *netPolicy) forget(pods []string) {
+func (n *Controller) forget(pods []string) {
 	gone := map[string]bool{}
 	for _, k := range pods {
 		gone[k] = true
@@ -47,7 +47,7 @@ func (n *netPolicy) forget(pods []string) {
 }
 
 // attach records an ADD and returns once its policy is programmed.
-func (n *netPolicy) attach(ctx context.Context, in api.Attachment) error {
+func (n *Controller) attach(ctx context.Context, in api.Attachment) error {
 	a := attachment{Attachment: in}
 	if err := n.validate(&a); err != nil {
 		return err
@@ -85,7 +85,7 @@ func (n *netPolicy) attach(ctx context.Context, in api.Attachment) error {
 }
 
 // detach forgets an attachment after its DEL.
-func (n *netPolicy) detach(in api.Attachment) {
+func (n *Controller) detach(in api.Attachment) {
 	n.mu.Lock()
 	k := attachment{Attachment: in}.key()
 	if _, ok := n.atts[k]; !ok {
@@ -100,7 +100,7 @@ func (n *netPolicy) detach(in api.Attachment) {
 	n.kickNow()
 }
 
-func (n *netPolicy) kickNow() {
+func (n *Controller) kickNow() {
 	select {
 	case n.kick <- struct{}{}:
 	default:
@@ -118,7 +118,7 @@ func (a attachment) describe() string {
 
 // validate checks an attachment from weft-cni: its addresses must be in
 // this node's pod ranges, its pod name well formed.
-func (n *netPolicy) validate(a *attachment) error {
+func (n *Controller) validate(a *attachment) error {
 	if a.ContainerID == "" || len(a.ContainerID) > 256 || a.IfName == "" || len(a.IfName) > 15 {
 		return errors.New("attachment: containerID and ifName are required")
 	}
@@ -152,7 +152,7 @@ func (n *netPolicy) validate(a *attachment) error {
 // waitPod waits for the pod to reach the informer; when it lags, the pod
 // is read from the API server. A pod that does not exist, or is bound to
 // another node, is refused: its policy cannot be known.
-func (n *netPolicy) waitPod(ctx context.Context, ns, name string) error {
+func (n *Controller) waitPod(ctx context.Context, ns, name string) error {
 	var inInformer *corev1.Pod
 	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, podWait, true, func(context.Context) (bool, error) {
 		p, err := n.pods.Pods(ns).Get(name)
@@ -185,7 +185,7 @@ func (n *netPolicy) waitPod(ctx context.Context, ns, name string) error {
 	return nil
 }
 
-func (n *netPolicy) checkNode(p *corev1.Pod) error {
+func (n *Controller) checkNode(p *corev1.Pod) error {
 	if p.Spec.NodeName != n.node {
 		return fmt.Errorf("pod %s/%s is bound to node %q, not %q", p.Namespace, p.Name, p.Spec.NodeName, n.node)
 	}
@@ -194,7 +194,7 @@ func (n *netPolicy) checkNode(p *corev1.Pod) error {
 
 // encodeAttachmentsLocked snapshots the attachments for saveAttachments
 // (n.mu held), numbered in the order of the changes.
-func (n *netPolicy) encodeAttachmentsLocked() (seq uint64, b []byte) {
+func (n *Controller) encodeAttachmentsLocked() (seq uint64, b []byte) {
 	list := make([]api.Attachment, 0, len(n.atts))
 	for _, a := range n.atts {
 		list = append(list, a.Attachment)
@@ -210,7 +210,7 @@ func (n *netPolicy) encodeAttachmentsLocked() (seq uint64, b []byte) {
 // saveAttachments writes snapshot seq (b) unless a newer one was written.
 // Only saveMu is held across the write and its fsync: the policy
 // controller and weft-cni's other calls go on meanwhile.
-func (n *netPolicy) saveAttachments(seq uint64, b []byte) {
+func (n *Controller) saveAttachments(seq uint64, b []byte) {
 	n.saveMu.Lock()
 	defer n.saveMu.Unlock()
 	if seq <= n.savedSeq {
@@ -225,7 +225,7 @@ func (n *netPolicy) saveAttachments(seq uint64, b []byte) {
 
 // loadAttachments restores what weft-cni reported before a restart; any
 // entry that no longer validates is dropped.
-func (n *netPolicy) loadAttachments() {
+func (n *Controller) loadAttachments() {
 	f, err := os.Open(filepath.Join(n.stateDir, attachmentsFile))
 	if err != nil {
 		return
@@ -246,6 +246,6 @@ func (n *netPolicy) loadAttachments() {
 	}
 }
 
-func (n *netPolicy) isLocalAddr(ip netip.Addr) bool {
+func (n *Controller) isLocalAddr(ip netip.Addr) bool {
 	return slices.ContainsFunc(n.local, func(p netip.Prefix) bool { return p.Contains(ip) })
 }

@@ -1,4 +1,8 @@
-package agent
+// Package netpol is a node's NetworkPolicy controller: it watches Pods,
+// Namespaces and NetworkPolicies, takes weft-cni's attachment reports on
+// the agent socket, and programs the policy of this node's pods
+// (plan.Policy, nft.Enforcer); a pod's ADD returns once its rules are in.
+package netpol
 
 import (
 	"context"
@@ -9,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -33,7 +38,7 @@ const (
 	extraTTL          = 30 * time.Second
 )
 
-// netPolicy is the NetworkPolicy controller of one node: it watches Pods,
+// Controller is the NetworkPolicy controller of one node: it watches Pods,
 // Namespaces and NetworkPolicies, compiles the policy of the pods attached
 // on this node (policy.Compile) and programs it (nft.Enforcer).
 //
@@ -41,13 +46,14 @@ const (
 // until the pod's rules are in place; until then the data plane drops the
 // address (fail closed). Pods attached before the agent (re)started are
 // known from the saved attachments and from status.podIPs.
-type netPolicy struct {
+type Controller struct {
 	client   kubernetes.Interface
 	node     string
 	stateDir string
 	log      *slog.Logger
 	enf      *nft.Enforcer
-	metrics  *metrics
+	syncs    *prometheus.CounterVec // by result
+	isolated prometheus.Gauge
 	local    []netip.Prefix
 	own      []netip.Addr // the node's addresses in its pod ranges
 
@@ -79,13 +85,29 @@ type extraPod struct {
 	seen time.Time
 }
 
-func newNetPol(client kubernetes.Interface, cfg Config, own []netip.Addr, m *metrics, log *slog.Logger) (*netPolicy, error) {
+// Config is what a Controller is built with.
+type Config struct {
+	Client   kubernetes.Interface
+	Node     string         // this node's name
+	StateDir string         // where the attachments are saved, and the agent socket
+	Local    []netip.Prefix // this node's pod CIDRs
+	Own      []netip.Addr   // the node's own addresses in them
+	// Syncs counts syncs by result (changed, unchanged, error);
+	// IsolatedPods is the number of local pods a policy isolates.
+	Syncs        *prometheus.CounterVec
+	IsolatedPods prometheus.Gauge
+	Log          *slog.Logger
+}
+
+// New returns a controller with the attachments saved by the last run;
+// nothing is watched or programmed until Start.
+func New(c Config) (*Controller, error) {
 	enf, err := nft.NewEnforcer(nil)
 	if err != nil {
 		return nil, err
 	}
-	n := &netPolicy{client: client, node: cfg.NodeName, stateDir: cfg.StateDir, log: log, enf: enf, metrics: m,
-		local: cfg.PodCIDRs, own: own, kick: make(chan struct{}, 1), firstRun: make(chan struct{}),
+	n := &Controller{client: c.Client, node: c.Node, stateDir: c.StateDir, log: c.Log, enf: enf, syncs: c.Syncs, isolated: c.IsolatedPods,
+		local: c.Local, own: c.Own, kick: make(chan struct{}, 1), firstRun: make(chan struct{}),
 		atts: map[string]attachment{}, extra: map[string]extraPod{}}
 	n.changed = sync.NewCond(&n.mu)
 	n.loadAttachments()
@@ -113,16 +135,16 @@ func slimPod(obj any) (any, error) {
 
 // Start starts the informers and the sync loop; FirstSync is closed once
 // the data plane holds the policy of every known pod.
-func (n *netPolicy) Start(ctx context.Context) error {
+func (n *Controller) Start(ctx context.Context) error {
 	n.factory = informers.NewSharedInformerFactoryWithOptions(n.client, 10*time.Minute, informers.WithTransform(slimPod))
 	pods := n.factory.Core().V1().Pods()
 	nss := n.factory.Core().V1().Namespaces()
 	nps := n.factory.Networking().V1().NetworkPolicies()
 	n.pods, n.nss, n.nps = pods.Lister(), nss.Lister(), nps.Lister()
 	h := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { n.poke() },
-		UpdateFunc: func(old, cur any) { n.poke() },
-		DeleteFunc: func(any) { n.poke() },
+		AddFunc:    func(any) { n.Poke() },
+		UpdateFunc: func(old, cur any) { n.Poke() },
+		DeleteFunc: func(any) { n.Poke() },
 	}
 	for _, inf := range []cache.SharedIndexInformer{pods.Informer(), nss.Informer(), nps.Informer()} {
 		reg, err := inf.AddEventHandler(h)
@@ -137,27 +159,30 @@ func (n *netPolicy) Start(ctx context.Context) error {
 }
 
 // Stop stops the informers.
-func (n *netPolicy) Stop() {
+func (n *Controller) Stop() {
 	if n.factory != nil {
 		n.factory.Shutdown()
 	}
 }
 
 // FirstSync is closed after the first successful sync.
-func (n *netPolicy) FirstSync() <-chan struct{} { return n.firstRun }
+func (n *Controller) FirstSync() <-chan struct{} { return n.firstRun }
 
 // Healthy reports whether the last sync reached nftables.
-func (n *netPolicy) Healthy() bool { return n.healthy.Load() }
+func (n *Controller) Healthy() bool { return n.healthy.Load() }
 
-// poke asks for a sync of whatever changed in the informers.
-func (n *netPolicy) poke() {
+// Enforcer is the controller's nftables enforcer (for the integrity check).
+func (n *Controller) Enforcer() *nft.Enforcer { return n.enf }
+
+// Poke asks for a sync of whatever changed in the informers (or in nftables).
+func (n *Controller) Poke() {
 	n.mu.Lock()
 	n.gen++
 	n.mu.Unlock()
 	n.kickNow()
 }
 
-func (n *netPolicy) loop(ctx context.Context) {
+func (n *Controller) loop(ctx context.Context) {
 	if !cache.WaitForCacheSync(ctx.Done(), n.synced...) {
 		return
 	}
@@ -190,7 +215,7 @@ func (n *netPolicy) loop(ctx context.Context) {
 		n.mu.Unlock()
 		if err != nil {
 			n.healthy.Store(false)
-			n.metrics.policySyncs.WithLabelValues("error").Inc()
+			n.syncs.WithLabelValues("error").Inc()
 			in := backoff.When("sync")
 			n.log.Error("network policy sync failed; retrying", "err", err, "in", in)
 			retry.Reset(in)
@@ -209,7 +234,7 @@ func (n *netPolicy) loop(ctx context.Context) {
 }
 
 // sync compiles and programs the desired state.
-func (n *netPolicy) sync(ctx context.Context) error {
+func (n *Controller) sync(ctx context.Context) error {
 	start := time.Now()
 	d, local, errs := n.desired()
 	for _, err := range errs {
@@ -227,19 +252,19 @@ func (n *netPolicy) sync(ctx context.Context) error {
 			isolated++
 		}
 	}
-	n.metrics.policyPods.Set(float64(isolated))
+	n.isolated.Set(float64(isolated))
 	if ops == 0 {
-		n.metrics.policySyncs.WithLabelValues("unchanged").Inc()
+		n.syncs.WithLabelValues("unchanged").Inc()
 		return nil
 	}
-	n.metrics.policySyncs.WithLabelValues("changed").Inc()
+	n.syncs.WithLabelValues("changed").Inc()
 	n.log.Debug("network policy synced", "local_pods", local, "isolated", isolated, "nft_operations", ops, "took", time.Since(start))
 	return nil
 }
 
 // desired takes a snapshot of the informers and the attachments and hands
 // it to plan.Policy; the attachments of pods that are gone are forgotten.
-func (n *netPolicy) desired() (policy.Desired, int, []error) {
+func (n *Controller) desired() (policy.Desired, int, []error) {
 	snap := plan.PolicySnapshot{Node: n.node, Local: n.local, Own: n.own, Namespaces: map[string]map[string]string{}}
 	if nss, err := n.nss.List(labels.Everything()); err == nil {
 		for _, ns := range nss {
@@ -278,7 +303,7 @@ func (n *netPolicy) desired() (policy.Desired, int, []error) {
 }
 
 // waitApplied waits until generation gen is in nftables.
-func (n *netPolicy) waitApplied(ctx context.Context, gen uint64) error {
+func (n *Controller) waitApplied(ctx context.Context, gen uint64) error {
 	stop := context.AfterFunc(ctx, func() {
 		n.mu.Lock()
 		n.changed.Broadcast()
