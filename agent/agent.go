@@ -20,6 +20,7 @@ import (
 	"github.com/weftnet/weft/peer"
 	"github.com/weftnet/weft/plan"
 	"github.com/weftnet/weft/source/gossip"
+	"github.com/weftnet/weft/source/kube"
 )
 
 const (
@@ -35,7 +36,7 @@ type Agent struct {
 	log     *slog.Logger
 	self    peer.NodeInfo
 	reg     *peer.Registry
-	kube    *kubeSource        // nil in standalone mode
+	kube    *kube.Source       // nil in standalone mode
 	netpol  *netpol.Controller // nil unless enforcing NetworkPolicy
 	dev     *mesh.Device
 	mesh    *mesh.Mesh
@@ -59,7 +60,7 @@ type Agent struct {
 	// Peer objects (Kubernetes mode): the source, a coalesced "changed",
 	// the ones accepted by the last reconcile (read by the HTTP server),
 	// and the refusals already reported.
-	ext         *externalSource
+	ext         *kube.Peers
 	extChanged  chan struct{}
 	extMu       sync.Mutex
 	extAccepted []peer.External
@@ -236,17 +237,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 			return err
 		}
 		defer a.kube.Stop()
-		if a.ext, err = startExternals(ctx, cfg.Kubeconfig, log, a.externalsChanged, a.rejected); err != nil {
+		if a.ext, err = kube.StartPeers(ctx, cfg.Kubeconfig, log, a.externalsChanged, a.rejected); err != nil {
 			return err
 		}
-		defer a.ext.stop()
+		defer a.ext.Stop()
 	}
 	if cfg.enforcesPolicy() {
 		var own []netip.Addr
 		for _, p := range cfg.PodCIDRs {
 			own = append(own, api.FirstAddress(p))
 		}
-		a.netpol, err = netpol.New(netpol.Config{Client: a.kube.watch, Node: cfg.NodeName, StateDir: cfg.StateDir, Local: cfg.PodCIDRs, Own: own,
+		a.netpol, err = netpol.New(netpol.Config{Client: a.kube.Watch(), Node: cfg.NodeName, StateDir: cfg.StateDir, Local: cfg.PodCIDRs, Own: own,
 			Syncs: a.metrics.policySyncs, IsolatedPods: a.metrics.policyPods, Log: log})
 		if err != nil {
 			return err

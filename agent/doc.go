@@ -1,5 +1,5 @@
 // Package agent is weft's node agent: the composition root that builds the
-// rooms and owns the loop. Sources (kube.go, externals.go, package
+// rooms and owns the loop. Sources (packages source/kube and
 // source/gossip) only observe and report claims to a peer.Registry, which
 // judges them; plan computes the desired data plane from the registry's
 // view (pure); the loop (loop.go), the device's one writer, hands it to

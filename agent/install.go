@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"github.com/weftnet/weft/source/kube"
 	"io"
 	"os"
 	"path/filepath"
@@ -81,5 +82,5 @@ func EnsureGossipKey(ctx context.Context, client kubernetes.Interface, ns, name 
 	return true, nil
 }
 
-// KubeClient is kubeClient for the agent's subcommands.
-func KubeClient(kubeconfig string) (kubernetes.Interface, error) { return kubeClient(kubeconfig) }
+// KubeClient is the agent's API client for its subcommands (kube.Client).
+func KubeClient(kubeconfig string) (kubernetes.Interface, error) { return kube.Client(kubeconfig) }

@@ -284,7 +284,7 @@ func (a *Agent) acceptExternals(peers []peer.NodeInfo) []peer.External {
 		previous = append(previous, e.Name)
 	}
 	a.extMu.Unlock()
-	ok, rej := peer.AcceptExternals(a.self, a.bounds, peers, a.ext.list(), previous)
+	ok, rej := peer.AcceptExternals(a.self, a.bounds, peers, a.ext.List(), previous)
 	now := map[string]string{}
 	for _, r := range rej {
 		r.Name = plan.ExternalName(r.Name)

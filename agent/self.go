@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -15,13 +16,14 @@ import (
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/atomicfile"
 	"github.com/weftnet/weft/peer"
+	"github.com/weftnet/weft/source/kube"
 )
 
 // learnSelf reads this node's pod CIDRs and InternalIP from its Node (flags
 // override). While the API server does not answer it falls back to what it
 // learned last time, so a restarted agent comes back without the API.
 func (a *Agent) learnSelf(ctx context.Context) error {
-	cfg, err := kubeConfig(a.cfg.Kubeconfig)
+	cfg, err := kube.RESTConfig(a.cfg.Kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -29,11 +31,24 @@ func (a *Agent) learnSelf(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	watch, err := kubernetes.NewForConfig(watchConfig(cfg))
+	watch, err := kubernetes.NewForConfig(kube.WatchConfig(cfg))
 	if err != nil {
 		return err
 	}
-	a.kube = newKube(client, watch, a.cfg.NodeName, a.cfg.TopologyLabel, peer.IntraLocation(a.cfg.IntraDirect), a.log)
+	// The Node's location as last told to the loop: set below, before the
+	// informer that calls onLocation starts (kube.Source.Start).
+	var last string
+	onLocation := func(loc string) { // informer goroutine; the loop owns a.self
+		if loc != last {
+			last = loc
+			select {
+			case <-a.selfLocation: // replace a value the loop has not taken yet
+			default:
+			}
+			a.selfLocation <- loc
+		}
+	}
+	a.kube = kube.New(client, watch, a.cfg.NodeName, a.cfg.TopologyLabel, peer.IntraLocation(a.cfg.IntraDirect), onLocation, a.log)
 	cachePath := filepath.Join(a.cfg.StateDir, "self.json")
 	var cidrs []netip.Prefix
 	var ip netip.Addr
@@ -42,7 +57,7 @@ func (a *Agent) learnSelf(ctx context.Context) error {
 	err = wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
 		defer func() { attempt++ }()
 		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		node, err := a.kube.fetchSelf(fctx)
+		node, err := a.kube.FetchSelf(fctx)
 		cancel()
 		if err == nil {
 			if cidrs, ip, err = peer.SelfFromNode(node); err != nil {
@@ -77,17 +92,7 @@ func (a *Agent) learnSelf(ctx context.Context) error {
 		a.cfg.PodCIDRs = cidrs
 	}
 	a.cfg.Location = loc
-	last := loc
-	a.kube.location = func(loc string) { // informer goroutine; the loop owns a.self
-		if loc != last {
-			last = loc
-			select {
-			case <-a.selfLocation: // replace a value the loop has not taken yet
-			default:
-			}
-			a.selfLocation <- loc
-		}
-	}
+	last = loc
 	if !a.cfg.AdvertiseAddress.IsValid() {
 		a.cfg.AdvertiseAddress = ip
 	}
@@ -133,3 +138,5 @@ func parseSelfCache(b []byte) (selfCache, bool) {
 	}
 	return c, true
 }
+
+var errNoPodCIDRs = errors.New("no pod CIDRs: the Node has no spec.podCIDRs and --pod-cidr is not given")

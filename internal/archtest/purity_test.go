@@ -98,6 +98,10 @@ var rooms = map[string][]string{
 		"k8s.io/client-go/kubernetes", "k8s.io/client-go/informers",
 		"github.com/weftnet/weft/agent", "github.com/weftnet/weft/mesh", "github.com/weftnet/weft/nft", "github.com/weftnet/weft/keys",
 	},
+	"github.com/weftnet/weft/source/kube": {
+		"github.com/vishvananda/netlink", "sigs.k8s.io/knftables", "golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device", "github.com/hashicorp/memberlist",
+		"github.com/weftnet/weft/agent", "github.com/weftnet/weft/mesh", "github.com/weftnet/weft/nft", "github.com/weftnet/weft/keys",
+	},
 	"github.com/weftnet/weft/netpol": {
 		"github.com/vishvananda/netlink", "golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device", "github.com/hashicorp/memberlist",
 		"github.com/weftnet/weft/agent", "github.com/weftnet/weft/mesh", "github.com/weftnet/weft/keys", "github.com/weftnet/weft/source",

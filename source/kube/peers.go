@@ -1,4 +1,4 @@
-package agent
+package kube
 
 import (
 	"context"
@@ -22,10 +22,10 @@ import (
 // PeerGVR is the Peer custom resource (deploy/helm/weft/templates/peer-crd.yaml).
 var PeerGVR = schema.GroupVersionResource{Group: "weft.dev", Version: "v1alpha1", Resource: "peers"}
 
-// externalSource watches Peer objects: each is parsed alone here (the
+// Peers watches Peer objects: each is parsed alone here (the
 // agent judges it against the cluster at every reconcile, with
 // peer.AcceptExternals); what fails to parse is reported once.
-type externalSource struct {
+type Peers struct {
 	log     *slog.Logger
 	factory dynamicinformer.DynamicSharedInformerFactory
 	changed func()
@@ -40,12 +40,14 @@ type externalSource struct {
 // WireGuard peer on every node.
 const maxExternals = 1024
 
-func startExternals(ctx context.Context, kubeconfig string, log *slog.Logger, changed func(), report func(peer.Rejection)) (*externalSource, error) {
-	cfg, err := kubeConfig(kubeconfig)
+// StartPeers watches Peer objects once the API serves them; changed is
+// called after each change, report with each object that does not parse.
+func StartPeers(ctx context.Context, kubeconfig string, log *slog.Logger, changed func(), report func(peer.Rejection)) (*Peers, error) {
+	cfg, err := RESTConfig(kubeconfig)
 	if err != nil {
 		return nil, err
 	}
-	dyn, err := dynamic.NewForConfig(watchConfig(cfg))
+	dyn, err := dynamic.NewForConfig(WatchConfig(cfg))
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +55,7 @@ func startExternals(ctx context.Context, kubeconfig string, log *slog.Logger, ch
 	if err != nil {
 		return nil, err
 	}
-	x := &externalSource{log: log, changed: changed, report: report, parsed: map[string]peer.External{}, invalid: map[string]string{}}
+	x := &Peers{log: log, changed: changed, report: report, parsed: map[string]peer.External{}, invalid: map[string]string{}}
 	x.factory = dynamicinformer.NewDynamicSharedInformerFactory(dyn, 10*time.Minute)
 	inf := x.factory.ForResource(PeerGVR).Informer()
 	_, err = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -100,7 +102,7 @@ func startExternals(ctx context.Context, kubeconfig string, log *slog.Logger, ch
 	return x, nil
 }
 
-func (x *externalSource) set(obj any) {
+func (x *Peers) set(obj any) {
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
 		return
@@ -152,8 +154,8 @@ func parsePeerObject(u *unstructured.Unstructured) (peer.External, error) {
 	return e, err
 }
 
-// list returns the parsed Peer objects, sorted by name.
-func (x *externalSource) list() []peer.External {
+// List returns the parsed Peer objects, sorted by name (none from nil).
+func (x *Peers) List() []peer.External {
 	if x == nil {
 		return nil
 	}
@@ -167,7 +169,8 @@ func (x *externalSource) list() []peer.External {
 	return out
 }
 
-func (x *externalSource) stop() {
+// Stop stops the watch (nil: nothing).
+func (x *Peers) Stop() {
 	if x != nil {
 		x.factory.Shutdown()
 	}

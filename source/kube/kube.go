@@ -1,9 +1,12 @@
-package agent
+// Package kube is the Kubernetes source: it watches Nodes into the
+// registry, publishes this node's annotations and condition, records
+// Events, and watches Peer objects (peers.go). It only observes; the
+// registry and peer.AcceptExternals decide.
+package kube
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -29,28 +32,28 @@ import (
 	"github.com/weftnet/weft/peer"
 )
 
-// kubeClient builds a client from a kubeconfig file or, without one, from the
+// Client builds a client from a kubeconfig file or, without one, from the
 // in-cluster service account.
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
-	cfg, err := kubeConfig(kubeconfig)
+func Client(kubeconfig string) (kubernetes.Interface, error) {
+	cfg, err := RESTConfig(kubeconfig)
 	if err != nil {
 		return nil, err
 	}
 	return kubernetes.NewForConfig(cfg)
 }
 
-// watchConfig is cfg for informers: without the client timeout, which
+// WatchConfig is cfg for informers: without the client timeout, which
 // Go's HTTP client applies to a whole response, so every watch would be
 // cut after 10 s and started again (at a thousand nodes, hundreds of
 // requests a second to the API server for nothing).
-func watchConfig(cfg *rest.Config) *rest.Config {
+func WatchConfig(cfg *rest.Config) *rest.Config {
 	w := rest.CopyConfig(cfg)
 	w.Timeout = 0
 	return w
 }
 
-// kubeConfig is the agent's client configuration (see kubeClient).
-func kubeConfig(kubeconfig string) (*rest.Config, error) {
+// RESTConfig is the agent's client configuration (see Client).
+func RESTConfig(kubeconfig string) (*rest.Config, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig != "" {
@@ -67,10 +70,10 @@ func kubeConfig(kubeconfig string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// apiRequests counts the agent's requests to the API server by verb (a
+// APIRequests counts the agent's requests to the API server by verb (a
 // watch is one request however long it runs): what the agent costs the
 // control plane, weft_api_requests_total.
-var apiRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+var APIRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "weft_api_requests_total", Help: "Requests to the Kubernetes API server, by HTTP method (get: a get or a list) or watch.",
 }, []string{"verb"})
 
@@ -81,7 +84,7 @@ func (c countRequests) RoundTrip(r *http.Request) (*http.Response, error) {
 	if q := r.URL.Query(); verb == "get" && (q.Get("watch") == "true" || q.Get("watch") == "1") {
 		verb = "watch"
 	}
-	apiRequests.WithLabelValues(verb).Inc()
+	APIRequests.WithLabelValues(verb).Inc()
 	return c.next.RoundTrip(r)
 }
 
@@ -89,9 +92,9 @@ func (c countRequests) RoundTrip(r *http.Request) (*http.Response, error) {
 // cancel requests).
 func (c countRequests) WrappedRoundTripper() http.RoundTripper { return c.next }
 
-// kubeSource is the Kubernetes source: it watches Nodes into the registry,
+// Source is the Kubernetes source: it watches Nodes into the registry,
 // publishes this node's annotations and condition, and records Events.
-type kubeSource struct {
+type Source struct {
 	client   kubernetes.Interface // requests, each bounded by the client timeout
 	watch    kubernetes.Interface // informers (watchConfig)
 	name     string
@@ -109,21 +112,27 @@ type kubeSource struct {
 	probeNow chan struct{}
 }
 
-func newKube(client, watch kubernetes.Interface, name, topologyLabel, intra string, log *slog.Logger) *kubeSource {
-	k := &kubeSource{client: client, watch: watch, name: name, label: topologyLabel, intra: intra, log: log, probeNow: make(chan struct{}, 1)}
+// New returns the source for the Node name: client for requests, watch
+// for informers (WatchConfig); location is called with this Node's
+// location (its topologyLabel) when it changes.
+func New(client, watch kubernetes.Interface, name, topologyLabel, intra string, location func(string), log *slog.Logger) *Source {
+	k := &Source{client: client, watch: watch, name: name, label: topologyLabel, intra: intra, location: location, log: log, probeNow: make(chan struct{}, 1)}
 	k.events = record.NewBroadcaster()
 	k.recorder = k.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "weft-agent", Host: name})
 	return k
 }
 
-// fetchSelf reads this node's Node object.
-func (k *kubeSource) fetchSelf(ctx context.Context) (*corev1.Node, error) {
+// Watch is the client for informers (the NetworkPolicy controller's).
+func (k *Source) Watch() kubernetes.Interface { return k.watch }
+
+// FetchSelf reads this node's Node object.
+func (k *Source) FetchSelf(ctx context.Context) (*corev1.Node, error) {
 	return k.client.CoreV1().Nodes().Get(ctx, k.name, metav1.GetOptions{})
 }
 
 // Start watches Nodes into reg and probes the API server, telling reg
 // whether it answers. It returns at once.
-func (k *kubeSource) Start(ctx context.Context, reg *peer.Registry) error {
+func (k *Source) Start(ctx context.Context, reg *peer.Registry) error {
 	k.reg = reg
 	k.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: k.client.CoreV1().Events("")})
 	k.factory = informers.NewSharedInformerFactory(k.watch, 10*time.Minute)
@@ -181,7 +190,7 @@ func slimNode(obj any) (any, error) {
 	}, nil
 }
 
-func (k *kubeSource) onNode(obj any) {
+func (k *Source) onNode(obj any) {
 	n, ok := obj.(*corev1.Node)
 	if !ok {
 		return
@@ -216,7 +225,7 @@ const (
 // probe asks the API server's /readyz (see probeUp, probeDown): the mesh
 // runs on from its last known state while the API is away, and
 // gossip-only nodes are taken provisionally only then.
-func (k *kubeSource) probe(ctx context.Context) {
+func (k *Source) probe(ctx context.Context) {
 	cache.WaitForCacheSync(ctx.Done(), k.synced)
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -251,7 +260,7 @@ func (k *kubeSource) probe(ctx context.Context) {
 }
 
 // Publish writes this node's annotations with one patch.
-func (k *kubeSource) Publish(ctx context.Context, self peer.NodeInfo) error {
+func (k *Source) Publish(ctx context.Context, self peer.NodeInfo) error {
 	ann := map[string]string{
 		api.AnnotationPublicKey:     self.PublicKey.String(),
 		api.AnnotationEndpoint:      self.Endpoint.String(),
@@ -271,7 +280,7 @@ func (k *kubeSource) Publish(ctx context.Context, self peer.NodeInfo) error {
 }
 
 // SetNetworkAvailable sets NetworkUnavailable=False (reason WeftIsUp) on this Node.
-func (k *kubeSource) SetNetworkAvailable(ctx context.Context) error {
+func (k *Source) SetNetworkAvailable(ctx context.Context) error {
 	now := metav1.Now()
 	patch := map[string]any{"status": map[string]any{"conditions": []any{map[string]any{
 		"type": corev1.NodeNetworkUnavailable, "status": corev1.ConditionFalse, "reason": api.ConditionReason,
@@ -286,7 +295,7 @@ func (k *kubeSource) SetNetworkAvailable(ctx context.Context) error {
 }
 
 // Event records a warning on the Node named name, if there is one.
-func (k *kubeSource) Event(name, reason, msg string) {
+func (k *Source) Event(name, reason, msg string) {
 	if k.nodes == nil {
 		return
 	}
@@ -299,11 +308,9 @@ func (k *kubeSource) Event(name, reason, msg string) {
 }
 
 // Stop flushes Events and stops the informers.
-func (k *kubeSource) Stop() {
+func (k *Source) Stop() {
 	k.events.Shutdown()
 	if k.factory != nil {
 		k.factory.Shutdown()
 	}
 }
-
-var errNoPodCIDRs = errors.New("no pod CIDRs: the Node has no spec.podCIDRs and --pod-cidr is not given")
