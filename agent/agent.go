@@ -170,13 +170,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		NodeAddrs:  a.cfg.OtherAddresses,
 		BehindNAT:  a.cfg.BehindNAT,
 	}
-	// Metrics exist before any source can report a rejection; the two
-	// functions read the gossip and the device only when scraped, which the
-	// HTTP server allows once both exist.
-	a.metrics = newMetrics(func() float64 { return float64(a.gossip.Members()) },
-		func() float64 { return float64(a.mesh.DeviceWrites()) }, func() float64 { return float64(a.mesh.PeerWrites()) })
+	// Metrics exist before any source can report a rejection; the series
+	// read from gossip and the device are registered once those exist.
+	a.metrics = newMetrics()
 	a.reg = peer.NewRegistry(a.self, cfg.KubeMode, bounds, a.rejected)
-	a.metrics.reg.MustRegister(newPeerCollector(a))
 
 	cached, err := loadCache(cfg.StateDir)
 	if err != nil {
@@ -212,6 +209,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	}
 	a.meshUp.Store(a.mesh)
 	defer a.mesh.Close()
+	a.metrics.watchDevice(a.gossip, a.mesh)
 	kc := keys.Config{Mode: cfg.PQ, Rotation: cfg.PSKRotation, Port: cfg.PQPort, Key: key,
 		Device: a.mesh, Write: a.requestKeyWrite(ctx), Metrics: a.metrics.reg, Log: log, Alive: a.gossip.Alive}
 	if a.kube != nil {
@@ -220,6 +218,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	if a.pq, err = keys.New(kc); err != nil {
 		return err
 	}
+	a.metrics.reg.MustRegister(newPeerCollector(a)) // reads the device and the keys
 	if err := enableForwarding(); err != nil {
 		return err
 	}

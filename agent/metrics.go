@@ -3,20 +3,19 @@ package agent
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/weftnet/weft/source/kube"
 
+	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/peer"
+	"github.com/weftnet/weft/source/gossip"
+	"github.com/weftnet/weft/source/kube"
 )
 
 // metrics are the agent's Prometheus series, on a registry of its own.
 type metrics struct {
 	reg          *prometheus.Registry
 	peers        prometheus.Gauge
-	members      prometheus.GaugeFunc
 	rejections   *prometheus.CounterVec
 	reconciles   *prometheus.CounterVec
-	deviceWrites prometheus.CounterFunc
-	peerWrites   prometheus.CounterFunc
 	dormant      prometheus.Gauge
 	policySyncs  *prometheus.CounterVec
 	policyPods   prometheus.Gauge
@@ -32,27 +31,18 @@ type metrics struct {
 func (m *metrics) gossipLog(level string)      { m.gossipLogs.WithLabelValues(level).Inc() }
 func (m *metrics) gossipRefused(reason string) { m.gossipRefuse.WithLabelValues(reason).Inc() }
 
-func newMetrics(members, deviceWrites, peerWrites func() float64) *metrics {
+func newMetrics() *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		peers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "weft_peers", Help: "WireGuard peers installed.",
 		}),
-		members: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "weft_gossip_members", Help: "Live gossip members, this node included.",
-		}, members),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_peer_rejections_total", Help: "Peer claims refused, by reason.",
 		}, []string{"reason"}),
 		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_reconciles_total", Help: "Data plane reconciles, by result (changed, unchanged, error).",
 		}, []string{"result"}),
-		deviceWrites: prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "weft_wireguard_config_writes_total", Help: "Configuration writes to the WireGuard device.",
-		}, deviceWrites),
-		peerWrites: prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "weft_wireguard_peer_writes_total", Help: "WireGuard peers created, changed or removed on the device.",
-		}, peerWrites),
 		dormant: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "weft_peers_dormant", Help: "Peers whose persistent keepalive rests: they have not answered (30 s without a first handshake, 3 min since the last), or are new passive peers awaiting the first.",
 		}),
@@ -91,7 +81,22 @@ func newMetrics(members, deviceWrites, peerWrites func() float64) *metrics {
 		m.reconciles.WithLabelValues(r)
 		m.policySyncs.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.peers, m.members, m.rejections, m.reconciles, m.deviceWrites, m.peerWrites, m.dormant, kube.APIRequests, m.policySyncs, m.policyPods, m.gossipLogs, m.gossipRefuse, m.httpRefused, m.directFailures, m.nftReasserts,
+	m.reg.MustRegister(m.peers, m.rejections, m.reconciles, m.dormant, kube.APIRequests, m.policySyncs, m.policyPods, m.gossipLogs, m.gossipRefuse, m.httpRefused, m.directFailures, m.nftReasserts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// watchDevice registers the series read from gossip and the device when
+// scraped, once both exist.
+func (m *metrics) watchDevice(g *gossip.Source, d *mesh.Mesh) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "weft_gossip_members", Help: "Live gossip members, this node included.",
+		}, func() float64 { return float64(g.Members()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "weft_wireguard_config_writes_total", Help: "Configuration writes to the WireGuard device.",
+		}, func() float64 { return float64(d.DeviceWrites()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "weft_wireguard_peer_writes_total", Help: "WireGuard peers created, changed or removed on the device.",
+		}, func() float64 { return float64(d.PeerWrites()) }))
 }

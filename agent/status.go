@@ -194,9 +194,6 @@ func (c *peerCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *peerCollector) Collect(ch chan<- prometheus.Metric) {
-	if c.a.mesh == nil {
-		return
-	}
 	st, err := c.a.cachedStatus()
 	if err != nil {
 		return
