@@ -12,11 +12,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"sigs.k8s.io/knftables"
+
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/httpserve"
 	"github.com/weftnet/weft/keys"
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/netpol"
+	"github.com/weftnet/weft/nft"
 	"github.com/weftnet/weft/peer"
 	"github.com/weftnet/weft/plan"
 	"github.com/weftnet/weft/source/gossip"
@@ -69,7 +72,8 @@ type Agent struct {
 	// node's own key (the loop serves them).
 	pq        *keys.Manager
 	rotateReq chan chan error
-	keyWrites chan keyWrite // the key manager's writes, done by the loop
+	keyWrites chan keyWrite       // the key manager's writes, done by the loop
+	tables    knftables.Interface // weft's nftables table: the base chains, egress NAT
 	// announceSelf fires when the loop is to gossip a rotated key
 	// (announceAfterNode after the Node has it); nil otherwise.
 	announceSelf <-chan time.Time
@@ -224,6 +228,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	}
 	if err := looseReversePath(); err != nil {
 		a.log.Warn("pods cannot reach other nodes' host-network endpoints (the API server among them)", "err", err)
+	}
+	if a.tables, err = nft.Open(); err != nil {
+		return err
 	}
 	if err := a.ensureBaseRules(ctx); err != nil {
 		return err

@@ -336,7 +336,7 @@ func (a *Agent) applyMasquerade(ctx context.Context, peers []peer.NodeInfo, ext 
 	if a.masq != nil && a.masq.Equal(want) {
 		return nil
 	}
-	if err := nft.ApplyMasquerade(ctx, want); err != nil {
+	if err := nft.ApplyMasquerade(ctx, a.tables, want); err != nil {
 		return err
 	}
 	a.masq = &want

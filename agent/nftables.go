@@ -19,13 +19,13 @@ const integrityInterval = 10 * time.Second
 // anti-spoofing on pod veths, the agent-port guard and the transport
 // notrack. Each replaces its chain in one transaction.
 func (a *Agent) ensureBaseRules(ctx context.Context) error {
-	if err := nft.EnsureAntiSpoof(ctx, api.HostVethPrefix, a.cfg.Interface); err != nil {
+	if err := nft.EnsureAntiSpoof(ctx, a.tables, api.HostVethPrefix, a.cfg.Interface); err != nil {
 		return err
 	}
-	if err := nft.EnsureAgentPortGuard(ctx, api.HostVethPrefix, a.cfg.Interface, a.cfg.GossipPort, a.cfg.ListenPort, a.pqPort()); err != nil {
+	if err := nft.EnsureAgentPortGuard(ctx, a.tables, api.HostVethPrefix, a.cfg.Interface, a.cfg.GossipPort, a.cfg.ListenPort, a.pqPort()); err != nil {
 		return err
 	}
-	return nft.EnsureTransportNotrack(ctx, a.cfg.ListenPort)
+	return nft.EnsureTransportNotrack(ctx, a.tables, a.cfg.ListenPort)
 }
 
 // reassertRules checks weft's nftables objects (reading only) and, when any
@@ -36,7 +36,7 @@ func (a *Agent) reassertRules(ctx context.Context) (rewrote bool) {
 	if a.netpol != nil && a.netpol.Healthy() {
 		maps.Copy(want, a.netpol.Enforcer().PolicyChains())
 	}
-	bad, err := nft.Damaged(ctx, want)
+	bad, err := nft.Damaged(ctx, a.tables, want)
 	if err != nil {
 		a.log.Warn("cannot check weft's nftables objects", "err", err)
 		return false

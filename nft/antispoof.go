@@ -30,11 +30,8 @@ const antiSpoofRules = 3
 // veths whose names start with vethPrefix and the tunnel interface named
 // tunnel. It replaces the chain's rules in one transaction, so there is no
 // moment without them.
-func EnsureAntiSpoof(ctx context.Context, vethPrefix, tunnel string) error {
-	nft, tx, err := begin()
-	if err != nil {
-		return err
-	}
+func EnsureAntiSpoof(ctx context.Context, nft knftables.Interface, vethPrefix, tunnel string) error {
+	tx := begin(nft)
 	chain := baseChain(AntiSpoofChain, knftables.FilterType, knftables.PreroutingHook, knftables.RawPriority,
 		"drop pod packets with a source that is not the pod's")
 	tx.Add(chain)

@@ -24,11 +24,8 @@ const ClusterPodsSet = "cluster-pods-"
 // EnsureAgentPortGuard installs (or refreshes) the guard chain for pod
 // veths named vethPrefix* and the tunnel interface tunnel.
 // ports are the agent's own (gossip, WireGuard, key exchange; 0: none).
-func EnsureAgentPortGuard(ctx context.Context, vethPrefix, tunnel string, ports ...int) error {
-	nft, tx, err := begin()
-	if err != nil {
-		return err
-	}
+func EnsureAgentPortGuard(ctx context.Context, nft knftables.Interface, vethPrefix, tunnel string, ports ...int) error {
+	tx := begin(nft)
 	chain := baseChain(GuardChain, knftables.FilterType, knftables.InputHook, knftables.FilterPriority,
 		"pods may not reach the agent's gossip and WireGuard ports")
 	tx.Add(chain)
@@ -62,11 +59,7 @@ func EnsureAgentPortGuard(ctx context.Context, vethPrefix, tunnel string, ports 
 // wrote there) are missing from weft's table or hold fewer rules: what an
 // `nft flush ruleset`, a deleted table or a flushed chain leaves. It only
 // reads: two listings (chains, and every rule without set elements).
-func Damaged(ctx context.Context, want map[string]int) ([]string, error) {
-	nft, err := knftables.New(knftables.InetFamily, Table)
-	if err != nil {
-		return nil, fmt.Errorf("nftables: %w", err)
-	}
+func Damaged(ctx context.Context, nft knftables.Interface, want map[string]int) ([]string, error) {
 	chains, err := nft.List(ctx, "chains")
 	if err != nil && !knftables.IsNotFound(err) {
 		return nil, fmt.Errorf("nftables list chains: %w", err)

@@ -18,11 +18,8 @@ const MasqueradeChain = "egress-nat"
 
 // ApplyMasquerade replaces the masquerade chain and its sets in one
 // transaction, so there is no moment with half the rules.
-func ApplyMasquerade(ctx context.Context, m plan.Egress) error {
-	nft, tx, err := begin()
-	if err != nil {
-		return err
-	}
+func ApplyMasquerade(ctx context.Context, nft knftables.Interface, m plan.Egress) error {
+	tx := begin(nft)
 	chain := baseChain(MasqueradeChain, knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority,
 		"masquerade pod traffic leaving the cluster")
 	tx.Add(chain)

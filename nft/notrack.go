@@ -20,11 +20,8 @@ var notrackChains = []struct {
 
 // EnsureTransportNotrack exempts UDP to and from the WireGuard listen port
 // from connection tracking.
-func EnsureTransportNotrack(ctx context.Context, listenPort int) error {
-	nft, tx, err := begin()
-	if err != nil {
-		return err
-	}
+func EnsureTransportNotrack(ctx context.Context, nft knftables.Interface, listenPort int) error {
+	tx := begin(nft)
 	for _, c := range notrackChains {
 		chain := baseChain(c.name, knftables.FilterType, c.hook, knftables.RawPriority, "WireGuard transport is not tracked")
 		tx.Add(chain)

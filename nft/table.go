@@ -20,16 +20,22 @@ func baseChain(name string, typ knftables.BaseChainType, hook knftables.BaseChai
 	return &knftables.Chain{Name: name, Type: &typ, Hook: &hook, Priority: &prio, Comment: &comment}
 }
 
-// begin opens weft's table and starts a transaction that (re)creates it, so
-// every writer works the same whether the table exists yet or not.
-func begin() (knftables.Interface, *knftables.Transaction, error) {
+// Open opens weft's table (inet weft) on this host's nftables: what every
+// writer here is given (tests give knftables' fake instead).
+func Open() (knftables.Interface, error) {
 	nft, err := knftables.New(knftables.InetFamily, Table)
 	if err != nil {
-		return nil, nil, fmt.Errorf("nftables: %w", err)
+		return nil, fmt.Errorf("nftables: %w", err)
 	}
+	return nft, nil
+}
+
+// begin starts a transaction that (re)creates weft's table, so every
+// writer works the same whether the table exists yet or not.
+func begin(nft knftables.Interface) *knftables.Transaction {
 	tx := nft.NewTransaction()
 	addTable(tx)
-	return nft, tx, nil
+	return tx
 }
 
 // addTable (re)creates weft's table in tx; it is a no-op when it exists.
