@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 40m
 # Tools built from their own modules (defined early: make expands prerequisites as it reads).
 HELM      := $(CURDIR)/.cache/tools/helm
 
-.PHONY: all build controlplane k8s deps test test-lab test-kind prebuild-kind prebuild-kind-wait unit lint fuzz soak demo bench bench-policy bench-scale gobench manifests docker-engine image kind-images kind-up kind-down e2e-kind e2e-upstream e2e-upstream-ci clean sweep
+.PHONY: all build controlplane k8s deps test test-lab test-kind wait-lint wait-kind-programs unit lint fuzz soak demo bench bench-policy bench-scale gobench manifests docker-engine image kind-images kind-up kind-down e2e-kind e2e-upstream e2e-upstream-ci clean sweep
 
 all: build
 
@@ -140,19 +140,42 @@ gotestsum_run = $(GOTESTSUM) --format standard-verbose --junitfile $(TEST_RESULT
 # count: "P passed, F failed, S skipped" over the event logs on stdin (tests and subtests).
 count = jq -rs '[.[] | select(.Test != null)] | "\([.[]|select(.Action=="pass")]|length) passed, \([.[]|select(.Action=="fail")]|length) failed, \([.[]|select(.Action=="skip")]|length) skipped"'
 test:
-	@rm -rf /tmp/weft-stages.txt $(TEST_LOG) $(TEST_RESULTS)
+	@rm -rf /tmp/weft-stages.txt $(TEST_LOG) $(TEST_RESULTS) $(CURDIR)/.cache/bg-*
 	$(call stage,deps,$(MAKE) --no-print-directory deps)
-	$(call stage,lint,$(MAKE) --no-print-directory lint)
-	$(call stage,build,$(MAKE) --no-print-directory build $(HELM) $(GOTESTSUM))
+	$(call stage,build,$(MAKE) --no-print-directory build $(HELM) $(GOTESTSUM) $(STATICCHECK))
 	$(call stage,controlplane,$(MAKE) --no-print-directory controlplane)
-	@$(MAKE) --no-print-directory prebuild-kind
+	@$(call bg_start,lint,$(MAKE) --no-print-directory lint)
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+		$(call bg_start,kind-programs,$(MAKE) --no-print-directory k8s $(E2E_TEST) $(GINKGO) $(KIND)) \
+	fi
 	$(call stage,lab-tests,$(MAKE) --no-print-directory test-lab)
-	$(call stage,kind,$(MAKE) --no-print-directory prebuild-kind-wait test-kind)
+	$(call stage,lint,$(MAKE) --no-print-directory wait-lint)
+	$(call stage,kind,$(MAKE) --no-print-directory wait-kind-programs test-kind)
 	@echo ">> stage times: $$(tr '\n' ' ' < /tmp/weft-stages.txt)"
 	@# Go tests (lab and kind) plus the upstream specs of the CI subset, when it ran.
 	@read p f s < <(cat $(TEST_RESULTS)/*.json | $(count) | awk '{print $$1, $$3, $$5}'); \
 		read up uf us < <(sed -n 's/^upstream e2e: \([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped.*/\1 \2 \3/p' $(TEST_LOG) | tail -1; echo 0 0 0); \
 		echo "tests: $$(( p + up )) passed, $$(( f + uf )) failed, $$(( s + us )) skipped (JUnit XML in $(TEST_RESULTS))"
+
+# Background work during the lab tests, which mostly wait (for handshakes,
+# timeouts, the API server) and leave their 2 cores mostly idle: make lint,
+# and the programs the kind stage compiles (kubelet and the other node
+# programs, agnhost, e2e.test, ginkgo, kind), each at nice 19 so it takes
+# only what the tests leave. bg_start NAME,COMMAND starts one (output in
+# .cache/bg-NAME.log); bg_wait NAME waits for it, prints its output and
+# fails as it failed; bg_wait NAME,quiet only reports (the kind stage
+# builds again in the foreground whatever is missing, and shows why).
+BG := $(CURDIR)/.cache/bg
+bg_start = mkdir -p $(CURDIR)/.cache; echo ">> started in the background at nice 19: $(1) (log: $(BG)-$(1).log)"; \
+	( nice -n 19 $(2) > $(BG)-$(1).log 2>&1; echo $$? > $(BG)-$(1).rc ) &
+bg_wait = if [ -e $(BG)-$(1).log ]; then t0=$$(date +%s); while [ ! -e $(BG)-$(1).rc ]; do sleep 1; done; \
+	rc=$$(cat $(BG)-$(1).rc); { [ "$(2)" = quiet ] && [ $$rc = 0 ]; } || cat $(BG)-$(1).log; \
+	echo ">> $(1), run in the background: exit $$rc, waited $$(( $$(date +%s) - t0 )) s for it"; \
+	rm -f $(BG)-$(1).rc; [ "$(2)" = quiet ] || [ $$rc = 0 ]; fi
+wait-lint:
+	@$(call bg_wait,lint)
+wait-kind-programs:
+	@$(call bg_wait,kind-programs,quiet)
 
 test-lab: build controlplane $(HELM) $(GOTESTSUM)
 	@mkdir -p $(TEST_RESULTS); set -o pipefail; \
@@ -160,29 +183,6 @@ test-lab: build controlplane $(HELM) $(GOTESTSUM)
 		status=$$?; \
 		echo "lab tests: $$($(count) < $(TEST_RESULTS)/lab.json)"; \
 		exit $$status
-
-# prebuild-kind builds what the kind stage compiles (kubelet and the other
-# node programs, agnhost, e2e.test, ginkgo, kind) in the background at
-# nice 19 while the lab tests run: they mostly wait (for handshakes,
-# timeouts, the API server), so their 2 cores are mostly idle, and at the
-# lowest priority the build takes only what they leave. prebuild-kind-wait
-# waits for it; if it failed, the kind stage builds again in the foreground
-# and shows why.
-PREBUILD := $(CURDIR)/.cache/prebuild-kind
-prebuild-kind:
-	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
-		mkdir -p $(CURDIR)/.cache; rm -f $(PREBUILD).rc; \
-		echo ">> building the kind stage's programs and e2e.test in the background at nice 19 (log: $(PREBUILD).log)"; \
-		( nice -n 19 $(MAKE) --no-print-directory k8s $(E2E_TEST) $(GINKGO) $(KIND) > $(PREBUILD).log 2>&1; echo $$? > $(PREBUILD).rc ) & \
-	fi
-
-prebuild-kind-wait:
-	@if [ -e $(PREBUILD).log ]; then t0=$$(date +%s); \
-		while [ ! -e $(PREBUILD).rc ]; do sleep 5; done; \
-		echo ">> background build of the kind stage's programs: exit $$(cat $(PREBUILD).rc), waited $$(( $$(date +%s) - t0 )) s for it"; \
-		[ "$$(cat $(PREBUILD).rc)" = 0 ] || tail -20 $(PREBUILD).log; \
-		rm -f $(PREBUILD).log $(PREBUILD).rc; \
-	fi
 
 # test-kind runs the kind e2e suite and the upstream CI subset on one cluster
 # when a Docker engine answers, and says so plainly when none does. e2e.test is
