@@ -15,8 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 
-	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/source/kube"
 )
 
 // createPeer creates a Peer object once its CRD serves.
@@ -43,7 +43,7 @@ func (k *kubeCluster) createPeerSpec(name string, spec map[string]any) {
 	}}
 	var last error
 	eventually(k.t, 20*time.Second, "Peer "+name+" created", func() bool {
-		_, last = dyn.Resource(agent.PeerGVR).Create(context.Background(), obj, metav1.CreateOptions{})
+		_, last = dyn.Resource(kube.PeerGVR).Create(context.Background(), obj, metav1.CreateOptions{})
 		return last == nil
 	})
 }
