@@ -250,10 +250,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	}
 	if cfg.enforcesPolicy() {
 		var own []netip.Addr
-		for _, p := range cfg.PodCIDRs {
+		for _, p := range a.cfg.PodCIDRs { // a.cfg: in Kubernetes mode the Node's (learnSelf)
 			own = append(own, api.FirstAddress(p))
 		}
-		a.netpol, err = netpol.New(netpol.Config{Client: a.kube.Watch(), Node: cfg.NodeName, StateDir: cfg.StateDir, Local: cfg.PodCIDRs, Own: own,
+		a.netpol, err = netpol.New(netpol.Config{Client: a.kube.Watch(), Node: a.cfg.NodeName, StateDir: a.cfg.StateDir, Local: a.cfg.PodCIDRs, Own: own,
 			Syncs: a.metrics.policySyncs, IsolatedPods: a.metrics.policyPods, Log: log})
 		if err != nil {
 			return err
