@@ -100,7 +100,7 @@ lint: $(STATICCHECK) $(ERRCHECK)
 	@echo ">> staticcheck"; $(STATICCHECK) ./... && $(STATICCHECK) -tags kind ./e2e/kind/
 	@echo ">> errcheck"; $(ERRCHECK) -ignoretests -exclude tools/lint/errcheck-exclude.txt ./... && \
 		$(ERRCHECK) -ignoretests -exclude tools/lint/errcheck-exclude.txt -tags kind ./e2e/kind/
-	@echo ">> shell"; for f in tools/fuzz.sh tools/kind/*.sh tools/kind/shim/docker tools/kind/node/entrypoint bench/k8s/run.sh e2e/upstream/run.sh; do bash -n $$f || exit 1; done
+	@echo ">> shell"; for f in tools/fuzz.sh tools/labshards.sh tools/kind/*.sh tools/kind/shim/docker tools/kind/node/entrypoint bench/k8s/run.sh e2e/upstream/run.sh; do bash -n $$f || exit 1; done
 	@echo ">> kind config pins"; grep -q 'imageTag: "$(ETCD_IMAGE_TAG)"' deploy/kind/cluster.yaml && grep -q 'imageTag: "$(COREDNS_VERSION)"' deploy/kind/cluster.yaml || \
 		{ echo "deploy/kind/cluster.yaml must pin etcd $(ETCD_IMAGE_TAG) and CoreDNS $(COREDNS_VERSION), the images make kind-images builds"; exit 1; }
 
@@ -177,11 +177,18 @@ wait-lint:
 wait-kind-programs:
 	@$(call bg_wait,kind-programs,quiet)
 
+# test-lab: every package but the lab's (./e2e) first, one at a time (unit
+# tests, and the root tests of mesh, nft, cni, netlab); then the lab's tests
+# in LAB_SHARDS processes at once (tools/labshards.sh: each process's lab
+# objects carry its pid, so shards cannot collide).
+LAB_SHARDS ?= 2
 test-lab: build controlplane $(HELM) $(GOTESTSUM)
 	@mkdir -p $(TEST_RESULTS); set -o pipefail; \
-		WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) WEFT_HELM=$(HELM) $(call gotestsum_run,lab,-count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...); \
+		export WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) WEFT_HELM=$(HELM) GOTESTSUM=$(GOTESTSUM) GO=$(GO); \
+		$(call gotestsum_run,lab,-count=1 -p 1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v '/e2e$$')); \
 		status=$$?; \
-		echo "lab tests: $$($(count) < $(TEST_RESULTS)/lab.json)"; \
+		tools/labshards.sh $(LAB_SHARDS) $(TEST_RESULTS) $(TEST_LOG) -- -count=1 -timeout $(TEST_TIMEOUT) || status=1; \
+		echo "lab tests: $$(cat $(TEST_RESULTS)/lab*.json | $(count))"; \
 		exit $$status
 
 # test-kind runs the kind e2e suite and the upstream CI subset on one cluster
