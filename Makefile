@@ -180,8 +180,10 @@ wait-kind-programs:
 # test-lab: every package but the lab's (./e2e) first, one at a time (unit
 # tests, and the root tests of mesh, nft, cni, netlab); then the lab's tests
 # in LAB_SHARDS processes at once (tools/labshards.sh: each process's lab
-# objects carry its pid, so shards cannot collide).
-LAB_SHARDS ?= 2
+# objects carry its pid, so shards cannot collide). One by default: with two
+# shards and the background compiles, TestDirectPathToAnotherSubnetFallsBack
+# failed once (a pod pair unreachable for ~10 s), not yet understood.
+LAB_SHARDS ?= 1
 test-lab: build controlplane $(HELM) $(GOTESTSUM)
 	@mkdir -p $(TEST_RESULTS); set -o pipefail; \
 		export WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) WEFT_HELM=$(HELM) GOTESTSUM=$(GOTESTSUM) GO=$(GO); \
