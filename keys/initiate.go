@@ -1,0 +1,262 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/weftnet/weft/pq"
+)
+
+// The initiating side of the pairs' exchanges: which are due, calling the
+// peer, installing the key, and when to try again.
+
+// Loop starts the exchanges that are due until ctx ends.
+func (k *Manager) Loop(ctx context.Context) {
+	if k.mode == Off {
+		return
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-k.wake:
+		}
+		next := k.startDue(ctx)
+		t.Reset(time.Until(next))
+	}
+}
+
+// startDue starts every due exchange there is a slot for, and says when to look again.
+func (k *Manager) startDue(ctx context.Context) time.Time {
+	dormant := k.dev.Dormant()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := time.Now()
+	next := now.Add(time.Second)
+	for pub, p := range k.pairs {
+		if p.next.After(now) {
+			next = minTime(next, p.next)
+			continue
+		}
+		if dormant[pub] && !k.mustRetry(p) {
+			// The peer does not answer WireGuard (a node that is down):
+			// no exchange until it does. When it comes back it calls
+			// (a restarted agent starts every pair's exchange) or its
+			// handshake wakes the peer and the exchange follows.
+			p.next = now.Add(5 * time.Second)
+			continue
+		}
+		k.reportDown(pub, p, now)
+		select {
+		case k.run <- struct{}{}:
+		default:
+			return now.Add(50 * time.Millisecond) // all slots busy
+		}
+		select {
+		case p.busy <- struct{}{}:
+		default: // answering the peer right now
+			<-k.run
+			p.next = now.Add(time.Second)
+			continue
+		}
+		p.next = now.Add(pq.Timeout + time.Second) // until the result says otherwise
+		go k.initiate(ctx, pub, p.addr)
+	}
+	return next
+}
+
+// mustRetry reports whether a pair is exchanged with even while its peer
+// rests: this end does not know that both ends hold the same key (it has
+// none from this run, or its last exchange failed) and the peer's agent is
+// alive (it answers gossip). Such a pair may be resting only because the
+// keys disagree (WireGuard fails the handshakes, so both ends rest the
+// peer), and only an exchange can end that; a node that is down does not
+// answer gossip and is not called. Called with k.mu held.
+func (k *Manager) mustRetry(p *pair) bool {
+	return (!p.has || p.fails > 0) && k.alive != nil && k.alive(p.name)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// reportDown tells once that a pair has had no key for pqDownAfter in
+// required mode: it carries no traffic.
+func (k *Manager) reportDown(pub wgtypes.Key, p *pair, now time.Time) {
+	if k.mode != Required || p.has || p.down || now.Sub(p.added) < pqDownAfter {
+		return
+	}
+	p.down = true
+	msg := fmt.Sprintf("no post-quantum key agreed with %s for %v (--pq=required): the pair carries no traffic; last error: %s", p.name, now.Sub(p.added).Round(time.Second), p.lastErr)
+	k.log.Error("pair down: no post-quantum key", "peer", p.name, "last_error", p.lastErr)
+	if k.event != nil {
+		go k.event(p.name, "WeftPQKeyMissing", msg)
+	}
+}
+
+// initiate runs one exchange as initiator and installs its key.
+func (k *Manager) initiate(ctx context.Context, pub wgtypes.Key, addr netip.AddrPort) {
+	defer func() { <-k.run }()
+	k.mu.Lock()
+	self := k.self
+	p := k.pairs[pub]
+	k.mu.Unlock()
+	release := func() {
+		if p != nil {
+			k.mu.Lock()
+			p.starting = false
+			k.mu.Unlock()
+			<-p.busy
+		}
+	}
+	defer release()
+	if p == nil {
+		return
+	}
+	psk, err := k.exchange(ctx, self, pub, addr)
+	if err == nil {
+		err = k.install(pub, self, psk, true)
+	}
+	k.result(pub, err, "initiator")
+}
+
+func (k *Manager) exchange(ctx context.Context, self *pq.Identity, pub wgtypes.Key, addr netip.AddrPort) (wgtypes.Key, error) {
+	ctx, cancel := context.WithTimeout(ctx, pq.Timeout)
+	defer cancel()
+	dctx, dcancel := context.WithTimeout(ctx, dialTimeout)
+	c, err := k.dial(dctx, addr)
+	dcancel()
+	if err != nil {
+		return wgtypes.Key{}, err
+	}
+	defer c.Close()
+	// Connected: from now on a crossed exchange from the peer is told
+	// "busy" if this end wins (before, it waits for the dial to fail: a
+	// peer behind NAT cannot be called, but it can call).
+	k.mu.Lock()
+	if p := k.pairs[pub]; p != nil {
+		p.starting = true
+	}
+	k.mu.Unlock()
+	dl, _ := ctx.Deadline()
+	_ = c.SetDeadline(dl) // a failure shows as the exchange's own error
+	return pq.Initiate(c, self, pub)
+}
+
+// install records an agreed key and writes it to the device (fresh: re-create
+// the peer so a handshake with it happens now). A key agreed under a node key
+// since replaced is dropped.
+func (k *Manager) install(pub wgtypes.Key, self *pq.Identity, psk wgtypes.Key, fresh bool) error {
+	k.mu.Lock()
+	p, ok := k.pairs[pub]
+	if !ok || k.self != self {
+		k.mu.Unlock()
+		return errors.New("pair changed during the exchange")
+	}
+	p.psk, p.has, p.agreed = psk, true, time.Now()
+	k.mu.Unlock()
+	if !fresh {
+		_, err := k.write(pub, false)
+		return err
+	}
+	// Re-create the peer so it shakes hands under the new key now, and
+	// check that it did: the other end drops an initiation that follows
+	// our previous one within wireguard-go's timestamp granularity and
+	// flood limit (about 20 ms), and it takes one even under the wrong
+	// preshared key (IKpsk2 mixes the key in only at the response). An
+	// initiation the old peer sent just before (a restarted agent's, or
+	// one a reconcile's keepalive started) would otherwise make the new
+	// one wait for WireGuard's 5 s retry. The old session carries traffic
+	// meanwhile.
+	start := time.Now()
+	for range 3 {
+		wrote, err := k.write(pub, true)
+		if err != nil || !wrote {
+			return err
+		}
+		time.Sleep(handshakeCheck)
+		if t, ok := k.dev.LastHandshake(pub); ok && t.After(start) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// handshakeCheck is how long after re-creating a peer its handshake is
+// looked for: many round trips, and more than the ~20 ms within which a
+// second initiation is refused.
+const handshakeCheck = 150 * time.Millisecond
+
+// result schedules the pair's next exchange after one ended.
+func (k *Manager) result(pub wgtypes.Key, err error, role string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p, ok := k.pairs[pub]
+	if !ok {
+		return
+	}
+	now := time.Now()
+	if err == nil {
+		p.fails, p.lastErr, p.down = 0, "", false
+		p.next = now.Add(k.interval(pub))
+		k.rotations.WithLabelValues(role).Inc()
+		k.log.Debug("preshared key agreed", "peer", p.name, "role", role)
+		return
+	}
+	reason := pq.Reason(err)
+	k.failures.WithLabelValues(reason).Inc()
+	p.fails++
+	p.lastErr = err.Error()
+	// Up to the rotation interval: a peer that comes back (restarted) calls
+	// every peer at once itself, so waiting long costs nothing, and a
+	// cluster with many unreachable peers is not dialled every 30 s.
+	// A peer whose agent answers gossip is retried at least every
+	// pqMaxBackoff: it is there, and until the keys agree the pair may be
+	// cut (see mustRetry).
+	limit := max(pqMaxBackoff, k.rotation)
+	if k.alive != nil && k.alive(p.name) {
+		limit = pqMaxBackoff
+	}
+	backoff := min(time.Duration(1<<min(p.fails-1, 10))*time.Second, limit)
+	switch {
+	case errors.Is(err, pq.ErrBusy):
+		backoff = 2 * time.Second // the peer's own exchange is running
+	case errors.Is(err, pq.ErrRefused) && now.Sub(k.selfSince) < 30*time.Second:
+		// This node's key is new and the peer has not learned it yet:
+		// the exchange that succeeds once it has re-creates the peer,
+		// which ends the pause of a rotation, so try often.
+		backoff = 100 * time.Millisecond
+	}
+	if role == "initiator" {
+		p.next = now.Add(backoff)
+	}
+	level := slog.LevelDebug
+	if reason == "auth" || p.fails == 3 {
+		level = slog.LevelWarn
+	}
+	k.log.Log(context.Background(), level, "key exchange failed", "peer", p.name, "role", role, "reason", reason, "err", err, "failures", p.fails)
+	// An agent that does not answer on the port at all (an older weft, or
+	// --pq=off) has no key: in preferred mode the pair drops its own
+	// rather than keep a key the other end lost.
+	if k.mode == Preferred && p.has && errors.Is(err, syscall.ECONNREFUSED) {
+		p.has, p.psk = false, wgtypes.Key{}
+		k.log.Warn("peer does not answer key exchanges: running the pair without a preshared key (--pq=preferred)", "peer", p.name)
+		select { // the loop's next reconcile writes the pair without it
+		case k.changed <- struct{}{}:
+		default:
+		}
+	}
+}
