@@ -14,6 +14,8 @@ import (
 
 	"sigs.k8s.io/knftables"
 
+	"github.com/weftnet/weft/agent/config"
+	"github.com/weftnet/weft/agent/httpapi"
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/httpserve"
 	"github.com/weftnet/weft/keys"
@@ -35,7 +37,7 @@ const (
 
 // Agent runs one node's control plane.
 type Agent struct {
-	cfg     Config
+	cfg     config.Config
 	log     *slog.Logger
 	self    peer.NodeInfo
 	reg     *peer.Registry
@@ -84,14 +86,14 @@ type Agent struct {
 	// then (the loop's own).
 	noDirect fallbacks
 
-	statusCache statusCache
+	http *httpapi.API // the HTTP API: the loop clears its status reading after each change
 }
 
 // Run starts the agent and blocks until ctx is done or the device stops. A
 // value on resync (SIGHUP in weft-agent) forces a reconcile now.
 // Everything that can fail on bad input or a busy port fails before the
 // tunnel is touched, and a failure undoes what was started.
-func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct{}) error {
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan struct{}) error {
 	a := &Agent{cfg: cfg, log: log, selfLocation: make(chan string, 1), pmtu: newPathMTUs(),
 		extChanged: make(chan struct{}, 1), extRefused: map[string]string{}, rotateReq: make(chan chan error), keyWrites: make(chan keyWrite)}
 	// Ports first: a busy port must fail before anything is written or created.
@@ -177,6 +179,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	// Metrics exist before any source can report a rejection; the series
 	// read from gossip and the device are registered once those exist.
 	a.metrics = newMetrics()
+	a.http = httpapi.New(view{a}, a.metrics.reg, filepath.Join(cfg.StateDir, api.ControlSocket))
 	a.reg = peer.NewRegistry(a.self, cfg.KubeMode, bounds, a.rejected)
 
 	cached, err := loadCache(cfg.StateDir)
@@ -222,7 +225,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	if a.pq, err = keys.New(kc); err != nil {
 		return err
 	}
-	a.metrics.reg.MustRegister(newPeerCollector(a)) // reads the device and the keys
+	a.metrics.reg.MustRegister(a.http.Collector()) // reads the device and the keys
 	if err := enableForwarding(); err != nil {
 		return err
 	}
@@ -235,7 +238,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	if err := a.ensureBaseRules(ctx); err != nil {
 		return err
 	}
-	if a.cniConf, err = plan.ConfList(a.cfg.confInput(mtu)); err != nil {
+	if a.cniConf, err = plan.ConfList(a.cfg.ConfInput(mtu)); err != nil {
 		return err
 	}
 	if a.kube != nil {
@@ -248,7 +251,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 		}
 		defer a.ext.Stop()
 	}
-	if cfg.enforcesPolicy() {
+	if cfg.EnforcesPolicy() {
 		var own []netip.Addr
 		for _, p := range a.cfg.PodCIDRs { // a.cfg: in Kubernetes mode the Node's (learnSelf)
 			own = append(own, api.FirstAddress(p))
@@ -280,11 +283,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, resync <-chan struct
 	}
 	defer stopControl()
 
-	srv := httpserve.NewServer(a.handler())
+	srv := httpserve.NewServer(a.http.Handler())
 	go httpserve.Serve(srv, httpserve.LimitPerSource(ln, httpserve.MaxConnsPerSource, a.metrics.httpRefused.Inc), log, "http")
 	defer srv.Close()
 	if pprofLn != nil {
-		psrv := httpserve.NewServer(pprofHandler())
+		psrv := httpserve.NewServer(httpapi.Pprof())
 		psrv.WriteTimeout = 0 // a profile takes as long as it was asked to
 		go httpserve.Serve(psrv, pprofLn, log, "pprof")
 		defer psrv.Close()

@@ -6,6 +6,7 @@
 // mesh (WireGuard, addresses, routes) with the pairs' preshared keys from
 // package keys, and to nft (the egress NAT), writes the conflist, and
 // publishes this node's annotations and condition. Package netpol is the
-// NetworkPolicy controller. http.go and status.go serve health, metrics,
-// the peers and the status.
+// NetworkPolicy controller. The agent's configuration (flags) is package
+// agent/config; its HTTP API is agent/httpapi, reading the agent through a
+// view (status.go); the DaemonSet's helper commands are agent/install.
 package agent

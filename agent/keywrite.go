@@ -62,7 +62,7 @@ func (a *Agent) writeKey(pub wgtypes.Key, fresh bool) (bool, error) {
 	}
 	wrote, err := a.mesh.WritePeerKey(pub, want, fresh)
 	if wrote {
-		a.statusCache.invalidate()
+		a.http.Invalidate()
 	}
 	return wrote, err
 }

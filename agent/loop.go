@@ -141,7 +141,7 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 		err = err2
 	}
 	if !ch.Empty() || err != nil {
-		a.statusCache.invalidate()
+		a.http.Invalidate()
 	}
 	if err != nil {
 		a.metrics.reconciles.WithLabelValues("error").Inc()

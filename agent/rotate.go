@@ -110,12 +110,6 @@ func (a *Agent) serveRotateKey(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "%s\n", pub)
 }
 
-// refuseRotateKey answers the old place of rotate-key, the HTTP port, which
-// any local process can reach.
-func (a *Agent) refuseRotateKey(w http.ResponseWriter, _ *http.Request) {
-	http.Error(w, "rotate-key is served only on the agent's root-only socket "+filepath.Join(a.cfg.StateDir, api.ControlSocket)+" (weftctl rotate-key, as root on the node)", http.StatusForbidden)
-}
-
 // serveControl serves the requests that change the node on a Unix socket
 // only root can reach (the state directory is 0700, the socket 0600).
 func (a *Agent) serveControl() (func(), error) {

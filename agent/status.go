@@ -1,24 +1,23 @@
 package agent
 
 import (
-	"encoding/json"
-	"net/http"
+	"errors"
 	"net/netip"
-	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/weftnet/weft/agent/httpapi"
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/peer"
 	"github.com/weftnet/weft/plan"
 )
 
-// status is this node and its peers as the registry accepted them and the
+// Status is this node and its peers as the registry accepted them and the
 // device sees them (handshakes, counters, learned endpoints).
-func (a *Agent) status() (api.Status, error) {
+func (v view) Status() (api.Status, error) {
+	a := v.a
 	dev, err := a.mesh.Peers()
 	if err != nil {
 		return api.Status{}, err
@@ -108,118 +107,6 @@ func (a *Agent) selfNow() peer.NodeInfo {
 	return a.self
 }
 
-// statusTTL is how long one reading of the device answers /v1/status,
-// /v1/peers and the peer metrics: anything on the node can ask as often as
-// it likes, and each fresh answer reads every peer from the device.
-const statusTTL = time.Second
-
-// statusCache is the last status and when it was read.
-type statusCache struct {
-	mu  sync.Mutex
-	at  time.Time
-	st  api.Status
-	err error
-}
-
-// cachedStatus is status, read at most once per statusTTL: callers that
-// come while it is read wait for that reading.
-func (a *Agent) cachedStatus() (api.Status, error) {
-	c := &a.statusCache
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if time.Since(c.at) >= statusTTL {
-		c.st, c.err = a.status()
-		c.at = time.Now()
-	}
-	return c.st, c.err
-}
-
-// invalidate makes the next reading fresh: the loop calls it after each
-// change it applies, so an answer never predates a change already made.
-func (c *statusCache) invalidate() {
-	c.mu.Lock()
-	c.at = time.Time{}
-	c.mu.Unlock()
-}
-
-func (a *Agent) serveStatus(w http.ResponseWriter, r *http.Request) {
-	st, err := a.cachedStatus()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	writeJSON(w, st)
-}
-
-func (a *Agent) servePeers(w http.ResponseWriter, r *http.Request) {
-	st, err := a.cachedStatus()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	writeJSON(w, st.Peers)
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-// peerCollector exports each peer's path, handshake age, bytes and MTU,
-// read from the device when scraped.
-type peerCollector struct {
-	a                              *Agent
-	path, handshake, rx, tx, mtuDs *prometheus.Desc
-	psk, pskAge                    *prometheus.Desc
-}
-
-func newPeerCollector(a *Agent) *peerCollector {
-	return &peerCollector{a: a,
-		path:      prometheus.NewDesc("weft_peer_path", "1 for each peer, labelled with how pod traffic travels to it (encrypted, direct, external) and its location.", []string{"peer", "path", "location"}, nil),
-		handshake: prometheus.NewDesc("weft_peer_last_handshake_age_seconds", "Seconds since the last WireGuard handshake with the peer (absent before the first; direct peers have none).", []string{"peer"}, nil),
-		rx:        prometheus.NewDesc("weft_peer_receive_bytes_total", "Bytes received from the peer through the tunnel.", []string{"peer"}, nil),
-		tx:        prometheus.NewDesc("weft_peer_transmit_bytes_total", "Bytes sent to the peer through the tunnel.", []string{"peer"}, nil),
-		mtuDs:     prometheus.NewDesc("weft_peer_mtu_bytes", "The MTU pod packets to the peer get (lowered when the path MTU is smaller).", []string{"peer"}, nil),
-		psk:       prometheus.NewDesc("weft_peer_preshared_key", "1 when the tunnel to the peer holds a post-quantum preshared key, else 0.", []string{"peer"}, nil),
-		pskAge:    prometheus.NewDesc("weft_peer_preshared_key_age_seconds", "Seconds since the pair's preshared key was agreed (absent without one).", []string{"peer"}, nil),
-	}
-}
-
-func (c *peerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.path, c.handshake, c.rx, c.tx, c.mtuDs, c.psk, c.pskAge} {
-		ch <- d
-	}
-}
-
-func (c *peerCollector) Collect(ch chan<- prometheus.Metric) {
-	st, err := c.a.cachedStatus()
-	if err != nil {
-		return
-	}
-	for _, p := range st.Peers {
-		ch <- prometheus.MustNewConstMetric(c.path, prometheus.GaugeValue, 1, p.Name, p.Path, p.Location)
-		ch <- prometheus.MustNewConstMetric(c.mtuDs, prometheus.GaugeValue, float64(p.MTU), p.Name)
-		if p.Path == string(peer.PathDirect) {
-			continue
-		}
-		psk := 0.0
-		if p.PresharedKey {
-			psk = 1
-		}
-		ch <- prometheus.MustNewConstMetric(c.psk, prometheus.GaugeValue, psk, p.Name)
-		if p.PresharedKeyAgeSeconds > 0 || p.PresharedKey {
-			ch <- prometheus.MustNewConstMetric(c.pskAge, prometheus.GaugeValue, float64(p.PresharedKeyAgeSeconds), p.Name)
-		}
-		ch <- prometheus.MustNewConstMetric(c.rx, prometheus.CounterValue, float64(p.RxBytes), p.Name)
-		ch <- prometheus.MustNewConstMetric(c.tx, prometheus.CounterValue, float64(p.TxBytes), p.Name)
-		if t, err := time.Parse(time.RFC3339, p.LatestHandshake); err == nil {
-			ch <- prometheus.MustNewConstMetric(c.handshake, prometheus.GaugeValue, time.Since(t).Seconds(), p.Name)
-		}
-	}
-}
-
 // pathTo is the path to n: peer.Path, but encrypted where the direct
 // route could not be written (fallbacks).
 func pathTo(self, n peer.NodeInfo, f *fallbacks) peer.PathKind {
@@ -228,4 +115,29 @@ func pathTo(self, n peer.NodeInfo, f *fallbacks) peer.PathKind {
 		return peer.PathEncrypted
 	}
 	return p
+}
+
+// view is the agent as the HTTP API reads it (httpapi.View).
+type view struct{ a *Agent }
+
+func (v view) Mesh() httpapi.Mesh {
+	a := v.a
+	m := httpapi.Mesh{Self: a.selfNow()}
+	for _, c := range a.reg.Peers() {
+		m.Nodes = append(m.Nodes, c.NodeInfo)
+	}
+	a.extMu.Lock()
+	m.Externals = a.extAccepted
+	a.extMu.Unlock()
+	return m
+}
+
+func (v view) Ready() error {
+	if !v.a.ready.Load() {
+		return errors.New("first reconcile not done")
+	}
+	if v.a.netpol != nil && !v.a.netpol.Healthy() {
+		return errors.New("network policy not programmed")
+	}
+	return nil
 }

@@ -1,6 +1,6 @@
 // Command weft-agent runs weft's node agent: the in-process WireGuard data
 // plane, gossip and Kubernetes discovery, and the HTTP API. See
-// agent.ParseFlags for flags. Two helper commands serve the DaemonSet:
+// config.Parse for flags. Two helper commands serve the DaemonSet:
 //
 //	weft-agent install-cni [--from DIR] [--to DIR]      (init container)
 //	weft-agent ensure-gossip-key [--namespace NS] [--secret NAME] [--kubeconfig F]   (install Job)
@@ -18,6 +18,9 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/config"
+	"github.com/weftnet/weft/agent/install"
+	"github.com/weftnet/weft/source/kube"
 )
 
 func main() {
@@ -29,8 +32,8 @@ func main() {
 			exit(ensureGossipKey(os.Args[2:]))
 		}
 	}
-	cfg, err := agent.ParseFlags(os.Args[1:], os.Getenv)
-	if ue := (*agent.UsageError)(nil); errors.As(err, &ue) {
+	cfg, err := config.Parse(os.Args[1:], os.Getenv)
+	if ue := (*config.UsageError)(nil); errors.As(err, &ue) {
 		fmt.Print(ue.Text)
 		os.Exit(0)
 	}
@@ -40,7 +43,7 @@ func main() {
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
-		exit(err) // ParseFlags allows only levels slog knows
+		exit(err) // config.Parse allows only levels slog knows
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -73,7 +76,7 @@ func installCNI(args []string) error {
 		return err
 	}
 	plugins := []string{"weft-cni", "portmap", "loopback"}
-	if err := agent.InstallCNI(*from, *to, plugins); err != nil {
+	if err := install.CNI(*from, *to, plugins); err != nil {
 		return err
 	}
 	fmt.Printf("installed %v into %s\n", plugins, *to)
@@ -88,13 +91,13 @@ func ensureGossipKey(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	client, err := agent.KubeClient(*kubeconfig)
+	client, err := kube.Client(*kubeconfig)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	created, err := agent.EnsureGossipKey(ctx, client, *ns, *name)
+	created, err := install.GossipKey(ctx, client, *ns, *name)
 	if err != nil {
 		return err
 	}

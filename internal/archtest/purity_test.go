@@ -106,6 +106,16 @@ var rooms = map[string][]string{
 		"github.com/vishvananda/netlink", "golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device", "github.com/hashicorp/memberlist",
 		"github.com/weftnet/weft/agent", "github.com/weftnet/weft/mesh", "github.com/weftnet/weft/keys", "github.com/weftnet/weft/source",
 	},
+	// The HTTP API only reads (through its View); the configuration is
+	// flags and their checks.
+	"github.com/weftnet/weft/agent/httpapi": {
+		"github.com/vishvananda/netlink", "sigs.k8s.io/knftables", "golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device", "github.com/hashicorp/memberlist", "k8s.io/client-go",
+		"github.com/weftnet/weft/agent", "github.com/weftnet/weft/mesh", "github.com/weftnet/weft/nft", "github.com/weftnet/weft/keys", "github.com/weftnet/weft/source", "github.com/weftnet/weft/netpol",
+	},
+	"github.com/weftnet/weft/agent/config": {
+		"github.com/vishvananda/netlink", "sigs.k8s.io/knftables", "golang.zx2c4.com/wireguard", "github.com/hashicorp/memberlist", "k8s.io/client-go",
+		"github.com/weftnet/weft/mesh", "github.com/weftnet/weft/nft", "github.com/weftnet/weft/source", "github.com/weftnet/weft/netpol",
+	},
 	"github.com/weftnet/weft/mesh": {"sigs.k8s.io/knftables", "k8s.io/client-go", "github.com/hashicorp/memberlist", "github.com/weftnet/weft/agent", "github.com/weftnet/weft/keys", "github.com/weftnet/weft/nft"},
 	"github.com/weftnet/weft/nft":  {"golang.zx2c4.com/wireguard", "k8s.io/client-go", "github.com/hashicorp/memberlist", "github.com/weftnet/weft/agent", "github.com/weftnet/weft/keys", "github.com/weftnet/weft/mesh"},
 }

@@ -1,4 +1,4 @@
-package agent
+package httpapi
 
 import (
 	"fmt"
@@ -16,7 +16,7 @@ import (
 // [Peer] with its pod CIDRs; ?serviceCIDR= routes the Service range through
 // this node), GET /v1/showconf/node/NAME for a node. Private keys never
 // leave a node: the [Interface] names the key to put there.
-func (a *Agent) serveShowconf(w http.ResponseWriter, r *http.Request) {
+func (a *API) serveShowconf(w http.ResponseWriter, r *http.Request) {
 	kind, name := r.PathValue("kind"), r.PathValue("name")
 	var svc netip.Prefix
 	if s := r.URL.Query().Get("serviceCIDR"); s != "" {
@@ -27,13 +27,9 @@ func (a *Agent) serveShowconf(w http.ResponseWriter, r *http.Request) {
 		}
 		svc = p
 	}
-	nodes := []peer.NodeInfo{a.selfNow()}
-	for _, c := range a.reg.Peers() {
-		nodes = append(nodes, c.NodeInfo)
-	}
-	a.extMu.Lock()
-	ext := a.extAccepted
-	a.extMu.Unlock()
+	m := a.view.Mesh()
+	nodes := append([]peer.NodeInfo{m.Self}, m.Nodes...)
+	ext := m.Externals
 	var b strings.Builder
 	switch kind {
 	case "peer":
@@ -47,12 +43,12 @@ func (a *Agent) serveShowconf(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, fmt.Sprintf("no accepted Peer object %q on this node (weftctl status lists them)", name), http.StatusNotFound)
 			return
 		}
-		fmt.Fprintf(&b, "# wg-quick configuration for the weft Peer %q, from %s's view of the mesh.\n", name, a.self.Name)
+		fmt.Fprintf(&b, "# wg-quick configuration for the weft Peer %q, from %s's view of the mesh.\n", name, m.Self.Name)
 		fmt.Fprintf(&b, "[Interface]\nPrivateKey = <the private key whose public key is %s>\n", e.PublicKey)
 		fmt.Fprintf(&b, "Address = %s\n", strings.Join(api.PrefixStrings(e.AllowedIPs), ", "))
 		for _, n := range nodes {
 			allowed := api.PrefixStrings(n.PodCIDRs)
-			if svc.IsValid() && n.Name == a.self.Name {
+			if svc.IsValid() && n.Name == m.Self.Name {
 				allowed = append(allowed, svc.String())
 			}
 			fmt.Fprintf(&b, "\n[Peer]\n# node %s\nPublicKey = %s\nEndpoint = %s\nAllowedIPs = %s\nPersistentKeepalive = %d\n",
@@ -75,11 +71,11 @@ func (a *Agent) serveShowconf(w http.ResponseWriter, r *http.Request) {
 				others = append(others, n)
 			}
 		}
-		m := plan.Plan(*self, others, plan.Options{Externals: ext})
-		fmt.Fprintf(&b, "# wg-quick-style configuration of node %s, from %s's view of the mesh (weft-agent applies it itself).\n", name, a.self.Name)
+		pl := plan.Plan(*self, others, plan.Options{Externals: ext})
+		fmt.Fprintf(&b, "# wg-quick-style configuration of node %s, from %s's view of the mesh (weft-agent applies it itself).\n", name, m.Self.Name)
 		fmt.Fprintf(&b, "[Interface]\nPrivateKey = <the private key of node %s: %s>\nListenPort = %d\n", name, api.PrivateKeyHint, self.Endpoint.Port())
-		fmt.Fprintf(&b, "Address = %s\n", strings.Join(api.PrefixStrings(m.Addresses), ", "))
-		for _, p := range m.Peers {
+		fmt.Fprintf(&b, "Address = %s\n", strings.Join(api.PrefixStrings(pl.Addresses), ", "))
+		for _, p := range pl.Peers {
 			fmt.Fprintf(&b, "\n[Peer]\n# %s\nPublicKey = %s\n", p.Name, p.PublicKey)
 			if p.Endpoint.IsValid() {
 				fmt.Fprintf(&b, "Endpoint = %s\n", p.Endpoint)
@@ -89,7 +85,7 @@ func (a *Agent) serveShowconf(w http.ResponseWriter, r *http.Request) {
 				fmt.Fprintf(&b, "PersistentKeepalive = %d\n", int(p.Keepalive.Seconds()))
 			}
 		}
-		for _, rt := range m.Routes {
+		for _, rt := range pl.Routes {
 			if rt.Via.IsValid() {
 				fmt.Fprintf(&b, "# direct path: %s via %s on the underlay (no tunnel)\n", rt.Dst, rt.Via)
 			}

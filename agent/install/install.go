@@ -1,11 +1,10 @@
-package agent
+package install
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"github.com/weftnet/weft/source/kube"
 	"io"
 	"os"
 	"path/filepath"
@@ -16,10 +15,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// InstallCNI copies the named plugin binaries from dir src into dst (the
+// CNI copies the named plugin binaries from dir src into dst (the
 // host's /opt/cni/bin), each through a temporary file and a rename, so a
 // runtime never executes a half-copied plugin.
-func InstallCNI(src, dst string, names []string) error {
+func CNI(src, dst string, names []string) error {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return err
 	}
@@ -59,10 +58,10 @@ func copyExecutable(from, to string) error {
 // GossipKeySecretKey is the data key of the gossip-key Secret.
 const GossipKeySecretKey = "key"
 
-// EnsureGossipKey creates Secret ns/name holding a fresh gossip key (base64
+// GossipKey creates Secret ns/name holding a fresh gossip key (base64
 // of 32 random bytes, the format of `wg genkey`) unless it exists. An
 // existing Secret is never changed: rotating the key is an operator's act.
-func EnsureGossipKey(ctx context.Context, client kubernetes.Interface, ns, name string) (created bool, err error) {
+func GossipKey(ctx context.Context, client kubernetes.Interface, ns, name string) (created bool, err error) {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		return false, err
@@ -81,6 +80,3 @@ func EnsureGossipKey(ctx context.Context, client kubernetes.Interface, ns, name 
 	}
 	return true, nil
 }
-
-// KubeClient is the agent's API client for its subcommands (kube.Client).
-func KubeClient(kubeconfig string) (kubernetes.Interface, error) { return kube.Client(kubeconfig) }

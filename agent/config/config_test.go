@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"errors"
@@ -14,7 +14,7 @@ import (
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 func TestParseFlagsDefaults(t *testing.T) {
-	c, err := ParseFlags([]string{"--node-name", "node1", "--pod-cidr", "10.244.1.0/24,fd00:10:244:1::/64", "--insecure-gossip"}, env(nil))
+	c, err := Parse([]string{"--node-name", "node1", "--pod-cidr", "10.244.1.0/24,fd00:10:244:1::/64", "--insecure-gossip"}, env(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 	}
 }
 
-func TestParseFlags(t *testing.T) {
+func TestParse(t *testing.T) {
 	base := []string{"--pod-cidr", "10.244.1.0/24", "--insecure-gossip"}
 	cases := []struct {
 		name  string
@@ -89,7 +89,7 @@ func TestParseFlags(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := ParseFlags(append(append([]string{}, base...), tc.args...), env(tc.env))
+			c, err := Parse(append(append([]string{}, base...), tc.args...), env(tc.env))
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -110,7 +110,7 @@ func TestParseFlags(t *testing.T) {
 }
 
 func TestParseFlagsHelpListsTheFlags(t *testing.T) {
-	_, err := ParseFlags([]string{"--help"}, env(nil))
+	_, err := Parse([]string{"--help"}, env(nil))
 	var ue *UsageError
 	if !errors.As(err, &ue) || !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("--help: err = %v, want a UsageError", err)

@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"errors"
@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/keys"
 	"github.com/weftnet/weft/peer"
+	"github.com/weftnet/weft/plan"
 )
 
 // Config is the agent's configuration, from flags.
@@ -77,24 +79,24 @@ type Config struct {
 	KeyRotation time.Duration
 }
 
-// UsageError is ParseFlags' answer to -h and --help: the usage text. It
+// UsageError is Parse's answer to -h and --help: the usage text. It
 // unwraps to flag.ErrHelp.
 type UsageError struct{ Text string }
 
 func (e *UsageError) Error() string { return "help requested" }
 func (e *UsageError) Unwrap() error { return flag.ErrHelp }
 
-// enforcesPolicy reports whether the agent runs the NetworkPolicy controller.
-func (c Config) enforcesPolicy() bool { return c.KubeMode && c.NetworkPolicy }
+// EnforcesPolicy reports whether the agent runs the NetworkPolicy controller.
+func (c Config) EnforcesPolicy() bool { return c.KubeMode && c.NetworkPolicy }
 
 var (
 	nodeNameRE  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
 	ifaceNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
 )
 
-// ParseFlags parses the agent's command line. getenv supplies defaults such as
+// Parse parses the agent's command line. getenv supplies defaults such as
 // NODE_NAME; it is os.Getenv outside tests.
-func ParseFlags(args []string, getenv func(string) string) (Config, error) {
+func Parse(args []string, getenv func(string) string) (Config, error) {
 	var c Config
 	fs := flag.NewFlagSet("weft-agent", flag.ContinueOnError)
 	out := new(strings.Builder)
@@ -359,4 +361,20 @@ func (l *listFlag) Set(s string) error {
 		}
 	}
 	return nil
+}
+
+// ConfInput is what plan.ConfList needs from the configuration: weft-cni
+// asks the agent's /readyz on loopback when the HTTP server listens on all
+// addresses, and reports attachments on the socket when policy is enforced.
+func (c Config) ConfInput(mtu int) plan.ConfInput {
+	in := plan.ConfInput{PodCIDRs: c.PodCIDRs, MTU: mtu, DataDir: filepath.Join(c.StateDir, "ipam")}
+	host, port, _ := net.SplitHostPort(c.HTTPAddr) // validated by Parse
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	in.ReadyURL = "http://" + net.JoinHostPort(host, port) + "/readyz"
+	if c.EnforcesPolicy() {
+		in.AgentSocket = filepath.Join(c.StateDir, api.AgentSocket)
+	}
+	return in
 }

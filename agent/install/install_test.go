@@ -1,4 +1,4 @@
-package agent
+package install
 
 import (
 	"os"
@@ -6,12 +6,12 @@ import (
 	"testing"
 )
 
-func TestInstallCNI(t *testing.T) {
+func TestCNI(t *testing.T) {
 	src, dst := t.TempDir(), filepath.Join(t.TempDir(), "opt", "cni", "bin")
 	os.WriteFile(filepath.Join(src, "weft-cni"), []byte("new plugin"), 0o644)
 	os.MkdirAll(dst, 0o755)
 	os.WriteFile(filepath.Join(dst, "weft-cni"), []byte("old"), 0o755)
-	if err := InstallCNI(src, dst, []string{"weft-cni"}); err != nil {
+	if err := CNI(src, dst, []string{"weft-cni"}); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(filepath.Join(dst, "weft-cni"))
@@ -19,7 +19,7 @@ func TestInstallCNI(t *testing.T) {
 	if string(b) != "new plugin" || st.Mode().Perm() != 0o755 {
 		t.Fatalf("installed %q mode %v", b, st.Mode())
 	}
-	if err := InstallCNI(src, dst, []string{"missing"}); err == nil {
+	if err := CNI(src, dst, []string{"missing"}); err == nil {
 		t.Fatal("a missing plugin was not reported")
 	}
 	ents, _ := os.ReadDir(dst)

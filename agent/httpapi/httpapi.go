@@ -1,0 +1,154 @@
+// Package httpapi is the agent's HTTP API on --http-addr: health and
+// readiness, Prometheus metrics (with the per-peer series read from the
+// status), the peers and status (/v1/status, /v1/peers), and wg-quick
+// configurations rendered from the agent's view of the mesh
+// (/v1/showconf). It only reads: what it serves comes through View, and
+// nothing on this port changes the node (rotate-key is served on the
+// root-only control socket; the old path here refuses it).
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/pprof"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/peer"
+)
+
+// View is what the API reads from the agent.
+type View interface {
+	// Status is a fresh reading: the node, and each peer as the registry
+	// accepted it and the device sees it.
+	Status() (api.Status, error)
+	// Mesh is this node, the node peers and the Peer objects as the last
+	// reconcile accepted them.
+	Mesh() Mesh
+	// Ready is nil once the node is ready (first reconcile done, policy
+	// programmed), else why it is not.
+	Ready() error
+}
+
+// Mesh is the agent's view of the mesh.
+type Mesh struct {
+	Self      peer.NodeInfo
+	Nodes     []peer.NodeInfo // the accepted node peers, without Self
+	Externals []peer.External // the accepted Peer objects
+}
+
+// API serves View over HTTP.
+type API struct {
+	view    View
+	gather  prometheus.Gatherer
+	control string // the control socket's path, named in the rotate-key refusal
+	cache   statusCache
+}
+
+// New is the API over v, serving g's metrics; control is the path of the
+// root-only control socket.
+func New(v View, g prometheus.Gatherer, control string) *API {
+	return &API{view: v, gather: g, control: control}
+}
+
+// Handler serves the API.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := a.view.Ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.gather, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /v1/peers", a.servePeers)
+	mux.HandleFunc("GET /v1/status", a.serveStatus)
+	mux.HandleFunc("GET /v1/showconf/{kind}/{name}", a.serveShowconf)
+	mux.HandleFunc("POST "+api.RotateKeyPath, a.refuseRotateKey)
+	return mux
+}
+
+// Pprof serves Go's profiles: only on --pprof-addr, which must be a
+// loopback address (a profile or trace costs CPU for as long as asked).
+func Pprof() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// refuseRotateKey answers the old place of rotate-key, the HTTP port, which
+// any local process can reach.
+func (a *API) refuseRotateKey(w http.ResponseWriter, _ *http.Request) {
+	http.Error(w, "rotate-key is served only on the agent's root-only socket "+a.control+" (weftctl rotate-key, as root on the node)", http.StatusForbidden)
+}
+
+// statusTTL is how long one reading of the device answers /v1/status,
+// /v1/peers and the peer metrics: anything on the node can ask as often as
+// it likes, and each fresh answer reads every peer from the device.
+const statusTTL = time.Second
+
+// statusCache is the last status and when it was read.
+type statusCache struct {
+	mu  sync.Mutex
+	at  time.Time
+	st  api.Status
+	err error
+}
+
+// Status is View.Status, read at most once per statusTTL: callers that
+// come while it is read wait for that reading.
+func (a *API) Status() (api.Status, error) {
+	c := &a.cache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) >= statusTTL {
+		c.st, c.err = a.view.Status()
+		c.at = time.Now()
+	}
+	return c.st, c.err
+}
+
+// Invalidate makes the next reading fresh: the loop calls it after each
+// change it applies, so an answer never predates a change already made.
+func (a *API) Invalidate() {
+	a.cache.mu.Lock()
+	a.cache.at = time.Time{}
+	a.cache.mu.Unlock()
+}
+
+func (a *API) serveStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := a.Status()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, st)
+}
+
+func (a *API) servePeers(w http.ResponseWriter, r *http.Request) {
+	st, err := a.Status()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, st.Peers)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

@@ -1,0 +1,120 @@
+package httpapi
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/peer"
+)
+
+// fakeView counts the device readings the API asks for.
+type fakeView struct {
+	reads int
+	ready error
+	mesh  Mesh
+}
+
+func (f *fakeView) Status() (api.Status, error) {
+	f.reads++
+	return api.Status{Node: api.NodeStatus{Name: f.mesh.Self.Name}, Peers: []api.PeerStatus{{Name: "node2", Path: "encrypted", PresharedKey: true}}}, nil
+}
+func (f *fakeView) Mesh() Mesh   { return f.mesh }
+func (f *fakeView) Ready() error { return f.ready }
+
+func node(t *testing.T, name, cidr, ep string) peer.NodeInfo {
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return peer.NodeInfo{Name: name, PublicKey: k.PublicKey(), Endpoint: netip.MustParseAddrPort(ep), PodCIDRs: []netip.Prefix{netip.MustParsePrefix(cidr)}}
+}
+
+func get(t *testing.T, h http.Handler, method, path string) (int, string) {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+	b, _ := io.ReadAll(rec.Body)
+	return rec.Code, string(b)
+}
+
+// TestStatusReadsTheDeviceOncePerTTL: any local process may ask as often
+// as it likes; the device is read once per statusTTL, and again at once
+// after the loop applied a change.
+func TestStatusReadsTheDeviceOncePerTTL(t *testing.T) {
+	v := &fakeView{mesh: Mesh{Self: node(t, "node1", "10.244.1.0/24", "192.0.2.1:51820")}}
+	a := New(v, prometheus.NewRegistry(), "/var/lib/weft/control.sock")
+	h := a.Handler()
+	for range 50 {
+		if code, body := get(t, h, "GET", "/v1/status"); code != 200 || !strings.Contains(body, `"node1"`) {
+			t.Fatalf("status: %d %s", code, body)
+		}
+		get(t, h, "GET", "/v1/peers")
+	}
+	if v.reads != 1 {
+		t.Errorf("100 requests read the device %d times, want 1", v.reads)
+	}
+	a.Invalidate()
+	get(t, h, "GET", "/v1/status")
+	if v.reads != 2 {
+		t.Errorf("after Invalidate the device was read %d times in all, want 2", v.reads)
+	}
+}
+
+func TestReadyzSaysWhy(t *testing.T) {
+	v := &fakeView{ready: errors.New("first reconcile not done")}
+	h := New(v, prometheus.NewRegistry(), "/s").Handler()
+	if code, body := get(t, h, "GET", "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "first reconcile not done") {
+		t.Errorf("readyz before ready: %d %q", code, body)
+	}
+	v.ready = nil
+	if code, _ := get(t, h, "GET", "/readyz"); code != 200 {
+		t.Errorf("readyz when ready: %d", code)
+	}
+}
+
+func TestRotateKeyRefusedOnHTTP(t *testing.T) {
+	h := New(&fakeView{}, prometheus.NewRegistry(), "/var/lib/weft/control.sock").Handler()
+	if code, body := get(t, h, "POST", api.RotateKeyPath); code != http.StatusForbidden || !strings.Contains(body, "/var/lib/weft/control.sock") {
+		t.Errorf("rotate-key on the HTTP port: %d %q, want 403 naming the control socket", code, body)
+	}
+}
+
+// TestShowconf: a node's configuration lists every other node as a peer
+// with its pod CIDRs, and never a private key; a Peer object's lists every
+// node, with the Service range through the answering node when asked.
+func TestShowconf(t *testing.T) {
+	self, n2 := node(t, "node1", "10.244.1.0/24", "192.0.2.1:51820"), node(t, "node2", "10.244.2.0/24", "192.0.2.2:51820")
+	ek, _ := wgtypes.GeneratePrivateKey()
+	ext := peer.External{Name: "laptop", PublicKey: ek.PublicKey(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.7/32")}}
+	h := New(&fakeView{mesh: Mesh{Self: self, Nodes: []peer.NodeInfo{n2}, Externals: []peer.External{ext}}}, prometheus.NewRegistry(), "/s").Handler()
+
+	code, body := get(t, h, "GET", "/v1/showconf/node/node2")
+	if code != 200 || !strings.Contains(body, "PublicKey = "+self.PublicKey.String()) || !strings.Contains(body, "10.244.1.0/24") || strings.Contains(body, n2.PublicKey.String()+"\nEndpoint") {
+		t.Errorf("node2's configuration:\n%s", body)
+	}
+	if !strings.Contains(body, "PrivateKey = <") {
+		t.Errorf("the [Interface] must name the key, not hold one:\n%s", body)
+	}
+	code, body = get(t, h, "GET", "/v1/showconf/peer/laptop?serviceCIDR=10.96.0.0/12")
+	if code != 200 || !strings.Contains(body, "Address = 10.99.0.7/32") || !strings.Contains(body, "AllowedIPs = 10.244.1.0/24, 10.96.0.0/12") || !strings.Contains(body, "AllowedIPs = 10.244.2.0/24\n") {
+		t.Errorf("laptop's configuration:\n%s", body)
+	}
+	for path, want := range map[string]int{
+		"/v1/showconf/peer/nobody":                        404,
+		"/v1/showconf/node/nobody":                        404,
+		"/v1/showconf/peer/laptop?serviceCIDR=10.1.2.3/8": 400,
+		"/v1/showconf/other/x":                            404,
+	} {
+		if code, body := get(t, h, "GET", path); code != want {
+			t.Errorf("%s: %d %q, want %d", path, code, body, want)
+		}
+	}
+}
