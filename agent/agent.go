@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	"sigs.k8s.io/knftables"
 
 	"github.com/weftnet/weft/agent/config"
@@ -44,7 +45,8 @@ type Agent struct {
 	kube    *kube.Source       // nil in standalone mode
 	netpol  *netpol.Controller // nil unless enforcing NetworkPolicy
 	dev     *mesh.Device
-	mesh    *mesh.Mesh
+	mesh    plane                     // the data plane the loop writes (a *mesh.Mesh on dev)
+	stopped <-chan struct{}           // closed when the device stops
 	meshUp  atomic.Pointer[mesh.Mesh] // a.mesh, for goroutines started before it exists (gossip's seeds)
 	gossip  *gossip.Source
 	metrics *metrics
@@ -87,6 +89,14 @@ type Agent struct {
 	noDirect fallbacks
 
 	http *httpapi.API // the HTTP API: the loop clears its status reading after each change
+}
+
+// plane is the data plane as the loop writes and reads it: a *mesh.Mesh,
+// or a fake in the loop's unit tests.
+type plane interface {
+	Apply(mesh.State) (mesh.Changes, error)
+	WritePeerKey(pub wgtypes.Key, want *mesh.Peer, fresh bool) (bool, error)
+	Peers() ([]wgtypes.Peer, error)
 }
 
 // Run starts the agent and blocks until ctx is done or the device stops. A
@@ -211,14 +221,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 		return err
 	}
 	defer a.dev.Close()
-	if a.mesh, err = mesh.New(a.dev); err != nil {
+	a.stopped = a.dev.Done()
+	m, err := mesh.New(a.dev)
+	if err != nil {
 		return err
 	}
-	a.meshUp.Store(a.mesh)
-	defer a.mesh.Close()
-	a.metrics.watchDevice(a.gossip, a.mesh)
+	a.mesh = m
+	a.meshUp.Store(m)
+	defer m.Close()
+	a.metrics.watchDevice(a.gossip, m)
 	kc := keys.Config{Mode: cfg.PQ, Rotation: cfg.PSKRotation, Port: cfg.PQPort, Key: key,
-		Device: a.mesh, Write: a.requestKeyWrite(ctx), Metrics: a.metrics.reg, Log: log, Alive: a.gossip.Alive}
+		Device: m, Write: a.requestKeyWrite(ctx), Metrics: a.metrics.reg, Log: log, Alive: a.gossip.Alive}
 	if a.kube != nil {
 		kc.Event = a.kube.Event
 	}

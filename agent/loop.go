@@ -38,21 +38,12 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 	if !a.cfg.KubeMode {
 		expireCache = time.After(cacheGrace)
 	}
-	// A failed pass is retried after 1 s, backing off to 5 s while it keeps
-	// failing (client-go's rate limiter); pending work (a passive peer's
-	// keepalive, an annotation not yet written) comes back after 1 s.
-	backoff := workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 5*time.Second)
+	retries := newRetrier()
 	retry := time.NewTimer(0)
 	retry.Stop()
 	next := func(again bool, err error) {
-		switch {
-		case err != nil:
-			retry.Reset(backoff.When("reconcile"))
-		case again:
-			backoff.Forget("reconcile")
-			retry.Reset(time.Second)
-		default:
-			backoff.Forget("reconcile")
+		if d, ok := retries.after(again, err); ok {
+			retry.Reset(d)
 		}
 	}
 	// Pods may be attached (the CNI config written) only once their
@@ -66,7 +57,7 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-a.dev.Done():
+		case <-a.stopped:
 			return errors.New("wireguard device stopped (was the interface deleted?)")
 		case <-expireCache:
 			a.reg.DeleteAll(peer.SourceCache)
@@ -109,6 +100,34 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 			a.locMu.Unlock()
 		}
 		next(a.reconcile(ctx))
+	}
+}
+
+// retrier says when the loop's next pass is due after one that failed or
+// left work pending: a failed pass is retried after 1 s, backing off to
+// 5 s while it keeps failing (client-go's rate limiter); pending work (a
+// passive peer's keepalive, an annotation not yet written) comes back
+// after 1 s; after a clean pass nothing is due.
+type retrier struct {
+	backoff workqueue.TypedRateLimiter[string]
+}
+
+func newRetrier() retrier {
+	return retrier{workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 5*time.Second)}
+}
+
+// after reports when the next pass is due after one that reported again
+// and err; ok is false when none is.
+func (r retrier) after(again bool, err error) (d time.Duration, ok bool) {
+	switch {
+	case err != nil:
+		return r.backoff.When("reconcile"), true
+	case again:
+		r.backoff.Forget("reconcile")
+		return time.Second, true
+	default:
+		r.backoff.Forget("reconcile")
+		return 0, false
 	}
 }
 

@@ -114,7 +114,7 @@ func (n *keyNode) info() peer.NodeInfo {
 }
 
 // listen serves n's exchanges until the test ends.
-func (n *keyNode) listen(t *testing.T, port int) {
+func (n *keyNode) listen(t *testing.T, port int) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", netip.AddrPortFrom(n.addr, uint16(port)).String())
 	if err != nil {
@@ -122,6 +122,7 @@ func (n *keyNode) listen(t *testing.T, port int) {
 	}
 	t.Cleanup(func() { ln.Close() })
 	go n.k.Serve(ln)
+	return ln
 }
 
 // psk is n's key for the pair with other, if it has one.
@@ -222,4 +223,47 @@ func TestPairKeysRestingPeer(t *testing.T) {
 		kb, okb := b.psk(a)
 		return oka && okb && ka == kb
 	})
+}
+
+// TestPairKeysAfterRestart: an agent that restarts has no key for its
+// pairs; its side starts every pair's exchange at once, and both ends hold
+// one new common key (not the one from before the restart) without
+// waiting for the rotation interval.
+func TestPairKeysAfterRestart(t *testing.T) {
+	port := freePort(t)
+	a, b := newKeyNode(t, "a", "127.0.0.1", port, time.Hour), newKeyNode(t, "b", "127.0.0.2", port, time.Hour)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a.listen(t, port)
+	go a.k.Loop(ctx)
+	a.k.Update([]peer.NodeInfo{b.info()})
+	bctx, bstop := context.WithCancel(ctx)
+	bln := b.listen(t, port)
+	go b.k.Loop(bctx)
+	b.k.Update([]peer.NodeInfo{a.info()})
+	same := func(b *keyNode) (wgtypes.Key, bool) {
+		ka, oka := a.psk(b)
+		kb, okb := b.psk(a)
+		return ka, oka && okb && ka == kb
+	}
+	waitFor(t, 5*time.Second, "both ends hold one key", func() bool { _, ok := same(b); return ok })
+	before, _ := same(b)
+
+	// b restarts: the same node key, a new process (no pairs, no keys).
+	bstop()
+	bln.Close()
+	b2 := &keyNode{name: "b", addr: b.addr, priv: b.priv, dev: newKeyDev()}
+	var err error
+	if b2.k, err = New(Config{Mode: Preferred, Rotation: time.Hour, Port: port, Key: b.priv, Device: b2.dev, Write: b2.dev.write,
+		Metrics: prometheus.NewRegistry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
+		t.Fatal(err)
+	}
+	b2.k.dial = func(ctx context.Context, to netip.AddrPort) (net.Conn, error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: b2.addr.AsSlice()}}
+		return d.DialContext(ctx, "tcp", to.String())
+	}
+	b2.listen(t, port)
+	go b2.k.Loop(ctx)
+	b2.k.Update([]peer.NodeInfo{a.info()})
+	waitFor(t, 10*time.Second, "the pair agrees a key again after b's restart", func() bool { k, ok := same(b2); return ok && k != before })
 }
