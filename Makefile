@@ -146,7 +146,7 @@ test:
 	$(call stage,controlplane,$(MAKE) --no-print-directory controlplane)
 	@$(call bg_start,lint,$(MAKE) --no-print-directory lint)
 	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
-		$(call bg_start,kind-programs,$(MAKE) --no-print-directory k8s $(E2E_TEST) $(GINKGO) $(KIND)) \
+		$(call bg_start,kind-programs,$(MAKE) --no-print-directory k8s $(E2E_TEST) $(GINKGO) $(KIND) $(KUBECTL) kind-images image DOCKER_BUILD_FLAGS="--cpu-shares 2") \
 	fi
 	$(call stage,lab-tests,$(MAKE) --no-print-directory test-lab)
 	$(call stage,lint,$(MAKE) --no-print-directory wait-lint)
@@ -159,9 +159,10 @@ test:
 
 # Background work during the lab tests, which mostly wait (for handshakes,
 # timeouts, the API server) and leave their 2 cores mostly idle: make lint,
-# and the programs the kind stage compiles (kubelet and the other node
-# programs, agnhost, e2e.test, ginkgo, kind), each at nice 19 so it takes
-# only what the tests leave. bg_start NAME,COMMAND starts one (output in
+# and what the kind stage needs (kubelet and the other node programs,
+# agnhost, e2e.test, ginkgo, kind, kubectl; the kind node and test images
+# and weft's image), each at nice 19 (docker builds with --cpu-shares 2) so
+# it takes only what the tests leave. bg_start NAME,COMMAND starts one (output in
 # .cache/bg-NAME.log); bg_wait NAME waits for it, prints its output and
 # fails as it failed; bg_wait NAME,quiet only reports (the kind stage
 # builds again in the foreground whatever is missing, and shows why).
@@ -253,7 +254,7 @@ docker-engine:
 
 image: docker-engine
 	@$(KIND_ENV) tools/kind/images.sh bases
-	docker build -q -t $(IMAGE) . >/dev/null && echo ">> built $(IMAGE)"
+	docker build $(DOCKER_BUILD_FLAGS) -q -t $(IMAGE) . >/dev/null && echo ">> built $(IMAGE)"
 
 # kind-images: the kind node image (Kubernetes $(K8S_VERSION)) and the test
 # images (agnhost, iperf3, and the upstream specs' jessie-dnsutils and nginx),

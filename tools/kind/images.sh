@@ -15,7 +15,8 @@
 #
 # Environment (the Makefile sets it): K8S_VERSION, K8S_BIN (kubelet, kubeadm,
 # kubectl, kube-* and etcd built from tools/controlplane), COREDNS_BIN,
-# KIND_VERSION, AGNHOST_VERSION, ETCD_IMAGE_TAG, COREDNS_IMAGE_TAG, PAUSE_VERSION.
+# KIND_VERSION, AGNHOST_VERSION, ETCD_IMAGE_TAG, COREDNS_IMAGE_TAG, PAUSE_VERSION;
+# DOCKER_BUILD_FLAGS (e.g. --cpu-shares 2) go to its docker build and run.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -84,7 +85,7 @@ minbase() {
 # shown on failure.
 build() {
 	log "docker build $1"
-	docker build --force-rm -q -t "$1" "$2" >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; die "docker build $1 failed"; }
+	docker build ${DOCKER_BUILD_FLAGS:-} --force-rm -q -t "$1" "$2" >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; die "docker build $1 failed"; }
 }
 
 # golang: the Go toolchain this machine builds with, on the minbase, under the
@@ -262,7 +263,7 @@ node() {
 	log "preloading $(echo "$want" | wc -w) images into the node's containerd"
 	docker save $want >"$work/images.tar"
 	local c
-	c=$(docker run -d --entrypoint sleep -v "$work:/preload:ro" "$NODEBASE" infinity)
+	c=$(docker run ${DOCKER_BUILD_FLAGS:-} -d --entrypoint sleep -v "$work:/preload:ro" "$NODEBASE" infinity)
 	container=$c
 	docker cp "$K8S_BIN/kubeadm" "$c:/usr/bin/kubeadm"
 	docker cp "$K8S_BIN/kubelet" "$c:/usr/bin/kubelet"
