@@ -100,7 +100,7 @@ lint: $(STATICCHECK) $(ERRCHECK)
 	@echo ">> staticcheck"; $(STATICCHECK) ./... && $(STATICCHECK) -tags kind ./e2e/kind/
 	@echo ">> errcheck"; $(ERRCHECK) -ignoretests -exclude tools/lint/errcheck-exclude.txt ./... && \
 		$(ERRCHECK) -ignoretests -exclude tools/lint/errcheck-exclude.txt -tags kind ./e2e/kind/
-	@echo ">> shell"; for f in tools/fuzz.sh tools/labshards.sh tools/kind/*.sh tools/kind/shim/docker tools/kind/node/entrypoint bench/k8s/run.sh e2e/upstream/run.sh; do bash -n $$f || exit 1; done
+	@echo ">> shell"; for f in tools/fuzz.sh tools/kind/*.sh tools/kind/shim/docker tools/kind/node/entrypoint bench/k8s/run.sh e2e/upstream/run.sh; do bash -n $$f || exit 1; done
 	@echo ">> kind config pins"; grep -q 'imageTag: "$(ETCD_IMAGE_TAG)"' deploy/kind/cluster.yaml && grep -q 'imageTag: "$(COREDNS_VERSION)"' deploy/kind/cluster.yaml || \
 		{ echo "deploy/kind/cluster.yaml must pin etcd $(ETCD_IMAGE_TAG) and CoreDNS $(COREDNS_VERSION), the images make kind-images builds"; exit 1; }
 
@@ -123,7 +123,7 @@ fuzz:
 # the report. make test runs the same test for 40 s.
 SOAK_TIME ?= 5m
 soak: deps build controlplane
-	@set -o pipefail; WEFT_SOAK=$(SOAK_TIME) WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) $(GO) test -count=1 -run '^TestChaosSoak$$' -v -timeout 60m ./e2e/ 2>&1 | \
+	@set -o pipefail; WEFT_SOAK=$(SOAK_TIME) WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) $(GO) test -count=1 -run '^TestChaosSoak$$' -v -timeout 60m ./e2e/scale/ 2>&1 | \
 		tee /tmp/weft-soak.log | grep -E 'soak:|^(--- |ok|FAIL)|_test.go'
 
 # test runs everything, in timed stages: unit and lab tests (root, network
@@ -178,19 +178,25 @@ wait-lint:
 wait-kind-programs:
 	@$(call bg_wait,kind-programs,quiet)
 
-# test-lab: every package but the lab's (./e2e) first, one at a time (unit
-# tests, and the root tests of mesh, nft, cni, netlab); then the lab's tests
-# in LAB_SHARDS processes at once (tools/labshards.sh: each process's lab
-# objects carry its pid, so shards cannot collide). One by default: with two
-# shards and the background compiles, TestDirectPathToAnotherSubnetFallsBack
-# failed once (a pod pair unreachable for ~10 s), not yet understood.
-LAB_SHARDS ?= 1
+# test-lab: every package but the lab's first, one at a time (unit tests,
+# and the root tests of mesh, nft, cni, netlab, agent); then the lab's
+# packages (e2e/datapath, hardening, keying, kubernetes, pods, policy,
+# scale), LAB_PARALLEL at once: each runs in its own process and every lab
+# object carries that process's id (internal/netlab), so they cannot
+# collide, and their tests mostly wait (handshakes, timeouts, the API
+# server). gotestsum prints a line per test as it ends and each failure's
+# output at the end; the whole verbose log is in $(TEST_RESULTS)/lab-e2e.json.
+LAB_PARALLEL ?= 2
+LAB_PKGS = $(GO) list ./e2e/... | grep -v -e '/e2e$$' -e '/e2e/kind$$' -e '/e2e/upstream$$'
 test-lab: build controlplane $(HELM) $(GOTESTSUM)
 	@mkdir -p $(TEST_RESULTS); set -o pipefail; \
-		export WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) WEFT_HELM=$(HELM) GOTESTSUM=$(GOTESTSUM) GO=$(GO); \
-		$(call gotestsum_run,lab,-count=1 -p 1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v '/e2e$$')); \
+		export WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) WEFT_HELM=$(HELM); \
+		lab=$$($(LAB_PKGS)); \
+		$(call gotestsum_run,lab,-count=1 -p 1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -vxF "$$lab")); \
 		status=$$?; \
-		tools/labshards.sh $(LAB_SHARDS) $(TEST_RESULTS) $(TEST_LOG) -- -count=1 -timeout $(TEST_TIMEOUT) || status=1; \
+		echo ">> the lab's packages, $(LAB_PARALLEL) at once:" $$lab; \
+		$(GOTESTSUM) --format testname --junitfile $(TEST_RESULTS)/lab-e2e.xml --jsonfile $(TEST_RESULTS)/lab-e2e.json -- \
+			-count=1 -p $(LAB_PARALLEL) -timeout $(TEST_TIMEOUT) $$lab 2>&1 | tee -a $(TEST_LOG) || status=1; \
 		echo "lab tests: $$(cat $(TEST_RESULTS)/lab*.json | $(count))"; \
 		exit $$status
 
@@ -218,7 +224,7 @@ bench: deps build
 # NetworkPolicy cost: throughput and new connections per second with 0 and
 # 100 policies selecting the server pod (a lab with the real API server).
 bench-policy: deps build controlplane
-	WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) $(GO) test -run '^$$' -bench NetworkPolicy -benchtime 3x -timeout 15m ./e2e/ | tee /tmp/weft-bench-policy.log
+	WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) $(GO) test -run '^$$' -bench NetworkPolicy -benchtime 3x -timeout 15m ./e2e/policy/ | tee /tmp/weft-bench-policy.log
 
 # Scale: N = WEFT_SCALE_N (default 100,300,1000) Node objects in the lab's
 # API server, 3 of them with a real agent: convergence, memory, idle CPU,
@@ -226,7 +232,7 @@ bench-policy: deps build controlplane
 # minute). Writes bench/results/scale-<time>.{json,md,svg}; ~8 min per size.
 bench-scale: deps build controlplane
 	@set -o pipefail; WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) WEFT_SCALE_OUT=$(CURDIR)/bench/results \
-		$(GO) test -count=1 -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -timeout 90m -v ./e2e/ 2>&1 | \
+		$(GO) test -count=1 -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -timeout 90m -v ./e2e/scale/ 2>&1 | \
 		tee /tmp/weft-bench-scale.log | grep -E 'N=|^(--- |ok|FAIL|Benchmark)|scale_bench_test.go|^\s+(\||-|Targets|#)'
 
 # Go micro-benchmarks; the lab benchmarks have their own targets.

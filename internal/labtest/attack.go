@@ -1,0 +1,55 @@
+package labtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	osexec "os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/internal/netlab"
+)
+
+// These tests perform the attacks of the hardening review (issue 15) and
+// assert what a user would notice: the agent's memory, its answers, the
+// routes and rules on the node. Each failed on the main branch before the
+// fix.
+
+// rssMiB is a process's resident memory.
+func RssMiB(t testing.TB, pid int) float64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return float64(kb) / 1024
+		}
+	}
+	t.Fatalf("no VmRSS for pid %d", pid)
+	return 0
+}
+
+// waitMeshOf waits until each of nodes lists every other as a peer.
+func (c *Cluster) WaitMeshOf(nodes []*netlab.Node, timeout time.Duration) {
+	c.T.Helper()
+	Eventually(c.T, timeout, "mesh of "+fmt.Sprint(len(nodes))+" nodes", func() bool {
+		for _, n := range nodes {
+			names, err := n.PeerNames(context.Background(), c.Bins)
+			if err != nil || len(names) < len(nodes)-1 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// ipIn runs ip(8) in a pod's namespace.
+func IpIn(netns string, args ...string) error {
+	return osexec.Command("ip", append([]string{"-n", netns}, args...)...).Run()
+}
