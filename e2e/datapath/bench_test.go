@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/pprof/profile"
+
 	"github.com/weftnet/weft/bench"
 	"github.com/weftnet/weft/internal/netlab"
 )

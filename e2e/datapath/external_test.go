@@ -10,9 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/labtest"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // TestExternalPeerFromShowconf: a host that is not a node (a laptop on the

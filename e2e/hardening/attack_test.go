@@ -16,10 +16,16 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
+
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/labtest"
 	"github.com/weftnet/weft/internal/netlab"
 )
+
+// These tests perform the attacks of the hardening review (issue 15) and
+// assert what a user would notice: the agent's memory, its answers, the
+// routes and rules on the node. Each failed on the main branch before the
+// fix.
 
 // peakRSS samples pid's RSS every 50ms until stop is closed.
 func peakRSS(t testing.TB, pid int, stop <-chan struct{}) <-chan float64 {

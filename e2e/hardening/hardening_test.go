@@ -17,10 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/labtest"
 	"github.com/weftnet/weft/internal/netlab"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // pqPort is the key exchange's port as the lab's agents run it.

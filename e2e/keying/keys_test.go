@@ -11,12 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/labtest"
 	"github.com/weftnet/weft/internal/netlab"
 	"github.com/weftnet/weft/pq"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // presharedKeys maps each of n's device peers (public key) to its

@@ -9,13 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/labtest"
 	"github.com/weftnet/weft/internal/netlab"
 	"github.com/weftnet/weft/peer"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestKubeMeshConverges: three agents learn identity and peers from the API

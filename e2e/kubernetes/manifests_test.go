@@ -8,9 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/weftnet/weft/deploy"
 	"github.com/weftnet/weft/internal/labtest"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func repoFile(t *testing.T, rel string) []byte {

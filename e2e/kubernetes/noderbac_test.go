@@ -9,13 +9,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/api"
-	"github.com/weftnet/weft/internal/labtest"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/internal/labtest"
 )
 
 // TestNodeAgentWritesOnlyItsOwnNode: with the shipped admission policy on

@@ -7,10 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/internal/labtest"
-	"github.com/weftnet/weft/internal/netlab"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/weftnet/weft/internal/labtest"
+	"github.com/weftnet/weft/internal/netlab"
 )
 
 // TestServicesAndDNS runs the real kube-proxy (nftables mode) on every node

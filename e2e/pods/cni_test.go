@@ -19,6 +19,7 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/cni"
 	"github.com/weftnet/weft/internal/labtest"

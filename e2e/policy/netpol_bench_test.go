@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
+	networkingv1 "k8s.io/api/networking/v1"
+
 	"github.com/weftnet/weft/bench"
 	"github.com/weftnet/weft/internal/netlab"
-	networkingv1 "k8s.io/api/networking/v1"
 )
 
 // BenchmarkNetworkPolicy measures pod to pod across nodes (y/a on node2 to

@@ -12,13 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/internal/labtest"
-	"github.com/weftnet/weft/internal/netlab"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/weftnet/weft/internal/labtest"
+	"github.com/weftnet/weft/internal/netlab"
 )
 
 // The NetworkPolicy lab follows the upstream e2e suite's model: namespaces

@@ -15,9 +15,10 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/weftnet/weft/internal/labtest"
 	"github.com/weftnet/weft/internal/netlab"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // echoServer serves a line echo on port in the pod, for connections that

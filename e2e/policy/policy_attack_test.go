@@ -7,10 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/internal/labtest"
-	"github.com/weftnet/weft/internal/netlab"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weftnet/weft/internal/labtest"
+	"github.com/weftnet/weft/internal/netlab"
 )
 
 // TestHostilePolicyDoesNotStallTheNode: a tenant's NetworkPolicy with 2000

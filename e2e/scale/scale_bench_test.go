@@ -17,16 +17,17 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"github.com/weftnet/weft/api"
-	"github.com/weftnet/weft/bench"
-	"github.com/weftnet/weft/internal/labtest"
-	"github.com/weftnet/weft/internal/netlab"
-	"github.com/weftnet/weft/mesh"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/bench"
+	"github.com/weftnet/weft/internal/labtest"
+	"github.com/weftnet/weft/internal/netlab"
+	"github.com/weftnet/weft/mesh"
 )
 
 // BenchmarkScale is make bench-scale: for each N in WEFT_SCALE_N (default

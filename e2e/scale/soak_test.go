@@ -13,9 +13,10 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/weftnet/weft/internal/labtest"
 	"github.com/weftnet/weft/internal/netlab"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // soakDuration is how long the chaos runs: WEFT_SOAK (a Go duration; make

@@ -13,12 +13,7 @@ import (
 	"github.com/weftnet/weft/internal/netlab"
 )
 
-// These tests perform the attacks of the hardening review (issue 15) and
-// assert what a user would notice: the agent's memory, its answers, the
-// routes and rules on the node. Each failed on the main branch before the
-// fix.
-
-// rssMiB is a process's resident memory.
+// RssMiB is a process's resident memory.
 func RssMiB(t testing.TB, pid int) float64 {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -35,7 +30,7 @@ func RssMiB(t testing.TB, pid int) float64 {
 	return 0
 }
 
-// waitMeshOf waits until each of nodes lists every other as a peer.
+// WaitMeshOf waits until each of nodes lists every other as a peer.
 func (c *Cluster) WaitMeshOf(nodes []*netlab.Node, timeout time.Duration) {
 	c.T.Helper()
 	Eventually(c.T, timeout, "mesh of "+fmt.Sprint(len(nodes))+" nodes", func() bool {
@@ -49,7 +44,7 @@ func (c *Cluster) WaitMeshOf(nodes []*netlab.Node, timeout time.Duration) {
 	})
 }
 
-// ipIn runs ip(8) in a pod's namespace.
+// IpIn runs ip(8) in a pod's namespace.
 func IpIn(netns string, args ...string) error {
 	return osexec.Command("ip", append([]string{"-n", netns}, args...)...).Run()
 }

@@ -18,7 +18,7 @@ import (
 	"github.com/weftnet/weft/internal/netlab"
 )
 
-// cluster is a lab with a weft-agent per node.
+// Cluster is a lab with a weft-agent per node.
 type Cluster struct {
 	T         testing.TB
 	Lab       *netlab.Lab
@@ -66,7 +66,7 @@ func NewCluster(t testing.TB, nodes int) *Cluster {
 	return c
 }
 
-// agentArgs are the flags a lab node's agent runs with; the first node is the seed.
+// AgentArgs are the flags a lab node's agent runs with; the first node is the seed.
 // WEFT_LAB_DEBUG=1 runs them at debug level (wireguard-go's own messages).
 func (c *Cluster) AgentArgs(n *netlab.Node) []string {
 	args := n.AgentArgs(c.GossipKey, c.Lab.Nodes()[0])
@@ -92,7 +92,7 @@ func (c *Cluster) StartAll() {
 	}
 }
 
-// peers asks a node's agent for its peers with weftctl, as an operator would.
+// Peers asks a node's agent for its peers with weftctl, as an operator would.
 func (c *Cluster) Peers(n *netlab.Node) ([]api.PeerStatus, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -107,7 +107,7 @@ func (c *Cluster) Peers(n *netlab.Node) ([]api.PeerStatus, error) {
 	return ps, nil
 }
 
-// waitMesh waits until every node lists every other node as a peer.
+// WaitMesh waits until every node lists every other node as a peer.
 func (c *Cluster) WaitMesh(timeout time.Duration) {
 	c.T.Helper()
 	if err := c.Lab.WaitMesh(context.Background(), c.Bins, timeout); err != nil {
@@ -115,7 +115,7 @@ func (c *Cluster) WaitMesh(timeout time.Duration) {
 	}
 }
 
-// waitPing waits until from reaches dst, and returns how long that took.
+// WaitPing waits until from reaches dst, and returns how long that took.
 func WaitPing(t *testing.T, from *netlab.Node, dst netip.Addr, timeout time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
@@ -196,7 +196,7 @@ func Metrics(t testing.TB, n *netlab.Node) []Sample {
 	return out
 }
 
-// readyz is the status code of the node agent's /readyz (0 when it does
+// Readyz is the status code of the node agent's /readyz (0 when it does
 // not answer).
 func Readyz(n *netlab.Node) int {
 	resp, err := n.HTTPClient().Get("http://" + netlab.AgentHTTP + "/readyz")
@@ -207,13 +207,13 @@ func Readyz(n *netlab.Node) int {
 	return resp.StatusCode
 }
 
-// waitReady waits for n's agent to report ready.
+// WaitReady waits for n's agent to report ready.
 func (c *Cluster) WaitReady(n *netlab.Node, timeout time.Duration) {
 	c.T.Helper()
 	Eventually(c.T, timeout, n.Name+" ready", func() bool { return Readyz(n) == http.StatusOK })
 }
 
-// eventually polls cond every 100ms until it holds or timeout passes.
+// Eventually polls cond every 100ms until it holds or timeout passes.
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)

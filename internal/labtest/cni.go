@@ -9,11 +9,12 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/netlab"
 )
 
-// oneNode is a single-node cluster whose agent has written its conflist.
+// OneNode is a single-node cluster whose agent has written its conflist.
 func OneNode(t *testing.T) (*Cluster, *netlab.Node) {
 	c := NewCluster(t, 1)
 	n := c.Lab.Nodes()[0]
@@ -22,7 +23,7 @@ func OneNode(t *testing.T) (*Cluster, *netlab.Node) {
 	return c, n
 }
 
-// reservations lists the addresses held in a node's IPAM directory.
+// Reservations lists the addresses held in a node's IPAM directory.
 func Reservations(t *testing.T, n *netlab.Node) []string {
 	t.Helper()
 	ents, err := os.ReadDir(filepath.Join(n.StateDir, "ipam", api.NetworkName))
@@ -39,7 +40,7 @@ func Reservations(t *testing.T, n *netlab.Node) []string {
 	return out
 }
 
-// hostVeths lists weft-cni's host veths on a node.
+// HostVeths lists weft-cni's host veths on a node.
 func HostVeths(t *testing.T, n *netlab.Node) []string {
 	t.Helper()
 	var out []string

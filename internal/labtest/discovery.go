@@ -8,7 +8,7 @@ import (
 	"github.com/weftnet/weft/internal/netlab"
 )
 
-// peerNames lists the names of a node's peers, sorted; nil while its agent does not answer.
+// PeerNames lists the names of a node's peers, sorted; nil while its agent does not answer.
 func PeerNames(t *testing.T, c *Cluster, n *netlab.Node) []string {
 	t.Helper()
 	names, err := n.PeerNames(context.Background(), c.Bins)

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// listenIn starts a TCP listener inside a namespace (via do) and returns the
+// ListenIn starts a TCP listener inside a namespace (via do) and returns the
 // source address of each connection it accepts.
 func ListenIn(t *testing.T, do func(func() error) error, addr string) <-chan netip.Addr {
 	t.Helper()
@@ -34,7 +34,7 @@ func ListenIn(t *testing.T, do func(func() error) error, addr string) <-chan net
 	return seen
 }
 
-// dialFrom connects from inside a namespace and reports the error.
+// DialFrom connects from inside a namespace and reports the error.
 func DialFrom(do func(func() error) error, dst netip.AddrPort) error {
 	return do(func() error {
 		c, err := net.DialTimeout("tcp", dst.String(), 2*time.Second)

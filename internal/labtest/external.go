@@ -4,13 +4,14 @@ import (
 	"context"
 	"time"
 
-	"github.com/weftnet/weft/source/kube"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
+
+	"github.com/weftnet/weft/source/kube"
 )
 
-// createPeer creates a Peer object once its CRD serves.
+// CreatePeer creates a Peer object once its CRD serves.
 func (k *KubeCluster) CreatePeer(name, key string, allowed ...string) {
 	k.T.Helper()
 	ips := make([]any, len(allowed))
@@ -20,7 +21,7 @@ func (k *KubeCluster) CreatePeer(name, key string, allowed ...string) {
 	k.CreatePeerSpec(name, map[string]any{"publicKey": key, "allowedIPs": ips})
 }
 
-// createPeerSpec creates a Peer object with spec once its CRD serves.
+// CreatePeerSpec creates a Peer object with spec once its CRD serves.
 func (k *KubeCluster) CreatePeerSpec(name string, spec map[string]any) {
 	k.T.Helper()
 	dyn, err := dynamic.NewForConfig(k.Cp.AdminREST)

@@ -10,7 +10,7 @@ import (
 	"github.com/weftnet/weft/internal/netlab"
 )
 
-// wgShow runs `wg show DEV WHAT` in n (the node's own UAPI sockets) and
+// WgShow runs `wg show DEV WHAT` in n (the node's own UAPI sockets) and
 // returns its lines split on tabs.
 func WgShow(t testing.TB, n *netlab.Node, dev, what string) [][]string {
 	t.Helper()
@@ -37,13 +37,13 @@ func WgRows(n *netlab.Node, dev, what string) ([][]string, error) {
 	return rows, nil
 }
 
-// publicKey is n's WireGuard public key, read from its device.
+// PublicKey is n's WireGuard public key, read from its device.
 func PublicKey(t testing.TB, n *netlab.Node) string {
 	t.Helper()
 	return WgShow(t, n, "weft0", "public-key")[0][0]
 }
 
-// keyMap turns `wg show DEV preshared-keys` rows into peer -> key.
+// KeyMap turns `wg show DEV preshared-keys` rows into peer -> key.
 func KeyMap(rows [][]string) map[string]string {
 	out := map[string]string{}
 	for _, r := range rows {
@@ -54,7 +54,7 @@ func KeyMap(rows [][]string) map[string]string {
 	return out
 }
 
-// pairKey is the preshared key a and b hold for each other, read from both
+// PairKey is the preshared key a and b hold for each other, read from both
 // devices; ok only when both hold the same key (false while a device is
 // not up yet).
 func PairKey(t testing.TB, a, b *netlab.Node) (string, bool) {
@@ -64,7 +64,7 @@ func PairKey(t testing.TB, a, b *netlab.Node) (string, bool) {
 	return ka, pa != "" && pb != "" && ka != "" && ka != "(none)" && ka == kb
 }
 
-// pubAndKeys is n's public key and its peers' preshared keys ("" and nil
+// PubAndKeys is n's public key and its peers' preshared keys ("" and nil
 // while its device is not up).
 func PubAndKeys(n *netlab.Node) (string, map[string]string) {
 	rows, err := WgRows(n, "weft0", "public-key")

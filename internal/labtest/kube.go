@@ -9,13 +9,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/deploy"
-	"github.com/weftnet/weft/internal/netlab"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weftnet/weft/deploy"
+	"github.com/weftnet/weft/internal/netlab"
 )
 
-// kubeCluster is a lab with a real kube-apiserver; agents run in Kubernetes
+// KubeCluster is a lab with a real kube-apiserver; agents run in Kubernetes
 // mode as the weft ServiceAccount under the shipped RBAC.
 type KubeCluster struct {
 	*Cluster
@@ -46,7 +47,7 @@ func NewKubeCluster(t testing.TB, nodes int) *KubeCluster {
 	return k
 }
 
-// addNode creates a node namespace and registers its Node object.
+// AddNode creates a node namespace and registers its Node object.
 func (k *KubeCluster) AddNode() *netlab.Node {
 	k.T.Helper()
 	n, err := k.Lab.AddNode(fmt.Sprintf("node%d", len(k.Lab.Nodes())+1))
@@ -59,7 +60,7 @@ func (k *KubeCluster) AddNode() *netlab.Node {
 	return n
 }
 
-// startKube starts n's agent in Kubernetes mode: no --pod-cidr, no
+// StartKube starts n's agent in Kubernetes mode: no --pod-cidr, no
 // --advertise-address, no --join; all of it comes from the API.
 // Extra environment (NAME=value) is passed through env(1).
 func (k *KubeCluster) StartKube(n *netlab.Node, env ...string) *netlab.Proc {
@@ -67,7 +68,7 @@ func (k *KubeCluster) StartKube(n *netlab.Node, env ...string) *netlab.Proc {
 	return k.StartKubeWith(n, env)
 }
 
-// startKubeWith is startKube with extra agent flags.
+// StartKubeWith is startKube with extra agent flags.
 func (k *KubeCluster) StartKubeWith(n *netlab.Node, env []string, extra ...string) *netlab.Proc {
 	k.T.Helper()
 	kc := filepath.Join(n.Dir, "kubeconfig")
@@ -96,7 +97,7 @@ func (k *KubeCluster) StartKubeWith(n *netlab.Node, env []string, extra ...strin
 	return p
 }
 
-// newKubeMesh is a kube cluster whose agents run and have formed the mesh.
+// NewKubeMesh is a kube cluster whose agents run and have formed the mesh.
 func NewKubeMesh(t testing.TB, nodes int) *KubeCluster {
 	t.Helper()
 	k := NewKubeCluster(t, nodes)
@@ -107,7 +108,7 @@ func NewKubeMesh(t testing.TB, nodes int) *KubeCluster {
 	return k
 }
 
-// stopAPIServer stops the API server once n's agent has seen it up, and
+// StopAPIServer stops the API server once n's agent has seen it up, and
 // waits until that agent notices it is gone.
 func (k *KubeCluster) StopAPIServer(n *netlab.Node) {
 	k.T.Helper()
@@ -120,7 +121,7 @@ func (k *KubeCluster) StopAPIServer(n *netlab.Node) {
 	})
 }
 
-// startAPIServer starts the API server stopped by stopAPIServer and waits
+// StartAPIServer starts the API server stopped by stopAPIServer and waits
 // until it answers.
 func (k *KubeCluster) StartAPIServer() {
 	k.T.Helper()
@@ -141,7 +142,7 @@ func (k *KubeCluster) Node(name string) *corev1.Node {
 	return n
 }
 
-// createNamespace creates a namespace and its default ServiceAccount (the
+// CreateNamespace creates a namespace and its default ServiceAccount (the
 // lab has no controller-manager to make it, and pod admission needs it).
 func (k *KubeCluster) CreateNamespace(name string, labels map[string]string) {
 	k.T.Helper()
@@ -156,7 +157,7 @@ func (k *KubeCluster) CreateNamespace(name string, labels map[string]string) {
 	}
 }
 
-// setRunning publishes the sandbox's addresses in the Pod's status, as a
+// SetRunning publishes the sandbox's addresses in the Pod's status, as a
 // kubelet would once the pod runs.
 func (k *KubeCluster) SetRunning(obj *corev1.Pod, p *netlab.Pod) error {
 	obj.Status.Phase = corev1.PodRunning

@@ -8,7 +8,7 @@ import (
 	"github.com/weftnet/weft/internal/netlab"
 )
 
-// waitCNIConf waits for the agent on n to write its conflist (it does so
+// WaitCNIConf waits for the agent on n to write its conflist (it does so
 // only once its mesh is ready).
 func (c *Cluster) WaitCNIConf(n *netlab.Node) {
 	c.T.Helper()
@@ -17,7 +17,7 @@ func (c *Cluster) WaitCNIConf(n *netlab.Node) {
 	}
 }
 
-// newPodCluster is a cluster whose agents have formed the mesh and written
+// NewPodCluster is a cluster whose agents have formed the mesh and written
 // their CNI configs, ready for pods.
 func NewPodCluster(t *testing.T, nodes int) *Cluster {
 	t.Helper()
@@ -30,7 +30,7 @@ func NewPodCluster(t *testing.T, nodes int) *Cluster {
 	return c
 }
 
-// addPod attaches a pod on n through libcni and removes it at cleanup.
+// AddPod attaches a pod on n through libcni and removes it at cleanup.
 func (c *Cluster) AddPod(n *netlab.Node, name string) *netlab.Pod {
 	c.T.Helper()
 	p, err := n.AddPod(context.Background(), c.Bins, name)

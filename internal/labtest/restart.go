@@ -23,7 +23,7 @@ func PeerKey(t *testing.T, c *Cluster, on *netlab.Node, name string) string {
 	return ""
 }
 
-// weftRoutes lists the routes weft owns on a node (proto 87), v4 then v6.
+// WeftRoutes lists the routes weft owns on a node (proto 87), v4 then v6.
 func WeftRoutes(t *testing.T, n *netlab.Node) []string {
 	t.Helper()
 	var out []string

@@ -13,7 +13,7 @@ import (
 	"github.com/weftnet/weft/internal/netlab"
 )
 
-// stream is one long TCP connection from a pod to a pod on another node;
+// Stream is one long TCP connection from a pod to a pod on another node;
 // the receiver records the longest pause between two reads.
 type Stream struct {
 	Bytes atomic.Int64
@@ -91,7 +91,7 @@ func StartStream(t *testing.T, from, to *netlab.Pod) *Stream {
 	return s
 }
 
-// across runs fn and returns the longest pause the stream had from its
+// Across runs fn and returns the longest pause the stream had from its
 // start until it has carried 4 MB more after fn returned.
 func (s *Stream) Across(t *testing.T, what string, fn func()) time.Duration {
 	t.Helper()
@@ -111,7 +111,7 @@ func (s *Stream) Across(t *testing.T, what string, fn func()) time.Duration {
 	return s.Gap
 }
 
-// startBinary starts n's agent from another binary (an upgrade).
+// StartBinary starts n's agent from another binary (an upgrade).
 func (c *Cluster) StartBinary(n *netlab.Node, bin string) {
 	c.T.Helper()
 	p, err := n.Start(bin, c.AgentArgs(n)...)

@@ -16,7 +16,7 @@ import (
 	"github.com/weftnet/weft/internal/netlab"
 )
 
-// status asks a node's agent for its status with weftctl, as an operator would.
+// Status asks a node's agent for its status with weftctl, as an operator would.
 func (c *Cluster) Status(n *netlab.Node) api.Status {
 	c.T.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -32,7 +32,7 @@ func (c *Cluster) Status(n *netlab.Node) api.Status {
 	return st
 }
 
-// peerOf is the entry for name in st, or the zero value.
+// PeerOf is the entry for name in st, or the zero value.
 func PeerOf(st api.Status, name string) api.PeerStatus {
 	for _, p := range st.Peers {
 		if p.Name == name {
@@ -42,7 +42,7 @@ func PeerOf(st api.Status, name string) api.PeerStatus {
 	return api.PeerStatus{}
 }
 
-// capture records the underlay bridge until stop is called, then returns
+// Capture records the underlay bridge until stop is called, then returns
 // the tcpdump lines matching filter (read back from the file).
 type Capture struct {
 	T    *testing.T
@@ -65,7 +65,7 @@ func (c *Cluster) StartCapture(t *testing.T, name string) *Capture {
 	return &Capture{T: t, File: pcap, Cmd: cmd, Stop: cancel}
 }
 
-// done stops the capture.
+// Done stops the capture.
 func (cp *Capture) Done() {
 	time.Sleep(300 * time.Millisecond)
 	cp.Cmd.Process.Signal(os.Interrupt)
@@ -82,7 +82,7 @@ func (cp *Capture) Read(filter ...string) []string {
 	return NonEmpty(strings.Split(string(out), "\n"))
 }
 
-// pingPods pings every pair of pods in both families and fails the test
+// PingPods pings every pair of pods in both families and fails the test
 // for a pair that does not answer.
 func PingPods(t *testing.T, pairs [][2]*netlab.Pod) {
 	t.Helper()
