@@ -42,6 +42,7 @@ type Agent struct {
 	log     *slog.Logger
 	self    peer.NodeInfo
 	reg     *peer.Registry
+	clients *kube.Clients      // nil in standalone mode
 	kube    *kube.Source       // nil in standalone mode
 	netpol  *netpol.Controller // nil unless enforcing NetworkPolicy
 	dev     *mesh.Device
@@ -132,6 +133,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 		defer pqLn.Close()
 	}
 	if cfg.KubeMode {
+		if a.clients, err = kube.NewClients(cfg.Kubeconfig); err != nil {
+			return err
+		}
+		// Every watch is in the one informer factory: stopped when Run
+		// returns, however it returns (Shutdown waits for the informers,
+		// which end with their context).
+		var stopInformers context.CancelFunc
+		ctx, stopInformers = context.WithCancel(ctx)
+		defer func() { stopInformers(); a.clients.Informers.Shutdown() }()
 		if err := a.learnSelf(ctx); err != nil {
 			return err
 		}
@@ -259,17 +269,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 			return err
 		}
 		defer a.kube.Stop()
-		if a.ext, err = kube.StartPeers(ctx, cfg.Kubeconfig, log, a.externalsChanged, a.rejected); err != nil {
+		if a.ext, err = kube.StartPeers(ctx, a.clients, log, a.externalsChanged, a.rejected); err != nil {
 			return err
 		}
-		defer a.ext.Stop()
 	}
 	if cfg.EnforcesPolicy() {
 		var own []netip.Addr
 		for _, p := range a.cfg.PodCIDRs { // a.cfg: in Kubernetes mode the Node's (learnSelf)
 			own = append(own, api.FirstAddress(p))
 		}
-		a.netpol, err = netpol.New(netpol.Config{Client: a.kube.Watch(), Node: a.cfg.NodeName, StateDir: a.cfg.StateDir, Local: a.cfg.PodCIDRs, Own: own,
+		a.netpol, err = netpol.New(netpol.Config{Client: a.clients.Client, Informers: a.clients.Informers, Node: a.cfg.NodeName, StateDir: a.cfg.StateDir, Local: a.cfg.PodCIDRs, Own: own,
 			Syncs: a.metrics.policySyncs, IsolatedPods: a.metrics.policyPods, Log: log})
 		if err != nil {
 			return err
@@ -282,7 +291,6 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 		if err := a.netpol.Start(ctx); err != nil {
 			return err
 		}
-		defer a.netpol.Stop()
 	}
 
 	if pqLn != nil {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/atomicfile"
@@ -23,18 +22,6 @@ import (
 // override). While the API server does not answer it falls back to what it
 // learned last time, so a restarted agent comes back without the API.
 func (a *Agent) learnSelf(ctx context.Context) error {
-	cfg, err := kube.RESTConfig(a.cfg.Kubeconfig)
-	if err != nil {
-		return err
-	}
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
-	watch, err := kubernetes.NewForConfig(kube.WatchConfig(cfg))
-	if err != nil {
-		return err
-	}
 	// The Node's location as last told to the loop: set below, before the
 	// informer that calls onLocation starts (kube.Source.Start).
 	var last string
@@ -48,13 +35,13 @@ func (a *Agent) learnSelf(ctx context.Context) error {
 			a.selfLocation <- loc
 		}
 	}
-	a.kube = kube.New(client, watch, a.cfg.NodeName, a.cfg.TopologyLabel, peer.IntraLocation(a.cfg.IntraDirect), onLocation, a.log)
+	a.kube = kube.New(a.clients, a.cfg.NodeName, a.cfg.TopologyLabel, peer.IntraLocation(a.cfg.IntraDirect), onLocation, a.log)
 	cachePath := filepath.Join(a.cfg.StateDir, "self.json")
 	var cidrs []netip.Prefix
 	var ip netip.Addr
 	var loc string
 	attempt := 0
-	err = wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
 		defer func() { attempt++ }()
 		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		node, err := a.kube.FetchSelf(fctx)

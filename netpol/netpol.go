@@ -87,11 +87,12 @@ type extraPod struct {
 
 // Config is what a Controller is built with.
 type Config struct {
-	Client   kubernetes.Interface
-	Node     string         // this node's name
-	StateDir string         // where the attachments are saved, and the agent socket
-	Local    []netip.Prefix // this node's pod CIDRs
-	Own      []netip.Addr   // the node's own addresses in them
+	Client    kubernetes.Interface            // requests (a pod not yet in the informer's cache)
+	Informers informers.SharedInformerFactory // the agent's one factory: the controller's watches join it
+	Node      string                          // this node's name
+	StateDir  string                          // where the attachments are saved, and the agent socket
+	Local     []netip.Prefix                  // this node's pod CIDRs
+	Own       []netip.Addr                    // the node's own addresses in them
 	// Syncs counts syncs by result (changed, unchanged, error);
 	// IsolatedPods is the number of local pods a policy isolates.
 	Syncs        *prometheus.CounterVec
@@ -106,7 +107,7 @@ func New(c Config) (*Controller, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Controller{client: c.Client, node: c.Node, stateDir: c.StateDir, log: c.Log, enf: enf, syncs: c.Syncs, isolated: c.IsolatedPods,
+	n := &Controller{client: c.Client, factory: c.Informers, node: c.Node, stateDir: c.StateDir, log: c.Log, enf: enf, syncs: c.Syncs, isolated: c.IsolatedPods,
 		local: c.Local, own: c.Own, kick: make(chan struct{}, 1), firstRun: make(chan struct{}),
 		atts: map[string]attachment{}, extra: map[string]extraPod{}}
 	n.changed = sync.NewCond(&n.mu)
@@ -136,8 +137,10 @@ func slimPod(obj any) (any, error) {
 // Start starts the informers and the sync loop; FirstSync is closed once
 // the data plane holds the policy of every known pod.
 func (n *Controller) Start(ctx context.Context) error {
-	n.factory = informers.NewSharedInformerFactoryWithOptions(n.client, 10*time.Minute, informers.WithTransform(slimPod))
 	pods := n.factory.Core().V1().Pods()
+	if err := pods.Informer().SetTransform(slimPod); err != nil {
+		return err
+	}
 	nss := n.factory.Core().V1().Namespaces()
 	nps := n.factory.Networking().V1().NetworkPolicies()
 	n.pods, n.nss, n.nps = pods.Lister(), nss.Lister(), nps.Lister()
@@ -156,13 +159,6 @@ func (n *Controller) Start(ctx context.Context) error {
 	n.factory.Start(ctx.Done())
 	go n.loop(ctx)
 	return nil
-}
-
-// Stop stops the informers.
-func (n *Controller) Stop() {
-	if n.factory != nil {
-		n.factory.Shutdown()
-	}
 }
 
 // FirstSync is closed after the first successful sync.

@@ -19,6 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -40,6 +42,48 @@ func Client(kubeconfig string) (kubernetes.Interface, error) {
 		return nil, err
 	}
 	return kubernetes.NewForConfig(cfg)
+}
+
+// Clients are the agent's connections to the API server, all made from one
+// configuration (RESTConfig): Client for requests (each bounded by the
+// client timeout), Dynamic for Peer objects, Discovery, and Informers: the
+// one shared informer factory every watch of the agent is in (Nodes here,
+// Peer objects, and the NetworkPolicy controller's Pods, Namespaces and
+// NetworkPolicies), on a client without that timeout (WatchConfig). Its
+// owner starts each informer once it is asked for, and shuts it down.
+type Clients struct {
+	Client    kubernetes.Interface
+	Dynamic   dynamic.Interface
+	Discovery discovery.DiscoveryInterface
+	Informers informers.SharedInformerFactory
+}
+
+// resync is how often the informers replay their caches to the handlers.
+const resync = 10 * time.Minute
+
+// NewClients makes the agent's clients from a kubeconfig file or, without
+// one, the in-cluster service account.
+func NewClients(kubeconfig string) (*Clients, error) {
+	cfg, err := RESTConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	c := &Clients{}
+	if c.Client, err = kubernetes.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	watch, err := kubernetes.NewForConfig(WatchConfig(cfg))
+	if err != nil {
+		return nil, err
+	}
+	if c.Dynamic, err = dynamic.NewForConfig(WatchConfig(cfg)); err != nil {
+		return nil, err
+	}
+	if c.Discovery, err = discovery.NewDiscoveryClientForConfig(cfg); err != nil {
+		return nil, err
+	}
+	c.Informers = informers.NewSharedInformerFactory(watch, resync)
+	return c, nil
 }
 
 // WatchConfig is cfg for informers: without the client timeout, which
@@ -96,7 +140,7 @@ func (c countRequests) WrappedRoundTripper() http.RoundTripper { return c.next }
 // publishes this node's annotations and condition, and records Events.
 type Source struct {
 	client   kubernetes.Interface // requests, each bounded by the client timeout
-	watch    kubernetes.Interface // informers (watchConfig)
+	informer informers.SharedInformerFactory
 	name     string
 	label    string       // --topology-label
 	location func(string) // called with this Node's location when it changes
@@ -105,25 +149,20 @@ type Source struct {
 	log      *slog.Logger
 	recorder record.EventRecorder
 	events   record.EventBroadcaster
-	factory  informers.SharedInformerFactory
 	nodes    listersv1.NodeLister
 	synced   cache.InformerSynced
 	up       atomic.Bool
 	probeNow chan struct{}
 }
 
-// New returns the source for the Node name: client for requests, watch
-// for informers (WatchConfig); location is called with this Node's
-// location (its topologyLabel) when it changes.
-func New(client, watch kubernetes.Interface, name, topologyLabel, intra string, location func(string), log *slog.Logger) *Source {
-	k := &Source{client: client, watch: watch, name: name, label: topologyLabel, intra: intra, location: location, log: log, probeNow: make(chan struct{}, 1)}
+// New returns the source for the Node name on c; location is called with
+// this Node's location (its topologyLabel) when it changes.
+func New(c *Clients, name, topologyLabel, intra string, location func(string), log *slog.Logger) *Source {
+	k := &Source{client: c.Client, informer: c.Informers, name: name, label: topologyLabel, intra: intra, location: location, log: log, probeNow: make(chan struct{}, 1)}
 	k.events = record.NewBroadcaster()
 	k.recorder = k.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "weft-agent", Host: name})
 	return k
 }
-
-// Watch is the client for informers (the NetworkPolicy controller's).
-func (k *Source) Watch() kubernetes.Interface { return k.watch }
 
 // FetchSelf reads this node's Node object.
 func (k *Source) FetchSelf(ctx context.Context) (*corev1.Node, error) {
@@ -135,8 +174,7 @@ func (k *Source) FetchSelf(ctx context.Context) (*corev1.Node, error) {
 func (k *Source) Start(ctx context.Context, reg *peer.Registry) error {
 	k.reg = reg
 	k.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: k.client.CoreV1().Events("")})
-	k.factory = informers.NewSharedInformerFactory(k.watch, 10*time.Minute)
-	inf := k.factory.Core().V1().Nodes()
+	inf := k.informer.Core().V1().Nodes()
 	k.nodes = inf.Lister()
 	k.synced = inf.Informer().HasSynced
 	if err := inf.Informer().SetTransform(slimNode); err != nil {
@@ -168,7 +206,7 @@ func (k *Source) Start(ctx context.Context, reg *peer.Registry) error {
 	if err != nil {
 		return err
 	}
-	k.factory.Start(ctx.Done())
+	k.informer.Start(ctx.Done())
 	go k.probe(ctx)
 	return nil
 }
@@ -307,10 +345,7 @@ func (k *Source) Event(name, reason, msg string) {
 	k.recorder.Event(ref, corev1.EventTypeWarning, reason, msg)
 }
 
-// Stop flushes Events and stops the informers.
+// Stop flushes Events (the informers are the factory owner's to stop).
 func (k *Source) Stop() {
 	k.events.Shutdown()
-	if k.factory != nil {
-		k.factory.Shutdown()
-	}
 }

@@ -9,11 +9,12 @@ import (
 	"sync"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/weftnet/weft/peer"
@@ -22,12 +23,26 @@ import (
 // PeerGVR is the Peer custom resource (deploy/helm/weft/templates/peer-crd.yaml).
 var PeerGVR = schema.GroupVersionResource{Group: "weft.dev", Version: "v1alpha1", Resource: "peers"}
 
+// Peer is a weft.dev/v1alpha1 Peer object, as the agent reads it.
+type Peer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              PeerSpec `json:"spec"`
+}
+
+// PeerSpec is a Peer's spec (the CRD's schema; peer.ParseExternal judges it).
+type PeerSpec struct {
+	PublicKey           string   `json:"publicKey"`
+	AllowedIPs          []string `json:"allowedIPs,omitempty"`
+	Endpoint            string   `json:"endpoint,omitempty"`
+	PersistentKeepalive int64    `json:"persistentKeepalive,omitempty"`
+}
+
 // Peers watches Peer objects: each is parsed alone here (the
 // agent judges it against the cluster at every reconcile, with
 // peer.AcceptExternals); what fails to parse is reported once.
 type Peers struct {
 	log     *slog.Logger
-	factory dynamicinformer.DynamicSharedInformerFactory
 	changed func()
 	report  func(peer.Rejection)
 
@@ -42,23 +57,14 @@ const maxExternals = 1024
 
 // StartPeers watches Peer objects once the API serves them; changed is
 // called after each change, report with each object that does not parse.
-func StartPeers(ctx context.Context, kubeconfig string, log *slog.Logger, changed func(), report func(peer.Rejection)) (*Peers, error) {
-	cfg, err := RESTConfig(kubeconfig)
-	if err != nil {
-		return nil, err
-	}
-	dyn, err := dynamic.NewForConfig(WatchConfig(cfg))
-	if err != nil {
-		return nil, err
-	}
-	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
+func StartPeers(ctx context.Context, c *Clients, log *slog.Logger, changed func(), report func(peer.Rejection)) (*Peers, error) {
 	x := &Peers{log: log, changed: changed, report: report, parsed: map[string]peer.External{}, invalid: map[string]string{}}
-	x.factory = dynamicinformer.NewDynamicSharedInformerFactory(dyn, 10*time.Minute)
-	inf := x.factory.ForResource(PeerGVR).Informer()
-	_, err = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	// In the agent's one factory: the only informer there of unstructured
+	// objects (the factory keeps one informer per Go type).
+	inf := c.Informers.InformerFor(&unstructured.Unstructured{}, func(kubernetes.Interface, time.Duration) cache.SharedIndexInformer {
+		return dynamicinformer.NewFilteredDynamicInformer(c.Dynamic, PeerGVR, metav1.NamespaceAll, resync, cache.Indexers{}, nil).Informer()
+	})
+	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    x.set,
 		UpdateFunc: func(_, obj any) { x.set(obj) },
 		DeleteFunc: func(obj any) {
@@ -83,9 +89,9 @@ func StartPeers(ctx context.Context, kubeconfig string, log *slog.Logger, change
 	go func() {
 		warned := false
 		for {
-			_, err := disc.ServerResourcesForGroupVersion(PeerGVR.GroupVersion().String())
+			_, err := c.Discovery.ServerResourcesForGroupVersion(PeerGVR.GroupVersion().String())
 			if err == nil {
-				x.factory.Start(ctx.Done())
+				c.Informers.Start(ctx.Done())
 				return
 			}
 			if !warned {
@@ -132,25 +138,15 @@ func (x *Peers) set(obj any) {
 
 func hasKey(m map[string]peer.External, k string) bool { _, ok := m[k]; return ok }
 
-// parsePeerObject reads a Peer object's spec; sizes are bounded before
-// anything is parsed.
+// parsePeerObject reads a Peer object into its type, then judges its spec
+// (peer.ParseExternal bounds every field).
 func parsePeerObject(u *unstructured.Unstructured) (peer.External, error) {
-	var s peer.ExternalSpec
-	var err error
-	if s.PublicKey, _, err = unstructured.NestedString(u.Object, "spec", "publicKey"); err != nil {
-		return peer.External{}, fmt.Errorf("spec.publicKey: %v", err)
+	var p Peer
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
+		return peer.External{}, fmt.Errorf("not a Peer: %v", err)
 	}
-	if s.AllowedIPs, _, err = unstructured.NestedStringSlice(u.Object, "spec", "allowedIPs"); err != nil {
-		return peer.External{}, fmt.Errorf("spec.allowedIPs: %v", err)
-	}
-	if s.Endpoint, _, err = unstructured.NestedString(u.Object, "spec", "endpoint"); err != nil {
-		return peer.External{}, fmt.Errorf("spec.endpoint: %v", err)
-	}
-	if s.PersistentKeepalive, _, err = unstructured.NestedInt64(u.Object, "spec", "persistentKeepalive"); err != nil {
-		return peer.External{}, fmt.Errorf("spec.persistentKeepalive: %v", err)
-	}
-	e, err := peer.ParseExternal(u.GetName(), s)
-	e.Created = u.GetCreationTimestamp().Time
+	e, err := peer.ParseExternal(p.Name, peer.ExternalSpec(p.Spec))
+	e.Created = p.CreationTimestamp.Time
 	return e, err
 }
 
@@ -167,11 +163,4 @@ func (x *Peers) List() []peer.External {
 	}
 	slices.SortFunc(out, func(a, b peer.External) int { return strings.Compare(a.Name, b.Name) })
 	return out
-}
-
-// Stop stops the watch (nil: nothing).
-func (x *Peers) Stop() {
-	if x != nil {
-		x.factory.Shutdown()
-	}
 }
