@@ -38,6 +38,7 @@ CNI_PLUGINS := github.com/containernetworking/plugins/plugins/meta/portmap \
 build:
 	$(GO) build -o $(BIN)/ ./cmd/... $(CNI_PLUGINS)
 	$(GO) build -o $(BIN)/wireguard-go golang.zx2c4.com/wireguard
+	cd tools/tailscale-wg && $(GO) build -o $(BIN)/wireguard-go-tailscale github.com/tailscale/wireguard-go
 
 # Kubernetes, one version for both proofs. tools/controlplane pins it (tool
 # directives); every program is built from it with the same flags, so the
@@ -214,8 +215,8 @@ test-kind:
 demo: deps build
 	$(BIN)/weft-demo --bin-dir $(BIN)
 
-# bench measures weft against the raw underlay, kernel VXLAN and upstream
-# wireguard-go in one lab and one run (BENCH_FLAGS, e.g. --reps 5), and
+# bench measures weft against the raw underlay, kernel VXLAN, upstream
+# wireguard-go and Tailscale's fork of it in one lab and one run (BENCH_FLAGS, e.g. --reps 5), and
 # writes bench/results/. Go micro-benchmarks: make gobench.
 BENCH_FLAGS ?=
 bench: deps build

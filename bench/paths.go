@@ -86,8 +86,8 @@ func (p *Path) cpuSeconds() (float64, bool) {
 const clockTicks = 100
 
 // Lab is the bench's lab: weft on node1/node2 (with a pod on each), kernel
-// VXLAN between node1 and node2, upstream wireguard-go between node3 and
-// node4, all on the same underlay bridge.
+// VXLAN between node1 and node2, upstream wireguard-go and Tailscale's fork
+// between node3 and node4, all on the same underlay bridge.
 type Lab struct {
 	*netlab.Lab
 	Paths     []*Path
@@ -134,11 +134,19 @@ func NewLab(ctx context.Context, binDir string) (l *Lab, err error) {
 	l.Paths = append(l.Paths, &Path{Name: "vxlan", Description: "kernel VXLAN (unencrypted)",
 		ClientNS: n1.NS, ServerNS: n2.NS, Server: netip.MustParseAddr("10.98.0.2")})
 
-	wg, err := l.upstreamWireGuard(ctx, n3, n4)
-	if err != nil {
-		return nil, err
+	// The two userspace anchors on the same two nodes, each on its own
+	// device, port and subnet: upstream wireguard-go (the module weft
+	// uses) and Tailscale's fork of it.
+	for _, impl := range []userspaceWG{
+		{name: "wireguard-go", bin: "wireguard-go", desc: "upstream wireguard-go, node to node", dev: "wgb0", port: 51820, subnet: 97},
+		{name: "wireguard-go-tailscale", bin: "wireguard-go-tailscale", desc: "Tailscale's wireguard-go fork, node to node", dev: "wgt0", port: 51830, subnet: 95},
+	} {
+		wg, err := l.userspaceWireGuard(ctx, n3, n4, impl)
+		if err != nil {
+			return nil, err
+		}
+		l.Paths = append(l.Paths, wg)
 	}
-	l.Paths = append(l.Paths, wg)
 
 	weft, err := l.weft(ctx, n1, n2)
 	if err != nil {
@@ -162,43 +170,52 @@ func NewLab(ctx context.Context, binDir string) (l *Lab, err error) {
 	return l, nil
 }
 
-// upstreamWireGuard runs wireguard-go (built from the module version weft
-// uses) on a and b, configured through wgctrl, with the same MTU as weft.
-func (l *Lab) upstreamWireGuard(ctx context.Context, a, b *netlab.Node) (*Path, error) {
+// userspaceWG is a userspace WireGuard the bench compares weft with: its
+// binary in the bin directory, the device it makes, its UDP port and the
+// tunnel subnet 10.<subnet>.0.0/24.
+type userspaceWG struct {
+	name, bin, desc, dev string
+	port, subnet         int
+}
+
+// userspaceWireGuard runs w (built from its module: upstream's is the
+// version weft uses) on a and b, configured through wgctrl, with the same
+// MTU as weft.
+func (l *Lab) userspaceWireGuard(ctx context.Context, a, b *netlab.Node, w userspaceWG) (*Path, error) {
 	keys := make([]wgtypes.Key, 2)
-	p := &Path{Name: "wireguard-go", Description: "upstream wireguard-go, node to node",
-		ClientNS: a.NS, ServerNS: b.NS, Server: netip.MustParseAddr("10.97.0.2")}
+	p := &Path{Name: w.name, Description: w.desc,
+		ClientNS: a.NS, ServerNS: b.NS, Server: netip.AddrFrom4([4]byte{10, byte(w.subnet), 0, 2})}
 	for i, n := range []*netlab.Node{a, b} {
 		keys[i], _ = wgtypes.GeneratePrivateKey()
-		proc, err := n.Start(filepath.Join(l.bins, "wireguard-go"), "-f", "wgb0")
+		proc, err := n.Start(filepath.Join(l.bins, w.bin), "-f", w.dev)
 		if err != nil {
 			return nil, err
 		}
 		p.procs = append(p.procs, proc)
-		sock := filepath.Join(n.RunDir, "wgb0.sock")
+		sock := filepath.Join(n.RunDir, w.dev+".sock")
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			if _, err := os.Stat(sock); err == nil {
 				break
 			}
 			if time.Now().After(deadline) {
-				return nil, fmt.Errorf("wireguard-go on %s: no UAPI socket:\n%s", n.Name, proc.Output())
+				return nil, fmt.Errorf("%s on %s: no UAPI socket:\n%s", w.bin, n.Name, proc.Output())
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
 	for i, n := range []*netlab.Node{a, b} {
 		peer := []*netlab.Node{b, a}[i]
-		keyFile := filepath.Join(n.Dir, "wgb0.key")
+		keyFile := filepath.Join(n.Dir, w.dev+".key")
 		if err := os.WriteFile(keyFile, []byte(keys[i].String()), 0o600); err != nil {
 			return nil, err
 		}
-		if _, err := n.Run(ctx, filepath.Join(l.bins, "weft-bench"), "wg-configure", "--interface", "wgb0",
-			"--private-key-file", keyFile, "--listen-port", "51820",
-			"--peer", fmt.Sprintf("%s,%s:51820,10.97.0.%d/32", keys[1-i].PublicKey(), peer.Addr, 2-i)); err != nil {
+		if _, err := n.Run(ctx, filepath.Join(l.bins, "weft-bench"), "wg-configure", "--interface", w.dev,
+			"--private-key-file", keyFile, "--listen-port", fmt.Sprint(w.port),
+			"--peer", fmt.Sprintf("%s,%s:%d,10.%d.0.%d/32", keys[1-i].PublicKey(), peer.Addr, w.port, w.subnet, 2-i)); err != nil {
 			return nil, err
 		}
-		if _, err := n.Run(ctx, "sh", "-c", fmt.Sprintf("ip addr add 10.97.0.%d/24 dev wgb0 && ip link set wgb0 mtu 1420 up", i+1)); err != nil {
+		if _, err := n.Run(ctx, "sh", "-c", fmt.Sprintf("ip addr add 10.%d.0.%d/24 dev %s && ip link set %s mtu 1420 up", w.subnet, i+1, w.dev, w.dev)); err != nil {
 			return nil, err
 		}
 	}

@@ -93,7 +93,7 @@ type Target struct {
 // Run builds the lab, measures and tears the lab down.
 func Run(ctx context.Context, cfg Config) (*Results, error) {
 	logf := func(format string, args ...any) { fmt.Fprintf(cfg.Log, format+"\n", args...) }
-	logf("== building the bench lab (veth, VXLAN, upstream wireguard-go, weft)")
+	logf("== building the bench lab (veth, VXLAN, upstream wireguard-go, Tailscale's fork, weft)")
 	lab, err := NewLab(ctx, cfg.BinDir)
 	if err != nil {
 		return nil, err

@@ -27,8 +27,10 @@ func TestBenchHarness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(bins, "wireguard-go")); err != nil {
-		t.Fatalf("the bench needs upstream wireguard-go in %s (make build puts it there): %v", bins, err)
+	for _, bin := range []string{"wireguard-go", "wireguard-go-tailscale"} {
+		if _, err := os.Stat(filepath.Join(bins, bin)); err != nil {
+			t.Fatalf("the bench needs %s in %s (make build puts it there): %v", bin, bins, err)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -37,7 +39,7 @@ func TestBenchHarness(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench: %v", err)
 	}
-	want := []string{"veth", "vxlan", "wireguard-go", "weft-node", "weft", "weft-direct"}
+	want := []string{"veth", "vxlan", "wireguard-go", "wireguard-go-tailscale", "weft-node", "weft", "weft-direct"}
 	if len(res.Paths) != len(want) {
 		t.Fatalf("paths %d, want %v", len(res.Paths), want)
 	}
@@ -50,7 +52,7 @@ func TestBenchHarness(t *testing.T) {
 			t.Errorf("%s: nothing measured: %+v", p.Name, p)
 		}
 	}
-	for _, name := range []string{"wireguard-go", "weft-node", "weft"} {
+	for _, name := range []string{"wireguard-go", "wireguard-go-tailscale", "weft-node", "weft"} {
 		for _, p := range res.Paths {
 			if p.Name == name && (len(p.PairTCP1.Runs) != 1 || len(p.PairRTTP50.Runs) != 1) {
 				t.Errorf("%s: target pair missing: %+v %+v", name, p.PairTCP1, p.PairRTTP50)
@@ -68,7 +70,7 @@ func TestBenchHarness(t *testing.T) {
 	if len(res.Convergence.Runs) != 1 || res.Convergence.Median <= 0 {
 		t.Errorf("convergence: %+v", res.Convergence)
 	}
-	if len(res.Targets) != 6 {
+	if len(res.Targets) != 8 { // weft and weft-node against both anchors and RTT; direct; CNI
 		t.Errorf("targets: %+v", res.Targets)
 	}
 	// The direct path must not be the tunnel in disguise: without
