@@ -23,6 +23,7 @@ import (
 var profileParts = []struct{ name, prefix string }{
 	{partWeft, "github.com/weftnet/weft/"},
 	{partWireGuard, "golang.zx2c4.com/wireguard/"},
+	{partWireGuard, "github.com/tailscale/wireguard-go/"}, // the fork, when weft is built on it
 }
 
 // The names of the parts, as keys of AgentProfile.Shares.
@@ -128,7 +129,9 @@ func classify(s *profile.Sample) string {
 	// are weft's.
 	for i, f := range funcs {
 		if strings.HasPrefix(f, bindWrapper) {
-			if slices.ContainsFunc(funcs[:i], func(g string) bool { return strings.HasPrefix(g, "golang.zx2c4.com/wireguard/") }) {
+			if slices.ContainsFunc(funcs[:i], func(g string) bool {
+				return strings.HasPrefix(g, "golang.zx2c4.com/wireguard/") || strings.HasPrefix(g, "github.com/tailscale/wireguard-go/")
+			}) {
 				funcs = funcs[:i] // below the wrapper, in wireguard-go's bind
 			}
 			break

@@ -26,7 +26,7 @@ var forbiddenDeps = []string{
 	"sigs.k8s.io/knftables",
 	"github.com/google/nftables",
 	"golang.zx2c4.com/wireguard/wgctrl", // the client; wgtypes (key types) is allowed below
-	"golang.zx2c4.com/wireguard/device",
+	"golang.zx2c4.com/wireguard/device", "github.com/tailscale/wireguard-go",
 	"golang.zx2c4.com/wireguard/tun",
 	"github.com/containernetworking/plugins",
 	"github.com/prometheus",
@@ -90,26 +90,26 @@ func TestPurePackagesDoNoIO(t *testing.T) {
 var rooms = map[string][]string{
 	"github.com/weftnet/weft/keys": {
 		"github.com/vishvananda/netlink", "sigs.k8s.io/knftables", "k8s.io/client-go", "github.com/hashicorp/memberlist",
-		"golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device",
+		"golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device", "github.com/tailscale/wireguard-go",
 		"github.com/weftnet/weft/agent", "github.com/weftnet/weft/mesh", "github.com/weftnet/weft/nft",
 	},
 	"github.com/weftnet/weft/source/gossip": {
-		"github.com/vishvananda/netlink", "sigs.k8s.io/knftables", "golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device",
+		"github.com/vishvananda/netlink", "sigs.k8s.io/knftables", "golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device", "github.com/tailscale/wireguard-go",
 		"k8s.io/client-go/kubernetes", "k8s.io/client-go/informers",
 		"github.com/weftnet/weft/agent", "github.com/weftnet/weft/mesh", "github.com/weftnet/weft/nft", "github.com/weftnet/weft/keys",
 	},
 	"github.com/weftnet/weft/source/kube": {
-		"github.com/vishvananda/netlink", "sigs.k8s.io/knftables", "golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device", "github.com/hashicorp/memberlist",
+		"github.com/vishvananda/netlink", "sigs.k8s.io/knftables", "golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device", "github.com/tailscale/wireguard-go", "github.com/hashicorp/memberlist",
 		"github.com/weftnet/weft/agent", "github.com/weftnet/weft/mesh", "github.com/weftnet/weft/nft", "github.com/weftnet/weft/keys",
 	},
 	"github.com/weftnet/weft/netpol": {
-		"github.com/vishvananda/netlink", "golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device", "github.com/hashicorp/memberlist",
+		"github.com/vishvananda/netlink", "golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device", "github.com/tailscale/wireguard-go", "github.com/hashicorp/memberlist",
 		"github.com/weftnet/weft/agent", "github.com/weftnet/weft/mesh", "github.com/weftnet/weft/keys", "github.com/weftnet/weft/source",
 	},
 	// The HTTP API only reads (through its View); the configuration is
 	// flags and their checks.
 	"github.com/weftnet/weft/agent/httpapi": {
-		"github.com/vishvananda/netlink", "sigs.k8s.io/knftables", "golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device", "github.com/hashicorp/memberlist", "k8s.io/client-go",
+		"github.com/vishvananda/netlink", "sigs.k8s.io/knftables", "golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device", "github.com/tailscale/wireguard-go", "github.com/hashicorp/memberlist", "k8s.io/client-go",
 		"github.com/weftnet/weft/agent", "github.com/weftnet/weft/mesh", "github.com/weftnet/weft/nft", "github.com/weftnet/weft/keys", "github.com/weftnet/weft/source", "github.com/weftnet/weft/netpol",
 	},
 	"github.com/weftnet/weft/agent/config": {
