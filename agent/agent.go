@@ -62,7 +62,7 @@ type Agent struct {
 	// once, so this end must too, or the two would disagree on the path.
 	selfLocation chan string
 	locMu        sync.Mutex // a.self.Location: the loop writes, the HTTP server reads
-	pmtu         *pathMTUs
+	pmtu         *mesh.PathMTUs
 	mtu          int // the tunnel link's
 	bounds       peer.Bounds
 	// Peer objects (Kubernetes mode): the source, a coalesced "changed",
@@ -105,7 +105,7 @@ type plane interface {
 // Everything that can fail on bad input or a busy port fails before the
 // tunnel is touched, and a failure undoes what was started.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan struct{}) error {
-	a := &Agent{cfg: cfg, log: log, selfLocation: make(chan string, 1), pmtu: newPathMTUs(),
+	a := &Agent{cfg: cfg, log: log, selfLocation: make(chan string, 1), pmtu: mesh.NewPathMTUs(),
 		extChanged: make(chan struct{}, 1), extRefused: map[string]string{}, rotateReq: make(chan chan error), keyWrites: make(chan keyWrite)}
 	// Ports first: a busy port must fail before anything is written or created.
 	if err := mesh.CheckPortFree(cfg.ListenPort); err != nil {
@@ -224,7 +224,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 
 	a.dev, err = mesh.OpenDevice(mesh.DeviceConfig{
 		Name: cfg.Interface, MTU: mtu, RunDir: cfg.RunDir, PrivateKey: key,
-		ListenPort: cfg.ListenPort, Logger: log, Verbose: cfg.LogLevel == "debug", TooBig: a.pmtu.tooBig,
+		ListenPort: cfg.ListenPort, Logger: log, Verbose: cfg.LogLevel == "debug", TooBig: a.pmtu.TooBig,
 	})
 	if err != nil {
 		leave = false
@@ -249,10 +249,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 		return err
 	}
 	a.metrics.reg.MustRegister(a.http.Collector()) // reads the device and the keys
-	if err := enableForwarding(); err != nil {
+	if err := mesh.EnableForwarding(); err != nil {
 		return err
 	}
-	if err := looseReversePath(); err != nil {
+	if err := mesh.LooseReversePath(); err != nil {
 		a.log.Warn("pods cannot reach other nodes' host-network endpoints (the API server among them)", "err", err)
 	}
 	if a.tables, err = nft.Open(); err != nil {

@@ -72,7 +72,7 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 		case <-policySynced:
 			policySynced = nil
 		case <-a.extChanged:
-		case <-a.pmtu.kick:
+		case <-a.pmtu.Kick():
 			if !a.learnPathMTUs() {
 				continue
 			}
@@ -337,14 +337,14 @@ func (a *Agent) learnPathMTUs() bool {
 			eps[n] = ap.Addr().Unmap()
 		}
 	}
-	if !a.pmtu.learn(eps, a.mtu) {
+	if !a.pmtu.Learn(eps, a.mtu) {
 		return false
 	}
-	a.log.Info("path MTU to peers", "tunnel_mtu_by_peer", fmt.Sprint(a.pmtu.snapshot()))
+	a.log.Info("path MTU to peers", "tunnel_mtu_by_peer", fmt.Sprint(a.pmtu.Snapshot()))
 	return true
 }
 
-func (a *Agent) pathMTUs() map[string]int { return a.pmtu.snapshot() }
+func (a *Agent) pathMTUs() map[string]int { return a.pmtu.Snapshot() }
 
 // applyMasquerade programs the egress NAT plan.EgressNAT wants; it writes
 // nothing when nothing changed.

@@ -89,7 +89,7 @@ func testAgent(t *testing.T, p *fakePlane) (*Agent, *knftables.Fake) {
 		t.Fatal(err)
 	}
 	tables := knftables.NewFake(knftables.InetFamily, nft.Table)
-	a := &Agent{cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil)), self: self, selfLocation: make(chan string, 1), pmtu: newPathMTUs(),
+	a := &Agent{cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil)), self: self, selfLocation: make(chan string, 1), pmtu: mesh.NewPathMTUs(),
 		extChanged: make(chan struct{}, 1), extRefused: map[string]string{}, rotateReq: make(chan chan error), keyWrites: make(chan keyWrite),
 		mesh: p, stopped: make(chan struct{}), tables: tables, mtu: 1420, bounds: peer.Bounds{Underlay: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}}
 	a.metrics = newMetrics()

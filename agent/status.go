@@ -26,7 +26,7 @@ func (v view) Status() (api.Status, error) {
 	for _, p := range dev {
 		byKey[p.PublicKey] = p
 	}
-	mtus := a.pmtu.snapshot()
+	mtus := a.pmtu.Snapshot()
 	claims := a.reg.Peers()
 	self := a.selfNow()
 	st := api.Status{

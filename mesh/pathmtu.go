@@ -1,13 +1,11 @@
-package agent
+package mesh
 
 import (
 	"net/netip"
 	"sync"
-
-	"github.com/weftnet/weft/mesh"
 )
 
-// pathMTUs are the tunnel MTUs learned per peer: when a send to a peer's
+// PathMTUs are the tunnel MTUs learned per peer: when a send to a peer's
 // endpoint is too big for the path (the kernel learned a smaller path MTU
 // from an ICMP "fragmentation needed" or "packet too big"), that peer's
 // tunnel routes get the MTU the path carries, so senders learn it (TCP
@@ -15,10 +13,10 @@ import (
 // Learned MTUs stay for the life of the peer's endpoint: the kernel's
 // record of the path expires after minutes; ours does not, so the tunnel
 // does not fall back into the hole.
-type pathMTUs struct {
+type PathMTUs struct {
 	mu     sync.Mutex
 	byPeer map[string]learnedMTU
-	kick   chan struct{} // a send was too big: look again
+	kick   chan struct{} // a send was too big: look again (Kick)
 }
 
 type learnedMTU struct {
@@ -26,26 +24,27 @@ type learnedMTU struct {
 	mtu      int
 }
 
-func newPathMTUs() *pathMTUs {
-	return &pathMTUs{byPeer: map[string]learnedMTU{}, kick: make(chan struct{}, 1)}
+// NewPathMTUs is an empty record; its TooBig goes in DeviceConfig.
+func NewPathMTUs() *PathMTUs {
+	return &PathMTUs{byPeer: map[string]learnedMTU{}, kick: make(chan struct{}, 1)}
 }
 
-// tooBig is the device's report of a send over the path MTU.
-func (p *pathMTUs) tooBig(netip.Addr) {
+// TooBig is the device's report of a send over the path MTU.
+func (p *PathMTUs) TooBig(netip.Addr) {
 	select {
 	case p.kick <- struct{}{}:
 	default:
 	}
 }
 
-// learn asks the kernel for the path MTU to each peer's endpoint and keeps
+// Learn asks the kernel for the path MTU to each peer's endpoint and keeps
 // the smallest tunnel MTU each has needed; it reports whether one changed.
 // endpoints are the device's (learned) endpoints by peer name. The kernel
 // is asked before the lock is taken: status readers never wait on netlink.
-func (p *pathMTUs) learn(endpoints map[string]netip.Addr, linkMTU int) (changed bool) {
+func (p *PathMTUs) Learn(endpoints map[string]netip.Addr, linkMTU int) (changed bool) {
 	pmtus := make(map[string]int, len(endpoints))
 	for name, ep := range endpoints {
-		if pmtu, ok := mesh.PathMTU(ep); ok {
+		if pmtu, ok := PathMTU(ep); ok {
 			pmtus[name] = pmtu
 		}
 	}
@@ -61,7 +60,7 @@ func (p *pathMTUs) learn(endpoints map[string]netip.Addr, linkMTU int) (changed 
 		if !ok {
 			continue
 		}
-		mtu := pmtu - mesh.Overhead
+		mtu := pmtu - Overhead
 		if mtu >= linkMTU || had && mtu >= old.mtu {
 			continue
 		}
@@ -77,8 +76,8 @@ func (p *pathMTUs) learn(endpoints map[string]netip.Addr, linkMTU int) (changed 
 	return changed
 }
 
-// snapshot is the learned MTUs by peer name, for plan.Plan.
-func (p *pathMTUs) snapshot() map[string]int {
+// Snapshot is the learned MTUs by peer name, for plan.Plan.
+func (p *PathMTUs) Snapshot() map[string]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make(map[string]int, len(p.byPeer))
@@ -87,3 +86,6 @@ func (p *pathMTUs) snapshot() map[string]int {
 	}
 	return out
 }
+
+// Kick receives when a send was too big: Learn again.
+func (p *PathMTUs) Kick() <-chan struct{} { return p.kick }

@@ -1,4 +1,4 @@
-package agent
+package mesh
 
 import (
 	"fmt"
@@ -6,13 +6,13 @@ import (
 	"strings"
 )
 
-// looseReversePath turns strict reverse-path filtering (rp_filter=1, as on
+// LooseReversePath turns strict reverse-path filtering (rp_filter=1, as on
 // RHEL and in kind's nodes) into loose (2). A pod's packet to another node's
 // own address crosses the underlay, and the reply comes back to it through
 // the tunnel, so under strict filtering the other node drops the pod's packet
 // (its route to the pod is weft0, not the interface it came in on). Where
 // /proc/sys is read-only (an unprivileged pod), it says what to set instead.
-func looseReversePath() error {
+func LooseReversePath() error {
 	const f = "/proc/sys/net/ipv4/conf/all/rp_filter"
 	b, err := os.ReadFile(f)
 	if err != nil || strings.TrimSpace(string(b)) != "1" {
@@ -24,11 +24,11 @@ func looseReversePath() error {
 	return nil
 }
 
-// enableForwarding makes the node route between pods, the tunnel and the
+// EnableForwarding makes the node route between pods, the tunnel and the
 // underlay, as every network plugin must. Where it is already on, nothing
 // is written, so an unprivileged container (read-only /proc/sys) works on
 // hosts that forward already (kubeadm requires net.ipv4.ip_forward=1).
-func enableForwarding() error {
+func EnableForwarding() error {
 	for _, f := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
 		if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) == "1" {
 			continue
