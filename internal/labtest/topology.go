@@ -95,8 +95,8 @@ func PingPods(t *testing.T, pairs [][2]*netlab.Pod) {
 			for end := time.Now().Add(20 * time.Second); !ok && time.Now().Before(end); {
 				ok = pr[0].Ping(context.Background(), pr[1].Addr(v6), 1, "-s", "200")
 			}
-			if ok { // more traffic for a capture to see: 10 more, quickly
-				pr[0].Command(context.Background(), "ping", "-n", "-q", "-c", "10", "-i", "0.05", "-W", "1", pr[1].Addr(v6).String()).Run()
+			if ok { // more traffic for a capture to see: 10 more, quickly (their replies do not matter)
+				_ = pr[0].Command(context.Background(), "ping", "-n", "-q", "-c", "10", "-i", "0.05", "-W", "1", pr[1].Addr(v6).String()).Run()
 			}
 			if !ok {
 				t.Errorf("pod on %s cannot reach pod on %s at %s", pr[0].Node.Name, pr[1].Node.Name, pr[1].Addr(v6))
