@@ -18,6 +18,7 @@ import (
 	"github.com/weftnet/weft/agent/config"
 	"github.com/weftnet/weft/agent/httpapi"
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/internal/connlimit"
 	"github.com/weftnet/weft/internal/httpserve"
 	"github.com/weftnet/weft/keys"
 	"github.com/weftnet/weft/mesh"
@@ -305,7 +306,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 	defer stopControl()
 
 	srv := httpserve.NewServer(a.http.Handler())
-	go httpserve.Serve(srv, httpserve.LimitPerSource(ln, httpserve.MaxConnsPerSource, a.metrics.httpRefused.Inc), log, "http")
+	go httpserve.Serve(srv, connlimit.Listen(ln, connlimit.New(httpserve.MaxConnsPerSource, 0), func(string) { a.metrics.httpRefused.Inc() }), log, "http")
 	defer srv.Close()
 	if pprofLn != nil {
 		psrv := httpserve.NewServer(httpapi.Pprof())

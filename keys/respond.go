@@ -3,12 +3,11 @@ package keys
 import (
 	"errors"
 	"net"
-	"net/netip"
-	"sync"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/weftnet/weft/internal/connlimit"
 	"github.com/weftnet/weft/pq"
 )
 
@@ -34,35 +33,28 @@ const (
 func (k *Manager) Serve(ln net.Listener) {
 	nodes := make(chan struct{}, pqMaxConns)
 	strangers := make(chan struct{}, pqMaxStrangers)
-	var mu sync.Mutex
-	open := map[netip.Addr]int{}
+	perSource := connlimit.New(pqMaxPerSource, 0)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
-		var src netip.Addr
-		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-			src, _ = netip.AddrFromSlice(a.IP)
-			src = src.Unmap()
-		}
+		src := connlimit.Source(c)
 		k.mu.Lock()
 		slots := strangers
 		if k.sources[src] {
 			slots = nodes
 		}
 		k.mu.Unlock()
-		mu.Lock()
-		full := open[src] >= pqMaxPerSource
+		full := perSource.Take(src) != ""
 		if !full {
 			select {
 			case slots <- struct{}{}:
-				open[src]++
 			default:
+				perSource.Give(src)
 				full = true
 			}
 		}
-		mu.Unlock()
 		if full {
 			k.failures.WithLabelValues("busy").Inc()
 			c.Close()
@@ -70,11 +62,7 @@ func (k *Manager) Serve(ln net.Listener) {
 		}
 		go func() {
 			defer func() {
-				mu.Lock()
-				if open[src]--; open[src] <= 0 {
-					delete(open, src)
-				}
-				mu.Unlock()
+				perSource.Give(src)
 				<-slots
 			}()
 			defer c.Close()

@@ -1,6 +1,6 @@
 // Package httpserve is how weft's programs serve HTTP to whoever can reach
-// them: every timeout set, a per-source connection cap, Unix sockets that
-// only root can reach.
+// them: every timeout set, Unix sockets that only root can reach (the
+// per-source cap on connections is package connlimit).
 package httpserve
 
 import (
@@ -8,10 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 )
 
@@ -34,69 +32,6 @@ func NewServer(h http.Handler) *http.Server {
 		IdleTimeout:       30 * time.Second,
 		MaxHeaderBytes:    maxHeaderBytes,
 	}
-}
-
-// perSourceListener closes, at accept, a connection from a source that
-// already holds maxConnsPerSource: one pod cannot exhaust the server for
-// the kubelet's probes and the metrics scraper.
-type perSourceListener struct {
-	net.Listener
-	max     int
-	refused func()
-
-	mu   sync.Mutex
-	open map[netip.Addr]int
-}
-
-// LimitPerSource closes, at accept, each connection from a source that
-// already holds max (refused counts them).
-func LimitPerSource(ln net.Listener, max int, refused func()) net.Listener {
-	return &perSourceListener{Listener: ln, max: max, refused: refused, open: map[netip.Addr]int{}}
-}
-
-func (l *perSourceListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		var src netip.Addr
-		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-			src, _ = netip.AddrFromSlice(a.IP)
-			src = src.Unmap()
-		}
-		l.mu.Lock()
-		full := l.open[src] >= l.max
-		if !full {
-			l.open[src]++
-		}
-		l.mu.Unlock()
-		if full {
-			l.refused()
-			_ = c.Close()
-			continue
-		}
-		return &countedConn{Conn: c, done: func() { l.release(src) }}, nil
-	}
-}
-
-func (l *perSourceListener) release(src netip.Addr) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.open[src]--; l.open[src] <= 0 {
-		delete(l.open, src)
-	}
-}
-
-type countedConn struct {
-	net.Conn
-	once sync.Once
-	done func()
-}
-
-func (c *countedConn) Close() error {
-	c.once.Do(c.done)
-	return c.Conn.Close()
 }
 
 // Serve runs srv on ln until it is closed, and logs why it stopped otherwise.

@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/weftnet/weft/internal/connlimit"
 )
 
 // Bounds on what one gossip stream may cost. memberlist reads up to 20 MiB
@@ -34,10 +36,7 @@ type guardedTransport struct {
 	streams chan net.Conn
 	refused func(reason string)
 	stop    chan struct{}
-
-	mu    sync.Mutex
-	open  map[netip.Addr]int
-	total int
+	limit   *connlimit.Limiter
 }
 
 func newGuardedTransport(bind netip.Addr, port int, logger *memberlistLogger, refused func(string)) (*guardedTransport, error) {
@@ -48,7 +47,7 @@ func newGuardedTransport(bind netip.Addr, port int, logger *memberlistLogger, re
 		return nil, err
 	}
 	t := &guardedTransport{NetTransport: nt, streams: make(chan net.Conn), refused: refused,
-		stop: make(chan struct{}), open: map[netip.Addr]int{}}
+		stop: make(chan struct{}), limit: connlimit.New(maxStreamsPerSource, maxStreams)}
 	go t.admit()
 	return t, nil
 }
@@ -70,14 +69,14 @@ func (t *guardedTransport) admit() {
 			return
 		case c = <-t.NetTransport.StreamCh():
 		}
-		src := remoteAddr(c)
-		if reason := t.take(src); reason != "" {
-			t.refused(reason)
+		src := connlimit.Source(c)
+		if why := t.limit.Take(src); why != "" {
+			t.refused(map[string]string{connlimit.Total: "streams", connlimit.PerSource: "streams-per-source"}[why])
 			_ = c.Close()
 			continue
 		}
 		g := &guardedConn{Conn: c, left: maxStreamBytes}
-		g.release = func() { t.give(src) }
+		g.release = func() { t.limit.Give(src) }
 		select {
 		case t.streams <- g:
 		case <-t.stop:
@@ -85,38 +84,6 @@ func (t *guardedTransport) admit() {
 			return
 		}
 	}
-}
-
-func (t *guardedTransport) take(src netip.Addr) string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	switch {
-	case t.total >= maxStreams:
-		return "streams"
-	case t.open[src] >= maxStreamsPerSource:
-		return "streams-per-source"
-	}
-	t.total++
-	t.open[src]++
-	return ""
-}
-
-func (t *guardedTransport) give(src netip.Addr) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.total--
-	if t.open[src]--; t.open[src] <= 0 {
-		delete(t.open, src)
-	}
-}
-
-func remoteAddr(c net.Conn) netip.Addr {
-	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok {
-			return ip.Unmap()
-		}
-	}
-	return netip.Addr{}
 }
 
 // guardedConn fails reads past its budget and frees its slot once closed.
