@@ -19,7 +19,10 @@ type Throughput struct {
 	LostPercent   float64 `json:"lostPercent,omitempty"`
 	JitterMs      float64 `json:"jitterMs,omitempty"`
 	CPUSeconds    float64 `json:"cpuSeconds,omitempty"`
-	Bytes         float64 `json:"bytes"`
+	// RSSMiB: the resident memory of the path's userspace processes (both
+	// ends) right after the run; 0 for kernel paths.
+	RSSMiB float64 `json:"rssMiB,omitempty"`
+	Bytes  float64 `json:"bytes"`
 }
 
 func nsCommand(ctx context.Context, ns, name string, args ...string) *exec.Cmd {
@@ -72,6 +75,7 @@ func Iperf(ctx context.Context, p *Path, d time.Duration, extra ...string) (Thro
 		}
 		if hasCPU {
 			t.CPUSeconds = cpu1 - cpu0
+			t.RSSMiB = p.rssMiB()
 		}
 		return t, nil
 	}

@@ -82,6 +82,25 @@ func (p *Path) cpuSeconds() (float64, bool) {
 	return total, true
 }
 
+// rssMiB is the resident memory of the path's userspace processes (0 when
+// one cannot be read).
+func (p *Path) rssMiB() float64 {
+	var total float64
+	for _, pr := range p.procs {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pr.Pid()))
+		if err != nil {
+			return 0
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+				total += kb / 1024
+			}
+		}
+	}
+	return total
+}
+
 // clockTicks is USER_HZ, which is 100 on every Linux architecture Go targets.
 const clockTicks = 100
 

@@ -82,25 +82,31 @@ func Markdown(r *Results, stamp string) string {
 		pairs = fmt.Sprintf("; the wireguard-go targets on %d back-to-back pairs of short runs", r.Pairs)
 	}
 	fmt.Fprintf(&sb, "Kernel %s, %d CPUs; %d repetitions of %s each; median (min–max)%s. `make bench` wrote this.\n\n", r.Kernel, r.CPUs, r.Reps, r.Duration, pairs)
-	wg, veth := r.path("wireguard-go"), r.path("veth")
-	sb.WriteString("| path | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP at " + r.UDPRate + ": Gbit/s, loss %, jitter ms | RTT p50 / p99 ms | TCP req/resp per s | CPU s per Gbit | 1 stream vs wireguard-go | vs veth |\n")
-	sb.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	wg, ts, veth := r.path("wireguard-go"), r.path("wireguard-go-tailscale"), r.path("veth")
+	sb.WriteString("| path | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP at " + r.UDPRate + ": Gbit/s, loss %, jitter ms | RTT p50 / p99 ms | TCP req/resp per s | CPU s per Gbit | memory MiB | 1 stream vs wireguard-go | vs Tailscale's | vs veth |\n")
+	sb.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, p := range r.Paths {
-		cpu := "kernel"
+		cpu, mem := "kernel", "kernel"
 		if p.CPUPerGbit != nil {
 			cpu = rng(*p.CPUPerGbit, "%.2f")
 		}
-		vsWG, vsVeth := "–", "–"
+		if p.RSSMiB != nil {
+			mem = rng(*p.RSSMiB, "%.0f")
+		}
+		vsWG, vsTS, vsVeth := "–", "–", "–"
 		if wg != nil {
 			vsWG = ratio(p.TCP1.Median, wg.TCP1.Median)
+		}
+		if ts != nil {
+			vsTS = ratio(p.TCP1.Median, ts.TCP1.Median)
 		}
 		if veth != nil {
 			vsVeth = ratio(p.TCP1.Median, veth.TCP1.Median)
 		}
-		fmt.Fprintf(&sb, "| **%s** — %s | %s | %s | %s, %s, %s | %s / %s | %s | %s | %s | %s |\n",
+		fmt.Fprintf(&sb, "| **%s** — %s | %s | %s | %s, %s, %s | %s / %s | %s | %s | %s | %s | %s | %s |\n",
 			p.Name, p.Description, rng(p.TCP1, "%.2f"), rng(p.TCP4, "%.2f"),
 			rng(p.UDP, "%.2f"), rng(p.UDPLoss, "%.2f"), rng(p.UDPJitter, "%.3f"),
-			rng(p.RTTP50, "%.3f"), rng(p.RTTP99, "%.3f"), rng(p.RR, "%.0f"), cpu, vsWG, vsVeth)
+			rng(p.RTTP50, "%.3f"), rng(p.RTTP99, "%.3f"), rng(p.RR, "%.0f"), cpu, mem, vsWG, vsTS, vsVeth)
 	}
 	if len(r.CNI) > 0 {
 		sb.WriteString("\n| CNI chain (libcni) | at a time | ADDs | ADD p50 / p99 ms | DEL p50 / p99 ms | ADD p50 vs ptp + host-local |\n|---|---|---|---|---|---|\n")

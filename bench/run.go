@@ -58,6 +58,7 @@ type PathResult struct {
 	RTTP99      Summary   `json:"rttP99Ms"`
 	RR          Summary   `json:"requestResponsePerSecond"`
 	CPUPerGbit  *Summary  `json:"cpuSecondsPerGbit,omitempty"`
+	RSSMiB      *Summary  `json:"rssMiB,omitempty"` // both ends' userspace processes, after each 1-stream run
 	RTTs        []float64 `json:"rttsMs"`
 	// The target pairs (Config.Pairs): short runs taken back to back with
 	// the baseline's, the figures the targets are decided on.
@@ -117,7 +118,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		}
 	}
 
-	type acc struct{ tcp1, tcp4, udp, loss, jitter, p50, p99, rr, cpu, rtts []float64 }
+	type acc struct{ tcp1, tcp4, udp, loss, jitter, p50, p99, rr, cpu, rss, rtts []float64 }
 	all := make([]acc, len(lab.Paths))
 	profiles := []*AgentProfile{{Side: "client"}, {Side: "server"}}
 	// Each measurement runs on every path back to back before the next
@@ -142,6 +143,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			a.tcp1 = append(a.tcp1, t.BitsPerSecond/1e9)
 			if t.CPUSeconds > 0 && t.Bytes > 0 {
 				a.cpu = append(a.cpu, t.CPUSeconds/(t.Bytes*8/1e9))
+			}
+			if t.RSSMiB > 0 {
+				a.rss = append(a.rss, t.RSSMiB)
 			}
 			return err
 		}},
@@ -198,6 +202,10 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		if len(a.cpu) > 0 {
 			s := summarize(a.cpu)
 			pr.CPUPerGbit = &s
+		}
+		if len(a.rss) > 0 {
+			s := summarize(a.rss)
+			pr.RSSMiB = &s
 		}
 		if pa, ok := pairs[p.Name]; ok {
 			pr.PairTCP1, pr.PairRTTP50 = summarize(pa.tcp1), summarize(pa.p50)

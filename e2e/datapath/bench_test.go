@@ -57,6 +57,10 @@ func TestBenchHarness(t *testing.T) {
 			if p.Name == name && (len(p.PairTCP1.Runs) != 1 || len(p.PairRTTP50.Runs) != 1) {
 				t.Errorf("%s: target pair missing: %+v %+v", name, p.PairTCP1, p.PairRTTP50)
 			}
+			// Userspace paths: CPU per Gbit and memory of both ends.
+			if p.Name == name && (p.CPUPerGbit == nil || p.CPUPerGbit.Median <= 0 || p.RSSMiB == nil || p.RSSMiB.Median < 1) {
+				t.Errorf("%s: no CPU or memory figure: %v %v", name, p.CPUPerGbit, p.RSSMiB)
+			}
 		}
 	}
 	if len(res.CNI) != 4 {
