@@ -82,6 +82,56 @@ func Iperf(ctx context.Context, p *Path, d time.Duration, extra ...string) (Thro
 	return Throughput{}, fmt.Errorf("iperf3 on %s: %s", p.Name, lastErr)
 }
 
+// IperfFlows runs one iperf3 client per flow of p, all at once, each on the
+// client side's CPU, and returns what their receivers saw in all (and the
+// path's CPU time over the run).
+func IperfFlows(ctx context.Context, p *Path, d time.Duration) (Throughput, error) {
+	var lastErr string
+	for attempt := 0; attempt < 30; attempt++ {
+		cpu0, hasCPU := p.cpuSeconds()
+		outs := make([][]byte, len(p.Flows))
+		done := make(chan struct{}, len(p.Flows))
+		for i, f := range p.Flows {
+			go func() {
+				outs[i], _ = p.onCPU(ctx, f.ClientNS, clientCPU, "iperf3", "-c", f.Server.String(), "-p", fmt.Sprint(f.Port),
+					"-t", fmt.Sprint(int(d.Seconds())), "-J").Output()
+				done <- struct{}{}
+			}()
+		}
+		for range p.Flows {
+			<-done
+		}
+		cpu1, _ := p.cpuSeconds()
+		if ctx.Err() != nil {
+			return Throughput{}, ctx.Err()
+		}
+		var t Throughput
+		lastErr = ""
+		for _, out := range outs {
+			var r iperfJSON
+			if err := json.Unmarshal(out, &r); err != nil {
+				return Throughput{}, fmt.Errorf("iperf3 on %s: %v", p.Name, err)
+			}
+			if r.Error != "" {
+				lastErr = r.Error
+				break
+			}
+			t.BitsPerSecond += r.End.SumReceived.BitsPerSecond
+			t.Bytes += r.End.SumReceived.Bytes
+		}
+		if lastErr != "" {
+			time.Sleep(200 * time.Millisecond) // a server may not listen yet
+			continue
+		}
+		if hasCPU {
+			t.CPUSeconds = cpu1 - cpu0
+			t.RSSMiB = p.rssMiB()
+		}
+		return t, nil
+	}
+	return Throughput{}, fmt.Errorf("iperf3 flows on %s: %s", p.Name, lastErr)
+}
+
 // iperfJSON is the part of iperf3 -J output the bench reads.
 type iperfJSON struct {
 	Error string `json:"error"`

@@ -25,12 +25,39 @@ type Path struct {
 	ClientNS    string
 	ServerNS    string
 	Server      netip.Addr
+	// Flows are the multi-flow run's pairs (MultiFlows of them, at once):
+	// for pod paths a pod pair each, otherwise the path's own two ends.
+	Flows []Flow
 	// procs run the tunnel in userspace (client side first); their CPU time
 	// is the path's cost.
 	procs []*netlab.Proc
 	// pinned: the client side (its programs and its tunnel process) runs on
 	// clientCPU, the server side on serverCPU.
 	pinned bool
+}
+
+// Flow is one client/server pair of the multi-flow run; its iperf3 server
+// listens on Port.
+type Flow struct {
+	ClientNS, ServerNS string
+	Server             netip.Addr
+	Port               int
+}
+
+// MultiFlows is how many pairs the multi-flow run drives at once (4 pod
+// pairs across 2 nodes on weft's pod paths).
+const MultiFlows = 4
+
+// flowPort is the first multi-flow iperf3 port (the path's own is 5201).
+const flowPort = 5301
+
+// sameEnds are MultiFlows flows between the path's own two ends.
+func (p *Path) sameEnds() []Flow {
+	var fs []Flow
+	for i := range MultiFlows {
+		fs = append(fs, Flow{ClientNS: p.ClientNS, ServerNS: p.ServerNS, Server: p.Server, Port: flowPort + i})
+	}
+	return fs
 }
 
 // The CPUs of the two sides of every path when the lab pins.
@@ -183,6 +210,11 @@ func NewLab(ctx context.Context, binDir string) (l *Lab, err error) {
 	}
 	direct.Name, direct.Description = "weft-direct", "weft, pod to pod inside one location (direct: no tunnel, no NAT)"
 	l.Paths = append(l.Paths, direct)
+	for _, p := range l.Paths {
+		if len(p.Flows) == 0 {
+			p.Flows = p.sameEnds()
+		}
+	}
 	if err := l.pin(ctx); err != nil {
 		return nil, err
 	}
@@ -272,17 +304,28 @@ func (l *Lab) weft(ctx context.Context, a, b *netlab.Node, extra ...string) (*Pa
 	if err := l.WaitMesh(ctx, l.bins, 30*time.Second, a, b); err != nil {
 		return nil, err
 	}
-	var pods []*netlab.Pod
-	for _, n := range []*netlab.Node{a, b} {
+	// MultiFlows pods on each node: the first pair is the path's, all of
+	// them the multi-flow run's.
+	var pods [2][]*netlab.Pod
+	for i, n := range []*netlab.Node{a, b} {
 		if err := n.WaitCNIConf(ctx, 20*time.Second); err != nil {
 			return nil, err
 		}
-		pod, err := n.AddPod(ctx, l.bins, "bench")
-		if err != nil {
-			return nil, err
+		for j := range MultiFlows {
+			name := "bench"
+			if j > 0 {
+				name = fmt.Sprintf("bench%d", j+1)
+			}
+			pod, err := n.AddPod(ctx, l.bins, name)
+			if err != nil {
+				return nil, err
+			}
+			pods[i] = append(pods[i], pod)
 		}
-		pods = append(pods, pod)
 	}
-	p.ClientNS, p.ServerNS, p.Server = pods[0].NS, pods[1].NS, pods[1].Addr(false)
+	p.ClientNS, p.ServerNS, p.Server = pods[0][0].NS, pods[1][0].NS, pods[1][0].Addr(false)
+	for j := range MultiFlows {
+		p.Flows = append(p.Flows, Flow{ClientNS: pods[0][j].NS, ServerNS: pods[1][j].NS, Server: pods[1][j].Addr(false), Port: flowPort + j})
+	}
 	return p, nil
 }

@@ -17,7 +17,7 @@ type Config struct {
 	BinDir   string
 	Reps     int
 	Duration time.Duration // of each iperf3 and request/response run
-	UDPRate  string        // iperf3 -b for the UDP run
+	UDPRate  string        // iperf3 -b for the UDP run; "auto": the highest of udpRates veth carries with < 1 % loss
 	Pings    int           // per repetition
 	CNIPods  int           // ADDs (then DELs) per CNI measurement
 	// Pairs is how many back-to-back runs of the target paths (upstream
@@ -51,6 +51,7 @@ type PathResult struct {
 	Description string    `json:"description"`
 	TCP1        Summary   `json:"tcp1Gbps"`
 	TCP4        Summary   `json:"tcp4Gbps"`
+	Flows4      Summary   `json:"flows4Gbps"` // MultiFlows pairs at once, aggregate
 	UDP         Summary   `json:"udpGbps"`
 	UDPLoss     Summary   `json:"udpLossPercent"`
 	UDPJitter   Summary   `json:"udpJitterMs"`
@@ -104,13 +105,17 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	res := &Results{Time: time.Now().UTC().Format(time.RFC3339), Kernel: strings.TrimSpace(string(kernel)),
 		CPUs: runtime.NumCPU(), Reps: cfg.Reps, Duration: cfg.Duration.String(), UDPRate: cfg.UDPRate}
 
-	// Servers for the whole run, bound to each path's server address.
+	// Servers for the whole run, bound to each path's server address, and
+	// one per multi-flow pair.
 	for _, p := range lab.Paths {
-		for _, args := range [][]string{
-			{"iperf3", "-s", "-B", p.Server.String()},
-			{filepath.Join(cfg.BinDir, "weft-bench"), "rr-server", "--listen", p.Server.String() + ":5202"},
-		} {
-			srv := p.serverCommand(ctx, args[0], args[1:]...)
+		srvs := []*exec.Cmd{
+			p.serverCommand(ctx, "iperf3", "-s", "-B", p.Server.String()),
+			p.serverCommand(ctx, filepath.Join(cfg.BinDir, "weft-bench"), "rr-server", "--listen", p.Server.String()+":5202"),
+		}
+		for _, f := range p.Flows {
+			srvs = append(srvs, p.onCPU(ctx, f.ServerNS, serverCPU, "iperf3", "-s", "-B", f.Server.String(), "-p", fmt.Sprint(f.Port)))
+		}
+		for _, srv := range srvs {
 			if err := srv.Start(); err != nil {
 				return nil, err
 			}
@@ -118,7 +123,13 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		}
 	}
 
-	type acc struct{ tcp1, tcp4, udp, loss, jitter, p50, p99, rr, cpu, rss, rtts []float64 }
+	if cfg.UDPRate == "auto" {
+		if cfg.UDPRate, err = calibrateUDP(ctx, lab, cfg.Duration, logf); err != nil {
+			return nil, err
+		}
+		res.UDPRate = cfg.UDPRate
+	}
+	type acc struct{ tcp1, tcp4, flows, udp, loss, jitter, p50, p99, rr, cpu, rss, rtts []float64 }
 	all := make([]acc, len(lab.Paths))
 	profiles := []*AgentProfile{{Side: "client"}, {Side: "server"}}
 	// Each measurement runs on every path back to back before the next
@@ -152,6 +163,11 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		{"TCP 4 streams", func(p *Path, a *acc) error {
 			t, err := Iperf(ctx, p, cfg.Duration, "-P", "4")
 			a.tcp4 = append(a.tcp4, t.BitsPerSecond/1e9)
+			return err
+		}},
+		{fmt.Sprintf("%d pairs at once", MultiFlows), func(p *Path, a *acc) error {
+			t, err := IperfFlows(ctx, p, cfg.Duration)
+			a.flows = append(a.flows, t.BitsPerSecond/1e9)
 			return err
 		}},
 		{"UDP at " + cfg.UDPRate, func(p *Path, a *acc) error {
@@ -196,7 +212,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	res.Pairs = cfg.Pairs
 	for i, p := range lab.Paths {
 		a := all[i]
-		pr := PathResult{Name: p.Name, Description: p.Description, TCP1: summarize(a.tcp1), TCP4: summarize(a.tcp4),
+		pr := PathResult{Name: p.Name, Description: p.Description, TCP1: summarize(a.tcp1), TCP4: summarize(a.tcp4), Flows4: summarize(a.flows),
 			UDP: summarize(a.udp), UDPLoss: summarize(a.loss), UDPJitter: summarize(a.jitter),
 			RTTP50: summarize(a.p50), RTTP99: summarize(a.p99), RR: summarize(a.rr), RTTs: a.rtts}
 		if len(a.cpu) > 0 {
@@ -253,4 +269,33 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	res.AgentProfiles = profiles
 	res.Targets = targets(res)
 	return res, nil
+}
+
+// udpRates are the UDP rates calibrateUDP tries, highest first.
+var udpRates = []string{"4G", "2G", "1G", "500M", "200M", "100M"}
+
+// calibrateUDP is the highest of udpRates at which the raw underlay (veth)
+// loses under 1 % of the datagrams: the UDP run then compares every path at
+// a rate the machine itself carries, and a path's loss is its own.
+func calibrateUDP(ctx context.Context, lab *Lab, d time.Duration, logf func(string, ...any)) (string, error) {
+	var veth *Path
+	for _, p := range lab.Paths {
+		if p.Name == "veth" {
+			veth = p
+		}
+	}
+	if veth == nil {
+		return "", fmt.Errorf("no veth path to calibrate the UDP rate on")
+	}
+	for _, rate := range udpRates {
+		u, err := Iperf(ctx, veth, d, "-u", "-b", rate)
+		if err != nil {
+			return "", err
+		}
+		logf("   UDP calibration on veth: %s loses %.2f %%", rate, u.LostPercent)
+		if u.LostPercent < 1 {
+			return rate, nil
+		}
+	}
+	return udpRates[len(udpRates)-1], nil
 }

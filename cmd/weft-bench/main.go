@@ -58,7 +58,7 @@ func runBench(args []string) error {
 	out := fs.String("out", "bench/results", "directory for the results")
 	reps := fs.Int("reps", 3, "repetitions of every measurement")
 	dur := fs.Duration("duration", 5*time.Second, "length of each throughput and request/response run")
-	udp := fs.String("udp-rate", "500M", "iperf3 UDP rate")
+	udp := fs.String("udp-rate", "auto", "iperf3 UDP rate (auto: the highest of 4G, 2G, 1G, 500M, 200M, 100M the raw underlay carries with < 1 % loss)")
 	pings := fs.Int("pings", 200, "pings per repetition (10 ms apart)")
 	pods := fs.Int("cni-pods", 40, "ADDs (then DELs) per CNI measurement")
 	pairs := fs.Int("pairs", 20, "back-to-back runs of wireguard-go and weft that decide the targets (0: the repetitions decide)")

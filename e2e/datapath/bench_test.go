@@ -48,7 +48,7 @@ func TestBenchHarness(t *testing.T) {
 			t.Errorf("path %d is %s, want %s", i, p.Name, want[i])
 		}
 		// A broken path gives iperf3 errors (the run fails) or no bytes.
-		if p.TCP1.Median < 0.01 || p.TCP4.Median < 0.01 || p.UDP.Median < 0.01 || p.RTTP50.Median <= 0 || p.RR.Median <= 0 {
+		if p.TCP1.Median < 0.01 || p.TCP4.Median < 0.01 || p.Flows4.Median < 0.01 || p.UDP.Median < 0.01 || p.RTTP50.Median <= 0 || p.RR.Median <= 0 {
 			t.Errorf("%s: nothing measured: %+v", p.Name, p)
 		}
 	}
