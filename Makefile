@@ -30,8 +30,9 @@ deps:
 
 # The reference plugins weft ships beside weft-cni (portmap, loopback) and the
 # bench baseline (ptp, host-local), built from github.com/containernetworking/plugins.
-CNI_PLUGINS := github.com/containernetworking/plugins/plugins/meta/portmap \
-	github.com/containernetworking/plugins/plugins/main/loopback \
+SHIPPED_CNI_PLUGINS := github.com/containernetworking/plugins/plugins/meta/portmap \
+	github.com/containernetworking/plugins/plugins/main/loopback
+CNI_PLUGINS := $(SHIPPED_CNI_PLUGINS) \
 	github.com/containernetworking/plugins/plugins/main/ptp \
 	github.com/containernetworking/plugins/plugins/ipam/host-local
 
@@ -259,9 +260,14 @@ KIND_ENV = K8S_VERSION=$(K8S_VERSION) K8S_BIN=$(K8S_BIN) COREDNS_BIN=$(K8S_BIN)/
 docker-engine:
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "this needs a running Docker engine (none answers here)"; exit 1; }
 
+# The binaries are built here, as the Dockerfile would (static, -trimpath),
+# with this machine's Go cache, and handed to it (PREBUILT): a cold
+# `docker build .` downloads every module and compiles client-go again.
+IMAGE_BIN := .cache/image-bin
 image: docker-engine
 	@$(KIND_ENV) tools/kind/images.sh bases
-	docker build $(DOCKER_BUILD_FLAGS) -q -t $(IMAGE) . >/dev/null && echo ">> built $(IMAGE)"
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags=-s -o $(IMAGE_BIN)/ ./cmd/weft-agent ./cmd/weftctl ./cmd/weft-cni $(SHIPPED_CNI_PLUGINS)
+	docker build $(DOCKER_BUILD_FLAGS) --build-arg PREBUILT=$(IMAGE_BIN) -q -t $(IMAGE) . >/dev/null && echo ">> built $(IMAGE)"
 
 # kind-images: the kind node image (Kubernetes $(K8S_VERSION)) and the test
 # images (agnhost, iperf3, and the upstream specs' jessie-dnsutils and nginx),
