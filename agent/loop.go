@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
-	"sync"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -212,77 +211,6 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 		a.log.Info("ready", "cni_conf", filepath.Join(a.cfg.CNIConfDir, api.ConfFile), "cni_conf_written", wrote)
 	}
 	return a.publish(ctx) || ch.PeersDeferred > 0, nil
-}
-
-// directFailed records the peers whose direct routes could not be written,
-// and says so once per fallback: a metric, a warning, an Event on the
-// peer's Node.
-func (a *Agent) directFailed(peers []peer.NodeInfo, e *mesh.DirectPathError) {
-	for _, f := range e.Failed {
-		name := ""
-		for _, n := range peers {
-			if slices.Contains(n.PodCIDRs, f.Dst) {
-				name = n.Name
-				break
-			}
-		}
-		if name == "" || !a.noDirect.add(name, time.Now()) {
-			continue
-		}
-		a.metrics.directFailures.Inc()
-		msg := fmt.Sprintf("weft-agent on %s cannot route %s directly via %s (%v): its traffic goes through the tunnel for %v", a.cfg.NodeName, f.Dst, f.Via, f.Err, noDirectFor)
-		a.log.Warn("direct path unusable; using the tunnel", "peer", name, "dst", f.Dst.String(), "via", f.Via.String(), "err", f.Err)
-		if a.kube != nil {
-			a.kube.Event(name, "WeftDirectPathUnusable", msg)
-		}
-	}
-}
-
-// noDirectFor is how long a peer whose direct route failed stays in the
-// tunnel before the direct path is tried again (the underlay may change).
-const noDirectFor = 10 * time.Minute
-
-// fallbacks remembers the peers whose direct path failed, until when (the
-// loop writes, the HTTP server reads).
-type fallbacks struct {
-	mu    sync.Mutex
-	until map[string]time.Time
-}
-
-// add records name; it reports whether name was not already recorded.
-func (f *fallbacks) add(name string, now time.Time) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.until == nil {
-		f.until = map[string]time.Time{}
-	}
-	_, had := f.until[name]
-	f.until[name] = now.Add(noDirectFor)
-	return !had
-}
-
-// names are the peers in the tunnel now; expired entries are dropped.
-func (f *fallbacks) names() map[string]bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	now := time.Now()
-	out := map[string]bool{}
-	for n, until := range f.until {
-		if now.After(until) {
-			delete(f.until, n)
-			continue
-		}
-		out[n] = true
-	}
-	return out
-}
-
-// has reports whether name's direct path has failed and not yet expired.
-func (f *fallbacks) has(name string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	until, ok := f.until[name]
-	return ok && time.Now().Before(until)
 }
 
 // externalsChanged is the Peer objects' source telling the loop to look again.

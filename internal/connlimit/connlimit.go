@@ -110,11 +110,6 @@ type Conn struct {
 	release func()
 }
 
-// NewConn is c holding a slot Take gave src in l.
-func NewConn(c net.Conn, l *Limiter, src netip.Addr) *Conn {
-	return &Conn{Conn: c, release: func() { l.Give(src) }}
-}
-
 func (c *Conn) Close() error {
 	c.once.Do(c.release)
 	return c.Conn.Close()
