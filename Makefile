@@ -220,8 +220,8 @@ demo: deps build
 # wireguard-go and Tailscale's fork of it in one lab and one run (BENCH_FLAGS, e.g. --reps 5), and
 # writes bench/results/. Go micro-benchmarks: make gobench.
 BENCH_FLAGS ?=
-bench: deps build
-	$(BIN)/weft-bench --bin-dir $(BIN) --out bench/results $(BENCH_FLAGS)
+bench: deps build controlplane
+	$(BIN)/weft-bench --bin-dir $(BIN) --controlplane-dir $(CP_DIR) --out bench/results $(BENCH_FLAGS)
 
 # NetworkPolicy cost: throughput and new connections per second with 0 and
 # 100 policies selecting the server pod (a lab with the real API server).

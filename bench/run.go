@@ -14,12 +14,15 @@ import (
 
 // Config says how much to measure.
 type Config struct {
-	BinDir   string
-	Reps     int
-	Duration time.Duration // of each iperf3 and request/response run
-	UDPRate  string        // iperf3 -b for the UDP run; "auto": the highest of udpRates veth carries with < 1 % loss
-	Pings    int           // per repetition
-	CNIPods  int           // ADDs (then DELs) per CNI measurement
+	BinDir string
+	// ControlPlaneDir holds etcd, kube-apiserver and kube-proxy (make
+	// controlplane); "" leaves out the pod-to-Service path.
+	ControlPlaneDir string
+	Reps            int
+	Duration        time.Duration // of each iperf3 and request/response run
+	UDPRate         string        // iperf3 -b for the UDP run; "auto": the highest of udpRates veth carries with < 1 % loss
+	Pings           int           // per repetition
+	CNIPods         int           // ADDs (then DELs) per CNI measurement
 	// Pairs is how many back-to-back runs of the target paths (upstream
 	// wireguard-go and weft) decide the targets; 0 decides them on the
 	// repetitions.
@@ -40,6 +43,9 @@ type Results struct {
 	CNI         []CNIStats   `json:"cni"`
 	Convergence Summary      `json:"convergenceMs"`
 	Targets     []Target     `json:"targets"`
+	// Ceiling: what one core of this machine seals with WireGuard's cipher
+	// (measured before the lab starts, while the machine is idle).
+	Ceiling []SealRate `json:"sealPerCore"`
 	// AgentProfiles: where the two weft agents' CPU time went during the
 	// pod-to-pod 1-stream TCP runs.
 	AgentProfiles []*AgentProfile `json:"agentProfiles,omitempty"`
@@ -95,15 +101,22 @@ type Target struct {
 // Run builds the lab, measures and tears the lab down.
 func Run(ctx context.Context, cfg Config) (*Results, error) {
 	logf := func(format string, args ...any) { fmt.Fprintf(cfg.Log, format+"\n", args...) }
-	logf("== building the bench lab (veth, VXLAN, upstream wireguard-go, Tailscale's fork, weft)")
-	lab, err := NewLab(ctx, cfg.BinDir)
+	res0 := sealCeiling(time.Second)
+	for _, c := range res0 {
+		logf("== one core seals %.1f Gbit/s of %d-byte packets with ChaCha20-Poly1305", c.Gbps, c.Bytes)
+	}
+	logf("== building the bench lab (veth, VXLAN, upstream wireguard-go, Tailscale's fork, weft, weft to a Service)")
+	if cfg.ControlPlaneDir == "" {
+		logf("   no control plane binaries: the pod-to-Service path is left out")
+	}
+	lab, err := NewLab(ctx, cfg.BinDir, cfg.ControlPlaneDir)
 	if err != nil {
 		return nil, err
 	}
 	defer lab.Close()
 	kernel, _ := exec.Command("uname", "-r").Output()
 	res := &Results{Time: time.Now().UTC().Format(time.RFC3339), Kernel: strings.TrimSpace(string(kernel)),
-		CPUs: runtime.NumCPU(), Reps: cfg.Reps, Duration: cfg.Duration.String(), UDPRate: cfg.UDPRate}
+		CPUs: runtime.NumCPU(), Reps: cfg.Reps, Duration: cfg.Duration.String(), UDPRate: cfg.UDPRate, Ceiling: res0}
 
 	// Servers for the whole run, bound to each path's server address, and
 	// one per multi-flow pair.
@@ -176,6 +189,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			return err
 		}},
 		{"ping", func(p *Path, a *acc) error {
+			if p.NoICMP {
+				return nil
+			}
 			rtts, err := pingRTTs(ctx, p, cfg.Pings)
 			sorted := slices.Sorted(slices.Values(rtts))
 			a.p50, a.p99 = append(a.p50, quantile(sorted, 0.5)), append(a.p99, quantile(sorted, 0.99))
@@ -215,6 +231,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		pr := PathResult{Name: p.Name, Description: p.Description, TCP1: summarize(a.tcp1), TCP4: summarize(a.tcp4), Flows4: summarize(a.flows),
 			UDP: summarize(a.udp), UDPLoss: summarize(a.loss), UDPJitter: summarize(a.jitter),
 			RTTP50: summarize(a.p50), RTTP99: summarize(a.p99), RR: summarize(a.rr), RTTs: a.rtts}
+		if p.NoICMP { // no pings: no RTT (and no NaN in the JSON)
+			pr.RTTP50, pr.RTTP99 = Summary{}, Summary{}
+		}
 		if len(a.cpu) > 0 {
 			s := summarize(a.cpu)
 			pr.CPUPerGbit = &s

@@ -20,6 +20,7 @@ const (
 	goalOverUpstream  = 1.5
 	goalOverTailscale = 1.0
 	goalRTT           = 1.0
+	goalCPU           = 0.7 // CPU seconds per Gbit/s, both ends, over upstream's
 )
 
 type pairRuns struct{ tcp1, p50 []float64 }
@@ -152,6 +153,19 @@ func targets(r *Results) []Target {
 		}
 		out = append(out, Target{Name: fmt.Sprintf("%s RTT p50 ÷ upstream wireguard-go (%s)", name, how), Ratio: rtt.Median,
 			Min: rtt.Min, Max: rtt.Max, Limit: fmt.Sprintf("≤ %.1f", goalRTT), Met: rtt.Median <= goalRTT, Detailed: true})
+	}
+	if weft := r.path("weft"); weft != nil && wg != nil {
+		if weft.CPUPerGbit != nil && wg.CPUPerGbit != nil && wg.CPUPerGbit.Median > 0 {
+			c := paired(*weft.CPUPerGbit, *wg.CPUPerGbit)
+			out = append(out, Target{Name: "weft CPU s per Gbit (both ends) ÷ upstream wireguard-go's (1 TCP stream, repetitions)", Ratio: c.Median,
+				Min: c.Min, Max: c.Max, Limit: fmt.Sprintf("≤ %.1f", goalCPU), Met: c.Median <= goalCPU, Detailed: true})
+		}
+		if len(weft.UDPLoss.Runs) > 0 && len(wg.UDPLoss.Runs) > 0 {
+			// A difference, not a ratio: upstream's loss may be 0.
+			d := weft.UDPLoss.Median - wg.UDPLoss.Median
+			out = append(out, Target{Name: fmt.Sprintf("weft UDP loss − upstream wireguard-go's at %s (percentage points, medians)", r.UDPRate), Ratio: d,
+				Limit: "≤ 0", Met: d <= 0})
+		}
 	}
 	if d, v := r.path("weft-direct"), r.path("veth"); d != nil && v != nil && v.TCP1.Median > 0 {
 		c := d.TCP1.Median / v.TCP1.Median

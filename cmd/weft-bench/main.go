@@ -40,6 +40,8 @@ func main() {
 			err = table(os.Args[2:])
 		case "gossip":
 			err = gossipProfiles(os.Args[2:])
+		case "lab":
+			err = keepLab(os.Args[2:])
 		default:
 			err = runBench(os.Args[1:])
 		}
@@ -61,6 +63,7 @@ func runBench(args []string) error {
 	udp := fs.String("udp-rate", "auto", "iperf3 UDP rate (auto: the highest of 4G, 2G, 1G, 500M, 200M, 100M the raw underlay carries with < 1 % loss)")
 	pings := fs.Int("pings", 200, "pings per repetition (10 ms apart)")
 	pods := fs.Int("cni-pods", 40, "ADDs (then DELs) per CNI measurement")
+	cpDir := fs.String("controlplane-dir", os.Getenv("WEFT_CONTROLPLANE_DIR"), "directory with etcd, kube-apiserver and kube-proxy (make controlplane) for the pod-to-Service path; empty leaves that path out")
 	pairs := fs.Int("pairs", 20, "back-to-back runs of wireguard-go and weft that decide the targets (0: the repetitions decide)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -74,7 +77,7 @@ func runBench(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res, err := bench.Run(ctx, bench.Config{BinDir: bins, Reps: *reps, Duration: *dur, UDPRate: *udp,
+	res, err := bench.Run(ctx, bench.Config{BinDir: bins, ControlPlaneDir: *cpDir, Reps: *reps, Duration: *dur, UDPRate: *udp,
 		Pings: *pings, CNIPods: *pods, Pairs: *pairs, Log: os.Stdout})
 	if err != nil {
 		return err
@@ -84,6 +87,34 @@ func runBench(args []string) error {
 		return err
 	}
 	fmt.Printf("\n%s\nwritten to %s\n", md, *out)
+	return nil
+}
+
+// keepLab builds the bench lab, prints each path's two ends and waits for
+// SIGINT or SIGTERM, then tears the lab down.
+func keepLab(args []string) error {
+	fs := flag.NewFlagSet("weft-bench lab", flag.ContinueOnError)
+	binDir := fs.String("bin-dir", "bin", "directory with weft's binaries, wireguard-go and the reference CNI plugins")
+	cpDir := fs.String("controlplane-dir", os.Getenv("WEFT_CONTROLPLANE_DIR"), "directory with etcd, kube-apiserver and kube-proxy; empty leaves the pod-to-Service path out")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	bins, err := filepath.Abs(*binDir)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	lab, err := bench.NewLab(ctx, bins, *cpDir)
+	if err != nil {
+		return err
+	}
+	defer lab.Close()
+	for _, p := range lab.Paths {
+		fmt.Printf("%-24s client netns %s -> server netns %s, %s\n", p.Name, p.ClientNS, p.ServerNS, p.Server)
+	}
+	fmt.Println("the lab stays up until interrupted")
+	<-ctx.Done()
 	return nil
 }
 

@@ -32,14 +32,18 @@ func TestBenchHarness(t *testing.T) {
 			t.Fatalf("the bench needs %s in %s (make build puts it there): %v", bin, bins, err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	cpDir, err := netlab.ControlPlaneBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	res, err := bench.Run(ctx, bench.Config{BinDir: bins, Reps: 1, Duration: 2 * time.Second, UDPRate: "100M",
+	res, err := bench.Run(ctx, bench.Config{BinDir: bins, ControlPlaneDir: cpDir, Reps: 1, Duration: 2 * time.Second, UDPRate: "100M",
 		Pings: 20, CNIPods: 4, Pairs: 1, Log: testLog{t}})
 	if err != nil {
 		t.Fatalf("bench: %v", err)
 	}
-	want := []string{"veth", "vxlan", "wireguard-go", "wireguard-go-tailscale", "weft-node", "weft", "weft-direct"}
+	want := []string{"veth", "vxlan", "wireguard-go", "wireguard-go-tailscale", "weft-node", "weft", "weft-service", "weft-direct"}
 	if len(res.Paths) != len(want) {
 		t.Fatalf("paths %d, want %v", len(res.Paths), want)
 	}
@@ -48,13 +52,15 @@ func TestBenchHarness(t *testing.T) {
 			t.Errorf("path %d is %s, want %s", i, p.Name, want[i])
 		}
 		// A broken path gives iperf3 errors (the run fails) or no bytes.
-		if p.TCP1.Median < 0.01 || p.TCP4.Median < 0.01 || p.Flows4.Median < 0.01 || p.UDP.Median < 0.01 || p.RTTP50.Median <= 0 || p.RR.Median <= 0 {
+		// A ClusterIP does not answer ping: the Service path has no RTT.
+		if p.TCP1.Median < 0.01 || p.TCP4.Median < 0.01 || p.Flows4.Median < 0.01 || p.UDP.Median < 0.01 || p.RR.Median <= 0 ||
+			(p.RTTP50.Median <= 0) != (p.Name == "weft-service") {
 			t.Errorf("%s: nothing measured: %+v", p.Name, p)
 		}
 	}
-	for _, name := range []string{"wireguard-go", "wireguard-go-tailscale", "weft-node", "weft"} {
+	for _, name := range []string{"wireguard-go", "wireguard-go-tailscale", "weft-node", "weft", "weft-service"} {
 		for _, p := range res.Paths {
-			if p.Name == name && (len(p.PairTCP1.Runs) != 1 || len(p.PairRTTP50.Runs) != 1) {
+			if p.Name == name && name != "weft-service" && (len(p.PairTCP1.Runs) != 1 || len(p.PairRTTP50.Runs) != 1) {
 				t.Errorf("%s: target pair missing: %+v %+v", name, p.PairTCP1, p.PairRTTP50)
 			}
 			// Userspace paths: CPU per Gbit and memory of both ends.
@@ -74,7 +80,7 @@ func TestBenchHarness(t *testing.T) {
 	if len(res.Convergence.Runs) != 1 || res.Convergence.Median <= 0 {
 		t.Errorf("convergence: %+v", res.Convergence)
 	}
-	if len(res.Targets) != 8 { // weft and weft-node against both anchors and RTT; direct; CNI
+	if len(res.Targets) != 10 { // weft and weft-node against both anchors and RTT; weft's CPU and UDP loss; direct; CNI
 		t.Errorf("targets: %+v", res.Targets)
 	}
 	// The direct path must not be the tunnel in disguise: without
@@ -107,7 +113,7 @@ func TestBenchHarness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"| **weft** —", "| target | this run | goal | met |", "1 back-to-back pairs", "wireguard-go data path"} {
+	for _, s := range []string{"| **weft** —", "| target | this run | goal | met |", "| weft | pod to pod, pod to Service |", "The ceiling: one core", "1 back-to-back pairs", "wireguard-go data path"} {
 		if !strings.Contains(md, s) {
 			t.Errorf("report lacks %q:\n%s", s, md)
 		}
