@@ -118,7 +118,13 @@ func (p *Path) cpuSeconds() (float64, bool) {
 
 // rssMiB is the resident memory of the path's userspace processes (0 when
 // one cannot be read).
-func (p *Path) rssMiB() float64 {
+func (p *Path) rssMiB() float64 { return p.status("VmRSS:") }
+
+// peakRSSMiB is their peak resident memory so far (VmHWM).
+func (p *Path) peakRSSMiB() float64 { return p.status("VmHWM:") }
+
+// status sums a kB field of the processes' /proc/<pid>/status, in MiB.
+func (p *Path) status(field string) float64 {
 	var total float64
 	for _, pr := range p.procs {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pr.Pid()))
@@ -126,7 +132,7 @@ func (p *Path) rssMiB() float64 {
 			return 0
 		}
 		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			if v, ok := strings.CutPrefix(line, field); ok {
 				kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
 				total += kb / 1024
 			}

@@ -83,7 +83,7 @@ func Markdown(r *Results, stamp string) string {
 	}
 	fmt.Fprintf(&sb, "Kernel %s, %d CPUs; %d repetitions of %s each; median (min–max)%s. `make bench` wrote this.\n\n", r.Kernel, r.CPUs, r.Reps, r.Duration, pairs)
 	wg, ts, veth := r.path("wireguard-go"), r.path("wireguard-go-tailscale"), r.path("veth")
-	sb.WriteString("| path | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | 4 pairs at once Gbit/s | UDP at " + r.UDPRate + ": Gbit/s, loss %, jitter ms | RTT p50 / p99 ms | TCP req/resp per s | CPU s per Gbit | memory MiB | 1 stream vs wireguard-go | vs Tailscale's | vs veth |\n")
+	sb.WriteString("| path | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | 4 pairs at once Gbit/s | UDP at " + r.UDPRate + ": Gbit/s, loss %, jitter ms | RTT p50 / p99 ms | TCP req/resp per s | CPU s per Gbit | memory MiB: after 1 stream / peak | 1 stream vs wireguard-go | vs Tailscale's | vs veth |\n")
 	sb.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, p := range r.Paths {
 		cpu, mem := "kernel", "kernel"
@@ -91,7 +91,7 @@ func Markdown(r *Results, stamp string) string {
 			cpu = rng(*p.CPUPerGbit, "%.2f")
 		}
 		if p.RSSMiB != nil {
-			mem = rng(*p.RSSMiB, "%.0f")
+			mem = fmt.Sprintf("%.0f / %.0f", p.RSSMiB.Median, p.PeakRSSMiB)
 		}
 		vsWG, vsTS, vsVeth := "–", "–", "–"
 		if wg != nil {
@@ -205,11 +205,21 @@ func ParseIperfLog(name string, log []byte) (*Results, error) {
 // node (no pods, no Service) and say so.
 func infraBuilderTable(r *Results) string {
 	var sb strings.Builder
-	sb.WriteString("\nThe same run in the InfraBuilder benchmark's shape (Gbit/s; multi = 4 streams on one connection pair / 4 pod pairs at once; CPU s per Gbit and memory from the 1-stream runs, both ends):\n\n")
-	sb.WriteString("| data path | scope | P2P TCP single | P2P TCP multi (4 streams) | P2P TCP 4 pairs | P2P UDP (loss %) | P2S TCP single | P2S TCP 4 pairs | P2S UDP (loss %) | CPU s per Gbit (P2P / P2S) | memory MiB |\n")
+	sb.WriteString("\nThe same run in the InfraBuilder benchmark's shape (Gbit/s, medians; multi = 4 streams on one connection pair / 4 pod pairs at once; CPU s per Gbit and memory from the 1-stream runs, both ends):\n\n")
+	sb.WriteString("| data path | scope | P2P TCP single | P2P TCP multi (4 streams) | P2P TCP 4 pairs | P2P UDP (loss %) | P2S TCP single | P2S TCP 4 pairs | P2S UDP (loss %) | CPU s per Gbit (P2P / P2S) | memory MiB (after 1 stream / peak) |\n")
 	sb.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	// Medians only: the first table has the ranges.
+	med := func(s Summary) string {
+		if len(s.Runs) == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f", s.Median)
+	}
 	udp := func(p *PathResult) string {
-		return fmt.Sprintf("%s (%s)", rng(p.UDP, "%.2f"), rng(p.UDPLoss, "%.1f"))
+		if len(p.UDP.Runs) == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f (%.1f)", p.UDP.Median, p.UDPLoss.Median)
 	}
 	cost := func(p *PathResult) (string, string) {
 		if p.CPUPerGbit == nil {
@@ -217,7 +227,7 @@ func infraBuilderTable(r *Results) string {
 		}
 		mem := "–"
 		if p.RSSMiB != nil {
-			mem = fmt.Sprintf("%.0f", p.RSSMiB.Median)
+			mem = fmt.Sprintf("%.0f / %.0f", p.RSSMiB.Median, p.PeakRSSMiB)
 		}
 		return fmt.Sprintf("%.2f", p.CPUPerGbit.Median), mem
 	}
@@ -231,13 +241,13 @@ func infraBuilderTable(r *Results) string {
 			scope = "pod to pod"
 			if svc := r.path("weft-service"); p.Name == "weft" && svc != nil {
 				scope = "pod to pod, pod to Service"
-				p2s, p2sFlows, p2sUDP = rng(svc.TCP1, "%.2f"), rng(svc.Flows4, "%.2f"), udp(svc)
+				p2s, p2sFlows, p2sUDP = med(svc.TCP1), med(svc.Flows4), udp(svc)
 				c, _ := cost(svc)
 				cpu += " / " + c
 			}
 		}
 		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p.Name, scope,
-			rng(p.TCP1, "%.2f"), rng(p.TCP4, "%.2f"), rng(p.Flows4, "%.2f"), udp(&p), p2s, p2sFlows, p2sUDP, cpu, mem)
+			med(p.TCP1), med(p.TCP4), med(p.Flows4), udp(&p), p2s, p2sFlows, p2sUDP, cpu, mem)
 	}
 	sb.WriteString("\nInfraBuilder 2024 (kernel WireGuard between two bare-metal servers on 40 GbE) published 8.7–9.1 (Cilium), ~8 (Calico), 8.5 (Antrea) Gbit/s P2P TCP single for its encrypted CNIs; this machine runs both ends on 2 shared cores, so compare ratios to the same-run anchors, not those figures.\n")
 	return sb.String()

@@ -53,20 +53,24 @@ type Results struct {
 
 // PathResult holds one path's figures; throughput in Gbit/s, times in ms.
 type PathResult struct {
-	Name        string    `json:"name"`
-	Description string    `json:"description"`
-	TCP1        Summary   `json:"tcp1Gbps"`
-	TCP4        Summary   `json:"tcp4Gbps"`
-	Flows4      Summary   `json:"flows4Gbps"` // MultiFlows pairs at once, aggregate
-	UDP         Summary   `json:"udpGbps"`
-	UDPLoss     Summary   `json:"udpLossPercent"`
-	UDPJitter   Summary   `json:"udpJitterMs"`
-	RTTP50      Summary   `json:"rttP50Ms"`
-	RTTP99      Summary   `json:"rttP99Ms"`
-	RR          Summary   `json:"requestResponsePerSecond"`
-	CPUPerGbit  *Summary  `json:"cpuSecondsPerGbit,omitempty"`
-	RSSMiB      *Summary  `json:"rssMiB,omitempty"` // both ends' userspace processes, after each 1-stream run
-	RTTs        []float64 `json:"rttsMs"`
+	Name        string   `json:"name"`
+	Description string   `json:"description"`
+	TCP1        Summary  `json:"tcp1Gbps"`
+	TCP4        Summary  `json:"tcp4Gbps"`
+	Flows4      Summary  `json:"flows4Gbps"` // MultiFlows pairs at once, aggregate
+	UDP         Summary  `json:"udpGbps"`
+	UDPLoss     Summary  `json:"udpLossPercent"`
+	UDPJitter   Summary  `json:"udpJitterMs"`
+	RTTP50      Summary  `json:"rttP50Ms"`
+	RTTP99      Summary  `json:"rttP99Ms"`
+	RR          Summary  `json:"requestResponsePerSecond"`
+	CPUPerGbit  *Summary `json:"cpuSecondsPerGbit,omitempty"`
+	// RSSMiB: both ends' userspace processes after the first 1-stream run,
+	// before any UDP run has filled their queues; PeakRSSMiB: their peak
+	// over the whole run (VmHWM), UDP overload included.
+	RSSMiB     *Summary  `json:"rssMiB,omitempty"`
+	PeakRSSMiB float64   `json:"peakRssMiB,omitempty"`
+	RTTs       []float64 `json:"rttsMs"`
 	// The target pairs (Config.Pairs): short runs taken back to back with
 	// the baseline's, the figures the targets are decided on.
 	PairTCP1   Summary `json:"pairTcp1Gbps,omitzero"`
@@ -168,7 +172,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			if t.CPUSeconds > 0 && t.Bytes > 0 {
 				a.cpu = append(a.cpu, t.CPUSeconds/(t.Bytes*8/1e9))
 			}
-			if t.RSSMiB > 0 {
+			if t.RSSMiB > 0 && len(a.rss) == 0 {
 				a.rss = append(a.rss, t.RSSMiB)
 			}
 			return err
@@ -204,6 +208,11 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			return err
 		}},
 	}
+	// The rest of the run after the repetitions, for the estimate: the
+	// target pairs (a 3 s stream and 100 pings 10 ms apart on each target
+	// path), the CNI runs and the convergence runs.
+	after := time.Duration(cfg.Pairs*len(targetPaths))*(3*time.Second+time.Second+time.Second) + time.Duration(cfg.Reps)*40*time.Second
+	started, steps := time.Now(), cfg.Reps*len(measures)
 	for rep := 1; rep <= cfg.Reps; rep++ {
 		order := make([]int, len(lab.Paths))
 		for i := range order {
@@ -212,8 +221,15 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		if rep%2 == 0 {
 			slices.Reverse(order)
 		}
-		for _, m := range measures {
-			logf("   rep %d/%d: %s", rep, cfg.Reps, m.name)
+		for j, m := range measures {
+			done := (rep-1)*len(measures) + j
+			eta := ""
+			if done > 0 {
+				elapsed := time.Since(started)
+				left := elapsed*time.Duration(steps-done)/time.Duration(done) + after
+				eta = fmt.Sprintf(" (%s in, about %s left)", elapsed.Round(time.Second), left.Round(10*time.Second))
+			}
+			logf("   rep %d/%d: %s%s", rep, cfg.Reps, m.name, eta)
 			for _, i := range order {
 				if err := m.run(lab.Paths[i], &all[i]); err != nil {
 					return nil, err
@@ -240,7 +256,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		}
 		if len(a.rss) > 0 {
 			s := summarize(a.rss)
-			pr.RSSMiB = &s
+			pr.RSSMiB, pr.PeakRSSMiB = &s, p.peakRSSMiB()
 		}
 		if pa, ok := pairs[p.Name]; ok {
 			pr.PairTCP1, pr.PairRTTP50 = summarize(pa.tcp1), summarize(pa.p50)
