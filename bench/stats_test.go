@@ -93,3 +93,47 @@ func TestTargetsAgainstBothAnchors(t *testing.T) {
 		t.Errorf("want 1.6× upstream (met) and 0.89× the fork (not met): %+v, %+v", up, fork)
 	}
 }
+
+func TestCPUAndUDPLossTargets(t *testing.T) {
+	// weft spends 0.6× upstream's CPU per Gbit in each repetition (met) and
+	// loses 2 points more UDP (not met); a 0 % loss upstream cannot make a
+	// ratio blow up, the loss target is a difference.
+	cpuWG, cpuWeft := summarize([]float64{0.5, 0.4}), summarize([]float64{0.3, 0.24})
+	r := &Results{UDPRate: "500M", Paths: []PathResult{
+		{Name: "wireguard-go", CPUPerGbit: &cpuWG, UDPLoss: summarize([]float64{0, 0})},
+		{Name: "weft", CPUPerGbit: &cpuWeft, UDPLoss: summarize([]float64{2, 2})},
+	}}
+	byName := map[string]Target{}
+	for _, tg := range targets(r) {
+		byName[strings.Fields(tg.Name)[1]] = tg
+	}
+	if c := byName["CPU"]; c.Ratio < 0.599 || c.Ratio > 0.601 || !c.Met {
+		t.Errorf("CPU target %+v, want 0.6, met (goal 0.7)", c)
+	}
+	if u := byName["UDP"]; u.Ratio != 2 || u.Met || !strings.Contains(u.Name, "500M") {
+		t.Errorf("UDP loss target %+v, want +2 points at 500M, not met", u)
+	}
+}
+
+func TestInfraBuilderTableJoinsPodAndService(t *testing.T) {
+	cpu, mem := summarize([]float64{0.5}), summarize([]float64{300})
+	r := &Results{Paths: []PathResult{
+		{Name: "wireguard-go", TCP1: summarize([]float64{3})},
+		{Name: "weft-node", TCP1: summarize([]float64{2.9})},
+		{Name: "weft", TCP1: summarize([]float64{3.1}), UDP: summarize([]float64{0.5}), UDPLoss: summarize([]float64{4}),
+			CPUPerGbit: &cpu, RSSMiB: &mem, PeakRSSMiB: 900},
+		{Name: "weft-service", TCP1: summarize([]float64{2.7}), Flows4: summarize([]float64{2.5}), CPUPerGbit: &cpu},
+	}}
+	md := infraBuilderTable(r)
+	for _, want := range []string{
+		"| wireguard-go | node to node | 3.00 |",
+		"| weft | pod to pod, pod to Service | 3.10 | – | – | 0.50 (4.0) | 2.70 | 2.50 | – | 0.50 / 0.50 | 300 / 900 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("table lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "| weft-service |") || strings.Contains(md, "| weft-node |") {
+		t.Errorf("weft-service and weft-node have no rows of their own:\n%s", md)
+	}
+}
