@@ -295,6 +295,11 @@ func (l *Lab) userspaceWireGuard(ctx context.Context, a, b *netlab.Node, w users
 	return p, nil
 }
 
+// shippedMemLimit is the GOMEMLIMIT deploy/weft.yaml and the chart's
+// goMemLimit give the agent; the bench runs the agents as shipped (the
+// anchors run as their upstreams ship them, with none).
+const shippedMemLimit = "256MiB"
+
 // weft starts weft agents on a and b (a the gossip seed, extra flags
 // appended) and attaches a pod to each. The first pair it starts is the
 // one the agent profiles and churn figures are about.
@@ -313,7 +318,8 @@ func (l *Lab) weft(ctx context.Context, a, b *netlab.Node, extra ...string) (*Pa
 		if first {
 			args = append(args, "--pprof-addr", netlab.AgentPprof)
 		}
-		proc, err := n.Start(filepath.Join(l.bins, "weft-agent"), args...)
+		// As shipped: the DaemonSet sets the Go heap's soft limit.
+		proc, err := n.Start("env", append([]string{"GOMEMLIMIT=" + shippedMemLimit, filepath.Join(l.bins, "weft-agent")}, args...)...)
 		if err != nil {
 			return nil, err
 		}
