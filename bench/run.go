@@ -105,8 +105,8 @@ type Target struct {
 // Run builds the lab, measures and tears the lab down.
 func Run(ctx context.Context, cfg Config) (*Results, error) {
 	logf := func(format string, args ...any) { fmt.Fprintf(cfg.Log, format+"\n", args...) }
-	res0 := sealCeiling(time.Second)
-	for _, c := range res0 {
+	ceiling := sealCeiling(time.Second)
+	for _, c := range ceiling {
 		logf("== one core seals %.1f Gbit/s of %d-byte packets with ChaCha20-Poly1305", c.Gbps, c.Bytes)
 	}
 	logf("== building the bench lab (veth, VXLAN, upstream wireguard-go, Tailscale's fork, weft, weft to a Service)")
@@ -120,7 +120,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	defer lab.Close()
 	kernel, _ := exec.Command("uname", "-r").Output()
 	res := &Results{Time: time.Now().UTC().Format(time.RFC3339), Kernel: strings.TrimSpace(string(kernel)),
-		CPUs: runtime.NumCPU(), Reps: cfg.Reps, Duration: cfg.Duration.String(), UDPRate: cfg.UDPRate, Ceiling: res0}
+		CPUs: runtime.NumCPU(), Reps: cfg.Reps, Duration: cfg.Duration.String(), UDPRate: cfg.UDPRate, Ceiling: ceiling}
 
 	// Servers for the whole run, bound to each path's server address, and
 	// one per multi-flow pair.
