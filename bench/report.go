@@ -91,7 +91,7 @@ func Markdown(r *Results, stamp string) string {
 			cpu = rng(*p.CPUPerGbit, "%.2f")
 		}
 		if p.RSSMiB != nil {
-			mem = fmt.Sprintf("%.0f / %.0f", p.RSSMiB.Median, p.PeakRSSMiB)
+			mem = memory(&p)
 		}
 		vsWG, vsTS, vsVeth := "–", "–", "–"
 		if wg != nil {
@@ -198,6 +198,11 @@ func ParseIperfLog(name string, log []byte) (*Results, error) {
 		UDP: summarize(udp), UDPLoss: summarize(loss), UDPJitter: summarize(jitter)}}}, nil
 }
 
+// memory is p's RSS after its first 1-stream run and its peak, in MiB.
+func memory(p *PathResult) string {
+	return fmt.Sprintf("%.0f / %.0f", p.RSSMiB.Median, p.PeakRSSMiB)
+}
+
 // infraBuilderTable is the run in the shape of the InfraBuilder CNI
 // benchmark's results: per data path, TCP and UDP, single and multiple
 // streams, pod to pod and pod to Service, with CPU and memory. weft's row
@@ -227,7 +232,7 @@ func infraBuilderTable(r *Results) string {
 		}
 		mem := "–"
 		if p.RSSMiB != nil {
-			mem = fmt.Sprintf("%.0f / %.0f", p.RSSMiB.Median, p.PeakRSSMiB)
+			mem = memory(p)
 		}
 		return fmt.Sprintf("%.2f", p.CPUPerGbit.Median), mem
 	}
