@@ -27,6 +27,10 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nftables \
  && rm -rf /var/lib/apt/lists/*
+# VERSION names the release; the agent logs it (WEFT_VERSION) at start.
+ARG VERSION=dev
+LABEL org.opencontainers.image.version=$VERSION
+ENV WEFT_VERSION=$VERSION
 COPY --from=build /out/weft-agent /out/weftctl /usr/local/bin/
 COPY --from=build /out/cni/ /opt/weft/cni/
 ENTRYPOINT ["/usr/local/bin/weft-agent"]

@@ -10,8 +10,11 @@ TOOLS     := ip ping iperf3 nft ethtool tcpdump wg unshare curl debootstrap gcc 
 TEST_TIMEOUT ?= 40m
 # Tools built from their own modules (defined early: make expands prerequisites as it reads).
 HELM      := $(CURDIR)/.cache/tools/helm
+PROMTOOL  := $(CURDIR)/.cache/tools/promtool
+PROMETHEUS := $(CURDIR)/.cache/tools/prometheus
+CNP_CONFORMANCE := $(CURDIR)/.cache/tools/cnp-conformance.test
 
-.PHONY: all build controlplane k8s deps test test-lab test-kind wait-lint wait-kind-programs unit lint fuzz soak demo bench bench-policy bench-scale gobench manifests docker-engine image kind-images kind-up kind-down e2e-kind e2e-upstream e2e-upstream-ci clean sweep
+.PHONY: all build controlplane k8s deps test test-lab test-kind wait-lint wait-kind-programs unit lint fuzz soak demo bench bench-policy bench-scale gobench manifests dashboards docker-engine image kind-images kind-up kind-down e2e-kind e2e-upstream e2e-upstream-ci e2e-cnp e2e-cnp-ci clean sweep
 
 all: build
 
@@ -141,23 +144,30 @@ stage = @t0=$$(date +%s); echo ">> stage $(1): $(2)"; $(2); rc=$$?; \
 gotestsum_run = $(GOTESTSUM) --format standard-verbose --junitfile $(TEST_RESULTS)/$(1).xml --jsonfile $(TEST_RESULTS)/$(1).json -- $(2) 2>&1 | tee -a $(TEST_LOG)
 # count: "P passed, F failed, S skipped" over the event logs on stdin (tests and subtests).
 count = jq -rs '[.[] | select(.Test != null)] | "\([.[]|select(.Action=="pass")]|length) passed, \([.[]|select(.Action=="fail")]|length) failed, \([.[]|select(.Action=="skip")]|length) skipped"'
+# failures: each failed test's own lines from its _test.go files (its t.Error/t.Fatal and
+# t.Log lines, not the agents' logs it prints), at most 60, over the event logs on stdin: the
+# end of a failed run says why without scrolling back through the verbose log.
+failures = jq -rs '[.[] | select(.Action=="fail" and .Test != null) | .Package + " " + .Test] as $$f | \
+	.[] | select(.Action=="output" and .Test != null and (.Output | test("_test\\.go:[0-9]+: "))) | \
+	select((.Package + " " + .Test) as $$k | $$f | index($$k)) | "  \(.Test): \(.Output | sub("^ +"; "") | rtrimstr("\n"))"' | head -60
 test:
 	@rm -rf /tmp/weft-stages.txt $(TEST_LOG) $(TEST_RESULTS) $(CURDIR)/.cache/bg-*
 	$(call stage,deps,$(MAKE) --no-print-directory deps)
-	$(call stage,build,$(MAKE) --no-print-directory build $(HELM) $(GOTESTSUM) $(STATICCHECK))
+	$(call stage,build,$(MAKE) --no-print-directory build $(HELM) $(PROMTOOL) $(GOTESTSUM) $(STATICCHECK))
 	$(call stage,controlplane,$(MAKE) --no-print-directory controlplane)
 	@$(call bg_start,lint,$(MAKE) --no-print-directory lint)
 	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
-		$(call bg_start,kind-programs,$(MAKE) --no-print-directory k8s $(E2E_TEST) $(GINKGO) $(KIND) $(KUBECTL) kind-images image DOCKER_BUILD_FLAGS="--cpu-shares 2") \
+		$(call bg_start,kind-programs,$(MAKE) --no-print-directory k8s $(E2E_TEST) $(GINKGO) $(KIND) $(KUBECTL) $(PROMETHEUS) $(CNP_CONFORMANCE) kind-images image DOCKER_BUILD_FLAGS="--cpu-shares 2") \
 	fi
 	$(call stage,lab-tests,$(MAKE) --no-print-directory test-lab)
 	$(call stage,lint,$(MAKE) --no-print-directory wait-lint)
 	$(call stage,kind,$(MAKE) --no-print-directory wait-kind-programs test-kind)
 	@echo ">> stage times: $$(tr '\n' ' ' < /tmp/weft-stages.txt)"
-	@# Go tests (lab and kind) plus the upstream specs of the CI subset, when it ran.
+	@# Go tests (lab and kind) plus the upstream specs and ClusterNetworkPolicy conformance tests of the CI subsets, when they ran.
 	@read p f s < <(cat $(TEST_RESULTS)/*.json | $(count) | awk '{print $$1, $$3, $$5}'); \
 		read up uf us < <(sed -n 's/^upstream e2e: \([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped.*/\1 \2 \3/p' $(TEST_LOG) | tail -1; echo 0 0 0); \
-		echo "tests: $$(( p + up )) passed, $$(( f + uf )) failed, $$(( s + us )) skipped (JUnit XML in $(TEST_RESULTS))"
+		read cp cf < <(sed -n 's/^ClusterNetworkPolicy conformance (subset): \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' $(TEST_LOG) | tail -1; echo 0 0); \
+		echo "tests: $$(( p + up + cp )) passed, $$(( f + uf + cf )) failed, $$(( s + us )) skipped (JUnit XML in $(TEST_RESULTS))"
 
 # Background work during the lab tests, which mostly wait (for handshakes,
 # timeouts, the API server) and leave their 2 cores mostly idle: make lint,
@@ -190,9 +200,9 @@ wait-kind-programs:
 # output at the end; the whole verbose log is in $(TEST_RESULTS)/lab-e2e.json.
 LAB_PARALLEL ?= 2
 LAB_PKGS = $(GO) list ./e2e/... | grep -v -e '/e2e$$' -e '/e2e/kind$$' -e '/e2e/upstream$$'
-test-lab: build controlplane $(HELM) $(GOTESTSUM)
+test-lab: build controlplane $(HELM) $(PROMTOOL) $(GOTESTSUM)
 	@mkdir -p $(TEST_RESULTS); set -o pipefail; \
-		export WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) WEFT_HELM=$(HELM); \
+		export WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) WEFT_HELM=$(HELM) WEFT_PROMTOOL=$(PROMTOOL); \
 		lab=$$($(LAB_PKGS)); \
 		$(call gotestsum_run,lab,-count=1 -p 1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -vxF "$$lab")); \
 		status=$$?; \
@@ -200,6 +210,7 @@ test-lab: build controlplane $(HELM) $(GOTESTSUM)
 		$(GOTESTSUM) --format testname --junitfile $(TEST_RESULTS)/lab-e2e.xml --jsonfile $(TEST_RESULTS)/lab-e2e.json -- \
 			-count=1 -p $(LAB_PARALLEL) -timeout $(TEST_TIMEOUT) $$lab 2>&1 | tee -a $(TEST_LOG) || status=1; \
 		echo "lab tests: $$(cat $(TEST_RESULTS)/lab*.json | $(count))"; \
+		[ $$status = 0 ] || { echo ">> why the failed lab tests failed:"; cat $(TEST_RESULTS)/lab*.json | $(failures); }; \
 		exit $$status
 
 # test-kind runs the kind e2e suite and the upstream CI subset on one cluster
@@ -233,6 +244,7 @@ bench-policy: deps build controlplane
 # writes per Node change, churn (10 adds + 10 deletes a second for a
 # minute). Writes bench/results/scale-<time>.{json,md,svg}; ~8 min per size.
 bench-scale: deps build controlplane
+	@echo ">> bench-scale: sizes $${WEFT_SCALE_N:-100,300,1000}, about 8 min per size (each size prints its N= lines as it ends)"
 	@set -o pipefail; WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) WEFT_SCALE_OUT=$(CURDIR)/bench/results \
 		$(GO) test -count=1 -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -timeout 90m -v ./e2e/scale/ 2>&1 | \
 		tee /tmp/weft-bench-scale.log | grep -E 'N=|^(--- |ok|FAIL|Benchmark)|scale_bench_test.go|^\s+(\||-|Targets|#)'
@@ -249,11 +261,26 @@ $(HELM): tools/helm/go.mod
 manifests: $(HELM)
 	$(HELM) template weft deploy/helm/weft > deploy/weft.yaml
 
+# promtool (tests the alert rules) and the Prometheus server (scrapes the
+# kind cluster), built from tools/prometheus, a module of their own.
+$(PROMTOOL): tools/prometheus/go.mod
+	cd tools/prometheus && $(GO) build -o $(PROMTOOL) github.com/prometheus/prometheus/cmd/promtool
+$(PROMETHEUS): tools/prometheus/go.mod
+	cd tools/prometheus && $(GO) build -o $(PROMETHEUS) github.com/prometheus/prometheus/cmd/prometheus
+
+# dashboards writes the Grafana dashboards the deploy/dashboards package
+# builds into the chart (a test checks they match).
+dashboards:
+	$(GO) test ./deploy/dashboards -run TestDashboardsAreCommitted -update
+
 # image builds weft's image from the committed Dockerfile with `docker build`.
 # With no registry, tools/kind/images.sh first provides the base images the
 # Dockerfile names (debian:bookworm-slim from debootstrap, golang:1.26-bookworm
 # from it and this machine's Go), each cached by its inputs.
 IMAGE ?= ghcr.io/weftnet/weft:0.1.0
+# IMAGE_NEXT is the same build as another version (VERSION differs): the kind
+# suite upgrades to it and back, as an operator would to a release.
+IMAGE_NEXT ?= ghcr.io/weftnet/weft:0.1.1
 KIND_ENV = K8S_VERSION=$(K8S_VERSION) K8S_BIN=$(K8S_BIN) COREDNS_BIN=$(K8S_BIN)/coredns KIND_VERSION=$(KIND_VERSION) \
 	AGNHOST_VERSION=$(AGNHOST_VERSION) ETCD_IMAGE_TAG=$(ETCD_IMAGE_TAG) COREDNS_IMAGE_TAG=$(COREDNS_VERSION) \
 	PAUSE_VERSION=$(PAUSE_VERSION) MAKE="$(MAKE)"
@@ -267,7 +294,8 @@ IMAGE_BIN := .cache/image-bin
 image: docker-engine
 	@$(KIND_ENV) tools/kind/images.sh bases
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags=-s -o $(IMAGE_BIN)/ ./cmd/weft-agent ./cmd/weftctl ./cmd/weft-cni $(SHIPPED_CNI_PLUGINS)
-	docker build $(DOCKER_BUILD_FLAGS) --build-arg PREBUILT=$(IMAGE_BIN) -q -t $(IMAGE) . >/dev/null && echo ">> built $(IMAGE)"
+	docker build $(DOCKER_BUILD_FLAGS) --build-arg PREBUILT=$(IMAGE_BIN) --build-arg VERSION=$(lastword $(subst :, ,$(IMAGE))) -q -t $(IMAGE) . >/dev/null && echo ">> built $(IMAGE)"
+	docker build $(DOCKER_BUILD_FLAGS) --build-arg PREBUILT=$(IMAGE_BIN) --build-arg VERSION=$(lastword $(subst :, ,$(IMAGE_NEXT))) -q -t $(IMAGE_NEXT) . >/dev/null && echo ">> built $(IMAGE_NEXT)"
 
 # kind-images: the kind node image (Kubernetes $(K8S_VERSION)) and the test
 # images (agnhost, iperf3, and the upstream specs' jessie-dnsutils and nginx),
@@ -291,11 +319,15 @@ $(KUBECTL): tools/controlplane/go.mod
 	$(K8S_BUILD) -o $(KUBECTL) k8s.io/kubernetes/cmd/kubectl
 
 # kind-up: cluster "weft" (context kind-weft), 1 control plane + 2 workers,
-# weft from deploy/weft.yaml as shipped. kind-down removes it and everything
-# it made but the cached images. Both are idempotent.
+# weft from deploy/weft.yaml as shipped; dual-stack, or one family with
+# KIND_IP_FAMILY=ipv4|ipv6 (the kind suite checks the families the cluster
+# has). kind-down removes it and everything it made but the cached images.
+# Both are idempotent.
+KIND_IP_FAMILY ?= dual
+export KIND_IP_FAMILY
 kind-up: kind-images image $(KIND) $(KUBECTL)
 	@KIND=$(KIND) KUBECTL=$(KUBECTL) NODE_IMAGE=$$(cat .cache/kind-node-image) \
-		LOAD_IMAGES="$(IMAGE) $$(cat .cache/kind-test-images | tr '\n' ' ')" tools/kind/cluster.sh up
+		LOAD_IMAGES="$(IMAGE) $(IMAGE_NEXT) $$(cat .cache/kind-test-images | tr '\n' ' ')" tools/kind/cluster.sh up
 
 kind-down: $(KIND)
 	@KIND=$(KIND) KUBECTL=$(KUBECTL) tools/kind/cluster.sh down
@@ -303,21 +335,24 @@ kind-down: $(KIND)
 # e2e-kind: kind-up, the suite in e2e/kind against it (then, with
 # E2E_UPSTREAM_CI=1, the upstream CI subset on the same cluster), kind-down
 # (kept with WEFT_KIND_KEEP=1).
-e2e-kind: build $(GOTESTSUM)
+e2e-kind: build $(GOTESTSUM) $(HELM) $(PROMETHEUS)
 	@$(MAKE) --no-print-directory kind-up
-	@mkdir -p $(TEST_RESULTS); set -o pipefail; KUBECTL=$(KUBECTL) WEFT_BIN_DIR=$(BIN) IPERF3_IMAGE=$$(grep iperf3 .cache/kind-test-images) \
+	@mkdir -p $(TEST_RESULTS); set -o pipefail; KUBECTL=$(KUBECTL) WEFT_BIN_DIR=$(BIN) WEFT_HELM=$(HELM) WEFT_PROMETHEUS=$(PROMETHEUS) WEFT_IMAGE_NEXT=$(IMAGE_NEXT) IPERF3_IMAGE=$$(grep iperf3 .cache/kind-test-images) \
 		$(call gotestsum_run,kind,-tags kind -count=1 -timeout 30m ./e2e/kind/); \
 		status=$$?; \
-		if [ -n "$(E2E_UPSTREAM_CI)" ]; then $(MAKE) --no-print-directory e2e-upstream-ci 2>&1 | tee -a $(TEST_LOG) || status=1; fi; \
+		[ $$status = 0 ] || { echo ">> why the failed kind tests failed:"; cat $(TEST_RESULTS)/kind.json | $(failures); }; \
+		if [ -n "$(E2E_UPSTREAM_CI)" ]; then $(MAKE) --no-print-directory e2e-upstream-ci 2>&1 | tee -a $(TEST_LOG) || status=1; \
+			$(MAKE) --no-print-directory e2e-cnp-ci 2>&1 | tee -a $(TEST_LOG) || status=1; fi; \
 		[ -n "$$WEFT_KIND_KEEP" ] || $(MAKE) --no-print-directory kind-down; \
 		exit $$status
 
 # e2e-upstream: the upstream Kubernetes network e2e suite (e2e.test
-# $(K8S_VERSION)) on the running kind-weft cluster (make kind-up): NetworkPolicy,
-# Networking and sig-network's Conformance specs, but for the exclusions in
+# $(K8S_VERSION)) on the running kind-weft cluster (make kind-up, dual-stack): NetworkPolicy,
+# Networking, sig-network's Conformance specs and the dual-stack specs
+# ([Feature:IPv6DualStack]), but for the exclusions in
 # e2e/upstream/exclusions.txt (each with its reason). E2E_FOCUS and E2E_SKIP
 # (extra) override; the report goes to e2e/results/.
-E2E_FOCUS ?= \[sig-network\] (Netpol|NetworkPolicy|Networking) |\[sig-network\] .*\[Conformance\]
+E2E_FOCUS ?= \[sig-network\] (Netpol|NetworkPolicy|Networking) |\[sig-network\] .*\[Conformance\]|\[Feature:IPv6DualStack\]
 E2E_SKIP  ?=
 E2E_NODES ?= 4
 E2E_ENV = E2E_TEST=$(E2E_TEST) GINKGO=$(GINKGO) KUBECTL=$(KUBECTL) REPORT=$(BIN)/weft-e2e-report K8S_VERSION=$(K8S_VERSION)
@@ -331,6 +366,30 @@ e2e-upstream: build $(E2E_TEST) $(GINKGO) $(KUBECTL)
 e2e-upstream-ci: build $(E2E_TEST) $(GINKGO) $(KUBECTL)
 	@$(E2E_ENV) E2E_NODES=$(E2E_NODES) E2E_FOCUS="$$($(BIN)/weft-e2e-report focus e2e/upstream/ci-subset.txt)" \
 		E2E_OUT=/tmp/weft-upstream-ci E2E_TIMEOUT=30m e2e/upstream/run.sh
+
+# e2e-cnp: network-policy-api's conformance suite (v0.3.0, the
+# ClusterNetworkPolicy profile; tools/cnp-conformance) against weft on the
+# running kind-weft cluster (make kind-up): installs the CRD, waits for the
+# agents to enforce it, and writes the suite's report to
+# e2e/results/cnp-conformance-report.yaml. CNP_FEATURES claims experimental
+# features too (ClusterNetworkPolicyNamedPorts,ClusterNetworkPolicyEgressNodePeers;
+# with the experimental CRD). Skips: e2e/cnp/exclusions.txt.
+CNP_FEATURES ?=
+$(CNP_CONFORMANCE): tools/cnp-conformance/go.mod tools/cnp-conformance/conformance_test.go tools/cnp-conformance/strip-sctp.awk
+	cd tools/cnp-conformance && d=$$($(GO) list -m -f '{{.Dir}}' sigs.k8s.io/network-policy-api) && rm -rf base && \
+		cp -r "$$d/conformance/base" base && chmod -R u+w base && awk -f strip-sctp.awk "$$d/conformance/base/manifests.yaml" > base/manifests.yaml && \
+		$(GO) test -c -o $(CNP_CONFORMANCE) .
+CNP_ENV = CNP_CONFORMANCE=$(CNP_CONFORMANCE) KUBECTL=$(KUBECTL) KIND=$(KIND) VERSION=$(lastword $(subst :, ,$(IMAGE))) \
+	AGNHOST=registry.k8s.io/e2e-test-images/agnhost:$(AGNHOST_VERSION)
+e2e-cnp: $(CNP_CONFORMANCE) $(KUBECTL) $(KIND)
+	@$(CNP_ENV) CNP_FEATURES=$(CNP_FEATURES) e2e/cnp/run.sh
+
+# e2e-cnp-ci: the subset make test runs (the admin tier's priorities, an
+# admin egress and a baseline ingress test, TCP and UDP; ~4 min with the
+# CRD's discovery); its report stays in /tmp.
+CNP_CI_TESTS = CNPAdminTierPriorityField|CNPAdminTierEgressTCP|CNPBaselineTierIngressUDP
+e2e-cnp-ci: $(CNP_CONFORMANCE) $(KUBECTL) $(KIND)
+	@$(CNP_ENV) CNP_RUN="$(CNP_CI_TESTS)" CNP_OUT=/tmp/weft-cnp-ci e2e/cnp/run.sh
 
 sweep:
 	$(GO) run ./cmd/weft-demo --sweep

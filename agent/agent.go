@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/weftnet/weft/agent/config"
 	"github.com/weftnet/weft/agent/httpapi"
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/handover"
 	"github.com/weftnet/weft/internal/connlimit"
 	"github.com/weftnet/weft/internal/httpserve"
 	"github.com/weftnet/weft/keys"
@@ -91,6 +93,14 @@ type Agent struct {
 	noDirect fallbacks
 
 	http *httpapi.API // the HTTP API: the loop clears its status reading after each change
+
+	// Handover to a successor (handover.go): serveHandover passes a taken
+	// request to the loop, which releases the device, answers released
+	// and stops; Run then lets go of the rest.
+	handoverReq chan *handover.Request
+	renew       chan struct{} // a successor gave up after shaking hands: renew the sessions
+	handoff     *handover.Request
+	handoffAt   time.Time // when the loop stopped for it
 }
 
 // plane is the data plane as the loop writes and reads it: a *mesh.Mesh,
@@ -99,27 +109,44 @@ type plane interface {
 	Apply(mesh.State) (mesh.Changes, error)
 	WritePeerKey(pub wgtypes.Key, want *mesh.Peer, fresh bool) (bool, error)
 	Peers() ([]wgtypes.Peer, error)
+	Resting(pub wgtypes.Key) bool // off the device while idle (on-demand peers)
+	RestingPeers() []wgtypes.Peer // them as the device would show them
+	Idle(pub wgtypes.Key) bool    // on the device, carried nothing lately (on-demand peers)
 }
 
 // Run starts the agent and blocks until ctx is done or the device stops. A
 // value on resync (SIGHUP in weft-agent) forces a reconcile now.
 // Everything that can fail on bad input or a busy port fails before the
 // tunnel is touched, and a failure undoes what was started.
-func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan struct{}) error {
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan struct{}) (err error) {
 	a := &Agent{cfg: cfg, log: log, selfLocation: make(chan string, 1), pmtu: mesh.NewPathMTUs(),
-		extChanged: make(chan struct{}, 1), extRefused: map[string]string{}, rotateReq: make(chan chan error), keyWrites: make(chan keyWrite)}
-	// Ports first: a busy port must fail before anything is written or created.
-	if err := mesh.CheckPortFree(cfg.ListenPort); err != nil {
+		extChanged: make(chan struct{}, 1), extRefused: map[string]string{}, rotateReq: make(chan chan error), keyWrites: make(chan keyWrite),
+		handoverReq: make(chan *handover.Request), renew: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(ctx) // every goroutine Run starts ends with it
+	defer cancel()
+	defer func() { _ = a.markReady(false) }()
+	// An agent already running here hands its data plane over: its
+	// listening sockets and the TUN come now, the rest once it lets go
+	// (take, below), after everything that may fail has been checked.
+	pred, err := a.findPredecessor(ctx)
+	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if pred != nil {
+		defer pred.Close()
+		log.Info("an agent runs here: taking its data plane over", "version", pred.Version)
+	} else if err := mesh.CheckPortFree(cfg.ListenPort); err != nil {
+		// Ports first: a busy port must fail before anything is written or created.
+		return err
+	}
+	ln, err := listenOr(pred, fileHTTP, cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("http address %s: %w", cfg.HTTPAddr, err)
 	}
 	defer ln.Close()
 	var pprofLn net.Listener
 	if cfg.PprofAddr != "" {
-		if pprofLn, err = net.Listen("tcp", cfg.PprofAddr); err != nil {
+		if pprofLn, err = listenOr(pred, filePprof, cfg.PprofAddr); err != nil {
 			return fmt.Errorf("pprof address %s: %w", cfg.PprofAddr, err)
 		}
 		defer pprofLn.Close()
@@ -128,10 +155,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 	if cfg.PQ != keys.Off {
 		// On every address: a node's peers call the address they know
 		// it by (its endpoint), which may be either family.
-		if pqLn, err = net.Listen("tcp", fmt.Sprintf(":%d", cfg.PQPort)); err != nil {
+		if pqLn, err = listenOr(pred, filePQ, fmt.Sprintf(":%d", cfg.PQPort)); err != nil {
 			return fmt.Errorf("key exchange port %d/tcp: %w", cfg.PQPort, err)
 		}
 		defer pqLn.Close()
+	}
+	controlLn, err := unixListenerOr(pred, fileControl)
+	if err != nil {
+		return err
+	}
+	cniLn, err := unixListenerOr(pred, fileCNI)
+	if err != nil {
+		return err
 	}
 	if cfg.KubeMode {
 		if a.clients, err = kube.NewClients(cfg.Kubeconfig); err != nil {
@@ -212,45 +247,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 	}
 	a.saved = cached
 
-	a.gossip, err = gossip.Start(gossip.Config{
-		Name: cfg.NodeName, Bind: adv, Port: cfg.GossipPort, SecretKey: gossipKey, Seeds: a.seeds,
-		CountLog: a.metrics.gossipLog, CountRefused: a.metrics.gossipRefused,
-		Profile: map[bool]string{false: gossip.Standalone, true: gossip.Kubernetes}[cfg.KubeMode],
-	}, a.self, a.reg, log)
-	if err != nil {
-		return err
-	}
-	leave := true
-	defer func() { a.gossip.Stop(leave) }()
-
-	a.dev, err = mesh.OpenDevice(mesh.DeviceConfig{
-		Name: cfg.Interface, MTU: mtu, RunDir: cfg.RunDir, PrivateKey: key,
-		ListenPort: cfg.ListenPort, Logger: log, Verbose: cfg.LogLevel == "debug", TooBig: a.pmtu.TooBig,
-	})
-	if err != nil {
-		leave = false
-		return err
-	}
-	defer a.dev.Close()
-	a.stopped = a.dev.Done()
-	m, err := mesh.New(a.dev)
-	if err != nil {
-		return err
-	}
-	a.mesh = m
-	a.meshUp.Store(m)
-	defer m.Close()
-	a.metrics.watchDevice(a.gossip, m)
-	kc := keys.Config{Mode: cfg.PQ, Rotation: cfg.PSKRotation, Port: cfg.PQPort, Key: key,
-		Device: m, Write: a.requestKeyWrite(ctx), Metrics: a.metrics.reg, Log: log, Alive: a.gossip.Alive}
-	if a.kube != nil {
-		kc.Event = a.kube.Event
-	}
-	if a.pq, err = keys.New(kc); err != nil {
-		return err
-	}
-	a.metrics.reg.MustRegister(a.http.Collector()) // reads the device and the keys
-	if err := mesh.EnableForwarding(); err != nil {
+	// The host's settings and weft's base nftables chains need no
+	// device: written before it opens, so a successor's first moments
+	// after take are the data plane's alone.
+	if err := mesh.EnableForwarding(a.cfg.PodCIDRs); err != nil {
 		return err
 	}
 	if err := mesh.LooseReversePath(); err != nil {
@@ -265,6 +265,107 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 	if a.cniConf, err = plan.ConfList(a.cfg.ConfInput(mtu)); err != nil {
 		return err
 	}
+	startGossip := func() (err error) {
+		a.gossip, err = gossip.Start(gossip.Config{
+			Name: cfg.NodeName, Bind: adv, Port: cfg.GossipPort, SecretKey: gossipKey, Seeds: a.seeds,
+			CountLog: a.metrics.gossipLog, CountRefused: a.metrics.gossipRefused,
+			Profile: map[bool]string{false: gossip.Standalone, true: gossip.Kubernetes}[cfg.KubeMode],
+		}, a.self, a.reg, log)
+		return err
+	}
+	openDevice := func(tun, relay *os.File, peers string) (err error) {
+		a.dev, err = mesh.OpenDevice(mesh.DeviceConfig{
+			Name: cfg.Interface, MTU: mtu, RunDir: cfg.RunDir, PrivateKey: key,
+			ListenPort: cfg.ListenPort, Logger: log, Verbose: cfg.LogLevel == "debug", TooBig: a.pmtu.TooBig, OnDemand: cfg.OnDemandAfter > 0,
+			TUN: tun, Relay: relay, Peers: peers,
+		})
+		return err
+	}
+	leave := true // a graceful stop leaves gossip: peers drop the node at once
+	gossipStopped := false
+	defer func() {
+		if a.gossip != nil && !gossipStopped {
+			a.gossip.Stop(leave)
+		}
+	}()
+	defer func() {
+		if a.dev != nil {
+			a.dev.Close()
+		}
+	}()
+	// Handed over (the loop released the device and answered the
+	// successor): what was started after this point has stopped (deferred
+	// calls run last first); gossip lets go without leaving, the
+	// goroutines end, and this process's copies of the shared sockets
+	// close, so that only the successor serves them.
+	defer func() {
+		if a.handoff == nil {
+			return
+		}
+		if a.gossip != nil {
+			a.gossip.Stop(false)
+			gossipStopped = true
+		}
+		cancel()
+		for _, l := range []net.Listener{ln, pprofLn, pqLn, controlLn, cniLn} {
+			if l != nil {
+				l.Close()
+			}
+		}
+		a.log.Info("let go of gossip and the shared sockets", "since_take", time.Since(a.handoffAt).Round(time.Microsecond))
+	}()
+	var left handoverState // what an old agent left
+	if pred != nil {
+		// The data plane first: its sessions are made through the old
+		// agent before it lets go, and every step from take to the
+		// device reading the TUN is traffic's pause.
+		if left, err = a.succeed(pred, openDevice); err != nil {
+			return err
+		}
+		// The old agent lets go of gossip after the data plane: its
+		// port may still be taken for a moment.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if err = startGossip(); err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
+			return err
+		}
+	} else {
+		if err := startGossip(); err != nil {
+			return err
+		}
+		if err := openDevice(nil, nil, ""); err != nil {
+			leave = false
+			return err
+		}
+	}
+	a.stopped = a.dev.Done()
+	m, err := mesh.New(a.dev)
+	if err != nil {
+		return err
+	}
+	m.EnableOnDemand(mesh.OnDemand{After: cfg.OnDemandAfter, Grace: cfg.OnDemandGrace}, key)
+	a.mesh = m
+	a.meshUp.Store(m)
+	defer m.Close()
+	a.metrics.watchDevice(a.gossip, m)
+	kc := keys.Config{Mode: cfg.PQ, Rotation: cfg.PSKRotation, Port: cfg.PQPort, Key: key, Store: filepath.Join(cfg.StateDir, keys.StoreFile),
+		Device: m, Write: a.requestKeyWrite(ctx), Metrics: a.metrics.reg, Log: log, Alive: a.gossip.Alive}
+	if a.kube != nil {
+		kc.Event = a.kube.Event
+	}
+	if a.pq, err = keys.New(kc); err != nil {
+		return err
+	}
+	if left.Keys == nil {
+		a.pq.RestoreKept() // not handed over: the keys the last run kept (a crash)
+	}
+	a.pq.Restore(left.Keys, left.NodeKeySince)
+	m.Restore(left.Rest)
+	a.pmtu.Restore(left.PathMTUs)
+	a.metrics.reg.MustRegister(a.http.Collector()) // reads the device and the keys
 	if a.kube != nil {
 		if err := a.kube.Start(ctx, a.reg); err != nil {
 			return err
@@ -279,19 +380,27 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 		for _, p := range a.cfg.PodCIDRs { // a.cfg: in Kubernetes mode the Node's (learnSelf)
 			own = append(own, api.FirstAddress(p))
 		}
-		a.netpol, err = netpol.New(netpol.Config{Client: a.clients.Client, Informers: a.clients.Informers, Node: a.cfg.NodeName, StateDir: a.cfg.StateDir, Local: a.cfg.PodCIDRs, Own: own,
+		a.netpol, err = netpol.New(netpol.Config{Client: a.clients.Client, Informers: a.clients.Informers,
+			ClusterPolicies: a.clients.ClusterPolicies, Discovery: a.clients.Discovery, Node: a.cfg.NodeName, StateDir: a.cfg.StateDir, Local: a.cfg.PodCIDRs, Own: own,
 			Syncs: a.metrics.policySyncs, IsolatedPods: a.metrics.policyPods, Log: log})
 		if err != nil {
 			return err
 		}
-		stop, err := a.netpol.ServeSocket()
-		if err != nil {
-			return err
+		if cniLn == nil {
+			if cniLn, err = httpserve.ListenRootOnly(filepath.Join(cfg.StateDir, api.AgentSocket)); err != nil {
+				return fmt.Errorf("agent socket: %w", err)
+			}
+			defer a.removeUnlessHandedOver(cniLn)
 		}
-		defer stop()
+		defer a.netpol.ServeSocket(cniLn)()
 		if err := a.netpol.Start(ctx); err != nil {
 			return err
 		}
+	}
+	if !cfg.EnforcesPolicy() && cniLn != nil {
+		cniLn.Close() // handed over by an agent that enforced NetworkPolicy; nobody serves it here
+		os.Remove(filepath.Join(cfg.StateDir, api.AgentSocket))
+		cniLn = nil
 	}
 
 	if pqLn != nil {
@@ -299,11 +408,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 		go a.pq.Loop(ctx)
 	}
 
-	stopControl, err := a.serveControl()
-	if err != nil {
-		return err
+	if controlLn == nil {
+		if controlLn, err = httpserve.ListenRootOnly(filepath.Join(cfg.StateDir, api.ControlSocket)); err != nil {
+			return fmt.Errorf("control socket: %w", err)
+		}
+		defer a.removeUnlessHandedOver(controlLn)
 	}
-	defer stopControl()
+	defer a.serveControl(controlLn)()
 
 	srv := httpserve.NewServer(a.http.Handler())
 	go httpserve.Serve(srv, connlimit.Listen(ln, connlimit.New(httpserve.MaxConnsPerSource, 0), func(string) { a.metrics.httpRefused.Inc() }), log, "http")
@@ -317,8 +428,22 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 	if len(cfg.ClusterCIDRs) == 0 { // said once start-up can no longer fail, so a start-up error stays one line
 		log.Warn("--cluster-cidr is not set: peers' pod CIDRs are not checked against the cluster's pod range (any range not overlapping another node's and not covering the underlay is accepted)")
 	}
-	log.Info("agent started", "node", cfg.NodeName, "public_key", a.self.PublicKey.String(),
+	log.Info("agent started", "version", version(), "node", cfg.NodeName, "public_key", a.self.PublicKey.String(),
 		"endpoint", a.self.Endpoint.String(), "pod_cidrs", fmt.Sprint(a.cfg.PodCIDRs), "mtu", mtu, "kubernetes", cfg.KubeMode,
 		"location", a.self.Location, "intra_location", peer.IntraLocation(a.self.Direct), "strict_encryption", cfg.StrictEncryption)
+	hl, err := handover.Listen(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer hl.Close()
+	go a.serveHandover(ctx, hl, []offered{{fileHTTP, ln}, {filePprof, pprofLn}, {filePQ, pqLn}, {fileControl, controlLn}, {fileCNI, cniLn}})
 	return a.loop(ctx, resync)
+}
+
+// removeUnlessHandedOver removes a Unix socket's file when the agent stops,
+// unless a successor serves it now.
+func (a *Agent) removeUnlessHandedOver(ln net.Listener) {
+	if a.handoff == nil {
+		os.Remove(ln.Addr().String())
+	}
 }

@@ -81,6 +81,24 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 			}
 		case done := <-a.rotateReq:
 			done <- a.rotateKey()
+		case <-a.renew:
+			if err := a.dev.Renew(); err != nil {
+				a.log.Error("cannot renew the sessions a successor left", "err", err)
+			}
+			continue
+		case req := <-a.handoverReq:
+			// A successor took over. The loop, the device's one writer,
+			// records the device's last state, lets go of the TUN and the
+			// socket at once and tells the successor, which binds the
+			// port now; Run tears down the rest.
+			// Everything but the release first: from the socket's close
+			// to the successor's bind, what arrives is lost.
+			a.handoff, a.handoffAt = req, time.Now()
+			st := a.leaveState()
+			a.dev.Release(req.Version >= 2)
+			a.released(st)
+			_ = a.markReady(false)
+			return ErrHandedOver
 		case <-a.announceSelf:
 			a.announceSelf = nil
 			if err := a.gossip.Announce(a.selfNow()); err != nil {
@@ -143,7 +161,7 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 	ext := a.acceptExternals(peers)
 	a.pq.Update(peers)
 	want := func() mesh.State {
-		s := plan.Plan(a.self, peers, plan.Options{PathMTU: a.pathMTUs(), Externals: ext, NoDirect: a.noDirect.names()})
+		s := plan.Plan(a.self, peers, plan.Options{PathMTU: a.pathMTUs(), Externals: ext, NoDirect: a.noDirect.names(), Live: a.live(peers)})
 		a.planned = s.Peers // before the keys: writeKey fills in a newer one
 		s.Peers = a.pq.Keys().Fill(s.Peers)
 		return s
@@ -207,7 +225,10 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 			a.log.Error("cannot write CNI config; retrying", "err", err)
 			return true, err
 		}
-		a.ready.Store(true)
+		if err := a.markReady(true); err != nil {
+			a.log.Error("cannot write the ready file; retrying", "err", err)
+			return true, err
+		}
 		a.log.Info("ready", "cni_conf", filepath.Join(a.cfg.CNIConfDir, api.ConfFile), "cni_conf_written", wrote)
 	}
 	return a.publish(ctx) || ch.PeersDeferred > 0, nil
@@ -252,6 +273,8 @@ func (a *Agent) acceptExternals(peers []peer.NodeInfo) []peer.External {
 func (a *Agent) learnPathMTUs() bool {
 	dev, err := a.mesh.Peers()
 	if err != nil {
+		a.log.Warn("cannot read the device for the path MTU to peers; trying again", "err", err)
+		a.pmtu.Retry()
 		return false
 	}
 	names := map[wgtypes.Key]string{}
@@ -265,7 +288,11 @@ func (a *Agent) learnPathMTUs() bool {
 			eps[n] = ap.Addr().Unmap()
 		}
 	}
-	if !a.pmtu.Learn(eps, a.mtu) {
+	changed := a.pmtu.Learn(eps, a.mtu)
+	if n := a.pmtu.Unread(); n > 0 {
+		a.log.Debug("sends were over the path MTU, but the kernel has no path MTU for them yet; looking again", "endpoints", n)
+	}
+	if !changed {
 		return false
 	}
 	a.log.Info("path MTU to peers", "tunnel_mtu_by_peer", fmt.Sprint(a.pmtu.Snapshot()))
@@ -273,6 +300,20 @@ func (a *Agent) learnPathMTUs() bool {
 }
 
 func (a *Agent) pathMTUs() map[string]int { return a.pmtu.Snapshot() }
+
+// live names the peers gossip holds alive (plan.Options.Live).
+func (a *Agent) live(peers []peer.NodeInfo) map[string]bool {
+	if a.gossip == nil {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, n := range peers {
+		if a.gossip.Alive(n.Name) {
+			out[n.Name] = true
+		}
+	}
+	return out
+}
 
 // applyMasquerade programs the egress NAT plan.EgressNAT wants; it writes
 // nothing when nothing changed.

@@ -98,5 +98,23 @@ func (m *metrics) watchDevice(g *gossip.Source, d *mesh.Mesh) {
 		}, func() float64 { return float64(d.DeviceWrites()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "weft_wireguard_peer_writes_total", Help: "WireGuard peers created, changed or removed on the device.",
-		}, func() float64 { return float64(d.PeerWrites()) }))
+		}, func() float64 { return float64(d.PeerWrites()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "weft_peers_resting", Help: "Peers off the WireGuard device while idle (--on-demand-after); their routes stay.",
+		}, func() float64 { return float64(d.OnDemandStats().Resting) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "weft_peer_rests_total", Help: "Times an idle peer left the WireGuard device.",
+		}, func() float64 { return float64(d.OnDemandStats().Rests) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "weft_peer_wakes_total", Help: "Times a resting peer came back to the WireGuard device (a packet to it or its handshake).",
+		}, func() float64 { return float64(d.OnDemandStats().Wakes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "weft_peer_wake_requests_total", Help: "Wakes of resting peers asked for, by cause: a packet to the peer, or its handshake.", ConstLabels: prometheus.Labels{"cause": "packet"},
+		}, func() float64 { return float64(d.OnDemandStats().WakesByPacket) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "weft_peer_wake_requests_total", Help: "Wakes of resting peers asked for, by cause: a packet to the peer, or its handshake.", ConstLabels: prometheus.Labels{"cause": "handshake"},
+		}, func() float64 { return float64(d.OnDemandStats().WakesByInit) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "weft_peer_wake_dropped_packets_total", Help: "Packets (and handshake initiations) dropped while their resting peer came back: over the bounded queues.",
+		}, func() float64 { return float64(d.OnDemandStats().HeldDropped) }))
 }

@@ -16,13 +16,16 @@ import (
 const integrityInterval = 10 * time.Second
 
 // ensureBaseRules writes the chains weft keeps outside NetworkPolicy:
-// anti-spoofing on pod veths, the agent-port guard and the transport
-// notrack. Each replaces its chain in one transaction.
+// anti-spoofing on pod veths, the agent-port guard, the traffic counters
+// and the transport notrack. Each replaces its chain in one transaction.
 func (a *Agent) ensureBaseRules(ctx context.Context) error {
 	if err := nft.EnsureAntiSpoof(ctx, a.tables, api.HostVethPrefix, a.cfg.Interface); err != nil {
 		return err
 	}
 	if err := nft.EnsureAgentPortGuard(ctx, a.tables, api.HostVethPrefix, a.cfg.Interface, a.cfg.GossipPort, a.cfg.ListenPort, a.pqPort()); err != nil {
+		return err
+	}
+	if err := nft.EnsureAccounting(ctx, a.tables, a.cfg.Interface); err != nil {
 		return err
 	}
 	return nft.EnsureTransportNotrack(ctx, a.tables, a.cfg.ListenPort)

@@ -3,8 +3,8 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -112,16 +112,12 @@ func (a *Agent) serveRotateKey(w http.ResponseWriter, r *http.Request) {
 
 // serveControl serves the requests that change the node on a Unix socket
 // only root can reach (the state directory is 0700, the socket 0600).
-func (a *Agent) serveControl() (func(), error) {
+func (a *Agent) serveControl(ln net.Listener) func() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+api.RotateKeyPath, a.serveRotateKey)
 	srv := httpserve.NewServer(mux)
-	ln, err := httpserve.ListenRootOnly(filepath.Join(a.cfg.StateDir, api.ControlSocket))
-	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
-	}
 	go httpserve.Serve(srv, ln, a.log, "control socket")
-	return func() { srv.Close(); os.Remove(ln.Addr().String()) }, nil
+	return func() { srv.Close() }
 }
 
 // pqPort is the key exchange's port, 0 when it is off.

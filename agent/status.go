@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/weftnet/weft/agent/httpapi"
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/mesh"
+	"github.com/weftnet/weft/nft"
 	"github.com/weftnet/weft/peer"
 	"github.com/weftnet/weft/plan"
 )
@@ -23,6 +25,9 @@ func (v view) Status() (api.Status, error) {
 		return api.Status{}, err
 	}
 	byKey := make(map[wgtypes.Key]wgtypes.Peer, len(dev))
+	for _, p := range a.mesh.RestingPeers() { // off the device: as kept
+		byKey[p.PublicKey] = p
+	}
 	for _, p := range dev {
 		byKey[p.PublicKey] = p
 	}
@@ -31,13 +36,14 @@ func (v view) Status() (api.Status, error) {
 	self := a.selfNow()
 	st := api.Status{
 		Node: api.NodeStatus{
-			Name: self.Name, PublicKey: self.PublicKey.String(), Endpoint: self.Endpoint.String(),
+			Name: self.Name, Version: version(), PublicKey: self.PublicKey.String(), Endpoint: self.Endpoint.String(),
 			PodCIDRs: api.PrefixStrings(self.PodCIDRs), Location: self.Location, IntraLocation: peer.IntraLocation(self.Direct),
 			StrictEncryption: a.cfg.StrictEncryption, Ready: a.ready.Load(), MTU: a.mtu,
 			PQ: a.cfg.PQ, PSKRotationSeconds: int64(a.cfg.PSKRotation.Seconds()), KeyAgeSeconds: int64(a.pq.NodeKeyAge().Seconds()),
 		},
 		Peers: make([]api.PeerStatus, 0, len(claims)),
 	}
+	st.Node.Traffic = a.traffic()
 	for _, n := range claims {
 		ps := api.PeerStatus{
 			Name:              n.Name,
@@ -60,6 +66,8 @@ func (v view) Status() (api.Status, error) {
 		if d, ok := byKey[n.PublicKey]; ok {
 			fromDevice(&ps, d)
 		}
+		ps.Resting = a.mesh.Resting(n.PublicKey)
+		ps.Idle = !ps.Resting && a.mesh.Idle(n.PublicKey)
 		if k := a.pq.Status(n.PublicKey); k.Has {
 			ps.PresharedKeyAgeSeconds = int64(k.Age.Seconds())
 		} else {
@@ -84,6 +92,24 @@ func (v view) Status() (api.Status, error) {
 		st.Peers = append(st.Peers, ps)
 	}
 	return st, nil
+}
+
+// traffic reads weft's nftables counters (nil when they cannot be read:
+// the status goes on without them).
+func (a *Agent) traffic() *api.Traffic {
+	if a.tables == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c, err := nft.ReadCounters(ctx, a.tables)
+	if err != nil {
+		a.log.Debug("cannot read the traffic counters", "err", err)
+		return nil
+	}
+	get := func(name string) api.Count { return api.Count{Packets: c[name].Packets, Bytes: c[name].Bytes} }
+	return &api.Traffic{Tunnel: get(nft.CounterTunnel), Direct: get(nft.CounterDirect), Plaintext: get(nft.CounterPlaintext),
+		StrictDrops: get(nft.CounterStrictDrops), PolicyDrops: get(nft.CounterPolicyDrops)}
 }
 
 // fromDevice fills in what the device knows of a peer: its last handshake,

@@ -36,11 +36,19 @@ type PeerStatus struct {
 	PresharedKey           bool   `json:"presharedKey"`
 	PresharedKeyAgeSeconds int64  `json:"presharedKeyAgeSeconds,omitempty"`
 	PresharedKeyError      string `json:"presharedKeyError,omitempty"`
+	// Resting: the peer is off the WireGuard device while idle
+	// (--on-demand-after); a packet to it or its handshake brings it back.
+	Resting bool `json:"resting,omitempty"`
+	// Idle: with on-demand peers, the peer carried nothing lately (it
+	// rests once its last handshake is 3 min old): its handshake ages
+	// without anything being wrong.
+	Idle bool `json:"idle,omitempty"`
 }
 
 // NodeStatus is this node as its agent runs it (Status.Node).
 type NodeStatus struct {
 	Name             string   `json:"name"`
+	Version          string   `json:"version"` // the agent's (WEFT_VERSION, "dev" when unset)
 	PublicKey        string   `json:"publicKey"`
 	Endpoint         string   `json:"endpoint"`
 	PodCIDRs         []string `json:"podCIDRs"`
@@ -54,6 +62,27 @@ type NodeStatus struct {
 	PQ                 string `json:"pq"`
 	PSKRotationSeconds int64  `json:"pskRotationSeconds"`
 	KeyAgeSeconds      int64  `json:"keyAgeSeconds"`
+	// Traffic is what weft's nftables counters saw since they were
+	// created (nil when they cannot be read).
+	Traffic *Traffic `json:"traffic,omitempty"`
+}
+
+// Count is packets and bytes.
+type Count struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// Traffic is the proof of encryption, per node: where its pods' packets
+// left, and what weft dropped. Plaintext counts any packet that left the
+// node for another node's pods neither through the tunnel nor on a direct
+// path: it must read 0.
+type Traffic struct {
+	Tunnel      Count `json:"tunnel"`      // this node's pods into the tunnel
+	Direct      Count `json:"direct"`      // this node's pods to a direct peer's pods, on the underlay
+	Plaintext   Count `json:"plaintext"`   // to other nodes' pods in the clear, outside direct paths
+	StrictDrops Count `json:"strictDrops"` // dropped by --strict-encryption instead
+	PolicyDrops Count `json:"policyDrops"` // dropped by NetworkPolicy
 }
 
 // Status is GET /v1/status: this node and its peers.

@@ -11,3 +11,11 @@ import _ "embed"
 //
 //go:embed weft.yaml
 var Manifest []byte
+
+// ClusterNetworkPolicyCRD is the CRD of ClusterNetworkPolicy
+// (policy.networking.k8s.io/v1beta1) as network-policy-api v0.3.0 ships it
+// (standard channel), which the chart installs with
+// clusterNetworkPolicy.installCRD.
+//
+//go:embed helm/weft/files/crds/policy.networking.k8s.io_clusternetworkpolicies.yaml
+var ClusterNetworkPolicyCRD []byte

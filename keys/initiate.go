@@ -22,6 +22,7 @@ func (k *Manager) Loop(ctx context.Context) {
 	if k.mode == Off {
 		return
 	}
+	go k.persist(ctx)
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -43,6 +44,9 @@ func (k *Manager) startDue(ctx context.Context) time.Time {
 	defer k.mu.Unlock()
 	now := time.Now()
 	next := now.Add(time.Second)
+	if k.held {
+		return next // a handover is under way (Hold)
+	}
 	for pub, p := range k.pairs {
 		if p.next.After(now) {
 			next = minTime(next, p.next)
@@ -168,6 +172,7 @@ func (k *Manager) install(pub wgtypes.Key, self *pq.Identity, psk wgtypes.Key, f
 	}
 	p.psk, p.has, p.agreed = psk, true, time.Now()
 	k.mu.Unlock()
+	k.changedKeys()
 	if !fresh {
 		_, err := k.write(pub, false)
 		return err
@@ -195,6 +200,10 @@ func (k *Manager) install(pub wgtypes.Key, self *pq.Identity, psk wgtypes.Key, f
 	return nil
 }
 
+// refusedDropAfter is how long a peer's port must refuse, in a row, before
+// the pair drops its key (preferred mode): longer than an agent's restart.
+var refusedDropAfter = 10 * time.Second
+
 // handshakeCheck is how long after re-creating a peer its handshake is
 // looked for: many round trips, and more than the ~20 ms within which a
 // second initiation is refused.
@@ -210,7 +219,7 @@ func (k *Manager) result(pub wgtypes.Key, err error, role string) {
 	}
 	now := time.Now()
 	if err == nil {
-		p.fails, p.lastErr, p.down = 0, "", false
+		p.fails, p.lastErr, p.down, p.refused = 0, "", false, time.Time{}
 		p.next = now.Add(k.interval(pub))
 		k.rotations.WithLabelValues(role).Inc()
 		k.log.Debug("preshared key agreed", "peer", p.name, "role", role)
@@ -250,9 +259,20 @@ func (k *Manager) result(pub wgtypes.Key, err error, role string) {
 	k.log.Log(context.Background(), level, "key exchange failed", "peer", p.name, "role", role, "reason", reason, "err", err, "failures", p.fails)
 	// An agent that does not answer on the port at all (an older weft, or
 	// --pq=off) has no key: in preferred mode the pair drops its own
-	// rather than keep a key the other end lost.
-	if k.mode == Preferred && p.has && errors.Is(err, syscall.ECONNREFUSED) {
+	// rather than keep a key the other end lost. Not at the first refusal:
+	// an agent that is restarting (a crash, a container restart) refuses
+	// too, for a second or two, and comes back with the key it kept
+	// (store.go); dropping ours then would fail its first handshakes.
+	refused := errors.Is(err, syscall.ECONNREFUSED)
+	switch {
+	case !refused:
+		p.refused = time.Time{} // in a row only
+	case p.refused.IsZero():
+		p.refused = now
+	}
+	if k.mode == Preferred && p.has && refused && now.Sub(p.refused) >= refusedDropAfter {
 		p.has, p.psk = false, wgtypes.Key{}
+		k.changedKeys()
 		k.log.Warn("peer does not answer key exchanges: running the pair without a preshared key (--pq=preferred)", "peer", p.name)
 		select { // the loop's next reconcile writes the pair without it
 		case k.changed <- struct{}{}:

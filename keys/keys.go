@@ -62,6 +62,8 @@ type Manager struct {
 	wake    chan struct{}
 	run     chan struct{} // pqMaxRunning slots
 	changed chan struct{} // a key was dropped: the loop reconciles (Changed)
+	store   string        // Config.Store
+	dirty   chan struct{} // the keys on disk are out of date (store.go)
 
 	// alive reports whether the named node's agent answers gossip (nil:
 	// nobody is known to be alive).
@@ -75,6 +77,7 @@ type Manager struct {
 	pairs     map[wgtypes.Key]*pair
 	sources   map[netip.Addr]bool // the pairs' exchange addresses
 	refusedAt time.Time           // the last unauthenticated attempt logged
+	held      bool                // no exchanges: a handover is under way (Hold)
 
 	rotations *prometheus.CounterVec // by role
 	failures  *prometheus.CounterVec // by reason
@@ -90,6 +93,7 @@ type pair struct {
 	next     time.Time
 	fails    int
 	lastErr  string
+	refused  time.Time     // the first of the refusals in a row (the peer's port is closed)
 	busy     chan struct{} // holds one token while an exchange with the peer runs
 	starting bool          // this node is initiating
 	down     bool          // reported down (required mode)
@@ -110,6 +114,7 @@ type Writer func(pub wgtypes.Key, fresh bool) (bool, error)
 type Config struct {
 	Mode     string        // Off, Preferred or Required
 	Rotation time.Duration // how often a pair agrees a new key
+	Store    string        // the file the keys are kept in for a restart (StoreFile); "": none
 	Port     int           // the exchange port, the same on every node
 	Key      wgtypes.Key   // this node's WireGuard private key
 	Device   Device
@@ -133,6 +138,7 @@ func New(c Config) (*Manager, error) {
 	k := &Manager{
 		mode: c.Mode, rotation: c.Rotation, port: c.Port, dev: c.Device, write: c.Write, log: c.Log, event: c.Event, alive: c.Alive,
 		wake: make(chan struct{}, 1), run: make(chan struct{}, pqMaxRunning), changed: make(chan struct{}, 1),
+		store: c.Store, dirty: make(chan struct{}, 1),
 		self: self, selfSince: time.Now(), pairs: map[wgtypes.Key]*pair{}, sources: map[netip.Addr]bool{},
 		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_pq_rotations_total", Help: "Post-quantum preshared keys agreed with a peer, by this node's role (initiator, responder).",
@@ -264,6 +270,7 @@ func (k *Manager) Rekeyed(priv wgtypes.Key) error {
 		p.has, p.psk, p.next, p.fails, p.added, p.down = false, wgtypes.Key{}, now, 0, now, false
 	}
 	k.poke()
+	k.changedKeys()
 	return nil
 }
 
@@ -294,4 +301,48 @@ func (k *Manager) NodeKeyAge() time.Duration {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return time.Since(k.selfSince)
+}
+
+// Held is one pair's agreed key as a successor takes it over (package
+// handover): the key, when it was agreed, and when this end next rotates.
+type Held struct {
+	Peer   string    `json:"peer"` // public key, base64
+	PSK    string    `json:"psk"`  // base64
+	Agreed time.Time `json:"agreed"`
+	Next   time.Time `json:"next"`
+}
+
+// Export is every pair's agreed key and this node key's age.
+func (k *Manager) Export() (held []Held, nodeKeySince time.Time) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for pub, p := range k.pairs {
+		if p.has {
+			held = append(held, Held{Peer: pub.String(), PSK: p.psk.String(), Agreed: p.agreed, Next: p.next})
+		}
+	}
+	return held, k.selfSince
+}
+
+// Restore takes over a predecessor's agreed keys, before the first Update:
+// the pairs go on with them (and their rotation schedule) instead of
+// agreeing new ones, so the device's sessions keep their keys. Entries
+// that do not parse are dropped; their pairs agree anew.
+func (k *Manager) Restore(held []Held, nodeKeySince time.Time) {
+	if k.mode == Off {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !nodeKeySince.IsZero() && nodeKeySince.Before(k.selfSince) {
+		k.selfSince = nodeKeySince
+	}
+	for _, h := range held {
+		pub, err1 := wgtypes.ParseKey(h.Peer)
+		psk, err2 := wgtypes.ParseKey(h.PSK)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		k.pairs[pub] = &pair{added: h.Agreed, psk: psk, has: true, agreed: h.Agreed, next: h.Next, busy: make(chan struct{}, 1)}
+	}
 }

@@ -6,7 +6,10 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -95,7 +98,20 @@ func newKeyNode(t *testing.T, name, addr string, port int, rotation time.Duratio
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &keyNode{name: name, addr: netip.MustParseAddr(addr), priv: priv, dev: newKeyDev()}
+	return keyNodeWith(t, name, netip.MustParseAddr(addr), priv, port, rotation)
+}
+
+// restarted is n's node after its agent restarted: the same address and
+// node key, a new key manager (no pairs, no keys).
+func (n *keyNode) restarted(t *testing.T, port int, rotation time.Duration) *keyNode {
+	t.Helper()
+	return keyNodeWith(t, n.name, n.addr, n.priv, port, rotation)
+}
+
+func keyNodeWith(t *testing.T, name string, addr netip.Addr, priv wgtypes.Key, port int, rotation time.Duration) *keyNode {
+	t.Helper()
+	n := &keyNode{name: name, addr: addr, priv: priv, dev: newKeyDev()}
+	var err error
 	n.k, err = New(Config{Mode: Preferred, Rotation: rotation, Port: port, Key: priv, Device: n.dev, Write: n.dev.write,
 		Metrics: prometheus.NewRegistry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -107,6 +123,13 @@ func newKeyNode(t *testing.T, name, addr string, port int, rotation time.Duratio
 		return d.DialContext(ctx, "tcp", to.String())
 	}
 	return n
+}
+
+// common is the key n and o both hold for their pair, if they hold one.
+func (n *keyNode) common(o *keyNode) (wgtypes.Key, bool) {
+	kn, okn := n.psk(o)
+	ko, oko := o.psk(n)
+	return kn, okn && oko && kn == ko
 }
 
 func (n *keyNode) info() peer.NodeInfo {
@@ -162,25 +185,28 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 	}
 }
 
-// TestPairKeysAgreeAndRotate: a new pair agrees one key at both ends; the
-// initiator re-creates its peer (fresh), the responder writes in place; the
-// pair rotates to a new common key at its interval.
-func TestPairKeysAgreeAndRotate(t *testing.T) {
+// startPair starts two key nodes, a (127.0.0.1) and b (127.0.0.2), that
+// know each other and rotate at rotation; they stop when the test ends.
+func startPair(t *testing.T, rotation time.Duration) (a, b *keyNode) {
 	port := freePort(t)
-	a, b := newKeyNode(t, "a", "127.0.0.1", port, 2*time.Second), newKeyNode(t, "b", "127.0.0.2", port, 2*time.Second)
+	a, b = newKeyNode(t, "a", "127.0.0.1", port, rotation), newKeyNode(t, "b", "127.0.0.2", port, rotation)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	for _, n := range []*keyNode{a, b} {
 		n.listen(t, port)
 		go n.k.Loop(ctx)
 	}
 	a.k.Update([]peer.NodeInfo{b.info()})
 	b.k.Update([]peer.NodeInfo{a.info()})
-	same := func() (wgtypes.Key, bool) {
-		ka, oka := a.psk(b)
-		kb, okb := b.psk(a)
-		return ka, oka && okb && ka == kb
-	}
+	return a, b
+}
+
+// TestPairKeysAgreeAndRotate: a new pair agrees one key at both ends; the
+// initiator re-creates its peer (fresh), the responder writes in place; the
+// pair rotates to a new common key at its interval.
+func TestPairKeysAgreeAndRotate(t *testing.T) {
+	a, b := startPair(t, 2*time.Second)
+	same := func() (wgtypes.Key, bool) { return a.common(b) }
 	waitFor(t, 5*time.Second, "both ends hold one key", func() bool { _, ok := same(); return ok })
 	first, _ := same()
 	if a.dev.wrote(true)+b.dev.wrote(true) == 0 || a.dev.wrote(false)+b.dev.wrote(false) == 0 {
@@ -219,9 +245,8 @@ func TestPairKeysRestingPeer(t *testing.T) {
 	go b.k.Loop(ctx)
 	b.k.Update([]peer.NodeInfo{a.info()})
 	waitFor(t, 20*time.Second, "the pair agrees a key once b answers", func() bool {
-		ka, oka := a.psk(b)
-		kb, okb := b.psk(a)
-		return oka && okb && ka == kb
+		_, ok := a.common(b)
+		return ok
 	})
 }
 
@@ -241,29 +266,152 @@ func TestPairKeysAfterRestart(t *testing.T) {
 	bln := b.listen(t, port)
 	go b.k.Loop(bctx)
 	b.k.Update([]peer.NodeInfo{a.info()})
-	same := func(b *keyNode) (wgtypes.Key, bool) {
-		ka, oka := a.psk(b)
-		kb, okb := b.psk(a)
-		return ka, oka && okb && ka == kb
-	}
+	same := a.common
 	waitFor(t, 5*time.Second, "both ends hold one key", func() bool { _, ok := same(b); return ok })
 	before, _ := same(b)
 
 	// b restarts: the same node key, a new process (no pairs, no keys).
 	bstop()
 	bln.Close()
-	b2 := &keyNode{name: "b", addr: b.addr, priv: b.priv, dev: newKeyDev()}
-	var err error
-	if b2.k, err = New(Config{Mode: Preferred, Rotation: time.Hour, Port: port, Key: b.priv, Device: b2.dev, Write: b2.dev.write,
-		Metrics: prometheus.NewRegistry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
-		t.Fatal(err)
-	}
-	b2.k.dial = func(ctx context.Context, to netip.AddrPort) (net.Conn, error) {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: b2.addr.AsSlice()}}
-		return d.DialContext(ctx, "tcp", to.String())
-	}
+	b2 := b.restarted(t, port, time.Hour)
 	b2.listen(t, port)
 	go b2.k.Loop(ctx)
 	b2.k.Update([]peer.NodeInfo{a.info()})
 	waitFor(t, 10*time.Second, "the pair agrees a key again after b's restart", func() bool { k, ok := same(b2); return ok && k != before })
+}
+
+// TestPairKeysHold: while one end holds (a handover offers its keys), the
+// pair agrees no new key, from either end, past several rotation
+// intervals; after Resume it rotates again.
+func TestPairKeysHold(t *testing.T) {
+	a, b := startPair(t, time.Second)
+	both := func() (wgtypes.Key, wgtypes.Key) {
+		ka, _ := a.psk(b)
+		kb, _ := b.psk(a)
+		return ka, kb
+	}
+	waitFor(t, 5*time.Second, "both ends hold one key", func() bool { ka, kb := both(); return ka == kb && ka != (wgtypes.Key{}) })
+	if !a.k.Hold(6 * time.Second) {
+		t.Fatal("Hold: an exchange still ran after 6 s")
+	}
+	heldA, heldB := both()
+	if heldA != heldB {
+		t.Fatalf("after Hold the ends hold different keys")
+	}
+	time.Sleep(4 * time.Second) // both ends' intervals (1 s, 1.25 s) pass thrice
+	if ka, kb := both(); ka != heldA || kb != heldB {
+		t.Fatalf("a key was agreed while a held its keys")
+	}
+	a.k.Resume()
+	waitFor(t, 8*time.Second, "the pair rotates after Resume", func() bool { ka, kb := both(); return ka == kb && ka != heldA })
+}
+
+// TestPairKeysKeptForRestart: the agreed keys are kept on disk (0600) for a
+// restart after a crash: the restarted end holds the same key at once (its
+// first handshakes succeed), then agrees a new one with the peer without
+// waiting for the rotation. A kept file for another node key, or one
+// others may read, or too large, is not used.
+func TestPairKeysKeptForRestart(t *testing.T) {
+	port := freePort(t)
+	a, b := newKeyNode(t, "a", "127.0.0.1", port, time.Hour), newKeyNode(t, "b", "127.0.0.2", port, time.Hour)
+	store := filepath.Join(t.TempDir(), StoreFile)
+	a.k.store = store
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	actx, astop := context.WithCancel(ctx)
+	aln := a.listen(t, port)
+	go a.k.Loop(actx)
+	b.listen(t, port)
+	go b.k.Loop(ctx)
+	a.k.Update([]peer.NodeInfo{b.info()})
+	b.k.Update([]peer.NodeInfo{a.info()})
+	var agreed wgtypes.Key
+	waitFor(t, 5*time.Second, "both ends hold one key", func() bool {
+		var ok bool
+		agreed, ok = a.common(b)
+		return ok
+	})
+	var held []Held
+	waitFor(t, 5*time.Second, "a keeps the key on disk", func() bool {
+		var err error
+		held, err = loadStored(store, a.priv.PublicKey())
+		return err == nil && len(held) == 1 && held[0].PSK == agreed.String()
+	})
+	if st, err := os.Stat(store); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("the kept keys: %v, mode %v; want 0600", err, st.Mode())
+	}
+	if other, err := loadStored(store, b.priv.PublicKey()); err != nil || other != nil {
+		t.Errorf("kept keys read for another node key: %v, %v; want none", other, err)
+	}
+
+	// a crashes and starts again from the kept keys.
+	astop()
+	aln.Close()
+	a2 := a.restarted(t, port, time.Hour)
+	a2.k.store = store
+	a2.k.RestoreKept()
+	if k, ok := a2.psk(b); !ok || k != agreed {
+		t.Fatalf("the restarted end does not hold the kept key before any exchange")
+	}
+	a2.listen(t, port)
+	go a2.k.Loop(ctx)
+	a2.k.Update([]peer.NodeInfo{b.info()})
+	waitFor(t, 5*time.Second, "the pair agrees a new key at once after the restart", func() bool {
+		k, ok := a2.common(b)
+		return ok && k != agreed
+	})
+
+	// Files not to trust.
+	if err := os.Chmod(store, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadStored(store, a.priv.PublicKey()); err == nil {
+		t.Error("kept keys others may read were used")
+	}
+	big := filepath.Join(t.TempDir(), StoreFile)
+	if err := os.WriteFile(big, make([]byte, maxStoreSize+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadStored(big, a.priv.PublicKey()); err == nil {
+		t.Error("an oversized kept-keys file was read")
+	}
+}
+
+// TestPairKeysKeptThroughAPeersRestart: a peer whose key-exchange port
+// refuses (its agent is down) keeps the pair's key for refusedDropAfter:
+// an agent that restarts comes back with the key it kept, and dropping it
+// would fail its first handshakes. A port that keeps refusing (an agent
+// now without post-quantum keys) makes the pair drop it (preferred mode).
+func TestPairKeysKeptThroughAPeersRestart(t *testing.T) {
+	defer func(d time.Duration) { refusedDropAfter = d }(refusedDropAfter)
+	refusedDropAfter = 3 * time.Second
+	port := freePort(t)
+	// Both rotate every second (the higher key a quarter later if the
+	// lower did not): once b is down, a calls it within ~1.25 s.
+	a, b := newKeyNode(t, "a", "127.0.0.1", port, time.Second), newKeyNode(t, "b", "127.0.0.2", port, time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a.listen(t, port)
+	go a.k.Loop(ctx)
+	bctx, bstop := context.WithCancel(ctx)
+	bln := b.listen(t, port)
+	go b.k.Loop(bctx)
+	a.k.Update([]peer.NodeInfo{b.info()})
+	b.k.Update([]peer.NodeInfo{a.info()})
+	waitFor(t, 5*time.Second, "both ends hold one key", func() bool {
+		_, ok := a.common(b)
+		return ok
+	})
+	bstop() // b's agent is down: its port refuses
+	bln.Close()
+	waitFor(t, 5*time.Second, "a's rotation is refused", func() bool {
+		return strings.Contains(a.k.Status(b.priv.PublicKey()).Failed, "refused")
+	})
+	if _, ok := a.psk(b); !ok {
+		t.Fatal("a dropped the pair's key at the first refusal; a restarting peer comes back with it")
+	}
+	waitFor(t, 10*time.Second, "a drops the key once the port has refused for refusedDropAfter", func() bool {
+		_, ok := a.psk(b)
+		return !ok
+	})
 }

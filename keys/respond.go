@@ -92,8 +92,9 @@ func (k *Manager) respond(c net.Conn) {
 			k.mu.Lock()
 			p := k.pairs[pub]
 			win := p != nil && p.starting && k.lower(pub)
+			holding := k.held // a handover is under way (Hold)
 			k.mu.Unlock()
-			if p == nil || win {
+			if p == nil || win || holding {
 				return true
 			}
 			// Wait for an exchange of ours the peer is about to refuse.

@@ -2,8 +2,10 @@ package mesh
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,8 +24,80 @@ type pathBind struct {
 	conn.Bind
 	tooBig func(netip.Addr)
 
+	// Handover (relay.go): out while a successor shakes hands through
+	// this device; in while this device is the successor.
+	out atomic.Pointer[outRelay]
+	in  atomic.Pointer[inRelay]
+	// bound: a successor has its own socket on the port beside the old
+	// agent's (Take with share): it sends there and receives from both
+	// until the old agent closes the relay.
+	bound atomic.Bool
+
 	mu    sync.Mutex
 	small map[netip.Addr]time.Time // endpoint -> unsegmented until
+
+	// On-demand peers (ondemand.go): initiations from resting peers are
+	// taken out of the receive path and come back through injected once
+	// their peer is on the device.
+	wakeOnInit atomic.Pointer[onDemand]
+	injected   atomic.Pointer[injector]
+	injecting  bool // DeviceConfig.OnDemand: Open adds the injector
+}
+
+// injector is one Open's extra receive function: it returns the packets
+// handed to inject, as if the socket had received them.
+type injector struct {
+	c    chan injectedPacket
+	done chan struct{}
+	once sync.Once
+}
+
+type injectedPacket struct {
+	pkt []byte
+	ep  conn.Endpoint
+}
+
+func (j *injector) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	select {
+	case <-j.done:
+		return 0, net.ErrClosed
+	case p := <-j.c:
+		if len(p.pkt) > len(bufs[0]) {
+			return 0, nil
+		}
+		sizes[0] = copy(bufs[0], p.pkt)
+		eps[0] = p.ep
+		return 1, nil
+	}
+}
+
+func (j *injector) close() { j.once.Do(func() { close(j.done) }) }
+
+// inject hands pkt, received from ep, to wireguard-go (dropped when the
+// bind is closed or the queue is full: the sender tries again).
+func (b *pathBind) inject(pkt []byte, ep conn.Endpoint) {
+	j := b.injected.Load()
+	if j == nil {
+		return
+	}
+	select {
+	case j.c <- injectedPacket{pkt: pkt, ep: ep}:
+	default:
+	}
+}
+
+// withInjector adds a fresh injector to an Open's receive functions.
+// Only with on-demand peers: wireguard-go gives each receive function a
+// batch of 64 KiB buffers (8 MiB of heap).
+func (b *pathBind) withInjector(fns []conn.ReceiveFunc) []conn.ReceiveFunc {
+	if !b.injecting {
+		return fns
+	}
+	j := &injector{c: make(chan injectedPacket, heldInits), done: make(chan struct{})}
+	if old := b.injected.Swap(j); old != nil {
+		old.close()
+	}
+	return append(fns, j.receive)
 }
 
 // unsegmentedFor is how long sends to an endpoint stay unsegmented after a
@@ -35,7 +109,98 @@ func newPathBind(tooBig func(netip.Addr)) *pathBind {
 	return &pathBind{Bind: conn.NewStdNetBind(), tooBig: tooBig, small: map[netip.Addr]time.Time{}}
 }
 
+// Open opens the socket, or while this device is a successor, the relay.
+func (b *pathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	r := b.in.Load()
+	if r != nil {
+		_ = r.c.SetReadDeadline(time.Time{})
+		if !b.bound.Load() {
+			return b.withInjector([]conn.ReceiveFunc{r.receive}), port, nil
+		}
+	}
+	fns, port, err := b.Bind.Open(port)
+	if err != nil {
+		return nil, 0, err
+	}
+	for i, fn := range fns {
+		fns[i] = b.relaying(fn)
+	}
+	if r != nil {
+		fns = append(fns, r.receive)
+	}
+	return b.withInjector(fns), port, nil
+}
+
+// Close closes the socket; a successor's relay stops being read (the
+// device closes and opens its bind when it comes up).
+func (b *pathBind) Close() error {
+	if r := b.in.Load(); r != nil {
+		_ = r.c.SetReadDeadline(time.Now())
+	}
+	if j := b.injected.Swap(nil); j != nil {
+		j.close()
+	}
+	return b.Bind.Close()
+}
+
+// relaying passes the successor's packets on while a relay is out; the
+// rest reach this device.
+func (b *pathBind) relaying(fn conn.ReceiveFunc) conn.ReceiveFunc {
+	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		n, err := fn(bufs, sizes, eps)
+		if o := b.wakeOnInit.Load(); o != nil && n > 0 && o.table.Load() != nil {
+			n = takeInitiations(o, bufs, sizes, eps, n)
+		}
+		r := b.out.Load()
+		if r == nil || n == 0 {
+			return n, err
+		}
+		if r.closed.Load() {
+			b.out.CompareAndSwap(r, nil)
+			return n, err
+		}
+		k := 0
+		for i := range n {
+			p := bufs[i][:sizes[i]]
+			if r.theirs(p) {
+				r.pass(p, eps[i])
+				continue
+			}
+			if k != i {
+				sizes[k] = copy(bufs[k], p)
+				eps[k] = eps[i]
+			}
+			k++
+		}
+		return k, err
+	}
+}
+
+// takeInitiations removes from bufs[:n] the initiations of resting peers
+// (held for their wake) and returns how many packets remain.
+func takeInitiations(o *onDemand, bufs [][]byte, sizes []int, eps []conn.Endpoint, n int) int {
+	k := 0
+	for i := range n {
+		p := bufs[i][:sizes[i]]
+		if o.takeInitiation(p, eps[i]) {
+			continue
+		}
+		if k != i {
+			sizes[k] = copy(bufs[k], p)
+			eps[k] = eps[i]
+		}
+		k++
+	}
+	return k
+}
+
 func (b *pathBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	if r := b.in.Load(); r != nil && !b.bound.Load() {
+		return r.send(bufs, ep)
+	}
+	if r := b.out.Load(); r != nil && !r.closed.Load() && len(bufs) == 1 && len(bufs[0]) > 0 && bufs[0][0] == wgInitiation {
+		return nil // no new session of the old device while a successor makes its own
+	}
 	dst := ep.DstIP()
 	if len(bufs) > 1 && b.isSmall(dst) {
 		return b.sendEach(bufs, ep)

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -31,18 +33,41 @@ type DeviceConfig struct {
 	// TooBig is told the endpoint of each send that was over the path MTU
 	// (see pathBind); nil: nobody listens.
 	TooBig func(netip.Addr)
+	// TUN, when set, is the interface's open TUN descriptor, handed over by
+	// the agent that ran it (package handover); OpenDevice owns it then.
+	TUN *os.File
+	// Peers, when set, are written to the device before it comes up (as
+	// Device.PeerConfig returned them): a handed-over device starts its
+	// handshakes at once, before the agent's first reconcile.
+	Peers string
+	// OnDemand prepares the bind for on-demand peers (Mesh.EnableOnDemand):
+	// a receive function through which held handshakes come back.
+	OnDemand bool
+	// Relay, when set, makes the device a successor (relay.go): it shakes
+	// hands through the old agent's socket over this relay and does not
+	// read the TUN, bind the port or serve UAPI until Take.
+	Relay *os.File
 }
 
 // Device is a running wireguard-go device on a persistent TUN interface. The
 // interface, its addresses and routes outlive the process, so a restarted
 // agent re-attaches to them and traffic stops only until the next handshake.
 type Device struct {
-	name   string
-	link   netlink.Link
-	dev    *device.Device
-	uapi   net.Listener
-	sock   string
-	logger *slog.Logger
+	name string
+	link netlink.Link
+	dev  *device.Device
+	tun  tun.Device
+	bind *pathBind
+	gate *gatedTUN    // the device's reads of the TUN: held until Take on a successor, stopped by Release
+	od   *onDemand    // on-demand peers (Mesh.EnableOnDemand), nil: off
+	succ bool         // a successor's device, until Take
+	port int          // the WireGuard port
+	uapi net.Listener // nil until Take on a successor
+
+	closeOnce sync.Once
+	released  atomic.Bool // Release ran: the UAPI socket's name may be a successor's
+	sock      string
+	logger    *slog.Logger
 }
 
 // OpenDevice creates (or re-attaches to) the TUN interface and starts
@@ -52,19 +77,48 @@ func OpenDevice(cfg DeviceConfig) (_ *Device, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	if err := CheckPortFree(cfg.ListenPort); err != nil {
+	var tdev tun.Device
+	defer func() {
+		if err != nil && tdev == nil && cfg.TUN != nil {
+			cfg.TUN.Close() // ours until tdev holds it
+		}
+	}()
+	bind := newPathBind(cfg.TooBig)
+	bind.injecting = cfg.OnDemand
+	if cfg.Relay != nil {
+		r, err := newInRelay(cfg.Relay, bind.Bind)
+		if err != nil {
+			return nil, err
+		}
+		bind.in.Store(r)
+		defer func() {
+			if err != nil {
+				r.close()
+			}
+		}()
+	} else if err := CheckPortFree(cfg.ListenPort); err != nil {
 		return nil, err
 	}
 	sock := filepath.Join(cfg.RunDir, cfg.Name+".sock")
-	if err := claimSocket(sock); err != nil {
-		return nil, err
+	if cfg.Relay == nil {
+		if err := claimSocket(sock); err != nil {
+			return nil, err
+		}
 	}
 	_, existedErr := netlink.LinkByName(cfg.Name)
 	existed := existedErr == nil
 
-	tdev, err := tun.CreateTUN(cfg.Name, cfg.MTU)
+	if cfg.TUN != nil {
+		tdev, err = tun.CreateTUNFromFile(cfg.TUN, cfg.MTU)
+	} else {
+		tdev, err = tun.CreateTUN(cfg.Name, cfg.MTU)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create tun %s: %w", cfg.Name, err)
+	}
+	if name, err := tdev.Name(); err != nil || name != cfg.Name {
+		_ = tdev.Close() // a handed-over descriptor of another interface
+		return nil, fmt.Errorf("tun %s: the descriptor is for %q (%v)", cfg.Name, name, err)
 	}
 	defer func() {
 		if err != nil {
@@ -107,7 +161,13 @@ func OpenDevice(cfg DeviceConfig) (_ *Device, err error) {
 			log.Debug(fmt.Sprintf(format, args...), "component", "wireguard")
 		}
 	}
-	dev := device.NewDevice(tdev, newPathBind(cfg.TooBig), wgLog)
+	gate := newGatedTUN(tdev)
+	tdev = gate
+	succ := cfg.Relay != nil
+	if !succ {
+		gate.Open()
+	}
+	dev := device.NewDevice(tdev, bind, wgLog)
 	defer func() {
 		if err != nil {
 			dev.Close()
@@ -117,21 +177,37 @@ func OpenDevice(cfg DeviceConfig) (_ *Device, err error) {
 	if err := dev.IpcSet(conf); err != nil {
 		return nil, fmt.Errorf("configure device: %v", redactKey(err))
 	}
+	if cfg.Peers != "" {
+		if err := dev.IpcSet(cfg.Peers); err != nil {
+			return nil, fmt.Errorf("configure handed-over peers: %v", redactKey(err))
+		}
+	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return nil, fmt.Errorf("set %s up: %w", cfg.Name, err)
 	}
 	if err := dev.Up(); err != nil {
 		return nil, fmt.Errorf("bring up device on port %d: %w", cfg.ListenPort, err)
 	}
-	ln, err := listenUAPI(sock)
-	if err != nil {
-		return nil, err
+	d := &Device{name: cfg.Name, link: link, dev: dev, tun: tdev, bind: bind, gate: gate, succ: succ, port: cfg.ListenPort, sock: sock, logger: log}
+	if !succ {
+		if err := d.serve(); err != nil {
+			return nil, err
+		}
 	}
-	d := &Device{name: cfg.Name, link: link, dev: dev, uapi: ln, sock: sock, logger: log}
-	go d.serveUAPI()
 	log.Info("device up", "interface", cfg.Name, "mtu", cfg.MTU, "listen_port", cfg.ListenPort,
-		"reattached", existed, "batch", tdev.BatchSize(), "uapi", sock)
+		"reattached", existed, "successor", succ, "batch", tdev.BatchSize(), "uapi", sock)
 	return d, nil
+}
+
+// serve opens the UAPI socket (wgctrl and wg(8) find the device there).
+func (d *Device) serve() error {
+	ln, err := listenUAPI(d.sock)
+	if err != nil {
+		return err
+	}
+	d.uapi = ln
+	go d.serveUAPI()
+	return nil
 }
 
 // Name is the interface name.
@@ -146,13 +222,23 @@ func (d *Device) SetPrivateKey(k wgtypes.Key) error {
 	if err := d.dev.IpcSet(fmt.Sprintf("private_key=%x\n", k[:])); err != nil {
 		return fmt.Errorf("set private key: %v", redactKey(err))
 	}
+	if d.od != nil {
+		d.od.setKey(k)
+	}
 	return nil
 }
 
 // Close stops wireguard-go and the UAPI socket. The persistent interface stays.
 func (d *Device) Close() {
-	d.uapi.Close()
-	os.Remove(d.sock)
+	d.closeOnce.Do(d.close)
+}
+
+func (d *Device) close() {
+	d.EndRelay()
+	if d.uapi != nil && !d.released.Load() {
+		d.uapi.Close()
+		os.Remove(d.sock)
+	}
 	d.dev.Close()
 }
 
@@ -167,6 +253,17 @@ func (d *Device) serveUAPI() {
 		}
 		go d.dev.IpcHandle(c)
 	}
+}
+
+// DeviceServed reports whether a live process serves the named device's
+// UAPI socket in runDir (an agent runs it).
+func DeviceServed(runDir, name string) bool {
+	c, err := net.Dial("unix", filepath.Join(runDir, name+".sock"))
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // claimSocket removes a stale UAPI socket left by a killed agent, and refuses

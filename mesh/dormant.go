@@ -122,6 +122,11 @@ func (d *dormancy) resting(p Peer, a wgtypes.Peer, exists bool, now time.Time) b
 		d.on[k] = now
 		return false
 	}
+	if p.Live {
+		// Its agent answers gossip: a silence on WireGuard is a fault to
+		// keep trying through (and to see), not a Node without an agent.
+		return false
+	}
 	if a.LastHandshakeTime.IsZero() {
 		if now.Sub(on) < NeverAnswered {
 			return false
@@ -165,3 +170,71 @@ func (d *dormancy) isDormant(pub wgtypes.Key) bool {
 
 // count is the number of dormant peers.
 func (d *dormancy) count() int { return len(d.dormant) }
+
+// Rest is the mesh's memory of keepalives, for a successor (package
+// handover): without it a handed-over mesh would wake every dormant peer.
+// Keys are peers' public keys (base64).
+//
+// Resting are the peers off the device (on-demand peers): a successor
+// keeps them off instead of writing every peer, and shakes hands with
+// none of them.
+type Rest struct {
+	Start   time.Time            `json:"start"`
+	On      map[string]time.Time `json:"on,omitempty"`
+	Dormant map[string]time.Time `json:"dormant,omitempty"`
+	Resting []string             `json:"resting,omitempty"`
+}
+
+// Rest returns the writer's memory of keepalives and the resting peers.
+func (m *Mesh) Rest() Rest {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := Rest{Start: m.rest.start, On: keyed(m.rest.on), Dormant: keyed(m.rest.dormant)}
+	if m.od != nil {
+		for k := range m.od.resting {
+			r.Resting = append(r.Resting, k.String())
+		}
+	}
+	return r
+}
+
+// Restore takes over a predecessor's memory of keepalives, and with
+// on-demand peers its resting set and start (so no start grace: the
+// sessions were handed over), before the first Apply. Entries that are
+// not keys are dropped.
+func (m *Mesh) Restore(r Rest) {
+	if r.Start.IsZero() {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rest.start, m.rest.on, m.rest.dormant = r.Start, unkeyed(r.On), unkeyed(r.Dormant)
+	m.publishDormant()
+	if o := m.od; o != nil {
+		o.start = r.Start
+		for _, s := range r.Resting {
+			if k, err := wgtypes.ParseKey(s); err == nil {
+				o.resting[k] = Peer{PublicKey: k} // the first Apply fills it in
+			}
+		}
+		o.publish()
+	}
+}
+
+func keyed(in map[wgtypes.Key]time.Time) map[string]time.Time {
+	out := make(map[string]time.Time, len(in))
+	for k, t := range in {
+		out[k.String()] = t
+	}
+	return out
+}
+
+func unkeyed(in map[string]time.Time) map[wgtypes.Key]time.Time {
+	out := make(map[wgtypes.Key]time.Time, len(in))
+	for s, t := range in {
+		if k, err := wgtypes.ParseKey(s); err == nil {
+			out[k] = t
+		}
+	}
+	return out
+}

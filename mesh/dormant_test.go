@@ -109,3 +109,34 @@ func TestPassivePeerStartsDormant(t *testing.T) {
 		t.Fatalf("after the handshake: %+v, want the keepalive on", cfgs)
 	}
 }
+
+// TestLivePeerDoesNotFallAsleep: a peer whose agent answers gossip keeps
+// its keepalive however long WireGuard goes unanswered (a blocked port
+// heals by itself, and its handshake age shows the fault); a new passive
+// live peer still starts resting until the other end's handshake.
+func TestLivePeerDoesNotFallAsleep(t *testing.T) {
+	key := func() wgtypes.Key { k, _ := wgtypes.GeneratePrivateKey(); return k.PublicKey() }
+	blocked, passive := key(), key()
+	t0 := time.Unix(1_000_000, 0)
+	var d dormancy
+	desired := []Peer{{Name: "blocked", PublicKey: blocked, Keepalive: 25 * time.Second, Rest: true, Live: true}}
+	last := t0.Add(-time.Minute)
+	device := []wgtypes.Peer{{PublicKey: blocked, LastHandshakeTime: last, PersistentKeepaliveInterval: 25 * time.Second}}
+	for _, at := range []time.Duration{0, NeverAnswered, DormantAfter, 2 * DormantAfter, time.Hour} {
+		if out := d.rest(desired, device, t0.Add(at)); out[0].Keepalive == 0 || d.isDormant(blocked) {
+			t.Fatalf("%v after its last handshake: the live peer rests", at+time.Minute)
+		}
+	}
+	// The same peer not live falls asleep at once (DormantAfter has passed).
+	desired[0].Live = false
+	if out := d.rest(desired, device, t0.Add(time.Hour+time.Second)); out[0].Keepalive != 0 {
+		t.Fatal("the same peer, not live, does not rest after an hour unanswered")
+	}
+	// A new passive live peer, after the agent's first minute, starts resting.
+	d2 := dormancy{}
+	d2.rest(nil, nil, t0)
+	newPeer := []Peer{{Name: "new", PublicKey: passive, Keepalive: 25 * time.Second, Rest: true, Live: true, Passive: true}}
+	if out := d2.rest(newPeer, nil, t0.Add(startGrace+time.Second)); out[0].Keepalive != 0 {
+		t.Fatal("a new passive live peer does not start resting (two writes per new node)")
+	}
+}

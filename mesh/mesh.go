@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,19 +18,24 @@ import (
 // Mesh applies a desired State to a running Device: peers through wgctrl on
 // the UAPI socket, addresses and routes through netlink.
 //
-// The device has one writer: Apply and WritePeerKey are called from one
-// goroutine (the agent's loop), so no lock orders them and none is held
-// across wgctrl or netlink I/O. Everything else (Dormant, Peers,
-// LastHandshake, the counters) may be read from any goroutine.
+// The device's peers have one writer at a time: Apply and WritePeerKey
+// (the agent's loop) and, with on-demand peers, the rest check and the
+// waker (ondemand.go) hold mu across their read-diff-write. Everything
+// else (Dormant, Peers, LastHandshake, the counters) may be read from any
+// goroutine.
 type Mesh struct {
 	dev    *Device
 	wg     *wgctrl.Client
 	writes atomic.Uint64
+	mu     sync.Mutex
+	od     *onDemand // nil: on-demand peers off
 
-	rest    dormancy                             // the writer's memory of keepalives
-	dormant atomic.Pointer[map[wgtypes.Key]bool] // a copy of the dormant set, for readers
+	rest          dormancy                             // the writer's memory of keepalives
+	dormant       atomic.Pointer[map[wgtypes.Key]bool] // a copy of the dormant set, for readers
+	dormantMerged atomic.Pointer[mergedDormant]        // Dormant's last union with the resting peers
 
 	peerWrites atomic.Uint64
+	counts     counters // the byte counters across a peer's re-creations
 }
 
 // Changes counts what one Apply changed.
@@ -66,12 +72,42 @@ func (m *Mesh) DeviceWrites() uint64 { return m.writes.Load() }
 func (m *Mesh) PeerWrites() uint64 { return m.peerWrites.Load() }
 
 // Dormant returns the peers whose keepalive rests (DormantAfter,
-// NeverAnswered) as of the last write: not to be changed.
+// NeverAnswered) as of the last write, and the peers resting off the
+// device (on-demand): not to be changed. The key manager agrees no new
+// preshared key with them until they wake (a pair without one still
+// gets its first).
 func (m *Mesh) Dormant() map[wgtypes.Key]bool {
-	if d := m.dormant.Load(); d != nil {
-		return *d
+	var d map[wgtypes.Key]bool
+	if p := m.dormant.Load(); p != nil {
+		d = *p
 	}
-	return nil
+	if m.od == nil {
+		return d
+	}
+	t := m.od.table.Load()
+	resting := t.peers()
+	if len(resting) == 0 {
+		return d
+	}
+	if c := m.dormantMerged.Load(); c != nil && c.table == t && c.dormant == m.dormant.Load() {
+		return c.merged // read every second by the key manager: built once per change
+	}
+	out := make(map[wgtypes.Key]bool, len(d)+len(resting))
+	for k := range d {
+		out[k] = true
+	}
+	for k := range resting {
+		out[k] = true
+	}
+	m.dormantMerged.Store(&mergedDormant{table: t, dormant: m.dormant.Load(), merged: out})
+	return out
+}
+
+// mergedDormant caches Dormant's union for one resting table and dormant set.
+type mergedDormant struct {
+	table   *restingTable
+	dormant *map[wgtypes.Key]bool
+	merged  map[wgtypes.Key]bool
 }
 
 // publishDormant copies the writer's dormant set for Dormant's readers.
@@ -91,6 +127,20 @@ func (m *Mesh) publishDormant() {
 // minutes later); the endpoint the device holds is kept for a roaming peer.
 // It reports whether it wrote.
 func (m *Mesh) WritePeerKey(pub wgtypes.Key, want *Peer, fresh bool) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if o := m.od; o != nil {
+		if _, ok := o.resting[pub]; ok {
+			if want == nil {
+				// Keys required and none agreed: it stays off the device
+				// until the next Apply finds one (the table keeps holding
+				// its packets, as a peer without a session would).
+				return false, nil
+			}
+			o.keep(*want, time.Now()) // written with its new key when it wakes
+			return false, nil
+		}
+	}
 	peers, err := m.Peers()
 	if err != nil {
 		return false, err
@@ -106,6 +156,9 @@ func (m *Mesh) WritePeerKey(pub wgtypes.Key, want *Peer, fresh bool) (bool, erro
 		d := *want
 		ep := udpAddr(d.Endpoint)
 		ka := d.Keepalive
+		if m.od != nil {
+			ka = m.od.keepalive(d, time.Now())
+		}
 		if j >= 0 {
 			a := peers[j]
 			if a.PresharedKey == d.PresharedKey && !fresh {
@@ -128,6 +181,12 @@ func (m *Mesh) WritePeerKey(pub wgtypes.Key, want *Peer, fresh bool) (bool, erro
 	}
 	if err := m.wg.ConfigureDevice(m.dev.name, wgtypes.Config{Peers: cfgs}); err != nil {
 		return false, fmt.Errorf("set preshared key: %w", err)
+	}
+	switch {
+	case want == nil:
+		m.counts.forget(pub)
+	case fresh && j >= 0:
+		m.counts.carry(peers[j])
 	}
 	m.writes.Add(1)
 	m.peerWrites.Add(1)
@@ -154,12 +213,15 @@ func (m *Mesh) Peers() ([]wgtypes.Peer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read device %s: %w", m.dev.name, err)
 	}
+	m.counts.adjust(d.Peers)
 	return d.Peers, nil
 }
 
 // Apply changes the device, addresses and routes to match s, touching only
 // what differs. Addresses go first so routes can use them as source.
 func (m *Mesh) Apply(s State) (Changes, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	var ch Changes
 	link, err := netlink.LinkByIndex(m.dev.LinkIndex())
 	if err != nil {
@@ -182,7 +244,11 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 	if err != nil {
 		return ch, err
 	}
-	cfgs, deferred := DiffPeers(m.rest.rest(s.Peers, peers, time.Now()), peers)
+	desired := s.Peers
+	if m.od != nil {
+		desired = m.od.shape(desired, time.Now())
+	}
+	cfgs, deferred := DiffPeers(m.rest.rest(desired, peers, time.Now()), peers)
 	m.publishDormant()
 	ch.PeersDeferred = deferred
 	ch.PeersDormant = m.rest.count()
@@ -207,6 +273,22 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 		}
 		m.writes.Add(1)
 		m.peerWrites.Add(uint64(len(removes) + len(cfgs)))
+		for _, c := range cfgs {
+			if c.Remove {
+				m.counts.forget(c.PublicKey)
+			}
+		}
+		if len(removes) > 0 { // re-created: the counts go on
+			recreated := make(map[wgtypes.Key]bool, len(removes))
+			for _, r := range removes {
+				recreated[r.PublicKey] = true
+			}
+			for _, p := range peers {
+				if recreated[p.PublicKey] {
+					m.counts.carry(p)
+				}
+			}
+		}
 		ch.PeersWritten, ch.PeersRemoved, ch.PeersAsleep = written, removed, len(removes)
 	}
 

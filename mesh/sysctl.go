@@ -2,7 +2,9 @@ package mesh
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -28,8 +30,17 @@ func LooseReversePath() error {
 // underlay, as every network plugin must. Where it is already on, nothing
 // is written, so an unprivileged container (read-only /proc/sys) works on
 // hosts that forward already (kubeadm requires net.ipv4.ip_forward=1).
-func EnableForwarding() error {
-	for _, f := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+// Only the families of the node's pod ranges are needed: a single-stack
+// IPv4 host need not forward IPv6 (a kind cluster built for IPv4 does not).
+func EnableForwarding(podCIDRs []netip.Prefix) error {
+	var files []string
+	if len(podCIDRs) == 0 || slices.ContainsFunc(podCIDRs, func(p netip.Prefix) bool { return p.Addr().Is4() }) {
+		files = append(files, "/proc/sys/net/ipv4/ip_forward")
+	}
+	if len(podCIDRs) == 0 || slices.ContainsFunc(podCIDRs, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
+		files = append(files, "/proc/sys/net/ipv6/conf/all/forwarding")
+	}
+	for _, f := range files {
 		if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) == "1" {
 			continue
 		}

@@ -17,12 +17,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/weftnet/weft/nft"
 	"github.com/weftnet/weft/plan"
@@ -57,14 +60,21 @@ type Controller struct {
 	local    []netip.Prefix
 	own      []netip.Addr // the node's addresses in its pod ranges
 
-	factory  informers.SharedInformerFactory
-	pods     listersv1.PodLister
-	nss      listersv1.NamespaceLister
-	nps      networkinglisters.NetworkPolicyLister
-	synced   []cache.InformerSynced
-	kick     chan struct{}
-	firstRun chan struct{} // closed after the first successful sync
-	healthy  atomic.Bool
+	factory informers.SharedInformerFactory
+	// ClusterNetworkPolicy: the client (nil: not watched), discovery to
+	// find whether it is served, and once its informer runs, cnps (under
+	// mu) lists them.
+	cnpClient cnpclient.Interface
+	discovery discovery.DiscoveryInterface
+	cnps      func() []cnp.ClusterNetworkPolicy
+	nodes     listersv1.NodeLister
+	pods      listersv1.PodLister
+	nss       listersv1.NamespaceLister
+	nps       networkinglisters.NetworkPolicyLister
+	synced    []cache.InformerSynced
+	kick      chan struct{}
+	firstRun  chan struct{} // closed after the first successful sync
+	healthy   atomic.Bool
 
 	mu      sync.Mutex
 	atts    map[string]attachment // by containerID/ifName
@@ -89,10 +99,14 @@ type extraPod struct {
 type Config struct {
 	Client    kubernetes.Interface            // requests (a pod not yet in the informer's cache)
 	Informers informers.SharedInformerFactory // the agent's one factory: the controller's watches join it
-	Node      string                          // this node's name
-	StateDir  string                          // where the attachments are saved, and the agent socket
-	Local     []netip.Prefix                  // this node's pod CIDRs
-	Own       []netip.Addr                    // the node's own addresses in them
+	// ClusterPolicies and Discovery: ClusterNetworkPolicy is enforced when
+	// both are set and the API server serves it.
+	ClusterPolicies cnpclient.Interface
+	Discovery       discovery.DiscoveryInterface
+	Node            string         // this node's name
+	StateDir        string         // where the attachments are saved, and the agent socket
+	Local           []netip.Prefix // this node's pod CIDRs
+	Own             []netip.Addr   // the node's own addresses in them
 	// Syncs counts syncs by result (changed, unchanged, error);
 	// IsolatedPods is the number of local pods a policy isolates.
 	Syncs        *prometheus.CounterVec
@@ -107,7 +121,7 @@ func New(c Config) (*Controller, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Controller{client: c.Client, factory: c.Informers, node: c.Node, stateDir: c.StateDir, log: c.Log, enf: enf, syncs: c.Syncs, isolated: c.IsolatedPods,
+	n := &Controller{client: c.Client, factory: c.Informers, cnpClient: c.ClusterPolicies, discovery: c.Discovery, node: c.Node, stateDir: c.StateDir, log: c.Log, enf: enf, syncs: c.Syncs, isolated: c.IsolatedPods,
 		local: c.Local, own: c.Own, kick: make(chan struct{}, 1), firstRun: make(chan struct{}),
 		atts: map[string]attachment{}, extra: map[string]extraPod{}}
 	n.changed = sync.NewCond(&n.mu)
@@ -155,6 +169,25 @@ func (n *Controller) Start(ctx context.Context) error {
 			return err
 		}
 		n.synced = append(n.synced, reg.HasSynced)
+	}
+	if n.cnpClient != nil && n.discovery != nil {
+		// Nodes for the nodes peers: the agent's Node informer, shared.
+		nodes := n.factory.Core().V1().Nodes()
+		if _, err := nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{UpdateFunc: n.nodeChanged,
+			AddFunc: func(obj any) { n.nodeChanged(nil, obj) }, DeleteFunc: func(obj any) { n.nodeChanged(nil, obj) }}); err != nil {
+			return err
+		}
+		n.nodes = nodes.Lister()
+		if n.servesCNP() {
+			synced, err := n.startCNP(ctx)
+			if err != nil {
+				return err
+			}
+			n.synced = append(n.synced, synced)
+			n.log.Info("enforcing ClusterNetworkPolicy (" + cnpGroupVersion + ")")
+		} else {
+			go n.watchCNPLater(ctx)
+		}
 	}
 	n.factory.Start(ctx.Done())
 	go n.loop(ctx)
@@ -262,6 +295,15 @@ func (n *Controller) sync(ctx context.Context) error {
 // it to plan.Policy; the attachments of pods that are gone are forgotten.
 func (n *Controller) desired() (policy.Desired, int, []error) {
 	snap := plan.PolicySnapshot{Node: n.node, Local: n.local, Own: n.own, Namespaces: map[string]map[string]string{}}
+	n.mu.Lock()
+	cnps := n.cnps
+	n.mu.Unlock()
+	if cnps != nil {
+		snap.ClusterPolicies = cnps()
+		if readsNodes(snap.ClusterPolicies) {
+			snap.Nodes = n.nodePeers()
+		}
+	}
 	if nss, err := n.nss.List(labels.Everything()); err == nil {
 		for _, ns := range nss {
 			snap.Namespaces[ns.Name] = ns.Labels

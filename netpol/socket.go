@@ -2,22 +2,18 @@ package netpol
 
 import (
 	"encoding/json"
-	"fmt"
+	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/httpserve"
 )
 
-// ServeSocket serves weft-cni's requests on the agent's Unix socket (root
-// only) until the returned function is called.
-func (n *Controller) ServeSocket() (func(), error) {
-	ln, err := httpserve.ListenRootOnly(filepath.Join(n.stateDir, api.AgentSocket))
-	if err != nil {
-		return nil, fmt.Errorf("agent socket: %w", err)
-	}
+// ServeSocket serves weft-cni's requests on ln, the agent's Unix socket
+// (<state-dir>/agent.sock, root only), until the returned function is
+// called. The agent owns the socket: it may have come from a predecessor,
+// and it stays for a successor.
+func (n *Controller) ServeSocket(ln net.Listener) func() {
 	mux := http.NewServeMux()
 	decode := func(w http.ResponseWriter, r *http.Request) (api.Attachment, bool) {
 		var a api.Attachment
@@ -49,5 +45,5 @@ func (n *Controller) ServeSocket() (func(), error) {
 	})
 	srv := httpserve.NewServer(mux)
 	go httpserve.Serve(srv, ln, n.log, "agent socket")
-	return func() { srv.Close(); os.Remove(ln.Addr().String()) }, nil
+	return func() { srv.Close() }
 }

@@ -27,6 +27,9 @@ func writeBase(t *testing.T, nft knftables.Interface, masquerade, strict bool) {
 	if err := EnsureAgentPortGuard(ctx, nft, "wv", "weft0", 7946, 51820, 51821); err != nil {
 		t.Fatal(err)
 	}
+	if err := EnsureAccounting(ctx, nft, "weft0"); err != nil {
+		t.Fatal(err)
+	}
 	if err := EnsureTransportNotrack(ctx, nft, 51820); err != nil {
 		t.Fatal(err)
 	}

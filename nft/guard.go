@@ -86,7 +86,7 @@ func Damaged(ctx context.Context, nft knftables.Interface, want map[string]int) 
 // BaseChains are the chains weft writes outside NetworkPolicy, with their
 // rule counts, for Damaged.
 func BaseChains(masquerade, strict bool) map[string]int {
-	want := map[string]int{AntiSpoofChain: antiSpoofRules, GuardChain: 1 + len(families), MasqueradeChain: 0, StrictForwardChain: 0, StrictOutputChain: 0}
+	want := map[string]int{AntiSpoofChain: antiSpoofRules, GuardChain: 1 + len(families), AccountingChain: accountingRules, MasqueradeChain: 0, StrictForwardChain: 0, StrictOutputChain: 0}
 	if strict {
 		want[StrictForwardChain], want[StrictOutputChain] = len(families), len(families)
 	}

@@ -28,7 +28,7 @@ func ApplyMasquerade(ctx context.Context, nft knftables.Interface, m plan.Egress
 		for _, set := range []struct {
 			name string
 			ps   []netip.Prefix
-		}{{"pods-" + fam.suffix, m.PodCIDRs}, {"no-masquerade-" + fam.suffix, m.NoMasquerade}, {ClusterPodsSet + fam.suffix, m.ClusterPods}, {directSet + fam.suffix, m.Direct}} {
+		}{{podsSet + fam.suffix, m.PodCIDRs}, {"no-masquerade-" + fam.suffix, m.NoMasquerade}, {ClusterPodsSet + fam.suffix, m.ClusterPods}, {directSet + fam.suffix, m.Direct}} {
 			s := &knftables.Set{Name: set.name, Type: fam.addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}}
 			tx.Add(s)
 			tx.Flush(s)
@@ -40,7 +40,7 @@ func ApplyMasquerade(ctx context.Context, nft knftables.Interface, m plan.Egress
 		}
 		if m.Enabled {
 			tx.Add(&knftables.Rule{Chain: MasqueradeChain, Rule: knftables.Concat(
-				fam.match, "saddr", "@pods-"+fam.suffix, fam.match, "daddr", "!=", "@no-masquerade-"+fam.suffix, "counter", "masquerade")})
+				fam.match, "saddr", "@"+podsSet+fam.suffix, fam.match, "daddr", "!=", "@no-masquerade-"+fam.suffix, "counter", "masquerade")})
 		}
 	}
 	addStrict(tx, m)
@@ -74,11 +74,12 @@ func addStrict(tx *knftables.Transaction, m plan.Egress) {
 		if !m.Strict {
 			continue
 		}
+		addCounter(tx, CounterStrictDrops)
 		for _, fam := range families {
 			tx.Add(&knftables.Rule{Chain: c.name, Rule: knftables.Concat(
 				"oifname", "!=", fmt.Sprintf("{ %q, %q }", m.Tunnel, api.HostVethPrefix+"*"),
 				fam.match, "daddr", "@"+ClusterPodsSet+fam.suffix, fam.match, "daddr", "!=", "@"+directSet+fam.suffix,
-				"counter", "drop")})
+				countRef(CounterStrictDrops), "drop")})
 		}
 	}
 }

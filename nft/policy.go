@@ -21,7 +21,10 @@ import (
 //	    ip saddr vmap @np-egress-v4              egress-isolated pod -> its chain (return = allowed)
 //	    ip daddr vmap @np-ingress-v4             ingress-isolated pod -> its chain (accept = allowed)
 //	    (the same for ip6)
-//	chain np-in-<hash>, np-eg-<hash>             one per distinct rule list, shared by the pods that have it
+//	chain np-ain-<hash>, np-aeg-<hash>           ClusterNetworkPolicy's Admin tier, in precedence order:
+//	                                             Accept, Deny, Pass = goto the chain below
+//	chain np-in-<hash>, np-eg-<hash>             NetworkPolicy (isolated pods), or else the Baseline tier;
+//	                                             one per distinct rule list, shared by the pods that have it
 //	set np-p-<hash>-v4 / -v6                     the peers of one policy rule (interval set)
 //
 // Pods are only ever forwarded to and from, so the forward hook sees all
@@ -36,6 +39,8 @@ const (
 	chainPrefix   = "np-"
 	ingressPrefix = "np-in-"
 	egressPrefix  = "np-eg-"
+	adminInPrefix = "np-ain-" // the Admin tier of ClusterNetworkPolicy, ingress
+	adminEgPrefix = "np-aeg-" // and egress
 	peerSetPrefix = "np-p-"
 )
 
@@ -118,6 +123,7 @@ func mapObj(name string) *knftables.Map {
 // (after the map entries jumping to them), the forward chain is rebuilt.
 func (e *Enforcer) rewrite(ctx context.Context, tx *knftables.Transaction, want state) error {
 	addTable(tx)
+	addCounter(tx, CounterPolicyDrops) // the isolated pods' chains count their drops there
 	var oldChains, oldSets, oldMaps []string
 	for _, kind := range []struct {
 		typ string
@@ -148,9 +154,7 @@ func (e *Enforcer) rewrite(ctx context.Context, tx *knftables.Transaction, want 
 			tx.Flush(&knftables.Chain{Name: name})
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(want.chains)) {
-		addChain(tx, name, want.chains[name])
-	}
+	addChains(tx, want.chains, slices.Sorted(maps.Keys(want.chains)))
 	for _, name := range slices.Sorted(maps.Keys(want.maps)) {
 		m := mapObj(name)
 		tx.Add(m)
@@ -178,12 +182,18 @@ func (e *Enforcer) rewrite(ctx context.Context, tx *knftables.Transaction, want 
 	return nil
 }
 
-func addChain(tx *knftables.Transaction, name string, rules []string) {
-	c := &knftables.Chain{Name: name}
-	tx.Add(c)
-	tx.Flush(c)
-	for _, r := range rules {
-		tx.Add(&knftables.Rule{Chain: name, Rule: r})
+// addChains writes the named chains: every chain first, then their rules,
+// since a rule may go to another of them (the Admin tier's Pass).
+func addChains(tx *knftables.Transaction, chains map[string][]string, names []string) {
+	for _, name := range names {
+		c := &knftables.Chain{Name: name}
+		tx.Add(c)
+		tx.Flush(c)
+	}
+	for _, name := range names {
+		for _, r := range chains[name] {
+			tx.Add(&knftables.Rule{Chain: name, Rule: r})
+		}
 	}
 }
 
@@ -234,11 +244,13 @@ func update(tx *knftables.Transaction, old, want state) {
 			tx.Add(&knftables.Element{Set: name, Key: []string{el}})
 		}
 	}
+	var added []string
 	for _, name := range slices.Sorted(maps.Keys(want.chains)) {
 		if _, had := old.chains[name]; !had {
-			addChain(tx, name, want.chains[name])
+			added = append(added, name)
 		}
 	}
+	addChains(tx, want.chains, added)
 	for _, name := range slices.Sorted(maps.Keys(want.maps)) {
 		before, after := old.maps[name], want.maps[name]
 		for _, k := range slices.Sorted(maps.Keys(before)) {

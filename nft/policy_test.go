@@ -125,3 +125,38 @@ func TestEnforcerRewritesAfterRestart(t *testing.T) {
 		}
 	}
 }
+
+// ClusterNetworkPolicy's Admin tier is a chain in precedence order (not
+// sorted like NetworkPolicy's union): Pass and the tier's end go to the
+// NetworkPolicy chain of an isolated pod, or to the Baseline tier's chain.
+func TestTierChains(t *testing.T) {
+	p := isolated("10.244.1.5", "10.244.2.0/24")
+	y := policy.Allow{Key: "cnp:p/ingress/0", Peers: []netip.Prefix{netip.MustParsePrefix("10.244.3.0/24")}}
+	p.AdminIngress = []policy.Rule{{Allow: y, Action: policy.Pass}, {Allow: policy.Allow{Key: "cnp:p/ingress/1", AnyPeer: true}, Action: policy.Deny}}
+	s := renderState(desired(p))
+	var admin, np string
+	for name := range s.chains {
+		switch {
+		case strings.HasPrefix(name, adminInPrefix):
+			admin = name
+		case strings.HasPrefix(name, ingressPrefix):
+			np = name
+		}
+	}
+	if admin == "" || np == "" {
+		t.Fatalf("chains: %v", s.chains)
+	}
+	if got := s.maps["np-ingress-v4"]["10.244.1.5"]; got != "jump "+admin {
+		t.Errorf("the pod's ingress goes to %q; want the admin chain %s", got, admin)
+	}
+	want := []string{
+		"ip saddr @" + hashName(peerSetPrefix, y.Key) + "-v4 goto " + np,
+		"ip6 saddr @" + hashName(peerSetPrefix, y.Key) + "-v6 goto " + np,
+		"meta nfproto ipv4 counter name \"policy-drops\" drop",
+		"meta nfproto ipv6 counter name \"policy-drops\" drop",
+		"goto " + np,
+	}
+	if strings.Join(s.chains[admin], "\n") != strings.Join(want, "\n") {
+		t.Errorf("admin chain:\n%s\nwant\n%s", strings.Join(s.chains[admin], "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -55,6 +55,10 @@ type Peer struct {
 	// answer (mesh.DormantAfter). Not on a node behind NAT: it must keep
 	// its mappings open and be the one that starts handshakes.
 	Rest bool
+	// Live: the peer's agent answers gossip (Options.Live), so its
+	// keepalive does not fall asleep for want of answers (a new passive
+	// peer still starts resting until the other end's first handshake).
+	Live bool
 }
 
 // Route sends Dst into the tunnel with source address Src (invalid:
@@ -122,6 +126,7 @@ func Plan(self peer.NodeInfo, peers []peer.NodeInfo, opts Options) Mesh {
 			Passive: bytes.Compare(self.PublicKey[:], n.PublicKey[:]) > 0,
 			Roaming: n.BehindNAT,
 			Rest:    !self.BehindNAT,
+			Live:    opts.Live[n.Name],
 		})
 		for _, p := range n.PodCIDRs {
 			mtu := pathMTU[n.Name]
@@ -188,6 +193,14 @@ type Options struct {
 	// NoDirect names the peers whose direct routes could not be written
 	// (mesh.DirectPathError): they go through the tunnel instead.
 	NoDirect map[string]bool
+	// Live names the peers whose agents answer gossip (Peer.Live). Their
+	// keepalive does not fall asleep: resting is for a Node with nothing
+	// behind it, while an
+	// agent that answers gossip but not WireGuard (a blocked port, a
+	// partition of the transport) is a fault that must stay visible (its
+	// handshake ages, WeftPeerHandshakeStale) and must heal by itself once
+	// the path is back, without waiting for pod traffic.
+	Live map[string]bool
 }
 
 // ExternalName is the name a Peer object's WireGuard peer goes by in a Plan,

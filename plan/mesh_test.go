@@ -186,3 +186,25 @@ func TestKeysFill(t *testing.T) {
 		t.Error("Fill changed its input")
 	}
 }
+
+// TestPlanMarksLivePeers: a peer whose agent answers gossip is marked
+// live (its keepalive does not fall asleep: mesh's TestLivePeerDoesNotFallAsleep);
+// a node behind NAT rests no one.
+func TestPlanMarksLivePeers(t *testing.T) {
+	self := node("node1", pubKey(t), "10.244.1.0/24")
+	peers := []peer.NodeInfo{node("live", pubKey(t), "10.244.2.0/24"), node("silent", pubKey(t), "10.244.3.0/24")}
+	flags := func(s Mesh) map[string][2]bool {
+		out := map[string][2]bool{}
+		for _, p := range s.Peers {
+			out[p.Name] = [2]bool{p.Rest, p.Live}
+		}
+		return out
+	}
+	if got := flags(Plan(self, peers, Options{Live: map[string]bool{"live": true}})); got["live"] != [2]bool{true, true} || got["silent"] != [2]bool{true, false} {
+		t.Errorf("[rest live] %v, want the live peer marked live, both allowed to rest", got)
+	}
+	self.BehindNAT = true
+	if got := flags(Plan(self, peers, Options{})); got["live"][0] || got["silent"][0] {
+		t.Errorf("behind NAT: %v, want no peer resting", got)
+	}
+}

@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/weftnet/weft/policy"
 )
@@ -22,6 +23,10 @@ type PolicySnapshot struct {
 	Pods        []*corev1.Pod
 	Namespaces  map[string]map[string]string // name -> labels
 	Policies    []networkingv1.NetworkPolicy
+	// ClusterPolicies are the ClusterNetworkPolicies (none when the API
+	// server does not serve them), Nodes what their nodes peers select from.
+	ClusterPolicies []cnp.ClusterNetworkPolicy
+	Nodes           []policy.Node
 }
 
 // Attached is one attachment weft-cni reported: a pod's addresses on this node.
@@ -53,7 +58,7 @@ type PolicyPlan struct {
 // address of this node for a pod of this node (and vice versa), and only
 // where no newer attachment holds the address.
 func Policy(s PolicySnapshot) PolicyPlan {
-	c := policy.Cluster{Namespaces: s.Namespaces, Policies: s.Policies}
+	c := policy.Cluster{Namespaces: s.Namespaces, Policies: s.Policies, ClusterPolicies: s.ClusterPolicies, Nodes: s.Nodes}
 	isLocalAddr := func(ip netip.Addr) bool {
 		return slices.ContainsFunc(s.Local, func(p netip.Prefix) bool { return p.Contains(ip) })
 	}

@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
+
 	"github.com/weftnet/weft/api"
 )
 
@@ -25,9 +27,11 @@ type Pod struct {
 // Cluster is the compiler's input: every pod and namespace it can see and
 // every policy.
 type Cluster struct {
-	Namespaces map[string]map[string]string // name -> labels
-	Pods       []Pod
-	Policies   []networkingv1.NetworkPolicy
+	Namespaces      map[string]map[string]string // name -> labels
+	Pods            []Pod
+	Policies        []networkingv1.NetworkPolicy
+	ClusterPolicies []cnp.ClusterNetworkPolicy
+	Nodes           []Node // for ClusterNetworkPolicy's nodes peers
 }
 
 // PortRange is a protocol and an inclusive range of destination ports.
@@ -57,13 +61,16 @@ type PodPolicy struct {
 	IngressIsolated bool
 	EgressIsolated  bool
 	Ingress, Egress []Allow
+	Tiers           // ClusterNetworkPolicy's rules around NetworkPolicy
 }
 
 // Compile computes the policy of each pod in local under the cluster's
 // NetworkPolicies (networking.k8s.io/v1): a pod is isolated for a direction
 // once any policy of that type selects it, and then allowed exactly the
-// union of those policies' rules. It is pure. Errors name policies whose
-// selectors cannot be parsed; those policies select nothing.
+// union of those policies' rules; and the ClusterNetworkPolicy rules of
+// the Admin and Baseline tiers around them (tiers.go). It is pure. Errors
+// name policies whose selectors cannot be parsed; those policies select
+// nothing (a ClusterNetworkPolicy rule fails closed instead).
 func Compile(c Cluster, local []Pod) ([]PodPolicy, []error) {
 	var errs []error
 	type compiled struct {
@@ -80,9 +87,12 @@ func Compile(c Cluster, local []Pod) ([]PodPolicy, []error) {
 		}
 		pols = append(pols, compiled{p, sel})
 	}
+	cnps, cerrs := c.clusterPolicies()
+	errs = append(errs, cerrs...)
 	// Peers depend on the rule, not on the pod it protects: compute each
 	// rule's once, however many local pods the policy selects.
 	memo := map[string]ruleResult{}
+	egressMemo := map[string][]Rule{}
 	seenErr := map[string]bool{}
 	ruleOnce := func(key string, f func() ([]Allow, error)) ([]Allow, error) {
 		if r, ok := memo[key]; ok {
@@ -95,6 +105,7 @@ func Compile(c Cluster, local []Pod) ([]PodPolicy, []error) {
 	out := make([]PodPolicy, 0, len(local))
 	for _, pod := range local {
 		pp := PodPolicy{Namespace: pod.Namespace, Name: pod.Name, IPs: pod.IPs}
+		pp.Tiers = c.tiers(cnps, pod, memo, egressMemo, &errs, seenErr)
 		for _, cp := range pols {
 			if cp.p.Namespace != pod.Namespace || !cp.sel.Matches(labels.Set(pod.Labels)) {
 				continue

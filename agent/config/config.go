@@ -45,8 +45,19 @@ type Config struct {
 	CNIConfDir     string
 	HTTPAddr       string
 	PprofAddr      string // "": no profiling endpoint; else a loopback host:port
-	MTU            int    // 0: underlay MTU - mesh.Overhead
-	LogLevel       string
+	// HandoverVersion is the handover protocol this agent asks for (0:
+	// every one this build speaks, handover.Versions); another value is
+	// for tests (1: the socket closed at the switch; an unknown one: the
+	// fallback to a plain restart).
+	HandoverVersion int
+	// HandoverHold pauses a successor between the offer and take (tests of
+	// an old agent that dies in the middle); at most a minute.
+	HandoverHold time.Duration
+	// ReadyFile, when set, exists while this process runs the data plane
+	// and is ready (the DaemonSet's readiness probe: weft-agent ready).
+	ReadyFile string
+	MTU       int // 0: underlay MTU - mesh.Overhead
+	LogLevel  string
 	// Kubernetes mode: a kubeconfig, or in-cluster when KUBERNETES_SERVICE_HOST is set.
 	Kubeconfig string
 	KubeMode   bool
@@ -77,6 +88,12 @@ type Config struct {
 	PQPort      int
 	PSKRotation time.Duration
 	KeyRotation time.Duration
+	// OnDemandAfter: a peer whose traffic stood still this long (and whose
+	// last handshake is over 3 min old) leaves the WireGuard device until
+	// a packet or its handshake brings it back (0: every peer stays).
+	// OnDemandGrace: how long after start peers keep their keepalive.
+	OnDemandAfter time.Duration
+	OnDemandGrace time.Duration
 }
 
 // UsageError is Parse's answer to -h and --help: the usage text. It
@@ -124,6 +141,9 @@ func Parse(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "directory for the CNI config")
 	fs.StringVar(&c.HTTPAddr, "http-addr", ":9587", "address for health, metrics and the peer API")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go's /debug/pprof on this loopback address (e.g. 127.0.0.1:6060); off by default")
+	fs.StringVar(&c.ReadyFile, "ready-file", "", "a file that exists while this agent runs the data plane and is ready (for a readiness probe: `weft-agent ready --file F`); the HTTP port cannot tell a handover's two agents apart")
+	fs.DurationVar(&c.HandoverHold, "handover-hold", 0, "pause this long between a handover's offer and take (tests only; at most 1m)")
+	fs.IntVar(&c.HandoverVersion, "handover-version", 0, "handover protocol version to ask a running agent for (default: every one this build speaks; tests only: 1 closes the port at the switch, an unknown one tests the fallback to a plain restart)")
 	fs.IntVar(&c.MTU, "mtu", 0, "tunnel MTU (default: underlay MTU - 80)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	var noMasq listFlag
@@ -139,6 +159,8 @@ func Parse(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&c.PQ, "pq", keys.Preferred, "post-quantum preshared key per pair (ML-KEM-768): preferred (a pair that cannot agree one runs without), required (such a pair stays down) or off")
 	fs.IntVar(&c.PQPort, "pq-port", 51821, "TCP port of the key exchange (the same on every node)")
 	fs.DurationVar(&c.PSKRotation, "psk-rotation", 3*time.Minute, "how often each pair agrees a new preshared key")
+	fs.DurationVar(&c.OnDemandAfter, "on-demand-after", 0, "take a peer off the WireGuard device after its traffic stood still this long (and its last handshake is over 3 min old); a packet to it or its handshake brings it back (0: off)")
+	fs.DurationVar(&c.OnDemandGrace, "on-demand-grace", time.Minute, "with --on-demand-after: how long after start peers keep their keepalive, so sessions its peers still hold with this node's previous run are replaced at once")
 	fs.DurationVar(&c.KeyRotation, "key-rotation", 0, "how often this node replaces its WireGuard key (0: only when `weftctl rotate-key` asks)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -243,6 +265,12 @@ func (c Config) validate() error {
 	if c.PSKRotation < time.Second || c.PSKRotation > 24*time.Hour {
 		return fmt.Errorf("--psk-rotation %v: want 1s-24h", c.PSKRotation)
 	}
+	if c.OnDemandAfter != 0 && (c.OnDemandAfter < time.Second || c.OnDemandAfter > 24*time.Hour) {
+		return fmt.Errorf("--on-demand-after %v: want 0 (off) or 1s-24h", c.OnDemandAfter)
+	}
+	if c.OnDemandGrace < 0 || c.OnDemandGrace > time.Hour {
+		return fmt.Errorf("--on-demand-grace %v: want 0-1h", c.OnDemandGrace)
+	}
 	if c.KeyRotation != 0 && (c.KeyRotation < 10*time.Second || c.KeyRotation > 365*24*time.Hour) {
 		return fmt.Errorf("--key-rotation %v: want 0 (off) or 10s-8760h", c.KeyRotation)
 	}
@@ -268,6 +296,9 @@ func (c Config) validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		return fmt.Errorf("--http-addr %q: want host:port", c.HTTPAddr)
+	}
+	if c.HandoverHold < 0 || c.HandoverHold > time.Minute {
+		return fmt.Errorf("--handover-hold %v: want 0 to 1m", c.HandoverHold)
 	}
 	if c.PprofAddr != "" {
 		host, _, err := net.SplitHostPort(c.PprofAddr)

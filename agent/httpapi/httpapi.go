@@ -8,9 +8,14 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,7 +37,14 @@ type View interface {
 	// Ready is nil once the node is ready (first reconcile done, policy
 	// programmed), else why it is not.
 	Ready() error
+	// Debug is a named reading for a bug report (DebugReadings).
+	Debug(ctx context.Context, what string) ([]byte, error)
 }
+
+// DebugReadings are what GET /v1/debug/{what} serves: weft's nftables
+// table, and the WireGuard device with its private and preshared keys
+// hidden.
+var DebugReadings = []string{"nftables", "wireguard"}
 
 // Mesh is the agent's view of the mesh.
 type Mesh struct {
@@ -47,12 +59,14 @@ type API struct {
 	gather  prometheus.Gatherer
 	control string // the control socket's path, named in the rotate-key refusal
 	cache   statusCache
+	// debugSlot admits one debug reading at a time.
+	debugSlot chan struct{}
 }
 
 // New is the API over v, serving g's metrics; control is the path of the
 // root-only control socket.
 func New(v View, g prometheus.Gatherer, control string) *API {
-	return &API{view: v, gather: g, control: control}
+	return &API{view: v, gather: g, control: control, debugSlot: make(chan struct{}, 1)}
 }
 
 // Handler serves the API.
@@ -69,11 +83,52 @@ func (a *API) Handler() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.gather, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /v1/peers", a.servePeers)
-	mux.HandleFunc("GET /v1/status", a.serveStatus)
-	mux.HandleFunc("GET /v1/showconf/{kind}/{name}", a.serveShowconf)
+	mux.HandleFunc("GET /v1/peers", nodeOnly(a.servePeers))
+	mux.HandleFunc("GET /v1/status", nodeOnly(a.serveStatus))
+	mux.HandleFunc("GET /v1/showconf/{kind}/{name}", nodeOnly(a.serveShowconf))
 	mux.HandleFunc("POST "+api.RotateKeyPath, a.refuseRotateKey)
+	mux.HandleFunc("GET /v1/debug/{what}", nodeOnly(a.serveDebug))
 	return mux
+}
+
+// nodeOnly serves h to the node itself only (a loopback source): the
+// chart's agent listens on every address of the host network, where
+// Prometheus scrapes /metrics and the kubelet probes; the API (the mesh's
+// keys and endpoints, nftables, the device) is for weftctl on the node and
+// for kubectl weft, whose port-forward the container runtime opens from
+// the node's loopback (RBAC: pods/portforward).
+func nodeOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err != nil || !ap.Addr().Unmap().IsLoopback() {
+			http.Error(w, "the agent's API answers only on its node (weftctl there, or kubectl weft through the API server)", http.StatusForbidden)
+			return
+		}
+		h(w, r)
+	}
+}
+
+// serveDebug serves one debug reading at a time (each lists the whole
+// table or device: anything that reaches the port could otherwise make the
+// agent do that work as often as it likes).
+func (a *API) serveDebug(w http.ResponseWriter, r *http.Request) {
+	what := r.PathValue("what")
+	if !slices.Contains(DebugReadings, what) {
+		http.Error(w, fmt.Sprintf("no debug reading %q (%s)", what, strings.Join(DebugReadings, ", ")), http.StatusNotFound)
+		return
+	}
+	select {
+	case a.debugSlot <- struct{}{}:
+		defer func() { <-a.debugSlot }()
+	case <-r.Context().Done():
+		return
+	}
+	out, err := a.view.Debug(r.Context(), what)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write(out)
 }
 
 // Pprof serves Go's profiles: only on --pprof-addr, which must be a

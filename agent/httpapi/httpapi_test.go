@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -29,6 +30,9 @@ func (f *fakeView) Status() (api.Status, error) {
 }
 func (f *fakeView) Mesh() Mesh   { return f.mesh }
 func (f *fakeView) Ready() error { return f.ready }
+func (f *fakeView) Debug(_ context.Context, what string) ([]byte, error) {
+	return []byte(what + "\n"), nil
+}
 
 func node(t *testing.T, name, cidr, ep string) peer.NodeInfo {
 	k, err := wgtypes.GeneratePrivateKey()
@@ -38,11 +42,47 @@ func node(t *testing.T, name, cidr, ep string) peer.NodeInfo {
 	return peer.NodeInfo{Name: name, PublicKey: k.PublicKey(), Endpoint: netip.MustParseAddrPort(ep), PodCIDRs: []netip.Prefix{netip.MustParsePrefix(cidr)}}
 }
 
+// get asks h as a process on the node does (from loopback).
 func get(t *testing.T, h http.Handler, method, path string) (int, string) {
+	return getFrom(t, h, "127.0.0.1:40000", method, path)
+}
+
+func getFrom(t *testing.T, h http.Handler, from, method, path string) (int, string) {
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+	r := httptest.NewRequest(method, path, nil)
+	r.RemoteAddr = from
+	h.ServeHTTP(rec, r)
 	b, _ := io.ReadAll(rec.Body)
 	return rec.Code, string(b)
+}
+
+// TestAPIOnlyOnTheNode: a client off the node (a pod, another node: the
+// chart's agent listens on the host network) gets the probes and the
+// metrics, never the API; the node itself (and kubectl weft's port-forward,
+// which the runtime opens from loopback) gets both.
+func TestAPIOnlyOnTheNode(t *testing.T) {
+	h := New(&fakeView{}, prometheus.NewRegistry(), "/ctl.sock").Handler()
+	for _, path := range []string{"/healthz", "/metrics"} {
+		if code, body := getFrom(t, h, "10.244.1.5:5555", "GET", path); code != http.StatusOK {
+			t.Errorf("%s from a pod: %d %q, want 200", path, code, body)
+		}
+	}
+	for _, path := range []string{"/v1/status", "/v1/peers", "/v1/showconf/node/x", "/v1/debug/nftables"} {
+		if code, _ := getFrom(t, h, "10.244.1.5:5555", "GET", path); code != http.StatusForbidden {
+			t.Errorf("%s from a pod: %d, want 403", path, code)
+		}
+		if code, _ := getFrom(t, h, "[::ffff:10.99.0.12]:5555", "GET", path); code != http.StatusForbidden {
+			t.Errorf("%s from another node: %d, want 403", path, code)
+		}
+	}
+	for _, from := range []string{"127.0.0.1:5555", "[::1]:5555"} {
+		if code, body := getFrom(t, h, from, "GET", "/v1/debug/wireguard"); code != http.StatusOK || body != "wireguard\n" {
+			t.Errorf("/v1/debug/wireguard from %s: %d %q", from, code, body)
+		}
+	}
+	if code, _ := get(t, h, "GET", "/v1/debug/secrets"); code != http.StatusNotFound {
+		t.Errorf("/v1/debug/secrets: %d, want 404", code)
+	}
 }
 
 // TestStatusReadsTheDeviceOncePerTTL: any local process may ask as often

@@ -1,9 +1,10 @@
 // Command weft-agent runs weft's node agent: the in-process WireGuard data
 // plane, gossip and Kubernetes discovery, and the HTTP API. See
-// config.Parse for flags. Two helper commands serve the DaemonSet:
+// config.Parse for flags. Helper commands serve the DaemonSet:
 //
 //	weft-agent install-cni [--from DIR] [--to DIR]      (init container)
 //	weft-agent ensure-gossip-key [--namespace NS] [--secret NAME] [--kubeconfig F]   (install Job)
+//	weft-agent ready --file F                            (readiness probe: F is the agent's --ready-file)
 package main
 
 import (
@@ -30,6 +31,8 @@ func main() {
 			exit(installCNI(os.Args[2:]))
 		case "ensure-gossip-key":
 			exit(ensureGossipKey(os.Args[2:]))
+		case "ready":
+			exit(ready(os.Args[2:]))
 		}
 	}
 	cfg, err := config.Parse(os.Args[1:], os.Getenv)
@@ -57,7 +60,16 @@ func main() {
 			resync <- struct{}{}
 		}
 	}()
-	exit(agent.Run(ctx, cfg, log, resync))
+	err = agent.Run(ctx, cfg, log, resync)
+	if errors.Is(err, agent.ErrHandedOver) {
+		// The successor runs the data plane. Exiting now would have a
+		// supervisor (the kubelet, systemd) start this agent again, and
+		// it would take the data plane back: wait to be stopped.
+		log.Info("handed over; waiting to be stopped")
+		<-ctx.Done()
+		err = nil
+	}
+	exit(err)
 }
 
 func exit(err error) {
@@ -105,6 +117,20 @@ func ensureGossipKey(args []string) error {
 		fmt.Printf("created gossip key Secret %s/%s\n", *ns, *name)
 	} else {
 		fmt.Printf("gossip key Secret %s/%s exists; left unchanged\n", *ns, *name)
+	}
+	return nil
+}
+
+// ready is the DaemonSet's readiness probe: the agent of this pod runs the
+// data plane (its --ready-file exists).
+func ready(args []string) error {
+	fs := flag.NewFlagSet("ready", flag.ContinueOnError)
+	file := fs.String("file", "/run/weft/ready", "the agent's --ready-file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if _, err := os.Stat(*file); err != nil {
+		return fmt.Errorf("not ready: %w", err)
 	}
 	return nil
 }

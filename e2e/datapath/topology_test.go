@@ -279,11 +279,17 @@ func TestPathMTUHopDoesNotBlackHole(t *testing.T) {
 				d := transfer(t, p1, p3, v6, 10<<20, 60*time.Second)
 				t.Logf("10 MB from node1's pod to node3's pod over the 1280 hop (inner IPv6 %v): %v", v6, d.Round(time.Millisecond))
 			}
-			if m := labtest.PeerOf(c.Status(n1), "node3").MTU; m != 1200 {
-				t.Errorf("node1's MTU for node3 is %d, want 1200 (the 1280 path less 80)", m)
+			// The learned MTU reaches the plan after the loop's next pass,
+			// and the status reading is at most a second old.
+			var m int
+			var v float64
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+				if m, v = labtest.PeerOf(c.Status(n1), "node3").MTU, c.Metric(n1, `weft_peer_mtu_bytes{peer="node3"}`); m == 1200 && v == 1200 {
+					break
+				}
 			}
-			if v := c.Metric(n1, `weft_peer_mtu_bytes{peer="node3"}`); v != 1200 {
-				t.Errorf("weft_peer_mtu_bytes for node3 = %v, want 1200", v)
+			if m != 1200 || v != 1200 {
+				t.Errorf("node1's MTU for node3 is %d (metric %v), want 1200 (the 1280 path less 80)", m, v)
 			}
 			if v := c.Metric(n1, `weft_peer_transmit_bytes_total{peer="node3"}`); v < 20<<20 {
 				t.Errorf("weft_peer_transmit_bytes_total for node3 = %v, want over the 20 MB sent", v)

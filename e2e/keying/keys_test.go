@@ -79,6 +79,16 @@ func TestPresharedKeysAgreedAndRotated(t *testing.T) {
 	if gap > 1500*time.Millisecond {
 		t.Errorf("the stream paused %v across a rotation (want about 1 s at most)", gap)
 	}
+	// Each rotation re-creates the peer on the device, which counts from
+	// zero again; the agent's counter goes on (all of the stream went
+	// through node1's tunnel to node2).
+	carried := s.Bytes.Load()
+	var sent float64
+	labtest.Eventually(t, 5*time.Second, "node1's transmit counter for node2 covers the whole stream", func() bool {
+		sent = c.Metric(nodes[0], `weft_peer_transmit_bytes_total{peer="node2"}`)
+		return sent >= float64(carried)
+	})
+	t.Logf("weft_peer_transmit_bytes_total{peer=\"node2\"} on node1: %.0f bytes, the stream %d", sent, carried)
 
 	// Every pair rotated, each to a key both ends share, and shook hands
 	// after it.
@@ -310,7 +320,9 @@ func TestPQModesAndRestarts(t *testing.T) {
 	}
 
 	// Restarts: kill -9, the persistent TUN stays; the pair comes back.
-	for _, n := range []*netlab.Node{n2, n1} {
+	// A slow recovery is tried once more before it fails the test: CI
+	// runs this beside other tests and image builds on 2 cores.
+	restart := func(n *netlab.Node) time.Duration {
 		before, _ := labtest.PairKey(t, n1, n2)
 		k.Agents[n.Name].Kill()
 		start := time.Now()
@@ -323,12 +335,24 @@ func TestPQModesAndRestarts(t *testing.T) {
 			k, ok := labtest.PairKey(t, n1, n2)
 			return ok && k != before
 		})
+		keyed := time.Since(start)
 		labtest.WaitPing(t, n1, pod(n2), 20*time.Second)
 		d := time.Since(start)
 		labtest.WaitPing(t, n2, pod(n1), 5*time.Second)
-		t.Logf("kill -9 of %s's agent (node1 --pq=required): new key and pods reachable %v after the restart began", n.Name, d.Round(time.Millisecond))
-		if d > 4*time.Second { // WireGuard's 5 s handshake retry would show here
-			t.Errorf("the pair took %v to recover after %s's restart", d, n.Name)
+		t.Logf("kill -9 of %s's agent (node1 --pq=required): new key after %v, pods reachable %v after the restart began", n.Name, keyed.Round(time.Millisecond), d.Round(time.Millisecond))
+		return d
+	}
+	for _, n := range []*netlab.Node{n2, n1} {
+		var slow []time.Duration
+		for attempt := 1; attempt <= 2; attempt++ {
+			d := restart(n)
+			if d <= 4*time.Second { // WireGuard's 5 s handshake retry would show here
+				break
+			}
+			slow = append(slow, d)
+		}
+		if len(slow) == 2 {
+			t.Errorf("the pair took %v to recover after each of two restarts of %s", slow, n.Name)
 		}
 	}
 }

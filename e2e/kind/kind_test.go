@@ -13,15 +13,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -39,6 +38,10 @@ const (
 var (
 	podV4 = netip.MustParsePrefix("10.244.0.0/16")
 	podV6 = netip.MustParsePrefix("fd00:10:244::/56")
+	// The cluster's families (KIND_IP_FAMILY, as make kind-up built it:
+	// dual, ipv4 or ipv6).
+	hasV4 = os.Getenv("KIND_IP_FAMILY") != "ipv6"
+	hasV6 = os.Getenv("KIND_IP_FAMILY") != "ipv4"
 )
 
 func root() string {
@@ -118,6 +121,44 @@ type pod struct {
 
 func (p pod) String() string { return p.name + "@" + p.node }
 
+// curlFamilies are curl's flags for the cluster's families (-4, -6).
+func curlFamilies() []string {
+	var out []string
+	if hasV4 {
+		out = append(out, "-4")
+	}
+	if hasV6 {
+		out = append(out, "-6")
+	}
+	return out
+}
+
+// addrs are the pod's addresses, one per family of the cluster.
+func (p pod) addrs() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range []netip.Addr{p.v4, p.v6} {
+		if a.IsValid() {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// addr is the pod's IPv4 address, or on an IPv6 cluster its IPv6 one.
+func (p pod) addr() netip.Addr {
+	if p.v4.IsValid() {
+		return p.v4
+	}
+	return p.v6
+}
+
+// familiesOK reports whether v4 and v6 are exactly the cluster's families
+// and in its pod ranges.
+func familiesOK(v4, v6 netip.Addr) bool {
+	return hasV4 == v4.IsValid() && hasV6 == v6.IsValid() &&
+		(!hasV4 || podV4.Contains(v4)) && (!hasV6 || podV6.Contains(v6))
+}
+
 func webPod(name, node string, extra string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
@@ -155,8 +196,8 @@ func addrs(t testing.TB, name string) (v4, v6 netip.Addr) {
 			v6 = a
 		}
 	}
-	if !podV4.Contains(v4) || !podV6.Contains(v6) {
-		t.Fatalf("pod %s has addresses %q: want one in %s and one in %s", name, out, podV4, podV6)
+	if !familiesOK(v4, v6) {
+		t.Fatalf("pod %s has addresses %q: want one in each of the cluster's families (IPv4 %v in %s, IPv6 %v in %s)", name, out, hasV4, podV4, hasV6, podV6)
 	}
 	return v4, v6
 }
@@ -189,7 +230,11 @@ func seen(body string, err error) (netip.Addr, error) {
 
 func nodeIP(t testing.TB, node string) netip.Addr {
 	t.Helper()
-	out := must(t, "docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", node)
+	field := "IPAddress" // the Docker network is dual-stack; the cluster uses its family's address
+	if !hasV4 {
+		field = "GlobalIPv6Address"
+	}
+	out := must(t, "docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{."+field+"}}{{end}}", node)
 	return netip.MustParseAddr(out)
 }
 
@@ -220,7 +265,7 @@ func TestKind(t *testing.T) {
 	kubectl(t, "-n", ns, "wait", "--for=condition=Ready", "pod", "-l", "app=web", "--timeout=180s")
 	for i := range pods {
 		pods[i].v4, pods[i].v6 = addrs(t, pods[i].name)
-		t.Logf("%s: %s %s", pods[i], pods[i].v4, pods[i].v6)
+		t.Logf("%s: %v", pods[i], pods[i].addrs())
 	}
 
 	t.Run("pod to pod across nodes, IPv4 and IPv6, without NAT", func(t *testing.T) {
@@ -229,7 +274,7 @@ func TestKind(t *testing.T) {
 				if from == to {
 					continue
 				}
-				for _, dst := range []netip.Addr{to.v4, to.v6} {
+				for _, dst := range to.addrs() {
 					want := from.v4
 					if dst.Is6() {
 						want = from.v6
@@ -251,7 +296,7 @@ func TestKind(t *testing.T) {
 				if to.node == node {
 					continue
 				}
-				for _, dst := range []netip.Addr{to.v4, to.v6} {
+				for _, dst := range to.addrs() {
 					src, err := seen(nodeFetch(node, url(dst, 8080, "/clientip")))
 					ok := false
 					for _, r := range ranges {
@@ -272,12 +317,12 @@ func TestKind(t *testing.T) {
 		// through the tunnel (strict rp_filter on the node would drop it).
 		for _, from := range pods {
 			for _, node := range []string{cp, w1, w2} {
-				target := "http://" + nodeIP(t, node).String() + ":9587/healthz"
+				target := url(nodeIP(t, node), 9587, "/healthz")
 				if body, err := fetch(from, target); err != nil {
 					t.Errorf("%s -> node %s (%s): %v %s", from, node, target, err, body)
 				}
 			}
-			for _, target := range []string{"https://" + nodeIP(t, cp).String() + ":6443/healthz", "https://kubernetes.default.svc.cluster.local/healthz"} {
+			for _, target := range []string{"https://" + netip.AddrPortFrom(nodeIP(t, cp), 6443).String() + "/healthz", "https://kubernetes.default.svc.cluster.local/healthz"} {
 				if body, err := kc("-n", ns, "exec", from.name, "--", "curl", "-sSk", "--max-time", "3", target); err != nil || body != "ok" {
 					t.Errorf("%s -> API server %s: %v %q", from, target, err, body)
 				}
@@ -289,7 +334,7 @@ func TestKind(t *testing.T) {
 		capture(t, pods[1], pods[2])
 	})
 
-	t.Run("ClusterIP by DNS name, NodePort from the Docker host, hostPort", func(t *testing.T) {
+	t.Run("ClusterIP by DNS name and over both families (A and AAAA), NodePort from the Docker host, hostPort", func(t *testing.T) {
 		services(t, pods)
 	})
 
@@ -297,8 +342,24 @@ func TestKind(t *testing.T) {
 		netpol(t, pods)
 	})
 
-	t.Run("agent rollout restart under a long TCP stream", func(t *testing.T) {
-		rolloutUnderStream(t)
+	t.Run("kubectl weft status and --matrix through the API server", func(t *testing.T) {
+		kubectlWeftStatus(t, pods)
+	})
+
+	t.Run("kubectl weft graph, showconf and rotate-key through the API server", func(t *testing.T) {
+		kubectlWeftGraphAndRotate(t)
+	})
+
+	t.Run("kubectl weft sysdump holds every node's files and no secret", func(t *testing.T) {
+		kubectlWeftSysdump(t)
+	})
+
+	t.Run("Prometheus: the stale-handshake alert fires and clears", func(t *testing.T) {
+		staleHandshakeAlert(t)
+	})
+
+	t.Run("agent upgrade, rollout restart, downgrade and kill -9 under traffic", func(t *testing.T) {
+		upgradeUnderTraffic(t)
 	})
 
 	t.Run("docker restart of a worker", func(t *testing.T) {
@@ -329,7 +390,7 @@ func capture(t *testing.T, from, to pod) {
 	time.Sleep(time.Second)
 	marker := "WEFT-PLAINTEXT-MARKER-" + strings.Repeat("x", 40)
 	for i := 0; i < 20; i++ {
-		for _, dst := range []netip.Addr{to.v4, to.v6} {
+		for _, dst := range to.addrs() {
 			body, err := fetch(from, url(dst, 8080, "/echo?msg="+marker))
 			if err != nil || !strings.Contains(body, marker) {
 				t.Fatalf("%s -> %s /echo: %v %q", from, dst, err, body)
@@ -433,9 +494,45 @@ spec:
 			return nil
 		})
 	}
+	// Both families: the Service's two ClusterIPs, and its name resolved
+	// for one family at a time (curl -4: an A record, -6: AAAA), from a pod
+	// on every node.
+	ips := strings.Fields(kubectl(t, "-n", ns, "get", "service", "web", "-o", `jsonpath={.spec.clusterIPs[*]}`))
+	var families []string
+	for _, ip := range ips {
+		if a, err := netip.ParseAddr(ip); err == nil && a.Is4() {
+			families = append(families, "v4")
+		} else if err == nil {
+			families = append(families, "v6")
+		}
+	}
+	if want := len(curlFamilies()); len(ips) != want || (want == 2 && families[0] == families[1]) {
+		t.Fatalf("Service web has ClusterIPs %v: want one per family of the cluster (IPv4 %v, IPv6 %v)", ips, hasV4, hasV6)
+	}
+	for _, from := range pods {
+		for _, ip := range ips {
+			a := netip.MustParseAddr(ip)
+			eventually(t, 30*time.Second, fmt.Sprintf("ClusterIP %s from %s", ip, from), func() error {
+				body, err := fetch(from, url(a, 80, "/hostname"))
+				if err != nil || !names[body] {
+					return fmt.Errorf("%v %q", err, body)
+				}
+				return nil
+			})
+		}
+		for _, family := range curlFamilies() {
+			eventually(t, 30*time.Second, fmt.Sprintf("Service web by name with curl %s from %s", family, from), func() error {
+				body, err := kc("-n", ns, "exec", from.name, "--", "curl", family, "-sS", "--max-time", "3", "http://web."+ns+".svc.cluster.local/hostname")
+				if err != nil || !names[body] {
+					return fmt.Errorf("%v %q", err, body)
+				}
+				return nil
+			})
+		}
+	}
 	port := kubectl(t, "-n", ns, "get", "service", "web", "-o", "jsonpath={.spec.ports[0].nodePort}")
 	for _, node := range []string{cp, w1, w2} {
-		target := "http://" + nodeIP(t, node).String() + ":" + port + "/hostname"
+		target := "http://" + net.JoinHostPort(nodeIP(t, node).String(), port) + "/hostname"
 		eventually(t, 30*time.Second, "NodePort "+target+" from the Docker host", func() error {
 			body, err := sh("curl", "-sS", "--max-time", "3", target)
 			if err != nil || !names[body] {
@@ -447,7 +544,7 @@ spec:
 	// hostPort: the portmap plugin weft's conflist chains.
 	apply(t, webPod("hostport", w2, "      hostPort: 18080\n"))
 	kubectl(t, "-n", ns, "wait", "--for=condition=Ready", "pod/hostport", "--timeout=120s")
-	target := "http://" + nodeIP(t, w2).String() + ":18080/hostname"
+	target := url(nodeIP(t, w2), 18080, "/hostname")
 	eventually(t, 30*time.Second, "hostPort "+target+" from the Docker host", func() error {
 		body, err := sh("curl", "-sS", "--max-time", "3", target)
 		if err != nil || body != "hostport" {
@@ -461,7 +558,7 @@ spec:
 func netpol(t *testing.T, pods []pod) {
 	client, server := pods[1], pods[2]
 	probe := func() error {
-		_, err := kc("-n", ns, "exec", client.name, "--", "curl", "-sS", "--max-time", "1", url(server.v4, 8080, "/hostname"))
+		_, err := kc("-n", ns, "exec", client.name, "--", "curl", "-sS", "--max-time", "1", url(server.addr(), 8080, "/hostname"))
 		return err
 	}
 	if err := probe(); err != nil {
@@ -481,9 +578,11 @@ spec:
 		return nil
 	})
 	t.Logf("default deny observed by a probe begun %.1f s after kubectl apply returned (each probe is a kubectl exec)", d.Seconds())
-	// Every other pod is cut off too, over IPv6 as well.
-	if _, err := fetch(pods[0], url(server.v6, 8080, "/hostname")); err == nil {
-		t.Errorf("%s reached %s over IPv6 through a default deny", pods[0], server)
+	// Every other pod is cut off too, over each family.
+	for _, a := range server.addrs() {
+		if _, err := fetch(pods[0], url(a, 8080, "/hostname")); err == nil {
+			t.Errorf("%s reached %s at %s through a default deny", pods[0], server, a)
+		}
 	}
 	apply(t, fmt.Sprintf(`apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -495,49 +594,14 @@ spec:
 `, ns, server.name, client.name))
 	d = eventually(t, 10*time.Second, "allow takes effect", probe)
 	t.Logf("allow observed by a probe begun %.1f s after kubectl apply returned", d.Seconds())
-	if _, err := fetch(pods[0], url(server.v4, 8080, "/hostname")); err == nil {
+	if _, err := fetch(pods[0], url(server.addr(), 8080, "/hostname")); err == nil {
 		t.Errorf("%s, not selected by the allow, reached %s", pods[0], server)
 	}
 	kubectl(t, "-n", ns, "delete", "networkpolicy", "deny", "allow-w1")
 	eventually(t, 10*time.Second, "policies removed", func() error {
-		_, err := fetch(pods[0], url(server.v4, 8080, "/hostname"))
+		_, err := fetch(pods[0], url(server.addr(), 8080, "/hostname"))
 		return err
 	})
-}
-
-// iperfInterval is the part of iperf3's JSON the stream checks read.
-type iperfReport struct {
-	Intervals []struct {
-		Sum struct {
-			Start, End float64
-			Bytes      int64
-		} `json:"sum"`
-	} `json:"intervals"`
-	End struct {
-		SumReceived struct{ Bytes int64 } `json:"sum_received"`
-	} `json:"end"`
-	Error string `json:"error"`
-}
-
-func iperfPods(t *testing.T, image string) {
-	for _, p := range []struct{ name, node, args string }{
-		{"iperf-server", w2, `["-s"]`},
-		{"iperf-client", w1, `["-s", "-p", "5299"]`},
-	} {
-		apply(t, fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: %s, namespace: %s}
-spec:
-  nodeName: %s
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: iperf3
-    image: %s
-    imagePullPolicy: IfNotPresent
-    args: %s
-`, p.name, ns, p.node, image, p.args))
-	}
-	kubectl(t, "-n", ns, "wait", "--for=condition=Ready", "pod/iperf-server", "pod/iperf-client", "--timeout=120s")
 }
 
 func iperfImage(t *testing.T) string {
@@ -546,54 +610,6 @@ func iperfImage(t *testing.T) string {
 		t.Fatal("IPERF3_IMAGE is not set (make e2e-kind sets it to the image make kind-images built)")
 	}
 	return img
-}
-
-// rolloutUnderStream runs a 20 Mbit/s TCP stream between pods on the two
-// workers for long enough to cover `kubectl rollout restart ds/weft`, and
-// reads iperf3's per-second report: the stream must finish (the connection
-// survived), and the longest stall is printed.
-func rolloutUnderStream(t *testing.T) {
-	iperfPods(t, iperfImage(t))
-	server, _ := addrs(t, "iperf-server")
-	var (
-		wg      sync.WaitGroup
-		out     string
-		err     error
-		started = make(chan struct{})
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		close(started)
-		out, err = kc("-n", ns, "exec", "iperf-client", "--", "iperf3", "-c", server.String(), "-t", "120", "-b", "20M", "-i", "1", "-J")
-	}()
-	<-started
-	time.Sleep(10 * time.Second)
-	t0 := time.Now()
-	kubectl(t, "-n", "weft-system", "rollout", "restart", "daemonset/weft")
-	kubectl(t, "-n", "weft-system", "rollout", "status", "daemonset/weft", "--timeout=100s")
-	t.Logf("rollout restart of 3 agents took %.0f s", time.Since(t0).Seconds())
-	wg.Wait()
-	var r iperfReport
-	if jerr := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &r); jerr != nil {
-		t.Fatalf("iperf3: %v / %v\n%s", err, jerr, out)
-	}
-	if err != nil || r.Error != "" {
-		t.Fatalf("the TCP stream did not survive the rollout: %v %s", err, r.Error)
-	}
-	gap, longest := 0.0, 0.0
-	for _, iv := range r.Intervals {
-		if iv.Sum.Bytes == 0 {
-			gap += iv.Sum.End - iv.Sum.Start
-			longest = max(longest, gap)
-		} else {
-			gap = 0
-		}
-	}
-	t.Logf("stream survived the rollout: %d MB received over %d s; longest stall %.0f s", r.End.SumReceived.Bytes>>20, len(r.Intervals), longest)
-	if r.End.SumReceived.Bytes < 100<<20 {
-		t.Errorf("only %d bytes received in 120 s at 20 Mbit/s", r.End.SumReceived.Bytes)
-	}
 }
 
 // restartWorker restarts a worker's container and measures how long until
@@ -623,18 +639,18 @@ func restartWorker(t *testing.T, pods []pod) {
 				back.v6 = a
 			}
 		}
-		if !back.v4.IsValid() || !back.v6.IsValid() {
+		if !familiesOK(back.v4, back.v6) {
 			return fmt.Errorf("addresses %q", out)
 		}
 		for _, to := range pods {
 			if to.node == w1 {
 				continue
 			}
-			for _, dst := range []netip.Addr{to.v4, to.v6} {
+			for _, dst := range to.addrs() {
 				if _, err := fetch(back, url(dst, 8080, "/hostname")); err != nil {
 					return fmt.Errorf("%s -> %s: %v", back, dst, err)
 				}
-				if _, err := fetch(to, url(back.v4, 8080, "/hostname")); err != nil {
+				if _, err := fetch(to, url(back.addr(), 8080, "/hostname")); err != nil {
 					return fmt.Errorf("%s -> %s: %v", to, back, err)
 				}
 			}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -56,10 +57,13 @@ func TestManifestsAreValid(t *testing.T) {
 		t.Errorf("priority class %q", spec.PriorityClassName)
 	case len(spec.Tolerations) != 1 || spec.Tolerations[0].Operator != "Exists" || spec.Tolerations[0].Key != "":
 		t.Errorf("tolerations %+v: want one that tolerates every taint", spec.Tolerations)
-	case ds.Spec.UpdateStrategy.RollingUpdate == nil || ds.Spec.UpdateStrategy.RollingUpdate.MaxUnavailable.IntValue() != 1:
-		t.Errorf("update strategy %+v: want rolling, one node at a time", ds.Spec.UpdateStrategy)
-	case agent.LivenessProbe == nil || agent.LivenessProbe.HTTPGet.Path != "/healthz" || agent.ReadinessProbe == nil || agent.ReadinessProbe.HTTPGet.Path != "/readyz":
-		t.Error("probes are not /healthz and /readyz")
+	case ds.Spec.UpdateStrategy.RollingUpdate == nil || ds.Spec.UpdateStrategy.RollingUpdate.MaxSurge.IntValue() != 1 || ds.Spec.UpdateStrategy.RollingUpdate.MaxUnavailable.IntValue() != 0:
+		t.Errorf("update strategy %+v: want a surge pod beside the old one, none unavailable (the handover)", ds.Spec.UpdateStrategy)
+	case len(agent.Ports) != 0:
+		t.Errorf("the agent declares ports %v: a host-network pod's ports are host ports, and the surge pod would never be scheduled", agent.Ports)
+	case agent.LivenessProbe == nil || agent.LivenessProbe.HTTPGet.Path != "/healthz" || agent.ReadinessProbe == nil || agent.ReadinessProbe.Exec == nil ||
+		!slices.Contains(agent.Args, "--ready-file="+agent.ReadinessProbe.Exec.Command[len(agent.ReadinessProbe.Exec.Command)-1]):
+		t.Error("probes are not /healthz and the agent's own ready file")
 	case agent.Env[0].Name != "NODE_NAME" || agent.Env[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName":
 		t.Error("NODE_NAME does not come from the downward API")
 	case len(agent.Env) < 2 || agent.Env[1].Name != "GOMEMLIMIT" || agent.Resources.Limits.Memory().IsZero():

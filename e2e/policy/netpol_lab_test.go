@@ -297,17 +297,7 @@ func (l *npLab) syncPolicies(want []*networkingv1.NetworkPolicy) {
 	keep := map[string]bool{}
 	for _, p := range want {
 		keep[p.Namespace+"/"+p.Name] = true
-		c := l.Cp.Admin.NetworkingV1().NetworkPolicies(p.Namespace)
-		old, err := c.Get(ctx, p.Name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			_, err = c.Create(ctx, p.DeepCopy(), metav1.CreateOptions{})
-		case err == nil:
-			upd := p.DeepCopy()
-			upd.ResourceVersion = old.ResourceVersion
-			_, err = c.Update(ctx, upd, metav1.UpdateOptions{})
-		}
-		if err != nil {
+		if err := upsert(ctx, l.Cp.Admin.NetworkingV1().NetworkPolicies(p.Namespace), p.DeepCopy()); err != nil {
 			l.T.Fatalf("networkpolicy %s/%s: %v", p.Namespace, p.Name, err)
 		}
 	}
@@ -325,6 +315,26 @@ func (l *npLab) syncPolicies(want []*networkingv1.NetworkPolicy) {
 			}
 		}
 	}
+}
+
+// writer is what upsert needs of a typed client.
+type writer[T metav1.Object] interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (T, error)
+	Create(ctx context.Context, obj T, opts metav1.CreateOptions) (T, error)
+	Update(ctx context.Context, obj T, opts metav1.UpdateOptions) (T, error)
+}
+
+// upsert creates obj, or updates the object of its name to it.
+func upsert[T metav1.Object](ctx context.Context, c writer[T], obj T) error {
+	old, err := c.Get(ctx, obj.GetName(), metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		_, err = c.Create(ctx, obj, metav1.CreateOptions{})
+	case err == nil:
+		obj.SetResourceVersion(old.GetResourceVersion())
+		_, err = c.Update(ctx, obj, metav1.UpdateOptions{})
+	}
+	return err
 }
 
 // setLabels replaces the labels of a pod ("x/a") or a namespace ("x").

@@ -10,13 +10,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // npStep is one state of the cluster's policies (and labels) and the
 // reachability it must produce.
 type npStep struct {
 	policies func(l *npLab) []*networkingv1.NetworkPolicy
-	labels   map[string]map[string]string // "x/a" or "x" -> labels, set before probing
+	cluster  func(l *npLab) []*cnp.ClusterNetworkPolicy // none when nil
+	labels   map[string]map[string]string               // "x/a" or "x" -> labels, set before probing
 	expect   expectation
 }
 
@@ -268,13 +270,18 @@ func npCases() []npCase {
 // (IPv6), probed 1 s after the last API write of the case.
 func TestNetworkPolicy(t *testing.T) {
 	l := newNPLab(t)
-	cases := npCases()
+	cases := append(npCases(), cnpCases()...)
 	t.Logf("%d cases, %d cells each", len(cases), len(l.pods)*len(l.pods)*len(npProbes))
 	for _, c := range cases {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
 			relabelled := false
 			for i, s := range c.steps {
 				l.syncPolicies(s.policies(l))
+				var cnps []*cnp.ClusterNetworkPolicy
+				if s.cluster != nil {
+					cnps = s.cluster(l)
+				}
+				l.syncClusterPolicies(cnps)
 				for target, labels := range s.labels {
 					l.setLabels(target, labels)
 					relabelled = true
@@ -299,6 +306,7 @@ func TestNetworkPolicy(t *testing.T) {
 		})
 	}
 	l.syncPolicies(nil)
+	l.syncClusterPolicies(nil)
 	for _, sub := range []struct {
 		name string
 		run  func(*testing.T, *npLab)
@@ -306,6 +314,7 @@ func TestNetworkPolicy(t *testing.T) {
 		{"established connections survive a policy change", testEstablished},
 		{"a new pod under deny-all is never reachable", testNewPodFailsClosed},
 		{"the pod's own node always passes", testOwnNode},
+		{"policy drops are counted", testDropsCounted},
 		{"ADD of a pod the API does not have is refused", testUnknownPod},
 		{"a pod deleted from the API loses its network", testDeletedPod},
 		{"enforcement survives an agent restart", testAgentRestart},

@@ -35,6 +35,7 @@ skip=(--skip="$("$REPORT" skip "$here/exclusions.txt")")
 [[ -z "${E2E_SKIP:-}" ]] || skip+=(--skip="$E2E_SKIP")
 
 log "e2e.test $K8S_VERSION on $context ($nodes schedulable nodes), ${E2E_NODES:-2} parallel: focus '$E2E_FOCUS'"
+log "expect about 20 min for the full run (134 specs in scope, dual-stack), 8 min for the CI subset; Ginkgo prints a mark per spec and a progress report for any spec running over 5 min"
 rc=0
 # --timeout bounds the whole run; each spec has the suite's own timeouts.
 # GO111MODULE=off: the CLI asks `go list -m` in the binary's directory for the

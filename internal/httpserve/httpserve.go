@@ -61,5 +61,8 @@ func ListenRootOnly(path string) (net.Listener, error) {
 		ln.Close()
 		return nil, err
 	}
+	// Closing does not remove the file: a successor may serve the same
+	// socket (handed over); the caller removes it when nobody does.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	return ln, nil
 }

@@ -25,6 +25,7 @@ type Cluster struct {
 	Bins      string
 	GossipKey string
 	Agents    map[string]*netlab.Proc
+	Extra     []string // flags every agent runs with besides AgentArgs' own
 }
 
 func NewCluster(t testing.TB, nodes int) *Cluster {
@@ -69,7 +70,7 @@ func NewCluster(t testing.TB, nodes int) *Cluster {
 // AgentArgs are the flags a lab node's agent runs with; the first node is the seed.
 // WEFT_LAB_DEBUG=1 runs them at debug level (wireguard-go's own messages).
 func (c *Cluster) AgentArgs(n *netlab.Node) []string {
-	args := n.AgentArgs(c.GossipKey, c.Lab.Nodes()[0])
+	args := append(n.AgentArgs(c.GossipKey, c.Lab.Nodes()[0]), c.Extra...)
 	if os.Getenv("WEFT_LAB_DEBUG") == "1" {
 		args = append(args, "--log-level", "debug")
 	}
@@ -134,6 +135,16 @@ func Tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// FirstLine is the first line of s that contains sub, or "".
+func FirstLine(s, sub string) string {
+	for line := range strings.Lines(s) {
+		if strings.Contains(line, sub) {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
 }
 
 // Metric reads one sample of a node agent's /metrics (name with labels, as

@@ -40,6 +40,15 @@ func NewKubeCluster(t testing.TB, nodes int) *KubeCluster {
 	if err := cp.Apply(ctx, deploy.Manifest, false); err != nil {
 		t.Fatalf("apply deploy/weft.yaml: %v", err)
 	}
+	// ClusterNetworkPolicy's CRD, served before any agent starts (an agent
+	// that finds it at start enforces it from its first sync).
+	if err := cp.Apply(ctx, deploy.ClusterNetworkPolicyCRD, false); err != nil {
+		t.Fatalf("apply the ClusterNetworkPolicy CRD: %v", err)
+	}
+	Eventually(t, 30*time.Second, "the API server serves ClusterNetworkPolicy", func() bool {
+		res, err := cp.Admin.Discovery().ServerResourcesForGroupVersion("policy.networking.k8s.io/v1beta1")
+		return err == nil && len(res.APIResources) > 0
+	})
 	k := &KubeCluster{Cluster: c, Cp: cp}
 	for i := 1; i <= nodes; i++ {
 		k.AddNode()

@@ -21,7 +21,15 @@ func (c *Cluster) WaitCNIConf(n *netlab.Node) {
 // their CNI configs, ready for pods.
 func NewPodCluster(t *testing.T, nodes int) *Cluster {
 	t.Helper()
+	return NewPodClusterWith(t, nodes)
+}
+
+// NewPodClusterWith is NewPodCluster with extra flags for every agent
+// (Cluster.Extra), the ones started later included.
+func NewPodClusterWith(t *testing.T, nodes int, extra ...string) *Cluster {
+	t.Helper()
 	c := NewCluster(t, nodes)
+	c.Extra = extra
 	c.StartAll()
 	c.WaitMesh(20 * time.Second)
 	for _, n := range c.Lab.Nodes() {

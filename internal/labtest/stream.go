@@ -20,11 +20,19 @@ type Stream struct {
 	Mu    sync.Mutex
 	Last  time.Time
 	Gap   time.Duration
+	GapAt time.Time    // when the longest pause ended
 	Err   atomic.Value // first write or read error
 	Stop  chan struct{}
 }
 
 func StartStream(t *testing.T, from, to *netlab.Pod) *Stream {
+	t.Helper()
+	return StartStreamEvery(t, from, to, time.Millisecond)
+}
+
+// StartStreamEvery is StartStream writing 16 KiB every interval (1 ms:
+// ~16 MB/s).
+func StartStreamEvery(t *testing.T, from, to *netlab.Pod, interval time.Duration) *Stream {
 	t.Helper()
 	s := &Stream{Stop: make(chan struct{}), Last: time.Now()}
 	var ln net.Listener
@@ -49,7 +57,7 @@ func StartStream(t *testing.T, from, to *netlab.Pod) *Stream {
 			now := time.Now()
 			s.Mu.Lock()
 			if d := now.Sub(s.Last); d > s.Gap {
-				s.Gap = d
+				s.Gap, s.GapAt = d, now
 			}
 			s.Last = now
 			s.Mu.Unlock()
@@ -84,7 +92,7 @@ func StartStream(t *testing.T, from, to *netlab.Pod) *Stream {
 				s.Err.Store(err)
 				return
 			}
-			time.Sleep(time.Millisecond) // ~16 MB/s: a steady stream, not a benchmark
+			time.Sleep(interval) // a steady stream, not a benchmark
 		}
 	}()
 	t.Cleanup(func() { close(s.Stop) })

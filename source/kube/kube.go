@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/peer"
@@ -56,6 +57,9 @@ type Clients struct {
 	Dynamic   dynamic.Interface
 	Discovery discovery.DiscoveryInterface
 	Informers informers.SharedInformerFactory
+	// ClusterPolicies watches ClusterNetworkPolicy objects
+	// (policy.networking.k8s.io), when the API server serves them.
+	ClusterPolicies cnpclient.Interface
 }
 
 // resync is how often the informers replay their caches to the handlers.
@@ -80,6 +84,9 @@ func NewClients(kubeconfig string) (*Clients, error) {
 		return nil, err
 	}
 	if c.Discovery, err = discovery.NewDiscoveryClientForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if c.ClusterPolicies, err = cnpclient.NewForConfig(WatchConfig(cfg)); err != nil {
 		return nil, err
 	}
 	c.Informers = informers.NewSharedInformerFactory(watch, resync)

@@ -7,11 +7,13 @@
 #                     waits until every node is Ready, the DaemonSet is fully
 #                     available and CoreDNS runs
 #   cluster.sh down   removes the cluster, its network and its firewall table
+#   cluster.sh config the kind cluster configuration up uses (KIND_IP_FAMILY)
 #
 # Both are idempotent. A cluster already up is kept only if it answers, runs
 # $NODE_IMAGE and has all nodes Ready; otherwise (a crashed run's leftovers) it
 # is replaced. Environment (the Makefile sets it): KIND, KUBECTL, NODE_IMAGE,
-# LOAD_IMAGES.
+# LOAD_IMAGES, KIND_IP_FAMILY (dual, the default: IPv4 and IPv6 pod and
+# Service ranges; ipv4; ipv6).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,6 +23,7 @@ network=weft-kind
 bridge=weft-kind0
 context=kind-$name
 : "${KIND:?}" "${KUBECTL:?}"
+family=${KIND_IP_FAMILY:-dual}
 
 log() { echo ">> $(date -u +%T) $*" >&2; }
 die() { echo "cluster.sh: $*" >&2; exit 1; }
@@ -76,6 +79,44 @@ network_down() {
 	nft delete table inet weft-kind-isolation 2>/dev/null || true
 }
 
+# config is deploy/kind/cluster.yaml (dual-stack) for $family: one family
+# keeps that family's pod and Service ranges.
+config() {
+	local c=$repo/deploy/kind/cluster.yaml
+	case "$family" in
+	dual) cat "$c" ;;
+	ipv4 | ipv6)
+		local v=4
+		[[ $family == ipv6 ]] && v=6
+		awk -v fam="$family" -v v="$v" '
+			function pick(line,   key, val, n, parts, i, out) {
+				key = substr(line, 1, index(line, ":"))
+				val = substr(line, index(line, "\"") + 1); sub(/".*/, "", val)
+				n = split(val, parts, ",")
+				for (i = 1; i <= n; i++) if ((v == 6) == (index(parts[i], ":") > 0)) out = parts[i]
+				return key " \"" out "\""
+			}
+			/^  ipFamily:/ { print "  ipFamily: " fam; next }
+			/^  (podSubnet|serviceSubnet):/ { print pick($0); next }
+			{ print }' "$c"
+		;;
+	*) die "KIND_IP_FAMILY=$family: want dual, ipv4 or ipv6" ;;
+	esac
+}
+
+# cluster_family is the family the running cluster was built for: the
+# Service range(s) of the kubernetes Service.
+cluster_family() {
+	local fams
+	fams=$(k get service kubernetes -o jsonpath='{.spec.ipFamilies[*]}' 2>/dev/null) || return 1
+	case "$fams" in
+	*IPv4*IPv6* | *IPv6*IPv4*) echo dual ;;
+	IPv4) echo ipv4 ;;
+	IPv6) echo ipv6 ;;
+	*) return 1 ;;
+	esac
+}
+
 exists() { "$KIND" get clusters 2>/dev/null | grep -qx "$name"; }
 
 healthy() {
@@ -85,6 +126,9 @@ healthy() {
 	[[ "$(docker ps -q --filter "label=io.x-k8s.kind.cluster=$name" | wc -l)" == 3 ]] || { log "cluster $name has not 3 running nodes"; return 1; }
 	"$KIND" export kubeconfig --name "$name" >/dev/null 2>&1 || return 1
 	k wait --for=condition=Ready nodes --all --timeout=60s >/dev/null 2>&1 || { log "cluster $name has nodes not Ready"; return 1; }
+	local fam
+	fam=$(cluster_family) || { log "cluster $name: cannot read its IP families"; return 1; }
+	[[ "$fam" == "$family" ]] || { log "cluster $name is $fam, not $family"; return 1; }
 }
 
 # coredns_cluster_only drops the forward plugin from CoreDNS's Corefile:
@@ -106,6 +150,8 @@ coredns_cluster_only() {
 
 up() {
 	: "${NODE_IMAGE:?}"
+	work=$(mktemp -d /tmp/weft-kind.XXXXXX)
+	trap 'rm -rf "$work"' EXIT
 	local t0=$SECONDS
 	sysctl -qw fs.inotify.max_user_watches=524288 fs.inotify.max_user_instances=512
 	detect_shim
@@ -116,8 +162,9 @@ up() {
 	network_up
 	local reused=""
 	if ! exists; then
-		log "kind create cluster $name from $NODE_IMAGE"
-		kind create cluster --name "$name" --image "$NODE_IMAGE" --config "$repo/deploy/kind/cluster.yaml" --wait 0s
+		log "kind create cluster $name ($family) from $NODE_IMAGE (about 1-2 min)"
+		config >"$work/cluster.yaml"
+		kind create cluster --name "$name" --image "$NODE_IMAGE" --config "$work/cluster.yaml" --wait 0s
 	else
 		log "cluster $name is up and healthy: reusing it"
 		reused=1
@@ -126,7 +173,7 @@ up() {
 		log "kind load docker-image $img"
 		kind load docker-image "$img" --name "$name" >/dev/null
 	done
-	log "kubectl apply -f deploy/weft.yaml"
+	log "kubectl apply -f deploy/weft.yaml, then wait for weft, the nodes and CoreDNS (about 1 min)"
 	k apply -f "$repo/deploy/weft.yaml" >/dev/null
 	# A reused cluster runs the freshly loaded image.
 	[[ -z "$reused" ]] || k -n weft-system rollout restart daemonset/weft >/dev/null
@@ -156,6 +203,7 @@ down() {
 
 case "${1:-}" in
 up) up ;;
+config) config ;;
 down) down ;;
-*) die "usage: cluster.sh up|down" ;;
+*) die "usage: cluster.sh up|down|config" ;;
 esac

@@ -67,7 +67,7 @@ minbase() {
 	tag="weft.local/debian-minbase:bookworm-$(hash "$(declare -f minbase)")"
 	if ! have "$tag"; then
 		command -v debootstrap >/dev/null || die "debootstrap is missing (make deps installs it)"
-		log "debootstrap bookworm minbase"
+		log "debootstrap bookworm minbase (about 1.5 min; cached by its inputs afterwards)"
 		local root="$work/minbase"
 		debootstrap --variant=minbase bookworm "$root" "$(mirror)" >"$work/debootstrap.log" 2>&1 ||
 			{ tail -20 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
@@ -84,7 +84,7 @@ minbase() {
 # build TAG DIR: docker build of a context directory, quietly, with the log
 # shown on failure.
 build() {
-	log "docker build $1"
+	log "docker build $1 (about 0.5-3 min; cached by its inputs afterwards)"
 	docker build ${DOCKER_BUILD_FLAGS:-} --force-rm -q -t "$1" "$2" >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; die "docker build $1 failed"; }
 }
 
@@ -246,7 +246,7 @@ node() {
 		echo "$tag"
 		return
 	fi
-	log "building Kubernetes $K8S_VERSION (make k8s)"
+	log "building Kubernetes $K8S_VERSION (make k8s: about 30-40 min cold on 2 cores, the longest stage; cached afterwards)"
 	${MAKE:-make} -C "$repo" --no-print-directory k8s >&2
 	for b in kubeadm kubelet kubectl kube-apiserver kube-controller-manager kube-scheduler kube-proxy etcd; do
 		[ -x "$K8S_BIN/$b" ] || die "$K8S_BIN/$b is missing (make k8s builds it)"

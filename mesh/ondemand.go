@@ -1,0 +1,337 @@
+package mesh
+
+import (
+	"maps"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// On-demand peers (docs/design.md, "On-demand peers"): a peer that carried
+// nothing for a while leaves the WireGuard device, which costs wireguard-go
+// ~80 KiB and a few goroutines per peer; its routes stay. It comes back
+// when the node sends it a packet (the TUN reader sees the destination in
+// the resting table, holds the packet and asks for a wake) or when it
+// starts a handshake (the bind reads the initiator's key, holds the
+// initiation and hands it to wireguard-go once the peer is back). The
+// wake is one device write, done by the waker goroutine under the mesh's
+// writer lock; the held packets then reach wireguard-go, which stages them
+// until the handshake completes, so the first packet waits one write and
+// one handshake and none is lost while the queues hold.
+
+// OnDemand configures on-demand peers (zero After: off).
+type OnDemand struct {
+	// After is how long a peer's counters stand still before it rests.
+	// It rests only once its last handshake is older than WireGuard's
+	// Reject-After-Time (or it has none), so the other end holds no
+	// session either and must shake hands, which wakes it, to send.
+	After time.Duration
+	// Grace is how long after the mesh's start peers keep their planned
+	// keepalive: a restarted agent shakes hands with every peer at once,
+	// so the sessions they still hold with its previous run are replaced
+	// instead of timing out. Afterwards a peer that may rest has none.
+	Grace time.Duration
+}
+
+// Bounds of what waits for a wake. A wake is one device write (about a
+// millisecond), so a burst of more packets than this for one peer is
+// dropped and counted, as a full queue in wireguard-go would be.
+const (
+	heldPerPeer  = 64
+	heldInAll    = 1024
+	heldInits    = 64
+	initsPerSec  = 200 // initiations read for their key, at most (one X25519 each)
+	restCheckMin = time.Second
+	restCheckMax = 30 * time.Second
+)
+
+// OnDemandStats are the on-demand counters, for metrics.
+type OnDemandStats struct {
+	Resting       int
+	Rests, Wakes  uint64
+	WakesByPacket uint64 // woken by an outgoing packet
+	WakesByInit   uint64 // woken by the peer's handshake
+	HeldDropped   uint64 // packets (and initiations) dropped while their peer woke
+}
+
+type onDemand struct {
+	cfg    OnDemand
+	start  time.Time
+	counts *counters // the mesh's
+
+	// Under Mesh.mu (the writer lock):
+	resting  map[wgtypes.Key]Peer // the peer as last desired, its keepalive as it will be written
+	idle     map[wgtypes.Key]idleMark
+	desired  map[wgtypes.Key]Peer // the last Apply's peers that may rest
+	released time.Time            // the last releaseMemory
+
+	table  atomic.Pointer[restingTable]
+	reader atomic.Pointer[initiationReader]
+	quiet  atomic.Pointer[map[wgtypes.Key]bool] // Idle's: on the device, unchanged at the last look
+
+	mu      sync.Mutex // the queues below
+	held    map[wgtypes.Key][][]byte
+	nheld   int
+	wanted  map[wgtypes.Key]bool
+	inits   []heldInit
+	tokens  float64
+	tokenAt time.Time
+	signal  chan struct{}
+
+	rests, wakes, byPacket, byInit, dropped atomic.Uint64
+	nresting                                atomic.Int64
+}
+
+type idleMark struct {
+	bytes int64     // receive + transmit at the last look
+	since time.Time // when they last changed
+}
+
+type heldInit struct {
+	pub wgtypes.Key
+	pkt []byte
+	ep  conn.Endpoint
+}
+
+// EnableOnDemand turns on-demand peers on, before the first Apply; priv is
+// the device's key (SetPrivateKey keeps it current). It starts the waker
+// and the rest check, which stop with the device.
+func (m *Mesh) EnableOnDemand(cfg OnDemand, priv wgtypes.Key) {
+	if cfg.After <= 0 {
+		return
+	}
+	o := &onDemand{cfg: cfg, start: time.Now(), counts: &m.counts, resting: map[wgtypes.Key]Peer{}, idle: map[wgtypes.Key]idleMark{},
+		held: map[wgtypes.Key][][]byte{}, wanted: map[wgtypes.Key]bool{}, signal: make(chan struct{}, 1), tokens: initsPerSec}
+	o.reader.Store(newInitiationReader(priv))
+	m.od = o
+	m.dev.gate.hold.Store(&tunHold{o: o})
+	m.dev.bind.wakeOnInit.Store(o)
+	m.dev.od = o
+	go m.waker(o)
+	go m.restLoop(o)
+}
+
+// OnDemandStats reads the on-demand counters (zero when off).
+func (m *Mesh) OnDemandStats() OnDemandStats {
+	o := m.od
+	if o == nil {
+		return OnDemandStats{}
+	}
+	return OnDemandStats{Resting: int(o.nresting.Load()), Rests: o.rests.Load(), Wakes: o.wakes.Load(),
+		WakesByPacket: o.byPacket.Load(), WakesByInit: o.byInit.Load(), HeldDropped: o.dropped.Load()}
+}
+
+// Resting reports whether pub rests (is off the device while idle).
+func (m *Mesh) Resting(pub wgtypes.Key) bool {
+	if m.od == nil {
+		return false
+	}
+	_, ok := m.od.table.Load().peers()[pub]
+	return ok
+}
+
+// mayRest: peers that never rest keep their keepalive and the device:
+// a node behind NAT (this one or the peer) must keep its mappings open,
+// and a Peer object has no agent to wake it.
+func mayRest(p Peer) bool { return p.Rest && !p.Roaming && !p.External }
+
+// shape sets, for the peers that may rest, the keepalive they are written
+// with (none once the grace is over) and splits off those resting, whose
+// kept desired state it updates. Under m.mu.
+func (o *onDemand) shape(desired []Peer, now time.Time) []Peer {
+	out := make([]Peer, 0, len(desired))
+	want := make(map[wgtypes.Key]Peer, len(desired))
+	changed := false
+	for _, p := range desired {
+		if !mayRest(p) {
+			out = append(out, p)
+			continue
+		}
+		p.Keepalive = o.keepalive(p, now)
+		want[p.PublicKey] = p
+		if old, ok := o.resting[p.PublicKey]; ok {
+			changed = changed || !samePrefixes(old.AllowedIPs, p.AllowedIPs)
+			o.resting[p.PublicKey] = p
+			continue
+		}
+		out = append(out, p)
+	}
+	for k := range o.resting {
+		if _, ok := want[k]; !ok {
+			// Gone from the mesh (or, with keys required, without one):
+			// its counts and what waited for it go too.
+			delete(o.resting, k)
+			o.counts.forget(k)
+			o.mu.Lock()
+			o.nheld -= len(o.held[k])
+			delete(o.held, k)
+			o.mu.Unlock()
+			changed = true
+		}
+	}
+	for k := range o.idle {
+		if _, ok := want[k]; !ok {
+			delete(o.idle, k)
+		}
+	}
+	o.desired = want
+	if changed {
+		o.publish()
+	}
+	return out
+}
+
+// keepalive is the keepalive p is written with.
+func (o *onDemand) keepalive(p Peer, now time.Time) time.Duration {
+	if mayRest(p) && now.Sub(o.start) >= o.cfg.Grace {
+		return 0
+	}
+	return p.Keepalive
+}
+
+// keep updates a resting peer's kept state (a new preshared key). Under m.mu.
+func (o *onDemand) keep(p Peer, now time.Time) {
+	p.Keepalive = o.keepalive(p, now)
+	o.resting[p.PublicKey] = p
+	if o.desired != nil {
+		o.desired[p.PublicKey] = p
+	}
+}
+
+// publish rebuilds the resting table the packet paths read. Under m.mu.
+func (o *onDemand) publish() {
+	o.table.Store(newRestingTable(maps.Clone(o.resting))) // o.resting changes; the table does not
+	o.nresting.Store(int64(len(o.resting)))
+}
+
+// RestingPeers are the resting peers as the device would show them: their
+// preshared key and endpoint as kept, their counts as carried (no
+// handshake: they have no session). For status; nil when none rests.
+func (m *Mesh) RestingPeers() []wgtypes.Peer {
+	if m.od == nil {
+		return nil
+	}
+	kept := m.od.table.Load().peers()
+	if kept == nil {
+		return nil
+	}
+	out := make([]wgtypes.Peer, 0, len(kept))
+	for k, p := range kept {
+		rx, tx := m.counts.carriedOf(k)
+		out = append(out, wgtypes.Peer{PublicKey: k, PresharedKey: p.PresharedKey, Endpoint: udpAddr(p.Endpoint),
+			ReceiveBytes: rx, TransmitBytes: tx, AllowedIPs: ipNets(p.AllowedIPs)})
+	}
+	return out
+}
+
+// Idle reports whether pub, on the device, carried nothing between the
+// rest check's last two looks (on-demand peers only): its handshake may
+// age without anything being wrong, since no traffic needs one.
+func (m *Mesh) Idle(pub wgtypes.Key) bool {
+	if m.od == nil {
+		return false
+	}
+	q := m.od.quiet.Load()
+	return q != nil && (*q)[pub]
+}
+
+// idleNow returns the device's peers that have rested long enough: their
+// counters stood still for After and their last handshake is older than
+// Reject-After-Time. Under m.mu.
+func (o *onDemand) idleNow(actual []wgtypes.Peer, now time.Time) []wgtypes.Peer {
+	var out []wgtypes.Peer
+	quiet := map[wgtypes.Key]bool{}
+	defer o.quiet.Store(&quiet)
+	for _, a := range actual {
+		if _, ok := o.desired[a.PublicKey]; !ok {
+			continue
+		}
+		b := a.ReceiveBytes + a.TransmitBytes
+		mark, seen := o.idle[a.PublicKey]
+		if !seen || mark.bytes != b {
+			o.idle[a.PublicKey] = idleMark{bytes: b, since: now}
+			continue
+		}
+		quiet[a.PublicKey] = true
+		if now.Sub(mark.since) >= o.cfg.After && (a.LastHandshakeTime.IsZero() || now.Sub(a.LastHandshakeTime) >= rejectAfter) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// restLoop rests idle peers, every quarter of After (1 s to 30 s).
+func (m *Mesh) restLoop(o *onDemand) {
+	every := min(max(o.cfg.After/4, restCheckMin), restCheckMax)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.dev.Done():
+			return
+		case <-t.C:
+		}
+		if err := m.restIdle(o, time.Now()); err != nil {
+			m.dev.logger.Warn("cannot rest idle peers", "err", err)
+		}
+	}
+}
+
+// restIdle takes the idle peers off the device (their counts carried).
+func (m *Mesh) restIdle(o *onDemand, now time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if o.desired == nil || m.dev.released.Load() {
+		return nil // no Apply yet, or a successor runs the data plane (the UAPI socket is its)
+	}
+	actual, err := m.Peers()
+	if err != nil {
+		return err
+	}
+	idle := o.idleNow(actual, now)
+	if len(idle) == 0 {
+		return nil
+	}
+	cfgs := make([]wgtypes.PeerConfig, len(idle))
+	for i, a := range idle {
+		cfgs[i] = wgtypes.PeerConfig{PublicKey: a.PublicKey, Remove: true}
+	}
+	if err := m.wg.ConfigureDevice(m.dev.name, wgtypes.Config{Peers: cfgs}); err != nil {
+		return err
+	}
+	m.writes.Add(1)
+	m.peerWrites.Add(uint64(len(cfgs)))
+	for _, a := range idle {
+		m.counts.carry(a)
+		p := o.desired[a.PublicKey]
+		p.PresharedKey = a.PresharedKey // the device's is the newest (WritePeerKey writes between Applies)
+		o.resting[a.PublicKey] = p
+		delete(o.idle, a.PublicKey)
+	}
+	o.rests.Add(uint64(len(idle)))
+	o.publish()
+	if len(idle) >= releaseAfterRests && now.Sub(o.released) >= releaseEvery {
+		o.released = now
+		go releaseMemory()
+	}
+	return nil
+}
+
+// After a rest of many peers, what wireguard-go held for them (two
+// 1024-slot queues each, freed only after their finalizers ran, so two
+// collections later) is handed back to the kernel at once rather than by
+// the runtime's slow background scavenger: resting is for memory.
+const (
+	releaseAfterRests = 64
+	releaseEvery      = time.Minute
+)
+
+func releaseMemory() {
+	debug.FreeOSMemory() // runs the queues' finalizers
+	time.Sleep(time.Second)
+	debug.FreeOSMemory() // frees them
+}
