@@ -142,14 +142,24 @@ stage = @t0=$$(date +%s); echo ">> stage $(1): $(2)"; $(2); rc=$$?; \
 	echo ">> stage $(1): $$(( $$(date +%s) - t0 )) s"; echo "$(1) $$(( $$(date +%s) - t0 ))s" >> /tmp/weft-stages.txt; exit $$rc
 # gotestsum_run NAME, GO-TEST-ARGS: the tests, verbose, into $(TEST_LOG) and $(TEST_RESULTS)/NAME.{xml,json}.
 gotestsum_run = $(GOTESTSUM) --format standard-verbose --junitfile $(TEST_RESULTS)/$(1).xml --jsonfile $(TEST_RESULTS)/$(1).json -- $(2) 2>&1 | tee -a $(TEST_LOG)
-# count: "P passed, F failed, S skipped" over the event logs on stdin (tests and subtests).
-count = jq -rs '[.[] | select(.Test != null)] | "\([.[]|select(.Action=="pass")]|length) passed, \([.[]|select(.Action=="fail")]|length) failed, \([.[]|select(.Action=="skip")]|length) skipped"'
-# failures: each failed test's own lines from its _test.go files (its t.Error/t.Fatal and
-# t.Log lines, not the agents' logs it prints), at most 60, over the event logs on stdin: the
-# end of a failed run says why without scrolling back through the verbose log.
-failures = jq -rs '[.[] | select(.Action=="fail" and .Test != null) | .Package + " " + .Test] as $$f | \
-	.[] | select(.Action=="output" and .Test != null and (.Output | test("_test\\.go:[0-9]+: "))) | \
-	select((.Package + " " + .Test) as $$k | $$f | index($$k)) | "  \(.Test): \(.Output | sub("^ +"; "") | rtrimstr("\n"))"' | head -60
+# last: each test's (and subtest's) final outcome, "Package Test" -> pass|fail|skip, over
+# the event logs slurped (a test run again after failing counts as it ended).
+last = (reduce (.[] | select(.Test != null and (.Action == "pass" or .Action == "fail" or .Action == "skip"))) as $$e \
+	({}; .[$$e.Package + " " + $$e.Test] = $$e.Action))
+# count: "P passed, F failed, S skipped" over the event logs on stdin (tests and subtests, as
+# they ended), and how many of the passed ones passed only when run again.
+count = jq -rs '$(last) as $$l | ($$l | [.[]]) as $$a | \
+	([.[] | select(.Action == "fail" and .Test != null) | .Package + " " + .Test | select($$l[.] == "pass")] | unique | length) as $$r | \
+	"\([$$a[]|select(.=="pass")]|length) passed, \([$$a[]|select(.=="fail")]|length) failed, \([$$a[]|select(.=="skip")]|length) skipped\(if $$r > 0 then " (\($$r) of the passed failed first and passed when run again)" else "" end)"'
+# failures OUTCOME: the messages (t.Error/t.Fatal/t.Log lines of _test.go files, with their
+# continuation lines; not the agents' logs the tests print) of each test that failed and
+# ended OUTCOME (fail: failed; pass: failed, then passed when run again), at most 60 lines,
+# over the event logs on stdin: the end of a run says why without scrolling back.
+failures = jq -rs '$(last) as $$l | foreach (.[] | select(.Action == "output" and .Test != null)) as $$e \
+	({k: "", in: false, line: null}; ($$e.Package + " " + $$e.Test) as $$k | \
+	if ($$e.Output | test("^ *[A-Za-z0-9_.-]+\\.go:[0-9]+: ")) then ($$e.Output | test("_test\\.go:[0-9]+: ")) as $$t | {k: $$k, in: $$t, line: (if $$t then $$e else null end)} \
+	elif (.k == $$k and .in and ($$e.Output | test("^        "))) then .line = $$e else {k: $$k, in: false, line: null} end; \
+	select(.line != null and $$l[.k] == "$(1)") | "  \(.line.Test): \(.line.Output | sub("^ +"; "") | rtrimstr("\n"))")' | head -60
 test:
 	@rm -rf /tmp/weft-stages.txt $(TEST_LOG) $(TEST_RESULTS) $(CURDIR)/.cache/bg-*
 	$(call stage,deps,$(MAKE) --no-print-directory deps)
@@ -198,7 +208,16 @@ wait-kind-programs:
 # collide, and their tests mostly wait (handshakes, timeouts, the API
 # server). gotestsum prints a line per test as it ends and each failure's
 # output at the end; the whole verbose log is in $(TEST_RESULTS)/lab-e2e.json.
+# The unit tests are not run again: they do not wait on the machine.
 LAB_PARALLEL ?= 2
+# A lab test that fails is run once more (at most LAB_RERUN_MAX of them: more
+# failures than that is a break, not timing), alone, and counts as it ended;
+# the run's summary says how many passed only then, and the end of the log
+# shows why they failed first. The lab's tests measure pauses and wait for
+# handshakes on 2 cores that also build the kind stage's programs at nice 19;
+# a stall of the machine must not throw away a run, a real fault fails twice.
+LAB_RERUNS ?= 1
+LAB_RERUN_MAX ?= 4
 LAB_PKGS = $(GO) list ./e2e/... | grep -v -e '/e2e$$' -e '/e2e/kind$$' -e '/e2e/upstream$$'
 test-lab: build controlplane $(HELM) $(PROMTOOL) $(GOTESTSUM)
 	@mkdir -p $(TEST_RESULTS); set -o pipefail; \
@@ -207,10 +226,13 @@ test-lab: build controlplane $(HELM) $(PROMTOOL) $(GOTESTSUM)
 		$(call gotestsum_run,lab,-count=1 -p 1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -vxF "$$lab")); \
 		status=$$?; \
 		echo ">> the lab's packages, $(LAB_PARALLEL) at once:" $$lab; \
-		$(GOTESTSUM) --format testname --junitfile $(TEST_RESULTS)/lab-e2e.xml --jsonfile $(TEST_RESULTS)/lab-e2e.json -- \
-			-count=1 -p $(LAB_PARALLEL) -timeout $(TEST_TIMEOUT) $$lab 2>&1 | tee -a $(TEST_LOG) || status=1; \
+		$(GOTESTSUM) --format testname --junitfile $(TEST_RESULTS)/lab-e2e.xml --jsonfile $(TEST_RESULTS)/lab-e2e.json \
+			--rerun-fails=$(LAB_RERUNS) --rerun-fails-max-failures=$(LAB_RERUN_MAX) --packages="$$lab" -- \
+			-count=1 -p $(LAB_PARALLEL) -timeout $(TEST_TIMEOUT) 2>&1 | tee -a $(TEST_LOG) || status=1; \
 		echo "lab tests: $$(cat $(TEST_RESULTS)/lab*.json | $(count))"; \
-		[ $$status = 0 ] || { echo ">> why the failed lab tests failed:"; cat $(TEST_RESULTS)/lab*.json | $(failures); }; \
+		again=$$(cat $(TEST_RESULTS)/lab-e2e.json | $(call failures,pass)); \
+		[ -z "$$again" ] || printf '%s\n%s\n' ">> lab tests that failed, then passed when run again (timing under load, or a flake to fix):" "$$again"; \
+		[ $$status = 0 ] || { echo ">> why the failed lab tests failed:"; cat $(TEST_RESULTS)/lab*.json | $(call failures,fail); }; \
 		exit $$status
 
 # test-kind runs the kind e2e suite and the upstream CI subset on one cluster
@@ -340,7 +362,7 @@ e2e-kind: build $(GOTESTSUM) $(HELM) $(PROMETHEUS)
 	@mkdir -p $(TEST_RESULTS); set -o pipefail; KUBECTL=$(KUBECTL) WEFT_BIN_DIR=$(BIN) WEFT_HELM=$(HELM) WEFT_PROMETHEUS=$(PROMETHEUS) WEFT_IMAGE_NEXT=$(IMAGE_NEXT) IPERF3_IMAGE=$$(grep iperf3 .cache/kind-test-images) \
 		$(call gotestsum_run,kind,-tags kind -count=1 -timeout 30m ./e2e/kind/); \
 		status=$$?; \
-		[ $$status = 0 ] || { echo ">> why the failed kind tests failed:"; cat $(TEST_RESULTS)/kind.json | $(failures); }; \
+		[ $$status = 0 ] || { echo ">> why the failed kind tests failed:"; cat $(TEST_RESULTS)/kind.json | $(call failures,fail); }; \
 		if [ -n "$(E2E_UPSTREAM_CI)" ]; then $(MAKE) --no-print-directory e2e-upstream-ci 2>&1 | tee -a $(TEST_LOG) || status=1; \
 			$(MAKE) --no-print-directory e2e-cnp-ci 2>&1 | tee -a $(TEST_LOG) || status=1; fi; \
 		[ -n "$$WEFT_KIND_KEEP" ] || $(MAKE) --no-print-directory kind-down; \

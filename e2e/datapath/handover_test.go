@@ -68,8 +68,8 @@ func (h *handoverLab) replace(t *testing.T, n *netlab.Node, extra ...string) (ol
 // ping with nothing happening just before, is added to it (idle, 5-15 ms;
 // beside the rest of make test on 2 cores, 40 ms and more). One handover
 // may still meet a scheduling stall of its own: each node is handed over
-// up to twice, every figure is printed, and the better of the two must be
-// within the budget. A real cost (a lost session, a retransmission
+// up to three times (the jitter measured again before each retry), every
+// figure is printed, and one of them must be within the budget. A real cost (a lost session, a retransmission
 // timeout) is over it every time.
 func TestHandoverIsHitless(t *testing.T) {
 	newHandoverLab(t).hitless(t)
@@ -90,13 +90,7 @@ func TestHandoverDuringKeyRotation(t *testing.T) {
 // hitless hands each node's agent over under the stream and the ping
 // (TestHandoverIsHitless).
 func (h *handoverLab) hitless(t *testing.T) {
-	var pingBase time.Duration
-	streamBase := h.stream.Across(t, "nothing", func() {
-		pingBase, _ = h.ping.Across(t, "nothing", func() { time.Sleep(time.Second) })
-	})
-	t.Logf("nothing happening: the stream's longest pause %v, the ping's longest gap %v",
-		streamBase.Round(time.Millisecond), pingBase.Round(time.Millisecond))
-	h.streamBudget, h.pingBudget = handoverBudget+streamBase, handoverBudget+max(pingBase-10*time.Millisecond, 0)
+	h.measureJitter(t)
 	for _, st := range []struct {
 		what string
 		n    *netlab.Node
@@ -105,8 +99,11 @@ func (h *handoverLab) hitless(t *testing.T) {
 		{"handover of the receiving node's agent", h.n2},
 	} {
 		var problems []string
-		for attempt := 1; attempt <= 2; attempt++ {
-			problems = h.handOver(t, fmt.Sprintf("%s (%d of 2)", st.what, attempt), st.n)
+		for attempt := 1; attempt <= handoverAttempts; attempt++ {
+			if attempt > 1 {
+				h.measureJitter(t) // the stall may be the machine's: look again
+			}
+			problems = h.handOver(t, fmt.Sprintf("%s (%d of %d)", st.what, attempt, handoverAttempts), st.n)
 			if len(problems) == 0 {
 				break
 			}
@@ -117,6 +114,29 @@ func (h *handoverLab) hitless(t *testing.T) {
 	}
 	// Both nodes' agents are new ones; the mesh is whole.
 	h.c.WaitMesh(10 * time.Second)
+}
+
+// handoverAttempts is how often a node is handed over before a miss of the
+// budget fails the test: beside the rest of make test (builds at nice 19
+// on 2 cores) a scheduling stall of 50-100 ms is not rare, while a real
+// cost (a lost session: WireGuard's 5 s retry; a retransmission timeout:
+// 200 ms and more) is over the budget every time.
+const handoverAttempts = 3
+
+// measureJitter measures the stream's longest pause and the ping's longest
+// gap over a second with nothing happening, and raises the budgets to the
+// handover's own plus that (never lowers them: the worst the machine has
+// shown in this test).
+func (h *handoverLab) measureJitter(t *testing.T) {
+	t.Helper()
+	var pingBase time.Duration
+	streamBase := h.stream.Across(t, "nothing", func() {
+		pingBase, _ = h.ping.Across(t, "nothing", func() { time.Sleep(time.Second) })
+	})
+	t.Logf("nothing happening: the stream's longest pause %v, the ping's longest gap %v",
+		streamBase.Round(time.Millisecond), pingBase.Round(time.Millisecond))
+	h.streamBudget = max(h.streamBudget, handoverBudget+streamBase)
+	h.pingBudget = max(h.pingBudget, handoverBudget+max(pingBase-10*time.Millisecond, 0))
 }
 
 // handOver replaces n's agent under the stream and the ping, checks what

@@ -237,7 +237,15 @@ func TestImpostorCannotAgreeAKey(t *testing.T) {
 				t.Fatalf("%s agreed a key with a host claiming node2's identity", target.Name)
 			}
 		}
-		if v := c.Metric(target, `weft_pq_failures_total{reason="auth"}`); v < 5 {
+		// The responder counts a failure when it has checked the message,
+		// which may be a moment after the impostor has seen the refusal.
+		var v float64
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if v = c.Metric(target, `weft_pq_failures_total{reason="auth"}`); v >= 5 || time.Now().After(deadline) {
+				break
+			}
+		}
+		if v < 5 {
 			t.Errorf("%s counted %v authentication failures, want 5", target.Name, v)
 		}
 	}
