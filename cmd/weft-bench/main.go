@@ -1,7 +1,8 @@
 // Command weft-bench runs weft's benchmark harness (`make bench`), and the
 // small helpers it runs inside lab namespaces: a TCP request/response server
 // and client, and wg-configure, which configures a WireGuard device through
-// wgctrl. `weft-bench gossip` measures memberlist profiles (gossip.go).
+// wgctrl. `weft-bench gossip` measures memberlist profiles (gossip.go),
+// `weft-bench gossip-scale` memberlist over many processes (gossipscale.go).
 package main
 
 import (
@@ -40,6 +41,8 @@ func main() {
 			err = table(os.Args[2:])
 		case "gossip":
 			err = gossipProfiles(os.Args[2:])
+		case "gossip-scale":
+			err = gossipScale(os.Args[2:])
 		case "lab":
 			err = keepLab(os.Args[2:])
 		default:

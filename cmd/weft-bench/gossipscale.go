@@ -1,0 +1,415 @@
+package main
+
+import (
+	"bufio"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/weftnet/weft/peer"
+	"github.com/weftnet/weft/source/gossip"
+)
+
+// gossipScale measures memberlist as the agents run it (a profile's
+// timings, encrypted, each member announcing node metadata of a real
+// node's size) with the members spread over several processes, as many as
+// this machine carries, and models the cost per node at larger sizes from
+// what it measured (issue 31: gossip at thousands of members).
+//
+// What a member costs splits in two. Probes and gossip run at fixed
+// intervals whatever the size (measured: CPU and bytes sent per member
+// over an idle window). Push-pull, memberlist's anti-entropy, sends the
+// whole member list: its size grows with N, its interval with log2(N)
+// (memberlist's pushPullScale). It is measured per exchange (bytes each
+// side sends, CPU of both sides) and modelled per member: each member
+// starts one exchange per interval and answers one on average.
+//
+//	weft-bench gossip-scale --profile kubernetes --members 250,500,1000 --per 50
+func gossipScale(args []string) error {
+	fs := flag.NewFlagSet("weft-bench gossip-scale", flag.ContinueOnError)
+	profile := fs.String("profile", gossip.Kubernetes, "gossip profile: standalone or kubernetes")
+	members := fs.String("members", "250,500,1000", "member counts")
+	per := fs.Int("per", 50, "members per process")
+	idle := fs.Duration("idle", 30*time.Second, "how long probes and gossip are measured, once every member sees every other")
+	model := fs.Int("model", 5000, "the size the cost is modelled at")
+	child := fs.Bool("child", false, "run members in this process (the parent starts each so)")
+	seed := fs.String("seed", "", "child: the address to join")
+	total := fs.Int("total", 0, "child: the members in all")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *per < 2 || *per > 200 {
+		return fmt.Errorf("--per %d: want 2-200", *per)
+	}
+	if *child {
+		return gossipScaleChild(*profile, *per, *total, *seed)
+	}
+	fmt.Printf("gossip at scale, profile %s, encrypted, %d members per process, metadata ~%d bytes a member (each its own)\n", *profile, *per, len(benchMeta(1234)))
+	fmt.Println("members\tprocesses\tsettled\tprobe+gossip CPU %/member\tprobe+gossip B/s sent/member\tpush-pull bytes/side\tpush-pull CPU ms/exchange\tpush-pull every\tmodel CPU %/member\tmodel B/s sent/member")
+	var last *scaleRow
+	for _, s := range strings.Split(*members, ",") {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 2**per || n > 4000 {
+			return fmt.Errorf("--members %q: want %d-4000", s, 2**per)
+		}
+		r, err := gossipScaleRun(*profile, n, *per, *idle)
+		if err != nil {
+			return fmt.Errorf("%d members: %w", n, err)
+		}
+		r.print(*profile)
+		last = r
+	}
+	if last != nil {
+		// Probes and gossip as measured at the largest size; push-pull's
+		// bytes and CPU grow with the member list (linearly from the
+		// largest size), its interval with log2(N).
+		m := *last
+		f := float64(*model) / float64(last.n)
+		m.n, m.procs, m.settle = *model, 0, "modelled"
+		m.ppBytes *= f
+		m.ppCPU = time.Duration(float64(m.ppCPU) * f)
+		m.print(*profile)
+	}
+	return nil
+}
+
+// scaleRow is one size's figures.
+type scaleRow struct {
+	n, procs     int
+	settle       string
+	cpuPct       float64 // probes and gossip, % of a core per member
+	udpBps       float64 // probes and gossip, bytes/s sent per member
+	ppBytes      float64 // one push-pull: bytes each side sends
+	ppCPU        time.Duration
+	pushPullTime time.Duration
+}
+
+func (r *scaleRow) print(profile string) {
+	c, _ := gossip.MemberlistConfig(profile)
+	r.pushPullTime = pushPullEvery(c.PushPullInterval, r.n)
+	// Per member and interval: the exchange it starts and, on average,
+	// one it answers: its state sent twice, and the CPU of one exchange
+	// (its side of two).
+	secs := r.pushPullTime.Seconds()
+	cpu := r.cpuPct + r.ppCPU.Seconds()/secs*100
+	bps := r.udpBps + 2*r.ppBytes/secs
+	procs := strconv.Itoa(r.procs)
+	if r.procs == 0 {
+		procs = "-"
+	}
+	fmt.Printf("%d\t%s\t%s\t%.4f\t%.0f\t%.0f\t%.2f\t%v\t%.4f\t%.0f\n", r.n, procs, r.settle, r.cpuPct, r.udpBps, r.ppBytes,
+		float64(r.ppCPU.Microseconds())/1000, r.pushPullTime, cpu, bps)
+}
+
+// pushPullEvery is memberlist's push-pull interval at n members
+// (pushPullScale: the interval times ceil(log2(n/32))+1 beyond 32).
+func pushPullEvery(interval time.Duration, n int) time.Duration {
+	if n <= 32 {
+		return interval
+	}
+	return time.Duration(math.Ceil(math.Log2(float64(n))-5)+1) * interval
+}
+
+// scaleChild is a child process and its lines.
+type scaleChild struct {
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	lines *bufio.Scanner
+}
+
+func (c *scaleChild) ask(q string) ([]string, error) {
+	if _, err := fmt.Fprintln(c.in, q); err != nil {
+		return nil, err
+	}
+	if !c.lines.Scan() {
+		return nil, fmt.Errorf("a member process ended: %v", c.lines.Err())
+	}
+	return strings.Fields(c.lines.Text()), nil
+}
+
+func gossipScaleRun(profile string, n, per int, idle time.Duration) (*scaleRow, error) {
+	var children []*scaleChild
+	defer func() {
+		for _, c := range children {
+			_ = c.in.Close()
+			_ = c.cmd.Process.Kill()
+			_ = c.cmd.Wait()
+		}
+	}()
+	start := func(m int, seed string) (*scaleChild, error) {
+		cmd := exec.Command(os.Args[0], "gossip-scale", "--child", "--profile", profile, "--per", strconv.Itoa(m), "--total", strconv.Itoa(n), "--seed", seed)
+		cmd.Stderr = os.Stderr
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return nil, err
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		c := &scaleChild{cmd: cmd, in: in, lines: bufio.NewScanner(out)}
+		children = append(children, c)
+		if !c.lines.Scan() { // "up ADDR" once its members have joined
+			return nil, errors.New("a member process ended before its members joined")
+		}
+		return c, nil
+	}
+	first, err := start(per, "")
+	if err != nil {
+		return nil, err
+	}
+	seed := strings.TrimPrefix(first.lines.Text(), "up ")
+	for left := n - per; left > 0; left -= per {
+		if _, err := start(min(per, left), seed); err != nil {
+			return nil, err
+		}
+	}
+	r := &scaleRow{n: n, procs: len(children), settle: "> 5m"}
+	t0 := time.Now()
+	for time.Since(t0) < 5*time.Minute {
+		least := n
+		for _, c := range children {
+			f, err := c.ask("count")
+			if err != nil {
+				return nil, err
+			}
+			v, _ := strconv.Atoi(f[0])
+			least = min(least, v)
+		}
+		if least == n {
+			r.settle = time.Since(t0).Round(100 * time.Millisecond).String()
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	// The joins' broadcasts die down (retransmitted ~4·log10(N) times).
+	time.Sleep(15 * time.Second)
+	// One push-pull's cost, both ends in one process (the first).
+	pp, err := first.ask("pushpull 10")
+	if err != nil {
+		return nil, err
+	}
+	ppNS, _ := strconv.ParseFloat(pp[0], 64)
+	r.ppBytes, _ = strconv.ParseFloat(pp[1], 64)
+	r.ppCPU = time.Duration(ppNS)
+	// Probes and gossip: every process over the same window; push-pulls
+	// that fell in it are taken out at their measured cost.
+	var wg sync.WaitGroup
+	res := make([][]string, len(children))
+	errs := make([]error, len(children))
+	for i, c := range children {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i], errs[i] = c.ask("measure " + idle.String())
+		}()
+	}
+	wg.Wait()
+	var cpu, udp, streams float64
+	for i := range res {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		v := make([]float64, len(res[i]))
+		for j, s := range res[i] {
+			v[j], _ = strconv.ParseFloat(s, 64)
+		}
+		cpu, udp, streams = cpu+v[0], udp+v[1], streams+v[2]
+	}
+	cpu = max(cpu-streams*float64(r.ppCPU), 0)
+	r.cpuPct = cpu / float64(idle) * 100 / float64(n)
+	r.udpBps = udp / idle.Seconds() / float64(n)
+	return r, nil
+}
+
+// benchMeta is the metadata a dual-stack node announces (its own key,
+// endpoint, two pod CIDRs, a second address), different for each i as real
+// nodes' are (memberlist compresses push-pull: alike metadata would
+// flatter it).
+func benchMeta(i int) []byte {
+	k, _ := wgtypes.GeneratePrivateKey()
+	a, b := byte(i>>8), byte(i)
+	v4 := netip.AddrFrom4([4]byte{10, 99, a, b})
+	v6 := netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x99, 14: a, 15: b})
+	out, err := peer.EncodeMeta(peer.NodeInfo{PublicKey: k.PublicKey(), Endpoint: netip.AddrPortFrom(v4, 51820),
+		PodCIDRs: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 128 + a>>4, a<<4 | b>>4, b << 4}), 28),
+			netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x10, 2, 0x44, 6: a, 7: b}), 64)},
+		NodeAddrs: []netip.Addr{v4, v6}})
+	if err != nil {
+		panic(err) // fixed input
+	}
+	return out
+}
+
+type metaDelegate []byte
+
+func (d metaDelegate) NodeMeta(int) []byte                  { return d }
+func (metaDelegate) NotifyMsg([]byte)                       {}
+func (metaDelegate) GetBroadcasts(int, int) [][]byte        { return nil }
+func (metaDelegate) LocalState(bool) []byte                 { return nil }
+func (metaDelegate) MergeRemoteState(buf []byte, join bool) {}
+
+// countingTransport counts what a member sends: datagrams (probes, acks,
+// gossip) and bytes written on streams (push-pull, either side).
+type countingTransport struct {
+	*memberlist.NetTransport
+	udp, streamBytes, streams atomic.Int64
+	in                        chan net.Conn
+}
+
+func newCountingTransport() (*countingTransport, error) {
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}, Logger: log.New(io.Discard, "", 0)})
+	if err != nil {
+		return nil, err
+	}
+	t := &countingTransport{NetTransport: nt, in: make(chan net.Conn)}
+	go func() {
+		for c := range nt.StreamCh() {
+			t.in <- &countingConn{Conn: c, n: &t.streamBytes}
+		}
+	}()
+	return t, nil
+}
+
+func (t *countingTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	t.udp.Add(int64(len(b)))
+	return t.NetTransport.WriteTo(b, addr)
+}
+
+func (t *countingTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	t.udp.Add(int64(len(b)))
+	return t.NetTransport.WriteToAddress(b, a)
+}
+
+func (t *countingTransport) DialAddressTimeout(a memberlist.Address, d time.Duration) (net.Conn, error) {
+	c, err := t.NetTransport.DialAddressTimeout(a, d)
+	if err != nil {
+		return nil, err
+	}
+	t.streams.Add(1)
+	return &countingConn{Conn: c, n: &t.streamBytes}, nil
+}
+
+func (t *countingTransport) DialTimeout(addr string, d time.Duration) (net.Conn, error) {
+	return t.DialAddressTimeout(memberlist.Address{Addr: addr}, d)
+}
+
+func (t *countingTransport) StreamCh() <-chan net.Conn { return t.in }
+
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// gossipScaleChild runs m members, joined to seed (or the first of them
+// the seed), and answers the parent's questions on stdin: count (the
+// fewest members any of its members sees), pushpull K (CPU and bytes of
+// one exchange between two of its members), measure D (CPU, datagram
+// bytes sent and streams started over D).
+func gossipScaleChild(profile string, m, total int, seed string) error {
+	key := make([]byte, 32) // every process the same key, as every node
+	copy(key, "weft-bench gossip-scale key 0001")
+	var buf [2]byte
+	_, _ = rand.Read(buf[:])
+	first := int(buf[0])<<8 | int(buf[1]) // this process's first member's metadata number
+	var ms []*memberlist.Memberlist
+	var trs []*countingTransport
+	for i := range m {
+		c, err := gossip.MemberlistConfig(profile)
+		if err != nil {
+			return err
+		}
+		tr, err := newCountingTransport()
+		if err != nil {
+			return err
+		}
+		var name [6]byte
+		_, _ = rand.Read(name[:])
+		c.Name = fmt.Sprintf("node-%x", name)
+		c.Transport, c.SecretKey, c.Delegate = tr, key, metaDelegate(benchMeta(first+i))
+		c.Logger = log.New(io.Discard, "", 0)
+		ml, err := memberlist.Create(c)
+		if err != nil {
+			return err
+		}
+		ms, trs = append(ms, ml), append(trs, tr)
+		if seed == "" && i == 0 {
+			seed = net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ml.LocalNode().Port)))
+			continue
+		}
+		if _, err := ml.Join([]string{seed}); err != nil {
+			return err
+		}
+	}
+	fmt.Println("up", seed)
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		switch {
+		case len(f) == 1 && f[0] == "count":
+			least := total
+			for _, ml := range ms {
+				least = min(least, ml.NumMembers())
+			}
+			fmt.Println(least)
+		case len(f) == 2 && f[0] == "pushpull":
+			k, _ := strconv.Atoi(f[1])
+			to := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ms[1].LocalNode().Port)))
+			b0 := trs[0].streamBytes.Load() + trs[1].streamBytes.Load()
+			c0 := cpuTime()
+			for range k {
+				if _, err := ms[0].Join([]string{to}); err != nil {
+					return err
+				}
+			}
+			cpu := cpuTime() - c0
+			b := trs[0].streamBytes.Load() + trs[1].streamBytes.Load() - b0
+			fmt.Println(int64(cpu)/int64(k), b/int64(2*k))
+		case len(f) == 2 && f[0] == "measure":
+			d, err := time.ParseDuration(f[1])
+			if err != nil {
+				return err
+			}
+			sum := func() (udp, streams int64) {
+				for _, t := range trs {
+					udp, streams = udp+t.udp.Load(), streams+t.streams.Load()
+				}
+				return
+			}
+			u0, s0 := sum()
+			c0 := cpuTime()
+			time.Sleep(d)
+			cpu := cpuTime() - c0
+			u1, s1 := sum()
+			fmt.Println(int64(cpu), u1-u0, s1-s0)
+		default:
+			return fmt.Errorf("unknown request %q", sc.Text())
+		}
+	}
+	return sc.Err()
+}
