@@ -210,12 +210,13 @@ wait-kind-programs:
 # output at the end; the whole verbose log is in $(TEST_RESULTS)/lab-e2e.json.
 # The unit tests are not run again: they do not wait on the machine.
 LAB_PARALLEL ?= 2
-# A lab test that fails is run once more (at most LAB_RERUN_MAX of them: more
-# failures than that is a break, not timing), alone, and counts as it ended;
-# the run's summary says how many passed only then, and the end of the log
-# shows why they failed first. The lab's tests measure pauses and wait for
-# handshakes on 2 cores that also build the kind stage's programs at nice 19;
-# a stall of the machine must not throw away a run, a real fault fails twice.
+# A lab test that fails is run once more, whole (its subtests share a set-up),
+# if at most LAB_RERUN_MAX failed (more is a break, not timing), and counts
+# as it ended; the run's summary says how many passed only then, and the end
+# of the log shows why they failed first. The lab's tests measure pauses and
+# wait for handshakes on 2 cores that also build the kind stage's programs at
+# nice 19: a stall of the machine must not throw away a run; a real fault
+# fails twice.
 LAB_RERUNS ?= 1
 LAB_RERUN_MAX ?= 4
 LAB_PKGS = $(GO) list ./e2e/... | grep -v -e '/e2e$$' -e '/e2e/kind$$' -e '/e2e/upstream$$'
@@ -227,7 +228,7 @@ test-lab: build controlplane $(HELM) $(PROMTOOL) $(GOTESTSUM)
 		status=$$?; \
 		echo ">> the lab's packages, $(LAB_PARALLEL) at once:" $$lab; \
 		$(GOTESTSUM) --format testname --junitfile $(TEST_RESULTS)/lab-e2e.xml --jsonfile $(TEST_RESULTS)/lab-e2e.json \
-			--rerun-fails=$(LAB_RERUNS) --rerun-fails-max-failures=$(LAB_RERUN_MAX) --packages="$$lab" -- \
+			--rerun-fails=$(LAB_RERUNS) --rerun-fails-max-failures=$(LAB_RERUN_MAX) --rerun-fails-run-root-test --packages="$$lab" -- \
 			-count=1 -p $(LAB_PARALLEL) -timeout $(TEST_TIMEOUT) 2>&1 | tee -a $(TEST_LOG) || status=1; \
 		echo "lab tests: $$(cat $(TEST_RESULTS)/lab*.json | $(count))"; \
 		again=$$(cat $(TEST_RESULTS)/lab-e2e.json | $(call failures,pass)); \
