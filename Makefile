@@ -155,11 +155,11 @@ count = jq -rs '$(last) as $$l | ($$l | [.[]]) as $$a | \
 # continuation lines; not the agents' logs the tests print) of each test that failed and
 # ended OUTCOME (fail: failed; pass: failed, then passed when run again), at most 60 lines,
 # over the event logs on stdin: the end of a run says why without scrolling back.
-failures = jq -rs '$(last) as $$l | foreach (.[] | select(.Action == "output" and .Test != null)) as $$e \
+failures = jq -rs '$(last) as $$l | (reduce (.[] | select(.Test != null and .Action == "fail")) as $$e ({}; .[$$e.Package + " " + $$e.Test] = true)) as $$f | foreach (.[] | select(.Action == "output" and .Test != null)) as $$e \
 	({k: "", in: false, line: null}; ($$e.Package + " " + $$e.Test) as $$k | \
 	if ($$e.Output | test("^ *[A-Za-z0-9_.-]+\\.go:[0-9]+: ")) then ($$e.Output | test("_test\\.go:[0-9]+: ")) as $$t | {k: $$k, in: $$t, line: (if $$t then $$e else null end)} \
 	elif (.k == $$k and .in and ($$e.Output | test("^        "))) then .line = $$e else {k: $$k, in: false, line: null} end; \
-	select(.line != null and $$l[.k] == "$(1)") | "  \(.line.Test): \(.line.Output | sub("^ +"; "") | rtrimstr("\n"))")' | head -60
+	select(.line != null and $$f[.k] and $$l[.k] == "$(1)") | "  \(.line.Test): \(.line.Output | sub("^ +"; "") | rtrimstr("\n"))")' | head -60
 test:
 	@rm -rf /tmp/weft-stages.txt $(TEST_LOG) $(TEST_RESULTS) $(CURDIR)/.cache/bg-*
 	$(call stage,deps,$(MAKE) --no-print-directory deps)
