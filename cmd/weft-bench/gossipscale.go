@@ -9,6 +9,7 @@ import (
 	"io"
 	"log"
 	"math"
+	mrand "math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -183,10 +184,11 @@ func gossipScaleRun(profile string, n, per int, idle time.Duration) (*scaleRow, 
 			return nil, err
 		}
 	}
-	r := &scaleRow{n: n, procs: len(children), settle: "> 5m"}
+	r := &scaleRow{n: n, procs: len(children)}
 	t0 := time.Now()
+	least := 0
 	for time.Since(t0) < 5*time.Minute {
-		least := n
+		least = n
 		for _, c := range children {
 			f, err := c.ask("count")
 			if err != nil {
@@ -201,8 +203,26 @@ func gossipScaleRun(profile string, n, per int, idle time.Duration) (*scaleRow, 
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	// The joins' broadcasts die down (retransmitted ~4·log10(N) times).
-	time.Sleep(15 * time.Second)
+	if r.settle == "" {
+		r.settle = fmt.Sprintf("> 5m (the fewest seen %d)", least)
+	}
+	// The joins' broadcasts die down: each is retransmitted ~4·log10(N)
+	// times, a few per gossip round, so N joins keep gossip busy for a
+	// minute or more. Wait until the datagrams sent stop falling (two
+	// 10 s windows within 10 % of each other), at most 5 minutes.
+	quiet, prev := "> 5m", math.Inf(1)
+	for t1 := time.Now(); time.Since(t1) < 5*time.Minute; {
+		w, err := measureAll(children, 10*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		if w.udp <= 1.1*prev && w.udp >= 0.9*prev {
+			quiet = time.Since(t1).Round(time.Second).String()
+			break
+		}
+		prev = w.udp
+	}
+	r.settle += ", quiet after " + quiet
 	// One push-pull's cost, both ends in one process (the first).
 	pp, err := first.ask("pushpull 10")
 	if err != nil {
@@ -213,6 +233,23 @@ func gossipScaleRun(profile string, n, per int, idle time.Duration) (*scaleRow, 
 	r.ppCPU = time.Duration(ppNS)
 	// Probes and gossip: every process over the same window; push-pulls
 	// that fell in it are taken out at their measured cost.
+	w, err := measureAll(children, idle)
+	if err != nil {
+		return nil, err
+	}
+	cpu, udp, streams := w.cpu, w.udp, w.streams
+	cpu = max(cpu-streams*float64(r.ppCPU), 0)
+	r.cpuPct = cpu / float64(idle) * 100 / float64(n)
+	r.udpBps = udp / idle.Seconds() / float64(n)
+	return r, nil
+}
+
+// window is what all members did over one window: CPU (ns), datagram
+// bytes sent, streams started.
+type window struct{ cpu, udp, streams float64 }
+
+// measureAll measures every process over the same window d.
+func measureAll(children []*scaleChild, d time.Duration) (window, error) {
 	var wg sync.WaitGroup
 	res := make([][]string, len(children))
 	errs := make([]error, len(children))
@@ -220,25 +257,25 @@ func gossipScaleRun(profile string, n, per int, idle time.Duration) (*scaleRow, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res[i], errs[i] = c.ask("measure " + idle.String())
+			res[i], errs[i] = c.ask("measure " + d.String())
 		}()
 	}
 	wg.Wait()
-	var cpu, udp, streams float64
+	var w window
 	for i := range res {
 		if errs[i] != nil {
-			return nil, errs[i]
+			return w, errs[i]
 		}
-		v := make([]float64, len(res[i]))
+		if len(res[i]) != 3 {
+			return w, fmt.Errorf("a member process answered %q", res[i])
+		}
+		v := make([]float64, 3)
 		for j, s := range res[i] {
 			v[j], _ = strconv.ParseFloat(s, 64)
 		}
-		cpu, udp, streams = cpu+v[0], udp+v[1], streams+v[2]
+		w.cpu, w.udp, w.streams = w.cpu+v[0], w.udp+v[1], w.streams+v[2]
 	}
-	cpu = max(cpu-streams*float64(r.ppCPU), 0)
-	r.cpuPct = cpu / float64(idle) * 100 / float64(n)
-	r.udpBps = udp / idle.Seconds() / float64(n)
-	return r, nil
+	return w, nil
 }
 
 // benchMeta is the metadata a dual-stack node announces (its own key,
@@ -362,7 +399,20 @@ func gossipScaleChild(profile string, m, total int, seed string) error {
 			seed = net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ml.LocalNode().Port)))
 			continue
 		}
-		if _, err := ml.Join([]string{seed}); err != nil {
+		// The seed, or a member of this process already in (the
+		// seed answers a push-pull of the whole list per join: spread
+		// them); a join that times out on the busy machine is tried again.
+		to := seed
+		if i > 0 {
+			to = net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ms[mrand.IntN(i)].LocalNode().Port)))
+		}
+		for try := 0; try < 5; try++ {
+			if _, err = ml.Join([]string{to}); err == nil {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		if err != nil {
 			return err
 		}
 	}
