@@ -69,8 +69,8 @@ func (h *handoverLab) replace(t *testing.T, n *netlab.Node, extra ...string) (ol
 // beside the rest of make test on 2 cores, 40 ms and more). One handover
 // may still meet a scheduling stall of its own: each node is handed over
 // up to three times (the jitter measured again before each retry), every
-// figure is printed, and one of them must be within the budget. A real cost (a lost session, a retransmission
-// timeout) is over it every time.
+// figure is printed, and one of them must be within the budget. A real
+// cost (a lost session, a retransmission timeout) is over it every time.
 func TestHandoverIsHitless(t *testing.T) {
 	newHandoverLab(t).hitless(t)
 }
