@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,27 +40,31 @@ func gossipScale(args []string) error {
 	per := fs.Int("per", 50, "members per process")
 	idle := fs.Duration("idle", 30*time.Second, "how long probes and gossip are measured, once every member sees every other")
 	model := fs.Int("model", 5000, "the size the cost is modelled at")
+	probe := fs.Duration("probe", 0, "probe interval instead of the profile's (0: the profile's)")
+	gossipEvery := fs.Duration("gossip", 0, "gossip interval instead of the profile's (0: the profile's)")
+	compress := fs.Bool("compress", true, "memberlist compresses messages (its default; false: as --gossip-compress=false)")
+	cpuprofile := fs.String("cpuprofile", "", "a directory: the first member process writes a CPU profile of each size's measured window there (<members>.pprof)")
 	child := fs.Bool("child", false, "run members in this process (the parent starts each so)")
 	seed := fs.String("seed", "", "child: the address to join")
 	total := fs.Int("total", 0, "child: the members in all")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *child {
+		return gossipScaleChild(childConfig{profile: *profile, probe: *probe, gossip: *gossipEvery, compress: *compress, cpuprofile: *cpuprofile}, *per, *total, *seed)
+	}
 	if *per < 2 || *per > 200 {
 		return fmt.Errorf("--per %d: want 2-200", *per)
 	}
-	if *child {
-		return gossipScaleChild(*profile, *per, *total, *seed)
-	}
 	fmt.Printf("gossip at scale, profile %s, encrypted, %d members per process, metadata ~%d bytes a member (each its own)\n", *profile, *per, len(benchMeta(1234)))
-	fmt.Println("members\tprocesses\tsettled\tprobe+gossip CPU %/member\tprobe+gossip B/s sent/member\tpush-pull bytes/side\tpush-pull CPU ms/exchange\tpush-pull every\tmodel CPU %/member\tmodel B/s sent/member")
+	fmt.Println("members\tprocesses\tsettled\tprobe+gossip CPU %/member\talone: CPU %\tempty process: CPU %\tprobe+gossip B/s sent/member\tpush-pull bytes/side\tpush-pull CPU ms/exchange\tpush-pull every\tmodel CPU %/member\tmodel alone-empty: CPU %\tmodel B/s sent/member")
 	var last *scaleRow
 	for _, s := range strings.Split(*members, ",") {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 2**per || n > 4000 {
 			return fmt.Errorf("--members %q: want %d-4000", s, 2**per)
 		}
-		r, err := gossipScaleRun(*profile, n, *per, *idle)
+		r, err := gossipScaleRun(childConfig{profile: *profile, probe: *probe, gossip: *gossipEvery, compress: *compress, cpuprofile: *cpuprofile}, n, *per, *idle)
 		if err != nil {
 			return fmt.Errorf("%d members: %w", n, err)
 		}
@@ -85,6 +90,8 @@ type scaleRow struct {
 	n, procs     int
 	settle       string
 	cpuPct       float64 // probes and gossip, % of a core per member
+	alonePct     float64 // probes and gossip of the member alone in its process, % of a core
+	emptyPct     float64 // a process of no members beside them, % of a core
 	udpBps       float64 // probes and gossip, bytes/s sent per member
 	ppBytes      float64 // one push-pull: bytes each side sends
 	ppCPU        time.Duration
@@ -99,13 +106,14 @@ func (r *scaleRow) print(profile string) {
 	// (its side of two).
 	secs := r.pushPullTime.Seconds()
 	cpu := r.cpuPct + r.ppCPU.Seconds()/secs*100
+	aloneCPU := r.alonePct - r.emptyPct + r.ppCPU.Seconds()/secs*100
 	bps := r.udpBps + 2*r.ppBytes/secs
 	procs := strconv.Itoa(r.procs)
 	if r.procs == 0 {
 		procs = "-"
 	}
-	fmt.Printf("%d\t%s\t%s\t%.4f\t%.0f\t%.0f\t%.2f\t%v\t%.4f\t%.0f\n", r.n, procs, r.settle, r.cpuPct, r.udpBps, r.ppBytes,
-		float64(r.ppCPU.Microseconds())/1000, r.pushPullTime, cpu, bps)
+	fmt.Printf("%d\t%s\t%s\t%.4f\t%.4f\t%.4f\t%.0f\t%.0f\t%.2f\t%v\t%.4f\t%.4f\t%.0f\n", r.n, procs, r.settle, r.cpuPct, r.alonePct, r.emptyPct, r.udpBps, r.ppBytes,
+		float64(r.ppCPU.Microseconds())/1000, r.pushPullTime, cpu, aloneCPU, bps)
 }
 
 // pushPullEvery is memberlist's push-pull interval at n members
@@ -134,7 +142,7 @@ func (c *scaleChild) ask(q string) ([]string, error) {
 	return strings.Fields(c.lines.Text()), nil
 }
 
-func gossipScaleRun(profile string, n, per int, idle time.Duration) (*scaleRow, error) {
+func gossipScaleRun(cc childConfig, n, per int, idle time.Duration) (*scaleRow, error) {
 	var children []*scaleChild
 	defer func() {
 		for _, c := range children {
@@ -144,7 +152,15 @@ func gossipScaleRun(profile string, n, per int, idle time.Duration) (*scaleRow, 
 		}
 	}()
 	start := func(m int, seed string) (*scaleChild, error) {
-		cmd := exec.Command(os.Args[0], "gossip-scale", "--child", "--profile", profile, "--per", strconv.Itoa(m), "--total", strconv.Itoa(n), "--seed", seed)
+		args := []string{"gossip-scale", "--child", "--profile", cc.profile, "--probe", cc.probe.String(), "--gossip", cc.gossip.String(), "--compress=" + strconv.FormatBool(cc.compress), "--per", strconv.Itoa(m), "--total", strconv.Itoa(n), "--seed", seed}
+		switch {
+		case cc.cpuprofile == "":
+		case seed == "":
+			args = append(args, "--cpuprofile", filepath.Join(cc.cpuprofile, fmt.Sprintf("%d.pprof", n)))
+		case m == 1:
+			args = append(args, "--cpuprofile", filepath.Join(cc.cpuprofile, fmt.Sprintf("%d-alone.pprof", n)))
+		}
+		cmd := exec.Command(os.Args[0], args...)
 		cmd.Stderr = os.Stderr
 		in, err := cmd.StdinPipe()
 		if err != nil {
@@ -169,10 +185,24 @@ func gossipScaleRun(profile string, n, per int, idle time.Duration) (*scaleRow, 
 		return nil, err
 	}
 	seed := strings.TrimPrefix(first.lines.Text(), "up ")
-	for left := n - per; left > 0; left -= per {
+	for left := n - per - 1; left > 0; left -= per {
 		if _, err := start(min(per, left), seed); err != nil {
 			return nil, err
 		}
+	}
+	// One member alone in its process, as an agent runs it: its CPU is
+	// the node's own, its Go runtime's included (the others share theirs
+	// among per members).
+	alone, err := start(1, seed)
+	if err != nil {
+		return nil, err
+	}
+	// And a process of no members: what a Go process of this program
+	// costs on this machine with nothing to do (alone - empty is the
+	// member's own cost).
+	empty, err := start(0, seed)
+	if err != nil {
+		return nil, err
 	}
 	r := &scaleRow{n: n, procs: len(children)}
 	t0 := time.Now()
@@ -202,15 +232,19 @@ func gossipScaleRun(profile string, n, per int, idle time.Duration) (*scaleRow, 
 	// 10 s windows within 10 % of each other), at most 5 minutes.
 	quiet, prev := "> 5m", math.Inf(1)
 	for t1 := time.Now(); time.Since(t1) < 5*time.Minute; {
-		w, err := measureAll(children, 10*time.Second)
+		ws, err := measureAll(children, 10*time.Second)
 		if err != nil {
 			return nil, err
 		}
-		if w.udp <= 1.1*prev && w.udp >= 0.9*prev {
+		udp := 0.0
+		for _, w := range ws {
+			udp += w.udp
+		}
+		if udp <= 1.1*prev && udp >= 0.9*prev {
 			quiet = time.Since(t1).Round(time.Second).String()
 			break
 		}
-		prev = w.udp
+		prev = udp
 	}
 	r.settle += ", quiet after " + quiet
 	// One push-pull's cost, both ends in one process (the first).
@@ -223,14 +257,26 @@ func gossipScaleRun(profile string, n, per int, idle time.Duration) (*scaleRow, 
 	r.ppCPU = time.Duration(ppNS)
 	// Probes and gossip: every process over the same window; push-pulls
 	// that fell in it are taken out at their measured cost.
-	w, err := measureAll(children, idle)
+	ws, err := measureAll(children, idle)
 	if err != nil {
 		return nil, err
 	}
-	cpu, udp, streams := w.cpu, w.udp, w.streams
-	cpu = max(cpu-streams*float64(r.ppCPU), 0)
-	r.cpuPct = cpu / float64(idle) * 100 / float64(n)
-	r.udpBps = udp / idle.Seconds() / float64(n)
+	var w window
+	for i, c := range ws {
+		if children[i] != empty {
+			w.cpu, w.udp, w.streams = w.cpu+c.cpu, w.udp+c.udp, w.streams+c.streams
+		}
+	}
+	r.cpuPct = max(w.cpu-w.streams*float64(r.ppCPU), 0) / float64(idle) * 100 / float64(n)
+	r.udpBps = w.udp / idle.Seconds() / float64(n)
+	for i, c := range ws {
+		switch children[i] {
+		case alone:
+			r.alonePct = max(c.cpu-c.streams*float64(r.ppCPU), 0) / float64(idle) * 100
+		case empty:
+			r.emptyPct = c.cpu / float64(idle) * 100
+		}
+	}
 	return r, nil
 }
 
@@ -239,7 +285,7 @@ func gossipScaleRun(profile string, n, per int, idle time.Duration) (*scaleRow, 
 type window struct{ cpu, udp, streams float64 }
 
 // measureAll measures every process over the same window d.
-func measureAll(children []*scaleChild, d time.Duration) (window, error) {
+func measureAll(children []*scaleChild, d time.Duration) ([]window, error) {
 	var wg sync.WaitGroup
 	res := make([][]string, len(children))
 	errs := make([]error, len(children))
@@ -251,19 +297,19 @@ func measureAll(children []*scaleChild, d time.Duration) (window, error) {
 		}()
 	}
 	wg.Wait()
-	var w window
+	out := make([]window, len(children))
 	for i := range res {
 		if errs[i] != nil {
-			return w, errs[i]
+			return nil, errs[i]
 		}
 		if len(res[i]) != 3 {
-			return w, fmt.Errorf("a member process answered %q", res[i])
+			return nil, fmt.Errorf("a member process answered %q", res[i])
 		}
 		v := make([]float64, 3)
 		for j, s := range res[i] {
 			v[j], _ = strconv.ParseFloat(s, 64)
 		}
-		w.cpu, w.udp, w.streams = w.cpu+v[0], w.udp+v[1], w.streams+v[2]
+		out[i] = window{cpu: v[0], udp: v[1], streams: v[2]}
 	}
-	return w, nil
+	return out, nil
 }

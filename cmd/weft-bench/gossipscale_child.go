@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -110,12 +111,21 @@ func (c *countingConn) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// childConfig is what every member process is started with.
+type childConfig struct {
+	profile    string        // gossip.MemberlistConfig's
+	probe      time.Duration // instead of the profile's probe interval, if not 0
+	gossip     time.Duration // instead of the profile's gossip interval, if not 0
+	compress   bool          // memberlist's EnableCompression
+	cpuprofile string        // a file: the CPU profile of each measured window, the last one kept
+}
+
 // gossipScaleChild runs m members, joined to seed (or the first of them
 // the seed), and answers the parent's questions on stdin: count (the
 // fewest members any of its members sees), pushpull K (CPU and bytes of
 // one exchange between two of its members), measure D (CPU, datagram
 // bytes sent and streams started over D).
-func gossipScaleChild(profile string, m, total int, seed string) error {
+func gossipScaleChild(cc childConfig, m, total int, seed string) error {
 	key := make([]byte, 32) // every process the same key, as every node
 	copy(key, "weft-bench gossip-scale key 0001")
 	var buf [2]byte
@@ -124,10 +134,17 @@ func gossipScaleChild(profile string, m, total int, seed string) error {
 	var ms []*memberlist.Memberlist
 	var trs []*countingTransport
 	for i := range m {
-		c, err := gossip.MemberlistConfig(profile)
+		c, err := gossip.MemberlistConfig(cc.profile)
 		if err != nil {
 			return err
 		}
+		if cc.probe > 0 {
+			c.ProbeInterval = cc.probe
+		}
+		if cc.gossip > 0 {
+			c.GossipInterval = cc.gossip
+		}
+		c.EnableCompression = cc.compress
 		tr, err := newCountingTransport()
 		if err != nil {
 			return err
@@ -198,10 +215,17 @@ func gossipScaleChild(profile string, m, total int, seed string) error {
 				}
 				return
 			}
+			stop, err := startCPUProfile(cc.cpuprofile)
+			if err != nil {
+				return err
+			}
 			u0, s0 := sum()
 			c0 := cpuTime()
 			time.Sleep(d)
 			cpu := cpuTime() - c0
+			if err := stop(); err != nil {
+				return err
+			}
 			u1, s1 := sum()
 			fmt.Println(int64(cpu), u1-u0, s1-s0)
 		default:
@@ -209,4 +233,23 @@ func gossipScaleChild(profile string, m, total int, seed string) error {
 		}
 	}
 	return sc.Err()
+}
+
+// startCPUProfile profiles this process into path until stop; "": nothing.
+func startCPUProfile(path string) (stop func() error, err error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }

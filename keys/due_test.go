@@ -1,0 +1,105 @@
+package keys
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/weftnet/weft/peer"
+)
+
+// restingDev is a device on which every peer rests, its set built once
+// (as the mesh builds it once per change).
+type restingDev map[wgtypes.Key]bool
+
+func (d restingDev) Dormant() map[wgtypes.Key]bool               { return d }
+func (restingDev) LastHandshake(wgtypes.Key) (time.Time, bool) { return time.Time{}, false }
+func (restingDev) write(wgtypes.Key, bool) (bool, error)         { return false, nil }
+
+// restingManager is a key manager of n pairs whose peers all rest, each
+// pair looked at once (so each is next due in 5 s).
+func restingManager(tb testing.TB, n int) (*Manager, []peer.NodeInfo) {
+	tb.Helper()
+	priv, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dev := restingDev{}
+	k, err := New(Config{Mode: Preferred, Rotation: time.Hour, Port: 1, Key: priv, Device: dev, Write: dev.write,
+		Metrics: prometheus.NewRegistry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	peers := make([]peer.NodeInfo, n)
+	for i := range peers {
+		pk, err := wgtypes.GeneratePrivateKey()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		peers[i] = peer.NodeInfo{Name: fmt.Sprintf("node%d", i), PublicKey: pk.PublicKey(),
+			Endpoint: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), 51820)}
+		dev[peers[i].PublicKey] = true
+	}
+	k.Update(peers)
+	k.startDue(context.Background())
+	return k, peers
+}
+
+// TestRestingPairsWaitTheirTurn: a pass starts no exchange with resting
+// peers, looks at a resting pair that fell due again 5 s on, and leaves
+// the pairs not due alone.
+func TestRestingPairsWaitTheirTurn(t *testing.T) {
+	k, peers := restingManager(t, 100)
+	if d := time.Until(k.startDue(context.Background())); d < 900*time.Millisecond {
+		t.Fatalf("a pass with nothing due looks again in %v, want the 1 s cap", d)
+	}
+	k.mu.Lock()
+	p := k.pairs[peers[42].PublicKey]
+	p.next = time.Now().Add(-time.Millisecond)
+	before := map[wgtypes.Key]time.Time{}
+	for pub, q := range k.pairs {
+		before[pub] = q.next
+	}
+	k.mu.Unlock()
+	k.startDue(context.Background())
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if d := time.Until(p.next); d < 4*time.Second || d > 5*time.Second {
+		t.Errorf("the resting pair that fell due is next due in %v, want 5 s", d)
+	}
+	for pub, q := range k.pairs {
+		if q != p && !q.next.Equal(before[pub]) {
+			t.Errorf("pair %s, not due, was moved from %v to %v", q.name, before[pub], q.next)
+		}
+	}
+	if n := len(k.run); n != 0 {
+		t.Errorf("%d exchanges started with resting peers", n)
+	}
+}
+
+// BenchmarkStartDueResting is one pass of the key loop (it passes every
+// second) at 5000 pairs whose peers rest, a fifth of them due: each
+// resting pair is looked at every 5 s.
+func BenchmarkStartDueResting(b *testing.B) {
+	const n = 5000
+	k, peers := restingManager(b, n)
+	ctx := context.Background()
+	i := 0
+	for b.Loop() {
+		past := time.Now().Add(-time.Millisecond)
+		k.mu.Lock()
+		for range n / 5 {
+			k.pairs[peers[i%n].PublicKey].next = past
+			i++
+		}
+		k.mu.Unlock()
+		k.startDue(ctx)
+	}
+}
