@@ -19,9 +19,9 @@ import (
 // (as the mesh builds it once per change).
 type restingDev map[wgtypes.Key]bool
 
-func (d restingDev) Dormant() map[wgtypes.Key]bool               { return d }
+func (d restingDev) Dormant() map[wgtypes.Key]bool             { return d }
 func (restingDev) LastHandshake(wgtypes.Key) (time.Time, bool) { return time.Time{}, false }
-func (restingDev) write(wgtypes.Key, bool) (bool, error)         { return false, nil }
+func (restingDev) write(wgtypes.Key, bool) (bool, error)       { return false, nil }
 
 // restingManager is a key manager of n pairs whose peers all rest, each
 // pair looked at once (so each is next due in 5 s).
