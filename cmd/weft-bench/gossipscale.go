@@ -57,7 +57,7 @@ func gossipScale(args []string) error {
 		return fmt.Errorf("--per %d: want 2-200", *per)
 	}
 	fmt.Printf("gossip at scale, profile %s, encrypted, %d members per process, metadata ~%d bytes a member (each its own)\n", *profile, *per, len(benchMeta(1234)))
-	fmt.Println("members\tprocesses\tsettled\tprobe+gossip CPU %/member\talone: CPU %\tempty process: CPU %\tprobe+gossip B/s sent/member\tpush-pull bytes/side\tpush-pull CPU ms/exchange\tpush-pull every\tmodel CPU %/member\tmodel alone-empty: CPU %\tmodel B/s sent/member")
+	fmt.Println("members\tprocesses\tsettled\tprobe+gossip CPU %/member\talone: CPU %\talone: datagrams out/in per s\tempty process: CPU %\tprobe+gossip B/s sent/member\tpush-pull bytes/side\tpush-pull CPU ms/exchange\tpush-pull every\tmodel CPU %/member\tmodel alone-empty: CPU %\tmodel B/s sent/member")
 	var last *scaleRow
 	for _, s := range strings.Split(*members, ",") {
 		n, err := strconv.Atoi(s)
@@ -92,6 +92,8 @@ type scaleRow struct {
 	cpuPct       float64 // probes and gossip, % of a core per member
 	alonePct     float64 // probes and gossip of the member alone in its process, % of a core
 	emptyPct     float64 // a process of no members beside them, % of a core
+	aloneOut     float64 // datagrams the member alone sent, per second
+	aloneIn      float64 // and received
 	udpBps       float64 // probes and gossip, bytes/s sent per member
 	ppBytes      float64 // one push-pull: bytes each side sends
 	ppCPU        time.Duration
@@ -112,7 +114,7 @@ func (r *scaleRow) print(profile string) {
 	if r.procs == 0 {
 		procs = "-"
 	}
-	fmt.Printf("%d\t%s\t%s\t%.4f\t%.4f\t%.4f\t%.0f\t%.0f\t%.2f\t%v\t%.4f\t%.4f\t%.0f\n", r.n, procs, r.settle, r.cpuPct, r.alonePct, r.emptyPct, r.udpBps, r.ppBytes,
+	fmt.Printf("%d\t%s\t%s\t%.4f\t%.4f\t%.2f/%.2f\t%.4f\t%.0f\t%.0f\t%.2f\t%v\t%.4f\t%.4f\t%.0f\n", r.n, procs, r.settle, r.cpuPct, r.alonePct, r.aloneOut, r.aloneIn, r.emptyPct, r.udpBps, r.ppBytes,
 		float64(r.ppCPU.Microseconds())/1000, r.pushPullTime, cpu, aloneCPU, bps)
 }
 
@@ -227,24 +229,31 @@ func gossipScaleRun(cc childConfig, n, per int, idle time.Duration) (*scaleRow, 
 		r.settle = fmt.Sprintf("> 5m (the fewest seen %d)", least)
 	}
 	// The joins' broadcasts die down: each is retransmitted ~4·log10(N)
-	// times, a few per gossip round, so N joins keep gossip busy for a
-	// minute or more. Wait until the datagrams sent stop falling (two
-	// 10 s windows within 10 % of each other), at most 5 minutes.
-	quiet, prev := "> 5m", math.Inf(1)
-	for t1 := time.Now(); time.Since(t1) < 5*time.Minute; {
+	// times, a few per gossip round, so N joins keep gossip busy for
+	// minutes. Idle, a member sends a ping per probe interval and answers
+	// one on average: wait (at most 10 minutes) until the members send at
+	// most 1.5 times that in a 10 s window. (Two windows alike, the first
+	// rule, took a slow steady fall for quiet at 500 with gossip 1 s.)
+	probe := cc.probe
+	if probe == 0 {
+		c, _ := gossip.MemberlistConfig(cc.profile)
+		probe = c.ProbeInterval
+	}
+	idleRate := 2 / probe.Seconds() // datagrams a member sends per second, idle
+	quiet := "> 10m: not idle, the figures include the joins' gossip"
+	for t1 := time.Now(); time.Since(t1) < 10*time.Minute; {
 		ws, err := measureAll(children, 10*time.Second)
 		if err != nil {
 			return nil, err
 		}
-		udp := 0.0
+		sent := 0.0
 		for _, w := range ws {
-			udp += w.udp
+			sent += w.sent
 		}
-		if udp <= 1.1*prev && udp >= 0.9*prev {
+		if sent/10/float64(n) <= 1.5*idleRate {
 			quiet = time.Since(t1).Round(time.Second).String()
 			break
 		}
-		prev = udp
 	}
 	r.settle += ", quiet after " + quiet
 	// One push-pull's cost, both ends in one process (the first).
@@ -273,6 +282,7 @@ func gossipScaleRun(cc childConfig, n, per int, idle time.Duration) (*scaleRow, 
 		switch children[i] {
 		case alone:
 			r.alonePct = max(c.cpu-c.streams*float64(r.ppCPU), 0) / float64(idle) * 100
+			r.aloneOut, r.aloneIn = c.sent/idle.Seconds(), c.received/idle.Seconds()
 		case empty:
 			r.emptyPct = c.cpu / float64(idle) * 100
 		}
@@ -280,9 +290,9 @@ func gossipScaleRun(cc childConfig, n, per int, idle time.Duration) (*scaleRow, 
 	return r, nil
 }
 
-// window is what all members did over one window: CPU (ns), datagram
-// bytes sent, streams started.
-type window struct{ cpu, udp, streams float64 }
+// window is what members did over one window: CPU (ns), datagram bytes
+// sent, streams started, datagrams sent and received.
+type window struct{ cpu, udp, streams, sent, received float64 }
 
 // measureAll measures every process over the same window d.
 func measureAll(children []*scaleChild, d time.Duration) ([]window, error) {
@@ -302,14 +312,14 @@ func measureAll(children []*scaleChild, d time.Duration) ([]window, error) {
 		if errs[i] != nil {
 			return nil, errs[i]
 		}
-		if len(res[i]) != 3 {
+		if len(res[i]) != 5 {
 			return nil, fmt.Errorf("a member process answered %q", res[i])
 		}
-		v := make([]float64, 3)
+		v := make([]float64, 5)
 		for j, s := range res[i] {
 			v[j], _ = strconv.ParseFloat(s, 64)
 		}
-		out[i] = window{cpu: v[0], udp: v[1], streams: v[2]}
+		out[i] = window{cpu: v[0], udp: v[1], streams: v[2], sent: v[3], received: v[4]}
 	}
 	return out, nil
 }

@@ -58,7 +58,9 @@ func (metaDelegate) MergeRemoteState(buf []byte, join bool) {}
 type countingTransport struct {
 	*memberlist.NetTransport
 	udp, streamBytes, streams atomic.Int64
+	sent, received            atomic.Int64 // datagrams
 	in                        chan net.Conn
+	packets                   chan *memberlist.Packet
 }
 
 func newCountingTransport() (*countingTransport, error) {
@@ -66,10 +68,16 @@ func newCountingTransport() (*countingTransport, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &countingTransport{NetTransport: nt, in: make(chan net.Conn)}
+	t := &countingTransport{NetTransport: nt, in: make(chan net.Conn), packets: make(chan *memberlist.Packet)}
 	go func() {
 		for c := range nt.StreamCh() {
 			t.in <- &countingConn{Conn: c, n: &t.streamBytes}
+		}
+	}()
+	go func() {
+		for p := range nt.PacketCh() {
+			t.received.Add(1)
+			t.packets <- p
 		}
 	}()
 	return t, nil
@@ -77,11 +85,13 @@ func newCountingTransport() (*countingTransport, error) {
 
 func (t *countingTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	t.udp.Add(int64(len(b)))
+	t.sent.Add(1)
 	return t.NetTransport.WriteTo(b, addr)
 }
 
 func (t *countingTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
 	t.udp.Add(int64(len(b)))
+	t.sent.Add(1)
 	return t.NetTransport.WriteToAddress(b, a)
 }
 
@@ -99,6 +109,8 @@ func (t *countingTransport) DialTimeout(addr string, d time.Duration) (net.Conn,
 }
 
 func (t *countingTransport) StreamCh() <-chan net.Conn { return t.in }
+
+func (t *countingTransport) PacketCh() <-chan *memberlist.Packet { return t.packets }
 
 type countingConn struct {
 	net.Conn
@@ -209,9 +221,10 @@ func gossipScaleChild(cc childConfig, m, total int, seed string) error {
 			if err != nil {
 				return err
 			}
-			sum := func() (udp, streams int64) {
+			sum := func() (udp, streams, sent, received int64) {
 				for _, t := range trs {
 					udp, streams = udp+t.udp.Load(), streams+t.streams.Load()
+					sent, received = sent+t.sent.Load(), received+t.received.Load()
 				}
 				return
 			}
@@ -219,15 +232,15 @@ func gossipScaleChild(cc childConfig, m, total int, seed string) error {
 			if err != nil {
 				return err
 			}
-			u0, s0 := sum()
+			u0, s0, d0, r0 := sum()
 			c0 := cpuTime()
 			time.Sleep(d)
 			cpu := cpuTime() - c0
 			if err := stop(); err != nil {
 				return err
 			}
-			u1, s1 := sum()
-			fmt.Println(int64(cpu), u1-u0, s1-s0)
+			u1, s1, d1, r1 := sum()
+			fmt.Println(int64(cpu), u1-u0, s1-s0, d1-d0, r1-r0)
 		default:
 			return fmt.Errorf("unknown request %q", sc.Text())
 		}
