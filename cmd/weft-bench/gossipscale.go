@@ -32,6 +32,11 @@ import (
 // side sends, CPU of both sides) and modelled per member: each member
 // starts one exchange per interval and answers one on average.
 //
+// The members of one process share its Go runtime; an agent's member does
+// not. So beside the cluster run one member alone in its process (what a
+// node pays, its runtime's wake-ups included) and an empty process (the
+// control): "alone - empty" is the member's own cost.
+//
 //	weft-bench gossip-scale --profile kubernetes --members 250,500,1000 --per 50
 func gossipScale(args []string) error {
 	fs := flag.NewFlagSet("weft-bench gossip-scale", flag.ContinueOnError)
@@ -42,8 +47,8 @@ func gossipScale(args []string) error {
 	model := fs.Int("model", 5000, "the size the cost is modelled at")
 	probe := fs.Duration("probe", 0, "probe interval instead of the profile's (0: the profile's)")
 	gossipEvery := fs.Duration("gossip", 0, "gossip interval instead of the profile's (0: the profile's)")
-	compress := fs.Bool("compress", true, "memberlist compresses messages (its default; false: as --gossip-compress=false)")
-	cpuprofile := fs.String("cpuprofile", "", "a directory: the first member process writes a CPU profile of each size's measured window there (<members>.pprof)")
+	compress := fs.Bool("compress", true, "memberlist compresses messages (its default, and the agents'; false: measure it off)")
+	cpuprofile := fs.String("cpuprofile", "", "a directory: CPU profiles of each size's measured window, of the first process (<members>.pprof) and of the member alone (<members>-alone.pprof)")
 	child := fs.Bool("child", false, "run members in this process (the parent starts each so)")
 	seed := fs.String("seed", "", "child: the address to join")
 	total := fs.Int("total", 0, "child: the members in all")
