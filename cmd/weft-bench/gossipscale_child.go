@@ -136,7 +136,8 @@ type childConfig struct {
 // the seed), and answers the parent's questions on stdin: count (the
 // fewest members any of its members sees), pushpull K (CPU and bytes of
 // one exchange between two of its members), measure D (CPU, datagram
-// bytes sent and streams started over D).
+// bytes sent, streams started, datagrams sent and received over D). m
+// may be 1 (a member alone) or 0 (an empty process, the control).
 func gossipScaleChild(cc childConfig, m, total int, seed string) error {
 	key := make([]byte, 32) // every process the same key, as every node
 	copy(key, "weft-bench gossip-scale key 0001")
