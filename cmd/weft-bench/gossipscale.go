@@ -55,8 +55,9 @@ func gossipScale(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	cc := childConfig{profile: *profile, probe: *probe, gossip: *gossipEvery, compress: *compress, cpuprofile: *cpuprofile}
 	if *child {
-		return gossipScaleChild(childConfig{profile: *profile, probe: *probe, gossip: *gossipEvery, compress: *compress, cpuprofile: *cpuprofile}, *per, *total, *seed)
+		return gossipScaleChild(cc, *per, *total, *seed)
 	}
 	if *per < 2 || *per > 200 {
 		return fmt.Errorf("--per %d: want 2-200", *per)
@@ -69,7 +70,7 @@ func gossipScale(args []string) error {
 		if err != nil || n < 2**per || n > 4000 {
 			return fmt.Errorf("--members %q: want %d-4000", s, 2**per)
 		}
-		r, err := gossipScaleRun(childConfig{profile: *profile, probe: *probe, gossip: *gossipEvery, compress: *compress, cpuprofile: *cpuprofile}, n, *per, *idle)
+		r, err := gossipScaleRun(cc, n, *per, *idle)
 		if err != nil {
 			return fmt.Errorf("%d members: %w", n, err)
 		}
