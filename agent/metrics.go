@@ -81,7 +81,7 @@ func newMetrics() *metrics {
 		m.reconciles.WithLabelValues(r)
 		m.policySyncs.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.peers, m.rejections, m.reconciles, m.dormant, kube.APIRequests, m.policySyncs, m.policyPods, m.gossipLogs, m.gossipRefuse, m.httpRefused, m.directFailures, m.nftReasserts,
+	m.reg.MustRegister(m.peers, m.rejections, m.reconciles, m.dormant, kube.APIRequests, kube.APIReceived, m.policySyncs, m.policyPods, m.gossipLogs, m.gossipRefuse, m.httpRefused, m.directFailures, m.nftReasserts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

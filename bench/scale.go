@@ -53,6 +53,7 @@ type ScalePoint struct {
 	ChurnChanges        int     `json:"churnChanges"` // Node adds and deletes made
 	ChurnCPU            float64 `json:"churnCpuPct"`
 	ChurnAPIRequestsSec float64 `json:"churnApiRequestsPerSecond"`
+	ChurnWatchKBSec     float64 `json:"churnWatchKBPerSecond"` // API watch bytes read, KB/s
 	ChurnPeerWrites     float64 `json:"churnPeerWritesPerChange"`
 	ChurnRouteChanges   float64 `json:"churnRouteChangesPerChange"`
 	ChurnP50Millis      float64 `json:"churnP50Ms"`
@@ -121,6 +122,7 @@ func ScaleMarkdown(r *ScaleRun, svg string) string {
 	row("one Node added: API create → route on all 3", func(p ScalePoint) string { return fmt.Sprintf("%.0f ms", p.AddToRouteMillis) })
 	row("churn: CPU", func(p ScalePoint) string { return fmt.Sprintf("%.1f %%", p.ChurnCPU) })
 	row("churn: agent API requests", func(p ScalePoint) string { return fmt.Sprintf("%.2f /s", p.ChurnAPIRequestsSec) })
+	row("churn: API watch bytes read", func(p ScalePoint) string { return fmt.Sprintf("%.1f KB/s", p.ChurnWatchKBSec) })
 	row("churn: peer writes / route changes per Node change", func(p ScalePoint) string {
 		return fmt.Sprintf("%.2f / %.2f", p.ChurnPeerWrites, p.ChurnRouteChanges)
 	})

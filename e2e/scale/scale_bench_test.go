@@ -439,10 +439,11 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 		mu      sync.Mutex
 		wg      sync.WaitGroup
 	)
-	w0, r0, a0 := map[*netlab.Node]float64{}, map[*netlab.Node]int{}, map[*netlab.Node]float64{}
+	w0, r0, a0, wb0 := map[*netlab.Node]float64{}, map[*netlab.Node]int{}, map[*netlab.Node]float64{}, map[*netlab.Node]float64{}
 	for _, n := range live {
 		w0[n] = labtest.MetricSum(b, n, "weft_wireguard_peer_writes_total")
 		a0[n] = labtest.MetricSum(b, n, "weft_api_requests_total")
+		wb0[n] = labtest.MetricSum(b, n, `weft_api_received_bytes_total{verb="watch"}`)
 		r0[n], _, _ = watches[n].state(nil, false)
 	}
 	before := make([]float64, len(pids))
@@ -450,6 +451,10 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 		before[i] = cpuTicks(b, pid)
 	}
 	oldest, added := 0, next+1
+	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" {
+		// node1's CPU during the first half of the churn.
+		go saveProfile(b, live[0], "profile?seconds=30", fmt.Sprintf("%s/scale-%d-churn-cpu.pprof", dir, total))
+	}
 	tick := time.NewTicker(time.Second / time.Duration(2*p.ChurnPerSecond))
 	churnStart := time.Now()
 	for j := 0; j < 2*p.ChurnPerSecond*p.ChurnSeconds; j++ {
@@ -516,6 +521,7 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 		p.ChurnPeerWrites = max(p.ChurnPeerWrites, (labtest.MetricSum(b, n, "weft_wireguard_peer_writes_total")-w0[n])/float64(len(changes)))
 		p.ChurnRouteChanges = max(p.ChurnRouteChanges, float64(ev-r0[n])/float64(len(changes)))
 		p.ChurnAPIRequestsSec = max(p.ChurnAPIRequestsSec, (labtest.MetricSum(b, n, "weft_api_requests_total")-a0[n])/churnEl)
+		p.ChurnWatchKBSec = max(p.ChurnWatchKBSec, (labtest.MetricSum(b, n, `weft_api_received_bytes_total{verb="watch"}`)-wb0[n])/churnEl/1000)
 	}
 	slices.Sort(lat)
 	if len(lat) > 0 {
@@ -523,8 +529,8 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 		p.ChurnP99Millis = pct(lat, 0.99)
 		p.ChurnMaxMillis = lat[len(lat)-1]
 	}
-	b.Logf("N=%d: churn %d changes in %.1f s: CPU %.1f %%, %.2f API req/s, %.2f peer writes and %.2f route changes per change, p50 %.0f ms, p99 %.0f ms, max %.0f ms, %d never applied",
-		total, p.ChurnChanges, churnEl, p.ChurnCPU, p.ChurnAPIRequestsSec, p.ChurnPeerWrites, p.ChurnRouteChanges, p.ChurnP50Millis, p.ChurnP99Millis, p.ChurnMaxMillis, p.ChurnLost)
+	b.Logf("N=%d: churn %d changes in %.1f s: CPU %.1f %%, %.2f API req/s, %.1f watch KB/s, %.2f peer writes and %.2f route changes per change, p50 %.0f ms, p99 %.0f ms, max %.0f ms, %d never applied",
+		total, p.ChurnChanges, churnEl, p.ChurnCPU, p.ChurnAPIRequestsSec, p.ChurnWatchKBSec, p.ChurnPeerWrites, p.ChurnRouteChanges, p.ChurnP50Millis, p.ChurnP99Millis, p.ChurnMaxMillis, p.ChurnLost)
 	return p
 }
 
