@@ -323,7 +323,8 @@ func (a *Agent) applyMasquerade(ctx context.Context, peers []peer.NodeInfo, ext 
 	if a.masq != nil && a.masq.Equal(want) {
 		return nil
 	}
-	if err := nft.ApplyMasquerade(ctx, a.tables, want); err != nil {
+	if err := nft.ApplyMasquerade(ctx, a.tables, want, a.masq); err != nil {
+		a.masq = nil // unknown now: the next try writes it whole
 		return err
 	}
 	a.masq = &want

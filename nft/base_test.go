@@ -35,7 +35,7 @@ func writeBase(t *testing.T, nft knftables.Interface, masquerade, strict bool) {
 	}
 	pods := []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("fd00:10:244:1::/64")}
 	if err := ApplyMasquerade(ctx, nft, plan.Egress{Enabled: masquerade, Strict: strict, Tunnel: "weft0",
-		PodCIDRs: pods, NoMasquerade: pods, ClusterPods: pods}); err != nil {
+		PodCIDRs: pods, NoMasquerade: pods, ClusterPods: pods}, nil); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -16,31 +16,63 @@ import (
 // NoMasquerade. Pod to pod, pod to node and node to pod stay un-NATed.
 const MasqueradeChain = "egress-nat"
 
-// ApplyMasquerade replaces the masquerade chain and its sets in one
-// transaction, so there is no moment with half the rules.
-func ApplyMasquerade(ctx context.Context, nft knftables.Interface, m plan.Egress) error {
+// ApplyMasquerade brings the masquerade chain and its sets from prev (what
+// the last successful call wrote; nil: unknown) to m in one transaction, so
+// there is no moment with half the rules. When only the sets' members
+// differ it adds and deletes just those elements: at thousands of nodes the
+// sets hold every node's pod ranges and address, and writing them whole for
+// each Node change took nft a tenth of a second or more. Otherwise (the
+// first write, after a failed one, or a chain that changes) it replaces
+// the chain and the sets whole.
+func ApplyMasquerade(ctx context.Context, nft knftables.Interface, m plan.Egress, prev *plan.Egress) error {
+	if prev != nil && prev.Enabled == m.Enabled && prev.Strict == m.Strict && prev.Tunnel == m.Tunnel {
+		tx := nft.NewTransaction() // no table: if it is gone, this fails and the caller writes all
+		olds := egressSets(*prev)
+		for _, set := range egressSets(m) {
+			old := olds[set.name]
+			add, del := diffPrefixes(api.Disjoint(set.ps), api.Disjoint(old.ps))
+			// Deletes first: what stays of the old members is in the new,
+			// disjoint, set, so no added interval overlaps one left.
+			for _, p := range del {
+				if p.Addr().Is4() == set.v4 {
+					tx.Delete(&knftables.Element{Set: set.name, Key: []string{p.String()}})
+				}
+			}
+			for _, p := range add {
+				if p.Addr().Is4() == set.v4 {
+					tx.Add(&knftables.Element{Set: set.name, Key: []string{p.String()}})
+				}
+			}
+		}
+		if tx.NumOperations() == 0 {
+			return nil
+		}
+		if err := nft.Run(ctx, tx); err != nil {
+			return fmt.Errorf("nftables masquerade sets: %w", err)
+		}
+		return nil
+	}
 	tx := begin(nft)
 	chain := baseChain(MasqueradeChain, knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority,
 		"masquerade pod traffic leaving the cluster")
 	tx.Add(chain)
 	tx.Flush(chain)
+	sets := egressSets(m)
 	for _, fam := range families {
-		for _, set := range []struct {
-			name string
-			ps   []netip.Prefix
-		}{{podsSet + fam.suffix, m.PodCIDRs}, {"no-masquerade-" + fam.suffix, m.NoMasquerade}, {ClusterPodsSet + fam.suffix, m.ClusterPods}, {directSet + fam.suffix, m.Direct}} {
+		for _, name := range []string{podsSet, noMasqueradeSet, ClusterPodsSet, directSet} {
+			set := sets[name+fam.suffix]
 			s := &knftables.Set{Name: set.name, Type: fam.addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}}
 			tx.Add(s)
 			tx.Flush(s)
 			for _, p := range api.Disjoint(set.ps) {
 				if p.Addr().Is4() == fam.v4 {
-					tx.Add(&knftables.Element{Set: set.name, Key: []string{p.Masked().String()}})
+					tx.Add(&knftables.Element{Set: set.name, Key: []string{p.String()}})
 				}
 			}
 		}
 		if m.Enabled {
 			tx.Add(&knftables.Rule{Chain: MasqueradeChain, Rule: knftables.Concat(
-				fam.match, "saddr", "@"+podsSet+fam.suffix, fam.match, "daddr", "!=", "@no-masquerade-"+fam.suffix, "counter", "masquerade")})
+				fam.match, "saddr", "@"+podsSet+fam.suffix, fam.match, "daddr", "!=", "@"+noMasqueradeSet+fam.suffix, "counter", "masquerade")})
 		}
 	}
 	addStrict(tx, m)
@@ -49,6 +81,49 @@ func ApplyMasquerade(ctx context.Context, nft knftables.Interface, m plan.Egress
 	}
 	return nil
 }
+
+// egressSet is one of the egress sets of one family, with the ranges m
+// puts in it (both families: the caller picks).
+type egressSet struct {
+	name string
+	v4   bool
+	ps   []netip.Prefix
+}
+
+// egressSets are m's sets by name.
+func egressSets(m plan.Egress) map[string]egressSet {
+	out := map[string]egressSet{}
+	for _, fam := range families {
+		for _, s := range []egressSet{{podsSet, fam.v4, m.PodCIDRs}, {noMasqueradeSet, fam.v4, m.NoMasquerade}, {ClusterPodsSet, fam.v4, m.ClusterPods}, {directSet, fam.v4, m.Direct}} {
+			s.name += fam.suffix
+			out[s.name] = s
+		}
+	}
+	return out
+}
+
+// diffPrefixes returns what is in want and not in have, and the reverse.
+func diffPrefixes(want, have []netip.Prefix) (add, del []netip.Prefix) {
+	in := make(map[netip.Prefix]bool, len(have))
+	for _, p := range have {
+		in[p] = true
+	}
+	for _, p := range want {
+		if !in[p] {
+			add = append(add, p)
+		}
+		delete(in, p)
+	}
+	for _, p := range have {
+		if in[p] {
+			del = append(del, p)
+		}
+	}
+	return add, del
+}
+
+// noMasqueradeSet holds the destinations reached without NAT.
+const noMasqueradeSet = "no-masquerade-"
 
 // The strict-encryption chains and the set of direct-path pod ranges.
 const (

@@ -454,6 +454,8 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" {
 		// node1's CPU during the first half of the churn.
 		go saveProfile(b, live[0], "profile?seconds=30", fmt.Sprintf("%s/scale-%d-churn-cpu.pprof", dir, total))
+		// and where its time goes in 10 s of it (go tool trace -pprof=syscall).
+		go saveProfile(b, live[0], "trace?seconds=10", fmt.Sprintf("%s/scale-%d-churn.trace", dir, total))
 	}
 	tick := time.NewTicker(time.Second / time.Duration(2*p.ChurnPerSecond))
 	churnStart := time.Now()
