@@ -13,8 +13,9 @@ type Egress struct {
 	Enabled bool
 	// PodCIDRs are this node's pod ranges: sources to masquerade.
 	PodCIDRs []netip.Prefix
-	// NoMasquerade are destinations reached without NAT: every node's pod
-	// CIDRs, the nodes' own addresses and the operator's extra ranges.
+	// NoMasquerade are destinations reached without NAT: the cluster
+	// CIDRs, every node's pod CIDRs, the nodes' own addresses and the
+	// operator's extra ranges.
 	NoMasquerade []netip.Prefix
 	// ClusterPods are every pod address in the cluster: the cluster CIDRs
 	// and every node's pod CIDRs (for the agent-port guard).
@@ -34,13 +35,17 @@ func (e Egress) Equal(o Egress) bool {
 		slices.Equal(e.ClusterPods, o.ClusterPods) && slices.Equal(e.Direct, o.Direct) && e.Strict == o.Strict && e.Tunnel == o.Tunnel
 }
 
-// EgressNAT keeps the egress NAT in step with the mesh: every node's pod
-// CIDRs and addresses, and the operator's extra ranges, are reached without
-// NAT; the rest of the world sees the node's address.
+// EgressNAT keeps the egress NAT in step with the mesh: the cluster CIDRs,
+// every node's pod CIDRs and addresses, and the operator's extra ranges,
+// are reached without NAT; the rest of the world sees the node's address.
 // Peer objects' allowed IPs are reached without NAT too: they are in the mesh.
+// With cluster CIDRs (which every accepted peer's pod CIDRs are inside) the
+// sets hold those and no pod CIDR of a node: a Node that comes or goes
+// changes one element (its address), and nft, which reads the whole table
+// for any change, reads thousands fewer at thousands of nodes.
 func EgressNAT(enabled bool, extra, clusterCIDRs []netip.Prefix, self peer.NodeInfo, peers []peer.NodeInfo, externals ...peer.External) Egress {
 	e := Egress{Enabled: enabled, PodCIDRs: self.PodCIDRs}
-	no := slices.Clone(extra)
+	no := append(slices.Clone(extra), clusterCIDRs...)
 	for _, x := range externals {
 		no = append(no, x.AllowedIPs...)
 	}
