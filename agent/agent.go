@@ -55,11 +55,13 @@ type Agent struct {
 	gossip  *gossip.Source
 	metrics *metrics
 	ready   atomic.Bool
-	saved   []peer.NodeInfo
-	cniConf []byte // written once the first reconcile succeeds
+	saved   []peer.NodeInfo // in the peer cache (cache.go), saved at savedAt
+	savedAt time.Time
+	saveDue <-chan time.Time // a change waits to be saved
+	cniConf []byte           // written once the first reconcile succeeds
 	// published: the Node carries our annotations and condition (Kubernetes mode).
 	annotated, conditioned bool
-	masq                   *plan.Egress // last applied
+	egress                 *egress // the egress NAT (egress.go)
 	// selfLocation carries this Node's location when its label or
 	// annotation changes (Kubernetes mode): peers read it from the Node at
 	// once, so this end must too, or the two would disagree on the path.
@@ -259,6 +261,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 	if a.tables, err = nft.Open(); err != nil {
 		return err
 	}
+	a.egress = newEgress(a.tables, a.log)
 	if err := a.ensureBaseRules(ctx); err != nil {
 		return err
 	}

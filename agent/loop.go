@@ -17,12 +17,17 @@ import (
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/mesh"
-	"github.com/weftnet/weft/nft"
 	"github.com/weftnet/weft/peer"
 	"github.com/weftnet/weft/plan"
 )
 
 func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
+	// The egress sets' writer lives as long as the loop: after a handover
+	// the successor writes the table.
+	wctx, stopWriter := context.WithCancel(ctx)
+	writerDone := make(chan struct{})
+	go func() { a.egress.run(wctx); close(writerDone) }()
+	defer func() { stopWriter(); <-writerDone }()
 	resync := time.NewTicker(resyncInterval)
 	defer resync.Stop()
 	integrity := time.NewTicker(integrityInterval)
@@ -106,6 +111,10 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 			}
 			continue
 		case <-a.pq.Changed():
+		case <-a.egress.failed:
+		case <-a.saveDue:
+			a.savePending()
+			continue
 		case w := <-a.keyWrites:
 			wrote, err := a.writeKey(w.pub, w.fresh)
 			w.done <- keyWritten{wrote, err}
@@ -208,13 +217,7 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 		a.log.Error("egress masquerade failed; retrying", "err", err)
 		return true, err
 	}
-	if !slices.EqualFunc(peers, a.saved, peer.Same) {
-		if err := saveCache(a.cfg.StateDir, peers); err != nil {
-			a.log.Warn("cannot save peer cache", "err", err)
-		} else {
-			a.saved = peers
-		}
-	}
+	a.keepCache(peers)
 	if !a.ready.Load() {
 		if a.netpol != nil && !a.netpol.Healthy() {
 			a.log.Debug("waiting for network policy to be programmed before writing the CNI config")
@@ -315,20 +318,12 @@ func (a *Agent) live(peers []peer.NodeInfo) map[string]bool {
 	return out
 }
 
-// applyMasquerade programs the egress NAT plan.EgressNAT wants; it writes
-// nothing when nothing changed.
+// applyMasquerade programs the egress NAT plan.EgressNAT wants (egress.go);
+// it writes nothing when nothing changed.
 func (a *Agent) applyMasquerade(ctx context.Context, peers []peer.NodeInfo, ext []peer.External) error {
 	want := plan.EgressNAT(a.cfg.Masquerade, a.cfg.NoMasquerade, a.cfg.ClusterCIDRs, a.self, peers, ext...)
 	want.Strict, want.Tunnel = a.cfg.StrictEncryption, a.cfg.Interface
-	if a.masq != nil && a.masq.Equal(want) {
-		return nil
-	}
-	if err := nft.ApplyMasquerade(ctx, a.tables, want, a.masq); err != nil {
-		a.masq = nil // unknown now: the next try writes it whole
-		return err
-	}
-	a.masq = &want
-	return nil
+	return a.egress.apply(ctx, want)
 }
 
 // publish annotates this Node and sets its condition, once each; it reports

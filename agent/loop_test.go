@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"sync"
 	"syscall"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,6 +97,7 @@ func testAgent(t *testing.T, p *fakePlane) (*Agent, *knftables.Fake) {
 		extChanged: make(chan struct{}, 1), extRefused: map[string]string{}, rotateReq: make(chan chan error), keyWrites: make(chan keyWrite),
 		mesh: p, stopped: make(chan struct{}), tables: tables, mtu: 1420, bounds: peer.Bounds{Underlay: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}}
 	a.metrics = newMetrics()
+	a.egress = newEgress(tables, a.log)
 	a.http = httpapi.New(view{a}, a.metrics.reg, "/nowhere")
 	a.reg = peer.NewRegistry(self, false, a.bounds, a.rejected)
 	priv, _ := wgtypes.GeneratePrivateKey()
@@ -156,6 +158,10 @@ func TestReconcileTwiceWritesNothingTheSecondTime(t *testing.T) {
 		t.Errorf("reconciles{result=unchanged} = %v, want 1", got)
 	}
 
+	// A new peer's address joins the egress sets by the writer, by element.
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go a.egress.run(wctx)
 	a.reg.Set(peer.SourceGossip, testNode(t, "node3", 3))
 	if _, err := a.reconcile(ctx); err != nil {
 		t.Fatal(err)
@@ -164,11 +170,32 @@ func TestReconcileTwiceWritesNothingTheSecondTime(t *testing.T) {
 	if last := applied[len(applied)-1]; len(last.Peers) != 2 {
 		t.Errorf("after node3 joined the device was asked for %d peers, want 2", len(last.Peers))
 	}
-	if tables.LastTransaction == tx {
-		t.Error("node3's address was not exempted from egress NAT: no nftables transaction")
+	var last *knftables.Transaction
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		a.egress.writeMu.Lock()
+		last = tables.LastTransaction
+		a.egress.writeMu.Unlock()
+		if last != tx {
+			break
+		}
 	}
+	if last == tx {
+		t.Fatal("node3's address was not exempted from egress NAT: no nftables transaction")
+	}
+	if got := last.String(); !strings.Contains(got, "add element inet weft no-masquerade-v4 { 192.0.2.3/32 }") || strings.Contains(got, "flush") {
+		t.Errorf("node3's address was not added by element:\n%s", got)
+	}
+	// The cache was written less than cacheEvery ago: node3 waits its turn.
+	if inode(t, cache) != cacheIno || a.saveDue == nil {
+		t.Fatal("node3 joined within cacheEvery of the last save: want the save put off, not done at once nor dropped")
+	}
+	<-a.saveDue
+	a.savePending()
 	if inode(t, cache) == cacheIno {
 		t.Error("node3 is not in the peer cache")
+	}
+	if got, err := loadCache(a.cfg.StateDir); err != nil || len(got) != 2 {
+		t.Errorf("the peer cache holds %d peers (%v), want node2 and node3", len(got), err)
 	}
 }
 

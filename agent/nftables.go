@@ -52,7 +52,7 @@ func (a *Agent) reassertRules(ctx context.Context) (rewrote bool) {
 	if err := a.ensureBaseRules(ctx); err != nil {
 		a.log.Error("cannot restore weft's nftables rules", "err", err)
 	}
-	a.masq = nil // the next reconcile rewrites egress NAT
+	a.egress.forget() // the next reconcile rewrites egress NAT
 	if a.netpol != nil {
 		a.netpol.Enforcer().Forget()
 		a.netpol.Poke()
