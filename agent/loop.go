@@ -162,6 +162,8 @@ func (r retrier) after(again bool, err error) (d time.Duration, ok bool) {
 // here), or whether another pass is due soon: while passive peers wait for
 // their keepalive, or while the Node is not yet annotated.
 func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
+	start := time.Now()
+	defer func() { a.metrics.passSeconds.Observe(time.Since(start).Seconds()) }()
 	claims := a.reg.Peers()
 	peers := make([]peer.NodeInfo, len(claims))
 	for i, c := range claims {

@@ -54,6 +54,8 @@ type ScalePoint struct {
 	ChurnCPU            float64 `json:"churnCpuPct"`
 	ChurnAPIRequestsSec float64 `json:"churnApiRequestsPerSecond"`
 	ChurnWatchKBSec     float64 `json:"churnWatchKBPerSecond"` // API watch bytes read, KB/s
+	ChurnPassesSec      float64 `json:"churnPassesPerSecond"`  // reconcile passes
+	ChurnPassMillis     float64 `json:"churnPassMeanMs"`       // their mean duration
 	ChurnPeerWrites     float64 `json:"churnPeerWritesPerChange"`
 	ChurnRouteChanges   float64 `json:"churnRouteChangesPerChange"`
 	ChurnP50Millis      float64 `json:"churnP50Ms"`
@@ -123,6 +125,9 @@ func ScaleMarkdown(r *ScaleRun, svg string) string {
 	row("churn: CPU", func(p ScalePoint) string { return fmt.Sprintf("%.1f %%", p.ChurnCPU) })
 	row("churn: agent API requests", func(p ScalePoint) string { return fmt.Sprintf("%.2f /s", p.ChurnAPIRequestsSec) })
 	row("churn: API watch bytes read", func(p ScalePoint) string { return fmt.Sprintf("%.1f KB/s", p.ChurnWatchKBSec) })
+	row("churn: reconcile passes, mean pass", func(p ScalePoint) string {
+		return fmt.Sprintf("%.1f /s, %.0f ms", p.ChurnPassesSec, p.ChurnPassMillis)
+	})
 	row("churn: peer writes / route changes per Node change", func(p ScalePoint) string {
 		return fmt.Sprintf("%.2f / %.2f", p.ChurnPeerWrites, p.ChurnRouteChanges)
 	})
