@@ -110,6 +110,9 @@ func Agent() *dashboard.DashboardBuilder {
 		WithRow(dashboard.NewRowBuilder("Control loop")).
 		WithPanel(timeSeries("Reconciles", "ops", "Data plane reconciles per second, by result; errors for 5 minutes raise WeftReconcileFailing.",
 			query(`sum by (instance, result) (rate(weft_reconciles_total{`+node+`}[$__rate_interval]))`, "{{instance}} {{result}}"))).
+		WithPanel(timeSeries("Reconcile pass", "s", "How long one pass of the control loop takes, 50th and 99th percentile: a Node change waits for the pass under way and its own.",
+			query(`histogram_quantile(0.5, sum by (instance, le) (rate(weft_reconcile_duration_seconds_bucket{`+node+`}[$__rate_interval])))`, "{{instance}} p50"),
+			query(`histogram_quantile(0.99, sum by (instance, le) (rate(weft_reconcile_duration_seconds_bucket{`+node+`}[$__rate_interval])))`, "{{instance}} p99"))).
 		WithPanel(timeSeries("NetworkPolicy syncs", "ops", "NetworkPolicy syncs to nftables per second, by result; errors for 5 minutes raise WeftPolicySyncFailing.",
 			query(`sum by (instance, result) (rate(weft_policy_syncs_total{`+node+`}[$__rate_interval]))`, "{{instance}} {{result}}"))).
 		WithPanel(timeSeries("WireGuard writes", "ops", "Configuration writes and peers written per second: a Node change is O(1) writes.",
