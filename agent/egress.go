@@ -67,8 +67,13 @@ func (e *egress) apply(ctx context.Context, want plan.Egress) error {
 }
 
 // forget says the table is unknown (it was damaged): the next apply writes
-// it whole.
-func (e *egress) forget() { e.applied.Store(nil) }
+// it whole. It waits for a write under way, which would otherwise record
+// what it wrote after this.
+func (e *egress) forget() {
+	e.writeMu.Lock()
+	defer e.writeMu.Unlock()
+	e.applied.Store(nil)
+}
 
 // run is the writer: it brings the sets from what the table holds to the
 // newest want, element by element, until ctx ends.
@@ -86,7 +91,9 @@ func (e *egress) run(ctx context.Context) {
 		prev := e.applied.Load()
 		if want != nil && prev != nil && !prev.Equal(*want) {
 			if err := nft.ApplyMasquerade(ctx, e.tables, *want, prev); err != nil {
-				e.log.Error("egress NAT sets not updated; writing them whole", "err", err)
+				if ctx.Err() == nil {
+					e.log.Error("egress NAT sets not updated; writing them whole", "err", err)
+				}
 				e.applied.Store(nil)
 				select {
 				case e.failed <- struct{}{}:
