@@ -49,7 +49,7 @@ func (e *egress) apply(ctx context.Context, want plan.Egress) error {
 	if prev != nil && prev.Equal(want) {
 		return nil
 	}
-	if prev != nil && prev.Enabled == want.Enabled && prev.Strict == want.Strict && prev.Tunnel == want.Tunnel {
+	if prev != nil && prev.SameChains(want) {
 		select {
 		case e.kick <- struct{}{}:
 		default:

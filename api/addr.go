@@ -49,3 +49,25 @@ func Disjoint(ps []netip.Prefix) []netip.Prefix {
 	}
 	return out
 }
+
+// DiffPrefixes returns what is in desired and not in actual (to add), and
+// what is in actual and not in desired (to remove).
+func DiffPrefixes(desired, actual []netip.Prefix) (add, del []netip.Prefix) {
+	have := make(map[netip.Prefix]bool, len(actual))
+	for _, p := range actual {
+		have[p] = true
+	}
+	want := make(map[netip.Prefix]bool, len(desired))
+	for _, p := range desired {
+		want[p] = true
+		if !have[p] {
+			add = append(add, p)
+		}
+	}
+	for _, p := range actual {
+		if !want[p] {
+			del = append(del, p)
+		}
+	}
+	return add, del
+}

@@ -37,3 +37,11 @@ func TestFirstAddress(t *testing.T) {
 		}
 	}
 }
+
+func TestDiffPrefixes(t *testing.T) {
+	p := netip.MustParsePrefix
+	add, del := DiffPrefixes([]netip.Prefix{p("10.244.1.1/32"), p("fd00:10:244:1::1/128")}, []netip.Prefix{p("10.244.7.1/32"), p("fd00:10:244:1::1/128")})
+	if len(add) != 1 || add[0] != p("10.244.1.1/32") || len(del) != 1 || del[0] != p("10.244.7.1/32") {
+		t.Fatalf("add %v del %v", add, del)
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/weftnet/weft/api"
 )
 
 // Mesh applies a desired State to a running Device: peers through wgctrl on
@@ -232,7 +234,7 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 	if err != nil {
 		return ch, fmt.Errorf("list addresses: %w", err)
 	}
-	addA, delA := DiffAddresses(s.Addresses, haveAddrs)
+	addA, delA := api.DiffPrefixes(s.Addresses, haveAddrs)
 	for _, p := range addA {
 		if err := netlink.AddrReplace(link, netlinkAddr(p)); err != nil {
 			return ch, fmt.Errorf("add address %s: %w", p, err)

@@ -122,14 +122,6 @@ func TestDiffRoutes(t *testing.T) {
 	}
 }
 
-func TestDiffAddresses(t *testing.T) {
-	p := netip.MustParsePrefix
-	add, del := DiffAddresses([]netip.Prefix{p("10.244.1.1/32"), p("fd00:10:244:1::1/128")}, []netip.Prefix{p("10.244.7.1/32"), p("fd00:10:244:1::1/128")})
-	if len(add) != 1 || add[0] != p("10.244.1.1/32") || len(del) != 1 || del[0] != p("10.244.7.1/32") {
-		t.Fatalf("add %v del %v", add, del)
-	}
-}
-
 // A passive peer is created without keepalive, then gets it on the next diff.
 func TestDiffPeersDefersPassiveKeepalive(t *testing.T) {
 	a := key(t)

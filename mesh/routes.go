@@ -35,27 +35,6 @@ func DiffRoutes(desired, actual []Route) (add, del []Route) {
 	return add, del
 }
 
-// DiffAddresses returns the addresses to add and to remove on the tunnel link.
-func DiffAddresses(desired, actual []netip.Prefix) (add, del []netip.Prefix) {
-	have := make(map[netip.Prefix]bool, len(actual))
-	for _, p := range actual {
-		have[p] = true
-	}
-	want := make(map[netip.Prefix]bool, len(desired))
-	for _, p := range desired {
-		want[p] = true
-		if !have[p] {
-			add = append(add, p)
-		}
-	}
-	for _, p := range actual {
-		if !want[p] {
-			del = append(del, p)
-		}
-	}
-	return add, del
-}
-
 // listRoutes returns the routes weft owns: those on the tunnel link and the
 // direct ones (with a gateway) on any link, keyed to the kernel's own route
 // for deletion.

@@ -25,23 +25,18 @@ const MasqueradeChain = "egress-nat"
 // first write, after a failed one, or a chain that changes) it replaces
 // the chain and the sets whole.
 func ApplyMasquerade(ctx context.Context, nft knftables.Interface, m plan.Egress, prev *plan.Egress) error {
-	if prev != nil && prev.Enabled == m.Enabled && prev.Strict == m.Strict && prev.Tunnel == m.Tunnel {
+	if prev != nil && prev.SameChains(m) {
 		tx := nft.NewTransaction() // no table: if it is gone, this fails and the caller writes all
 		olds := egressSets(*prev)
-		for _, set := range egressSets(m) {
-			old := olds[set.name]
-			add, del := diffPrefixes(api.Disjoint(set.ps), api.Disjoint(old.ps))
+		for name, ps := range egressSets(m) {
+			add, del := api.DiffPrefixes(api.Disjoint(ps), api.Disjoint(olds[name]))
 			// Deletes first: what stays of the old members is in the new,
 			// disjoint, set, so no added interval overlaps one left.
 			for _, p := range del {
-				if p.Addr().Is4() == set.v4 {
-					tx.Delete(&knftables.Element{Set: set.name, Key: []string{p.String()}})
-				}
+				tx.Delete(&knftables.Element{Set: name, Key: []string{p.String()}})
 			}
 			for _, p := range add {
-				if p.Addr().Is4() == set.v4 {
-					tx.Add(&knftables.Element{Set: set.name, Key: []string{p.String()}})
-				}
+				tx.Add(&knftables.Element{Set: name, Key: []string{p.String()}})
 			}
 		}
 		if tx.NumOperations() == 0 {
@@ -59,15 +54,13 @@ func ApplyMasquerade(ctx context.Context, nft knftables.Interface, m plan.Egress
 	tx.Flush(chain)
 	sets := egressSets(m)
 	for _, fam := range families {
-		for _, name := range []string{podsSet, noMasqueradeSet, ClusterPodsSet, directSet} {
-			set := sets[name+fam.suffix]
-			s := &knftables.Set{Name: set.name, Type: fam.addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}}
+		for _, set := range []string{podsSet, noMasqueradeSet, ClusterPodsSet, directSet} {
+			name := set + fam.suffix
+			s := &knftables.Set{Name: name, Type: fam.addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}}
 			tx.Add(s)
 			tx.Flush(s)
-			for _, p := range api.Disjoint(set.ps) {
-				if p.Addr().Is4() == fam.v4 {
-					tx.Add(&knftables.Element{Set: set.name, Key: []string{p.String()}})
-				}
+			for _, p := range api.Disjoint(sets[name]) {
+				tx.Add(&knftables.Element{Set: name, Key: []string{p.String()}})
 			}
 		}
 		if m.Enabled {
@@ -82,44 +75,22 @@ func ApplyMasquerade(ctx context.Context, nft knftables.Interface, m plan.Egress
 	return nil
 }
 
-// egressSet is one of the egress sets of one family, with the ranges m
-// puts in it (both families: the caller picks).
-type egressSet struct {
-	name string
-	v4   bool
-	ps   []netip.Prefix
-}
-
-// egressSets are m's sets by name.
-func egressSets(m plan.Egress) map[string]egressSet {
-	out := map[string]egressSet{}
+// egressSets are the ranges m puts in each of its sets, by set name (one
+// set per family, each holding that family's ranges only).
+func egressSets(m plan.Egress) map[string][]netip.Prefix {
+	out := map[string][]netip.Prefix{}
 	for _, fam := range families {
-		for _, s := range []egressSet{{podsSet, fam.v4, m.PodCIDRs}, {noMasqueradeSet, fam.v4, m.NoMasquerade}, {ClusterPodsSet, fam.v4, m.ClusterPods}, {directSet, fam.v4, m.Direct}} {
-			s.name += fam.suffix
-			out[s.name] = s
+		for set, ps := range map[string][]netip.Prefix{podsSet: m.PodCIDRs, noMasqueradeSet: m.NoMasquerade, ClusterPodsSet: m.ClusterPods, directSet: m.Direct} {
+			var in []netip.Prefix
+			for _, p := range ps {
+				if p.Addr().Is4() == fam.v4 {
+					in = append(in, p)
+				}
+			}
+			out[set+fam.suffix] = in
 		}
 	}
 	return out
-}
-
-// diffPrefixes returns what is in want and not in have, and the reverse.
-func diffPrefixes(want, have []netip.Prefix) (add, del []netip.Prefix) {
-	in := make(map[netip.Prefix]bool, len(have))
-	for _, p := range have {
-		in[p] = true
-	}
-	for _, p := range want {
-		if !in[p] {
-			add = append(add, p)
-		}
-		delete(in, p)
-	}
-	for _, p := range have {
-		if in[p] {
-			del = append(del, p)
-		}
-	}
-	return add, del
 }
 
 // noMasqueradeSet holds the destinations reached without NAT.

@@ -35,6 +35,12 @@ func (e Egress) Equal(o Egress) bool {
 		slices.Equal(e.ClusterPods, o.ClusterPods) && slices.Equal(e.Direct, o.Direct) && e.Strict == o.Strict && e.Tunnel == o.Tunnel
 }
 
+// SameChains reports whether e and o program the same chains and rules,
+// so that only the sets' members can differ.
+func (e Egress) SameChains(o Egress) bool {
+	return e.Enabled == o.Enabled && e.Strict == o.Strict && e.Tunnel == o.Tunnel
+}
+
 // EgressNAT keeps the egress NAT in step with the mesh: the cluster CIDRs,
 // every node's pod CIDRs and addresses, and the operator's extra ranges,
 // are reached without NAT; the rest of the world sees the node's address.
