@@ -69,10 +69,5 @@ func (a *Agent) keepCache(peers []peer.NodeInfo) {
 // savePending is the loop's saveDue firing: the accepted peers as they are now.
 func (a *Agent) savePending() {
 	a.saveDue = nil
-	claims := a.reg.Peers()
-	peers := make([]peer.NodeInfo, len(claims))
-	for i, c := range claims {
-		peers[i] = c.NodeInfo
-	}
-	a.keepCache(peers)
+	a.keepCache(a.acceptedPeers())
 }

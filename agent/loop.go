@@ -164,11 +164,7 @@ func (r retrier) after(again bool, err error) (d time.Duration, ok bool) {
 func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 	start := time.Now()
 	defer func() { a.metrics.passSeconds.Observe(time.Since(start).Seconds()) }()
-	claims := a.reg.Peers()
-	peers := make([]peer.NodeInfo, len(claims))
-	for i, c := range claims {
-		peers[i] = c.NodeInfo
-	}
+	peers := a.acceptedPeers()
 	ext := a.acceptExternals(peers)
 	a.pq.Update(peers)
 	want := func() mesh.State {
@@ -237,6 +233,16 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 		a.log.Info("ready", "cni_conf", filepath.Join(a.cfg.CNIConfDir, api.ConfFile), "cni_conf_written", wrote)
 	}
 	return a.publish(ctx) || ch.PeersDeferred > 0, nil
+}
+
+// acceptedPeers are the nodes the registry accepts as peers now.
+func (a *Agent) acceptedPeers() []peer.NodeInfo {
+	claims := a.reg.Peers()
+	peers := make([]peer.NodeInfo, len(claims))
+	for i, c := range claims {
+		peers[i] = c.NodeInfo
+	}
+	return peers
 }
 
 // externalsChanged is the Peer objects' source telling the loop to look again.
