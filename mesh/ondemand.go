@@ -9,6 +9,8 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/weftnet/weft/internal/wgnoise"
 )
 
 // On-demand peers (docs/design.md, "On-demand peers"): a peer that carried
@@ -70,7 +72,7 @@ type onDemand struct {
 	released time.Time            // the last releaseMemory
 
 	table  atomic.Pointer[restingTable]
-	reader atomic.Pointer[initiationReader]
+	reader atomic.Pointer[wgnoise.Responder]
 	quiet  atomic.Pointer[map[wgtypes.Key]bool] // Idle's: on the device, unchanged at the last look
 
 	mu      sync.Mutex // the queues below
@@ -106,7 +108,7 @@ func (m *Mesh) EnableOnDemand(cfg OnDemand, priv wgtypes.Key) {
 	}
 	o := &onDemand{cfg: cfg, start: time.Now(), counts: &m.counts, resting: map[wgtypes.Key]Peer{}, idle: map[wgtypes.Key]idleMark{},
 		held: map[wgtypes.Key][][]byte{}, wanted: map[wgtypes.Key]bool{}, signal: make(chan struct{}, 1), tokens: initsPerSec}
-	o.reader.Store(newInitiationReader(priv))
+	o.reader.Store(wgnoise.NewResponder(priv))
 	m.od = o
 	m.dev.gate.hold.Store(&tunHold{o: o})
 	m.dev.bind.wakeOnInit.Store(o)

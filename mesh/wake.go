@@ -5,6 +5,8 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/weftnet/weft/internal/wgnoise"
 )
 
 // The wake side of on-demand peers (ondemand.go): the packet paths hold
@@ -110,10 +112,10 @@ func (o *onDemand) holdPacket(pub wgtypes.Key, pkt []byte) {
 // resting peer, dropped, and sent again 5 s later).
 func (o *onDemand) takeInitiation(pkt []byte, ep conn.Endpoint) bool {
 	t := o.table.Load()
-	if t == nil || !isInitiation(pkt) || !o.allowRead(time.Now()) {
+	if t == nil || !wgnoise.IsInitiation(pkt) || !o.allowRead(time.Now()) {
 		return false
 	}
-	pub, ok := o.reader.Load().initiator(pkt)
+	pub, ok := o.reader.Load().Initiator(pkt)
 	if !ok {
 		return false
 	}
@@ -147,7 +149,7 @@ func (o *onDemand) allowRead(now time.Time) bool {
 }
 
 // setKey follows a change of the device's key.
-func (o *onDemand) setKey(priv wgtypes.Key) { o.reader.Store(newInitiationReader(priv)) }
+func (o *onDemand) setKey(priv wgtypes.Key) { o.reader.Store(wgnoise.NewResponder(priv)) }
 
 // tunHold is the TUN reader's side: it takes the packets for resting peers
 // out of a batch.
