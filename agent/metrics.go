@@ -94,6 +94,12 @@ func newMetrics() *metrics {
 // watchDevice registers the series read from gossip and the device when
 // scraped, once both exist.
 func (m *metrics) watchDevice(g *gossip.Source, d *mesh.Mesh) {
+	for _, c := range mesh.WriteCauses() {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "weft_wireguard_peer_writes_total", Help: "WireGuard peers created, changed or removed on the device, by cause: the plan (nodes, endpoints, keys changed), a pair's preshared key, an idle peer's rest or its wake.",
+			ConstLabels: prometheus.Labels{"cause": c.String()},
+		}, func() float64 { return float64(d.PeerWrites(c)) }))
+	}
 	m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "weft_gossip_members", Help: "Live gossip members, this node included.",
@@ -101,9 +107,6 @@ func (m *metrics) watchDevice(g *gossip.Source, d *mesh.Mesh) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "weft_wireguard_config_writes_total", Help: "Configuration writes to the WireGuard device.",
 		}, func() float64 { return float64(d.DeviceWrites()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "weft_wireguard_peer_writes_total", Help: "WireGuard peers created, changed or removed on the device.",
-		}, func() float64 { return float64(d.PeerWrites()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "weft_peers_resting", Help: "Peers off the WireGuard device while idle (--on-demand-after); their routes stay.",
 		}, func() float64 { return float64(d.OnDemandStats().Resting) }),

@@ -40,6 +40,28 @@ type ScalePoint struct {
 	IdleCPUSteady      float64 `json:"idleCpuSteadyPct"`
 	DormantPeers       int     `json:"dormantPeers"`
 
+	// Live simulated peers (internal/simpeer): each agent talks to a
+	// working set of ActiveSet generated nodes for ActiveSeconds, a ping a
+	// second to each, one newcomer (a resting peer) a second.
+	Live              bool    `json:"live"`
+	ActiveSeconds     int     `json:"activeSeconds,omitempty"`
+	ActiveSet         int     `json:"activeSet,omitempty"`
+	ActivePeers       int     `json:"activePeers,omitempty"`  // on the device at the end (max over agents)
+	RestingPeers      int     `json:"restingPeers,omitempty"` // off it then (that agent)
+	ActiveCPU         float64 `json:"activeCpuPct,omitempty"`
+	ActiveRSSMiB      float64 `json:"activeRssMiB,omitempty"`
+	HandshakesSec     float64 `json:"handshakesPerSecond,omitempty"` // answered by the simulated nodes, per agent
+	ExchangesSec      float64 `json:"exchangesPerSecond,omitempty"`  // key exchanges, per agent
+	FirstPackets      int     `json:"firstPackets,omitempty"`        // pings to a resting peer
+	FirstP50Millis    float64 `json:"firstPacketP50Ms,omitempty"`    // their round trip
+	FirstP99Millis    float64 `json:"firstPacketP99Ms,omitempty"`
+	FirstLost         int     `json:"firstPacketsLost,omitempty"`
+	ActiveP50Millis   float64 `json:"activeRttP50Ms,omitempty"` // pings to an awake peer
+	ActiveP99Millis   float64 `json:"activeRttP99Ms,omitempty"`
+	ActivePings       int     `json:"activePings,omitempty"`
+	ActiveLost        int     `json:"activePingsLost,omitempty"`
+	StartActiveMillis float64 `json:"startToActiveMs,omitempty"` // an agent restarted → its whole working set answers
+
 	// One Node added, then deleted: what each agent wrote (max over agents).
 	AddPeerWrites    int     `json:"addPeerWrites"`
 	AddRouteChanges  int     `json:"addRouteChanges"`
@@ -69,6 +91,8 @@ const (
 	TargetRSSMiB       = 64
 	TargetIdleCPU      = 0.5
 	TargetChurnP99Msec = 1000
+	TargetFirstP99Msec = 50
+	TargetStartActive  = 10000 // ms
 )
 
 // WriteScale stores r under dir as scale-<stamp>.{json,md,svg} and returns
@@ -99,7 +123,12 @@ func WriteScale(r *ScaleRun, dir string) (string, error) {
 // the largest size met or not.
 func ScaleMarkdown(r *ScaleRun, svg string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# weft at scale, %s\n\n%s. `make bench-scale`: the lab's API server holds N Node objects (generated keys, pod CIDRs, endpoints on a range where nobody answers); 3 of them run a real agent in Kubernetes mode. Per-agent figures are the worst of the three.\n\n", r.Time, r.Machine)
+	fmt.Fprintf(&b, "# weft at scale, %s\n\n%s. `make bench-scale`: the lab's API server holds N Node objects (generated keys, pod CIDRs, endpoints); 3 of them run a real agent in Kubernetes mode. Per-agent figures are the worst of the three.\n\n", r.Time, r.Machine)
+	if len(r.Sizes) > 0 && r.Sizes[0].Live {
+		b.WriteString("The generated nodes are live (`internal/simpeer`, one process): they answer WireGuard handshakes under their keys, the post-quantum key exchange and pings to their pod ranges through the tunnel; they never initiate. Each agent talks to a working set of them (a ping a second to each, one newcomer a second).\n\n")
+	} else {
+		b.WriteString("The generated nodes are dead (WEFT_SCALE_LIVE=0): their endpoints are on a range where nobody answers.\n\n")
+	}
 	if r.OnDemandAfter != "" {
 		fmt.Fprintf(&b, "On-demand peers: the agents ran with `--on-demand-after %s --on-demand-grace 0` (WEFT_SCALE_ON_DEMAND), so resting peers are off the WireGuard device, not only quiet.\n\n", r.OnDemandAfter)
 	}
@@ -115,6 +144,22 @@ func ScaleMarkdown(r *ScaleRun, svg string) string {
 	row("idle CPU, steady (dead peers resting)", func(p ScalePoint) string {
 		return fmt.Sprintf("%.2f %% (%d resting)", p.IdleCPUSteady, p.DormantPeers)
 	})
+	if len(r.Sizes) > 0 && r.Sizes[0].Live {
+		row("working set: peers on the device / resting", func(p ScalePoint) string {
+			return fmt.Sprintf("%d / %d (set of %d, %d s)", p.ActivePeers, p.RestingPeers, p.ActiveSet, p.ActiveSeconds)
+		})
+		row("working set: CPU, RSS", func(p ScalePoint) string { return fmt.Sprintf("%.2f %%, %.1f MiB", p.ActiveCPU, p.ActiveRSSMiB) })
+		row("working set: handshakes / key exchanges", func(p ScalePoint) string {
+			return fmt.Sprintf("%.2f /s / %.3f /s", p.HandshakesSec, p.ExchangesSec)
+		})
+		row("first packet to a resting peer: RTT p50 / p99 (lost)", func(p ScalePoint) string {
+			return fmt.Sprintf("%.1f / %.1f ms (%d of %d)", p.FirstP50Millis, p.FirstP99Millis, p.FirstLost, p.FirstPackets)
+		})
+		row("ping to an awake peer: RTT p50 / p99 (lost)", func(p ScalePoint) string {
+			return fmt.Sprintf("%.2f / %.2f ms (%d of %d)", p.ActiveP50Millis, p.ActiveP99Millis, p.ActiveLost, p.ActivePings)
+		})
+		row("agent restarted → whole working set answers", func(p ScalePoint) string { return fmt.Sprintf("%.0f ms", p.StartActiveMillis) })
+	}
 	row("one Node added: peer writes / route changes", func(p ScalePoint) string {
 		return fmt.Sprintf("%d / %d", p.AddPeerWrites, p.AddRouteChanges)
 	})
@@ -150,6 +195,12 @@ func ScaleMarkdown(r *ScaleRun, svg string) string {
 		one := p.AddPeerWrites == 1 && p.AddRouteChanges == 1 && p.DelPeerWrites <= 1 && p.DelRouteChanges == 1
 		fmt.Fprintf(&b, "- one changed Node → one peer write and one route change: %s (add %d/%d, delete %d/%d)\n", met(one), p.AddPeerWrites, p.AddRouteChanges, p.DelPeerWrites, p.DelRouteChanges)
 		fmt.Fprintf(&b, "- change → data plane p99 ≤ 1 s during churn: %s (%.0f ms, %d never applied)\n", met(p.ChurnP99Millis <= TargetChurnP99Msec && p.ChurnLost == 0), p.ChurnP99Millis, p.ChurnLost)
+		if p.Live {
+			// The extra delay of a first packet over an awake peer's round trip.
+			extra := p.FirstP99Millis - p.ActiveP50Millis
+			fmt.Fprintf(&b, "- first packet to a resting peer delayed ≤ %d ms p99, none lost: %s (%.1f ms over an awake peer's RTT, %d of %d lost)\n", TargetFirstP99Msec, met(extra <= TargetFirstP99Msec && p.FirstLost == 0 && p.FirstPackets > 0), extra, p.FirstLost, p.FirstPackets)
+			fmt.Fprintf(&b, "- restart → every active peer reachable ≤ 10 s: %s (%.1f s)\n", met(p.StartActiveMillis > 0 && p.StartActiveMillis <= TargetStartActive), p.StartActiveMillis/1000)
+		}
 	}
 	if svg != "" {
 		fmt.Fprintf(&b, "\n![each figure against N](%s)\n", svg)

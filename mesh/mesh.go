@@ -36,8 +36,8 @@ type Mesh struct {
 	dormant       atomic.Pointer[map[wgtypes.Key]bool] // a copy of the dormant set, for readers
 	dormantMerged atomic.Pointer[mergedDormant]        // Dormant's last union with the resting peers
 
-	peerWrites atomic.Uint64
-	counts     counters // the byte counters across a peer's re-creations
+	peerWrites [writeCauses]atomic.Uint64 // by WriteCause
+	counts     counters                  // the byte counters across a peer's re-creations
 }
 
 // Changes counts what one Apply changed.
@@ -70,8 +70,28 @@ func (m *Mesh) Close() error { return m.wg.Close() }
 // DeviceWrites counts configuration writes made to the WireGuard device.
 func (m *Mesh) DeviceWrites() uint64 { return m.writes.Load() }
 
-// PeerWrites counts peers written (created, changed or removed) on the device.
-func (m *Mesh) PeerWrites() uint64 { return m.peerWrites.Load() }
+// WriteCause is why a peer was written to the device.
+type WriteCause int
+
+// The causes of peer writes; String names them (a metric label).
+const (
+	WritePlan WriteCause = iota // the plan changed (Apply): nodes, endpoints, keys
+	WriteKey                    // a pair's preshared key (WritePeerKey)
+	WriteRest                   // an idle peer left the device (on-demand)
+	WriteWake                   // a resting peer came back
+	writeCauses
+)
+
+func (c WriteCause) String() string {
+	return [...]string{"plan", "preshared-key", "rest", "wake"}[c]
+}
+
+// WriteCauses lists every cause.
+func WriteCauses() []WriteCause { return []WriteCause{WritePlan, WriteKey, WriteRest, WriteWake} }
+
+// PeerWrites counts peers written (created, changed or removed) on the
+// device for cause c.
+func (m *Mesh) PeerWrites(c WriteCause) uint64 { return m.peerWrites[c].Load() }
 
 // Dormant returns the peers whose keepalive rests (DormantAfter,
 // NeverAnswered) as of the last write, and the peers resting off the
@@ -191,7 +211,7 @@ func (m *Mesh) WritePeerKey(pub wgtypes.Key, want *Peer, fresh bool) (bool, erro
 		m.counts.carry(peers[j])
 	}
 	m.writes.Add(1)
-	m.peerWrites.Add(1)
+	m.peerWrites[WriteKey].Add(1)
 	return true, nil
 }
 
@@ -274,7 +294,7 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 			return ch, fmt.Errorf("configure peers: %w", err)
 		}
 		m.writes.Add(1)
-		m.peerWrites.Add(uint64(len(removes) + len(cfgs)))
+		m.peerWrites[WritePlan].Add(uint64(len(removes) + len(cfgs)))
 		for _, c := range cfgs {
 			if c.Remove {
 				m.counts.forget(c.PublicKey)

@@ -306,7 +306,7 @@ func (m *Mesh) restIdle(o *onDemand, now time.Time) error {
 		return err
 	}
 	m.writes.Add(1)
-	m.peerWrites.Add(uint64(len(cfgs)))
+	m.peerWrites[WriteRest].Add(uint64(len(cfgs)))
 	for _, a := range idle {
 		m.counts.carry(a)
 		p := o.desired[a.PublicKey]

@@ -23,7 +23,7 @@ func (m *Mesh) wake(o *onDemand, pub wgtypes.Key) error {
 		return err
 	}
 	m.writes.Add(1)
-	m.peerWrites.Add(1)
+	m.peerWrites[WriteWake].Add(1)
 	delete(o.resting, pub)
 	o.idle[pub] = idleMark{bytes: -1, since: time.Now()} // counts from the next look
 	o.wakes.Add(1)

@@ -115,9 +115,9 @@ func Agent() *dashboard.DashboardBuilder {
 			query(`histogram_quantile(0.99, sum by (instance, le) (rate(weft_reconcile_duration_seconds_bucket{`+node+`}[$__rate_interval])))`, "{{instance}} p99"))).
 		WithPanel(timeSeries("NetworkPolicy syncs", "ops", "NetworkPolicy syncs to nftables per second, by result; errors for 5 minutes raise WeftPolicySyncFailing.",
 			query(`sum by (instance, result) (rate(weft_policy_syncs_total{`+node+`}[$__rate_interval]))`, "{{instance}} {{result}}"))).
-		WithPanel(timeSeries("WireGuard writes", "ops", "Configuration writes and peers written per second: a Node change is O(1) writes.",
+		WithPanel(timeSeries("WireGuard writes", "ops", "Configuration writes and peers written per second, by cause: a Node change is O(1) plan writes; rotations, rests and wakes write peers too.",
 			query(`rate(weft_wireguard_config_writes_total{`+node+`}[$__rate_interval])`, "{{instance}} config writes"),
-			query(`rate(weft_wireguard_peer_writes_total{`+node+`}[$__rate_interval])`, "{{instance}} peers written"))).
+			query(`rate(weft_wireguard_peer_writes_total{`+node+`}[$__rate_interval])`, "{{instance}} peers written ({{cause}})"))).
 		WithPanel(timeSeries("nftables re-assertions", "short", "Times weft found its nftables objects changed from outside and wrote them again (alert WeftNftablesReasserted).",
 			query(`increase(weft_nftables_reasserts_total{`+node+`}[$__rate_interval])`, "{{instance}}"))).
 		WithRow(dashboard.NewRowBuilder("Peers and gossip")).

@@ -18,7 +18,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -27,15 +26,19 @@ import (
 	"github.com/weftnet/weft/bench"
 	"github.com/weftnet/weft/internal/labtest"
 	"github.com/weftnet/weft/internal/netlab"
+	"github.com/weftnet/weft/internal/simpeer"
 	"github.com/weftnet/weft/mesh"
 )
 
 // BenchmarkScale is make bench-scale: for each N in WEFT_SCALE_N (default
 // 100,300,1000) a lab API server holds N Node objects, three of them with
-// a real agent in Kubernetes mode and the rest generated: a key, a /27 pod
-// CIDR, an endpoint in 10.97.0.0/16, where nobody answers (the nodes route
-// that range to a host that drops it, as a network drops packets to hosts
-// that are down). It writes bench/results/scale-<time>.{json,md,svg}
+// a real agent in Kubernetes mode and the rest generated: a key, a /29 pod
+// CIDR, an endpoint in 10.97.0.0/16 (the nodes route that range to a
+// host, the sink). The generated nodes are live (live_test.go: the sink
+// answers their handshakes, key exchanges and pings, and each agent talks
+// to a working set of them), or with WEFT_SCALE_LIVE=0 dead (the sink
+// drops their packets, as a network drops packets to hosts that are
+// down). It writes bench/results/scale-<time>.{json,md,svg}
 // (WEFT_SCALE_OUT). The data plane is observed from outside the agents:
 // a netlink route monitor in each node's namespace times every route the
 // agent adds or removes.
@@ -71,12 +74,19 @@ func BenchmarkScale(b *testing.B) {
 			b.ReportMetric(0, "ns/op")
 		})
 	}
+	if len(run.Sizes) == 0 {
+		return // every size failed: nothing to report
+	}
 	md, err := bench.WriteScale(run, out)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Logf("report written to %s:\n%s", out, md)
 }
+
+// planWrites are the peer writes a changed Node makes: the plan's (key
+// rotations, rests and wakes write peers too, and live peers have them).
+const planWrites = `weft_wireguard_peer_writes_total{cause="plan"}`
 
 // onDemandAfter is WEFT_SCALE_ON_DEMAND (0: unset): the agents run with
 // on-demand peers (--on-demand-after, no start grace), so the generated
@@ -121,10 +131,7 @@ func fakeAddr(i int) netip.Addr {
 }
 
 func fakeNode(i int) (*corev1.Node, error) {
-	k, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		return nil, err
-	}
+	k := fakeKey(i)
 	a := fakeAddr(i).String()
 	return &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("fake-%04d", i), Labels: map[string]string{"kubernetes.io/hostname": fmt.Sprintf("fake-%04d", i)},
@@ -269,12 +276,16 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	live := k.Lab.Nodes()
 	p := bench.ScalePoint{Nodes: total}
 
-	// The sink: nodes route the generated endpoints to it, it drops them.
+	// The sink: nodes route the generated endpoints to it; it answers for
+	// them (live) or drops them.
 	sink, err := k.Lab.AddOutside()
 	if err != nil {
 		b.Fatal(err)
 	}
-	if out, err := sink.Run(ctx, "nft", "add table inet sink; add chain inet sink pre { type filter hook prerouting priority -300; policy accept; }; add rule inet sink pre ip daddr "+fakeRange+" drop"); err != nil {
+	var sim *simpeer.Sim
+	if liveFakes() {
+		sim = startSim(b, sink)
+	} else if out, err := sink.Run(ctx, "nft", "add table inet sink; add chain inet sink pre { type filter hook prerouting priority -300; policy accept; }; add rule inet sink pre ip daddr "+fakeRange+" drop"); err != nil {
 		b.Fatalf("sink: %v %s", err, out)
 	}
 	for _, n := range live {
@@ -352,6 +363,11 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	if onDemandArgs() != nil {
 		restMetric, restWithin = "weft_peers_resting", onDemandAfter()+2*time.Minute
 	}
+	if sim != nil {
+		// Live peers shook hands at the start: they rest once that
+		// handshake is older than WireGuard's Reject-After-Time.
+		restWithin += 3 * time.Minute
+	}
 	resting := func() bool {
 		for _, n := range live {
 			if labtest.MetricSum(b, n, restMetric) < float64(fakes) {
@@ -383,6 +399,9 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	}
 	b.Logf("N=%d: idle CPU first minute %.2f %%, steady %.2f %%, RSS %.1f MiB, heap %.1f MiB",
 		total, p.IdleCPUFirstMinute, p.IdleCPUSteady, p.RSSMiB, p.HeapMiB)
+	if sim != nil {
+		measureActive(b, live, pids, sim, fakes, &p)
+	}
 
 	// One Node added, then deleted.
 	next := fakes
@@ -391,7 +410,7 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 		ps := []netip.Prefix{fakeCIDR(i)}
 		w0, r0 := map[*netlab.Node]float64{}, map[*netlab.Node]int{}
 		for _, n := range live {
-			w0[n] = labtest.MetricSum(b, n, "weft_wireguard_peer_writes_total")
+			w0[n] = labtest.MetricSum(b, n, planWrites)
 			r0[n], _, _ = watches[n].state(nil, false)
 		}
 		start := time.Now()
@@ -415,7 +434,7 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 		time.Sleep(3 * time.Second) // anything more it would write
 		for _, n := range live {
 			ev, _, _ := watches[n].state(nil, false)
-			writes = max(writes, int(labtest.MetricSum(b, n, "weft_wireguard_peer_writes_total")-w0[n]))
+			writes = max(writes, int(labtest.MetricSum(b, n, planWrites)-w0[n]))
 			routes = max(routes, ev-r0[n])
 		}
 		return writes, routes, took
@@ -444,7 +463,7 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	for _, n := range live {
 		ps0[n] = labtest.MetricSum(b, n, "weft_reconcile_duration_seconds_sum")
 		pc0[n] = labtest.MetricSum(b, n, "weft_reconcile_duration_seconds_count")
-		w0[n] = labtest.MetricSum(b, n, "weft_wireguard_peer_writes_total")
+		w0[n] = labtest.MetricSum(b, n, planWrites)
 		a0[n] = labtest.MetricSum(b, n, "weft_api_requests_total")
 		wb0[n] = labtest.MetricSum(b, n, `weft_api_received_bytes_total{verb="watch"}`)
 		r0[n], _, _ = watches[n].state(nil, false)
@@ -523,7 +542,7 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 			}
 		}
 		ev, _, _ := watches[n].state(nil, false)
-		p.ChurnPeerWrites = max(p.ChurnPeerWrites, (labtest.MetricSum(b, n, "weft_wireguard_peer_writes_total")-w0[n])/float64(len(changes)))
+		p.ChurnPeerWrites = max(p.ChurnPeerWrites, (labtest.MetricSum(b, n, planWrites)-w0[n])/float64(len(changes)))
 		p.ChurnRouteChanges = max(p.ChurnRouteChanges, float64(ev-r0[n])/float64(len(changes)))
 		p.ChurnAPIRequestsSec = max(p.ChurnAPIRequestsSec, (labtest.MetricSum(b, n, "weft_api_requests_total")-a0[n])/churnEl)
 		// The agent with the most passes, and its mean.
@@ -541,6 +560,16 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	}
 	b.Logf("N=%d: churn %d changes in %.1f s: CPU %.1f %%, %.2f API req/s, %.1f watch KB/s, %.1f passes/s of %.0f ms, %.2f peer writes and %.2f route changes per change, p50 %.0f ms, p99 %.0f ms, max %.0f ms, %d never applied",
 		total, p.ChurnChanges, churnEl, p.ChurnCPU, p.ChurnAPIRequestsSec, p.ChurnWatchKBSec, p.ChurnPassesSec, p.ChurnPassMillis, p.ChurnPeerWrites, p.ChurnRouteChanges, p.ChurnP50Millis, p.ChurnP99Millis, p.ChurnMaxMillis, p.ChurnLost)
+	if sim != nil {
+		// Last: a restarted agent disturbs every figure after it. Its
+		// working set: the newest generated Nodes (the churn deleted the
+		// oldest).
+		var set []int
+		for i := added - 1; len(set) < p.ActiveSet; i-- {
+			set = append(set, i)
+		}
+		measureRestart(b, k, live[0], set, &p)
+	}
 	return p
 }
 

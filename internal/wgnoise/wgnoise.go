@@ -56,6 +56,9 @@ func NewResponder(priv wgtypes.Key) *Responder {
 	return r
 }
 
+// Key is the responder's private key.
+func (r *Responder) Key() wgtypes.Key { return r.priv }
+
 // IsInitiation reports whether b has the shape of a handshake initiation.
 func IsInitiation(b []byte) bool {
 	return len(b) == device.MessageInitiationSize && binary.LittleEndian.Uint32(b) == device.MessageInitiationType
