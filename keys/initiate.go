@@ -17,12 +17,18 @@ import (
 // The initiating side of the pairs' exchanges: which are due, calling the
 // peer, installing the key, and when to try again.
 
-// Loop starts the exchanges that are due until ctx ends.
+// Loop starts the exchanges that are due until ctx ends, and keeps the
+// keys on disk (Config.Store).
 func (k *Manager) Loop(ctx context.Context) {
 	if k.mode == Off {
 		return
 	}
-	go k.persist(ctx)
+	persisted := make(chan struct{})
+	go func() {
+		defer close(persisted)
+		k.persist(ctx)
+	}()
+	defer func() { <-persisted }() // the last keys are on disk when Loop returns
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {

@@ -59,11 +59,12 @@ type Manager struct {
 	event    func(node, reason, msg string) // nil outside Kubernetes
 	dial     func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
 
-	wake    chan struct{}
-	run     chan struct{} // pqMaxRunning slots
-	changed chan struct{} // a key was dropped: the loop reconciles (Changed)
-	store   string        // Config.Store
-	dirty   chan struct{} // the keys on disk are out of date (store.go)
+	wake      chan struct{}
+	run       chan struct{} // pqMaxRunning slots
+	changed   chan struct{} // a key was dropped: the loop reconciles (Changed)
+	store     string        // Config.Store
+	dirty     chan struct{} // the keys on disk are out of date (store.go)
+	saveAfter time.Duration // saveAfter, but for tests
 
 	// alive reports whether the named node's agent answers gossip (nil:
 	// nobody is known to be alive).
@@ -138,7 +139,7 @@ func New(c Config) (*Manager, error) {
 	k := &Manager{
 		mode: c.Mode, rotation: c.Rotation, port: c.Port, dev: c.Device, write: c.Write, log: c.Log, event: c.Event, alive: c.Alive,
 		wake: make(chan struct{}, 1), run: make(chan struct{}, pqMaxRunning), changed: make(chan struct{}, 1),
-		store: c.Store, dirty: make(chan struct{}, 1),
+		store: c.Store, dirty: make(chan struct{}, 1), saveAfter: saveAfter,
 		self: self, selfSince: time.Now(), pairs: map[wgtypes.Key]*pair{}, sources: map[netip.Addr]bool{},
 		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_pq_rotations_total", Help: "Post-quantum preshared keys agreed with a peer, by this node's role (initiator, responder).",

@@ -2,6 +2,7 @@ package keys
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -304,6 +305,52 @@ func TestPairKeysHold(t *testing.T) {
 	}
 	a.k.Resume()
 	waitFor(t, 8*time.Second, "the pair rotates after Resume", func() bool { ka, kb := both(); return ka == kb && ka != heldA })
+}
+
+// TestPairKeysSavedOnStop: a key agreed less than saveAfter before the
+// agent stops is on disk when its loop has returned (a restart shakes
+// hands under the key the peer holds), unless a handover holds the
+// exchanges (the successor owns the file then).
+func TestPairKeysSavedOnStop(t *testing.T) {
+	for _, hold := range []bool{false, true} {
+		t.Run(fmt.Sprintf("held=%v", hold), func(t *testing.T) {
+			port := freePort(t)
+			a, b := newKeyNode(t, "a", "127.0.0.1", port, time.Hour), newKeyNode(t, "b", "127.0.0.2", port, time.Hour)
+			store := filepath.Join(t.TempDir(), StoreFile)
+			a.k.store, a.k.saveAfter = store, time.Hour // only the stop writes
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			actx, astop := context.WithCancel(ctx)
+			a.listen(t, port)
+			looped := make(chan struct{})
+			go func() {
+				defer close(looped)
+				a.k.Loop(actx)
+			}()
+			b.listen(t, port)
+			go b.k.Loop(ctx)
+			a.k.Update([]peer.NodeInfo{b.info()})
+			b.k.Update([]peer.NodeInfo{a.info()})
+			var agreed wgtypes.Key
+			waitFor(t, 5*time.Second, "both ends hold one key", func() bool {
+				var ok bool
+				agreed, ok = a.common(b)
+				return ok
+			})
+			if hold && !a.k.Hold(time.Second) {
+				t.Fatal("Hold: an exchange still runs")
+			}
+			astop()
+			<-looped
+			held, err := loadStored(store, a.priv.PublicKey())
+			switch {
+			case hold && (err != nil || held != nil):
+				t.Fatalf("a held agent wrote its keys on stop: %v %v; the successor owns the file", held, err)
+			case !hold && (err != nil || len(held) != 1 || held[0].PSK != agreed.String()):
+				t.Fatalf("after the stop the file holds %v (%v), want the key agreed just before it", held, err)
+			}
+		})
+	}
 }
 
 // TestPairKeysKeptForRestart: the agreed keys are kept on disk (0600) for a

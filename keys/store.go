@@ -51,26 +51,55 @@ func (k *Manager) changedKeys() {
 }
 
 // persist writes the keys to the store saveAfter after they change, until
-// ctx ends.
+// ctx ends; then once more if they changed since (a stopped agent keeps the
+// keys of its last seconds: a restart under an older key than the peer's
+// has no session until a new exchange), unless a handover holds the
+// exchanges (the successor writes the file from then on).
 func (k *Manager) persist(ctx context.Context) {
 	if k.store == "" {
 		return
 	}
+	save := func() {
+		if err := k.save(); err != nil {
+			k.log.Warn("cannot keep the pairs' keys for a restart", "file", k.store, "err", err)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
+			k.saveLast(save)
 			return
 		case <-k.dirty:
 		}
 		select {
 		case <-ctx.Done():
+			if !k.holding() {
+				save()
+			}
 			return
-		case <-time.After(saveAfter):
+		case <-time.After(k.saveAfter):
 		}
-		if err := k.save(); err != nil {
-			k.log.Warn("cannot keep the pairs' keys for a restart", "file", k.store, "err", err)
-		}
+		save()
 	}
+}
+
+// saveLast writes the keys at the end if they changed since the last write
+// and no handover holds the exchanges.
+func (k *Manager) saveLast(save func()) {
+	select {
+	case <-k.dirty:
+		if !k.holding() {
+			save()
+		}
+	default:
+	}
+}
+
+// holding reports whether a handover holds the exchanges (Hold).
+func (k *Manager) holding() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.held
 }
 
 func (k *Manager) save() error {
