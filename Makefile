@@ -267,7 +267,7 @@ bench-policy: deps build controlplane
 # writes per Node change, churn (10 adds + 10 deletes a second for a
 # minute). Writes bench/results/scale-<time>.{json,md,svg}; ~8 min per size.
 bench-scale: deps build controlplane
-	@echo ">> bench-scale: sizes $${WEFT_SCALE_N:-100,300,1000}, about 8 min per size (each size prints its N= lines as it ends)"
+	@echo ">> bench-scale: sizes $${WEFT_SCALE_N:-100,300,1000}, about 10 min per size, 15 at 5000 (each size prints its N= lines as it ends)"
 	@set -o pipefail; WEFT_BIN_DIR=$(BIN) WEFT_CONTROLPLANE_DIR=$(CP_DIR) WEFT_SCALE_OUT=$(CURDIR)/bench/results \
 		$(GO) test -count=1 -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -timeout 90m -v ./e2e/scale/ 2>&1 | \
 		tee /tmp/weft-bench-scale.log | grep -E 'N=|^(--- |ok|FAIL|Benchmark)|scale_bench_test.go|^\s+(\||-|Targets|#)'
