@@ -141,7 +141,7 @@ func ScaleMarkdown(r *ScaleRun, svg string) string {
 	row("RSS", func(p ScalePoint) string { return fmt.Sprintf("%.1f MiB", p.RSSMiB) })
 	row("Go heap in use", func(p ScalePoint) string { return fmt.Sprintf("%.1f MiB", p.HeapMiB) })
 	row("idle CPU, first minute", func(p ScalePoint) string { return fmt.Sprintf("%.2f %%", p.IdleCPUFirstMinute) })
-	row("idle CPU, steady (dead peers resting)", func(p ScalePoint) string {
+	row("idle CPU, steady (generated peers resting)", func(p ScalePoint) string {
 		return fmt.Sprintf("%.2f %% (%d resting)", p.IdleCPUSteady, p.DormantPeers)
 	})
 	if len(r.Sizes) > 0 && r.Sizes[0].Live {

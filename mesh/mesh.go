@@ -37,7 +37,7 @@ type Mesh struct {
 	dormantMerged atomic.Pointer[mergedDormant]        // Dormant's last union with the resting peers
 
 	peerWrites [writeCauses]atomic.Uint64 // by WriteCause
-	counts     counters                  // the byte counters across a peer's re-creations
+	counts     counters                   // the byte counters across a peer's re-creations
 }
 
 // Changes counts what one Apply changed.
