@@ -353,6 +353,7 @@ func (s *Sim) servePQ() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			time.Sleep(10 * time.Millisecond) // out of descriptors, say: no busy loop
 			continue
 		}
 		slots <- struct{}{}
