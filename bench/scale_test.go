@@ -46,3 +46,31 @@ func TestWriteScale(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteScaleLive: with live peers the first-packet target compares the
+// p99 of first packets with an awake peer's median round trip, and fails on
+// any first packet lost; the restart target needs a figure.
+func TestWriteScaleLive(t *testing.T) {
+	for _, tc := range []struct {
+		p          ScalePoint
+		first, now bool
+	}{
+		{ScalePoint{Nodes: 5000, Live: true, FirstPackets: 300, FirstP99Millis: 40, ActiveP50Millis: 3, StartActiveMillis: 2000}, true, true},
+		{ScalePoint{Nodes: 5000, Live: true, FirstPackets: 300, FirstP99Millis: 60, ActiveP50Millis: 3, StartActiveMillis: 12000}, false, false},
+		{ScalePoint{Nodes: 5000, Live: true, FirstPackets: 300, FirstLost: 1, FirstP99Millis: 10, ActiveP50Millis: 3}, false, false},
+	} {
+		md, err := WriteScale(&ScaleRun{Time: "2026-12-06T01:00:00Z", Machine: "test", Sizes: []ScalePoint{tc.p}}, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(md, "none lost: met"); got != tc.first {
+			t.Errorf("%+v: first packet reported met=%v, want %v", tc.p, got, tc.first)
+		}
+		if got := strings.Contains(md, "reachable ≤ 10 s: met"); got != tc.now {
+			t.Errorf("%+v: restart reported met=%v, want %v", tc.p, got, tc.now)
+		}
+		if !strings.Contains(md, "first packet to a resting peer: RTT p50 / p99") {
+			t.Errorf("the live rows are missing:\n%s", md)
+		}
+	}
+}
