@@ -408,7 +408,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 
 	if pqLn != nil {
 		go a.pq.Serve(pqLn)
-		go a.pq.Loop(ctx)
+		// Run returns once the key manager has written the keys of its
+		// last seconds (a restart shakes hands under them).
+		pqCtx, pqStop := context.WithCancel(ctx)
+		pqDone := make(chan struct{})
+		go func() {
+			defer close(pqDone)
+			a.pq.Loop(pqCtx)
+		}()
+		defer func() {
+			pqStop()
+			<-pqDone
+		}()
 	}
 
 	if controlLn == nil {

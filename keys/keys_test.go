@@ -367,7 +367,11 @@ func TestPairKeysKeptForRestart(t *testing.T) {
 	defer cancel()
 	actx, astop := context.WithCancel(ctx)
 	aln := a.listen(t, port)
-	go a.k.Loop(actx)
+	looped := make(chan struct{})
+	go func() {
+		defer close(looped)
+		a.k.Loop(actx)
+	}()
 	b.listen(t, port)
 	go b.k.Loop(ctx)
 	a.k.Update([]peer.NodeInfo{b.info()})
@@ -391,8 +395,9 @@ func TestPairKeysKeptForRestart(t *testing.T) {
 		t.Errorf("kept keys read for another node key: %v, %v; want none", other, err)
 	}
 
-	// a crashes and starts again from the kept keys.
+	// a stops (its last keys written) and starts again from the kept keys.
 	astop()
+	<-looped
 	aln.Close()
 	a2 := a.restarted(t, port, time.Hour)
 	a2.k.store = store
