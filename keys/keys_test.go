@@ -307,6 +307,47 @@ func TestPairKeysHold(t *testing.T) {
 	waitFor(t, 8*time.Second, "the pair rotates after Resume", func() bool { ka, kb := both(); return ka == kb && ka != heldA })
 }
 
+// storingPair is a pair whose end a keeps its keys in store, run until
+// both hold one key (agreed). stop ends a's loop and returns once it has.
+type storingPair struct {
+	a, b   *keyNode
+	port   int
+	ctx    context.Context // b's (and a restarted a's) loop
+	aln    net.Listener
+	agreed wgtypes.Key
+	stop   func()
+}
+
+func newStoringPair(t *testing.T, store string, saveAfter time.Duration) *storingPair {
+	t.Helper()
+	port := freePort(t)
+	a, b := newKeyNode(t, "a", "127.0.0.1", port, time.Hour), newKeyNode(t, "b", "127.0.0.2", port, time.Hour)
+	a.k.store, a.k.saveAfter = store, saveAfter
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	actx, astop := context.WithCancel(ctx)
+	p := &storingPair{a: a, b: b, port: port, ctx: ctx, aln: a.listen(t, port)}
+	looped := make(chan struct{})
+	go func() {
+		defer close(looped)
+		a.k.Loop(actx)
+	}()
+	p.stop = func() {
+		astop()
+		<-looped
+	}
+	b.listen(t, port)
+	go b.k.Loop(ctx)
+	a.k.Update([]peer.NodeInfo{b.info()})
+	b.k.Update([]peer.NodeInfo{a.info()})
+	waitFor(t, 5*time.Second, "both ends hold one key", func() bool {
+		var ok bool
+		p.agreed, ok = a.common(b)
+		return ok
+	})
+	return p
+}
+
 // TestPairKeysSavedOnStop: a key agreed less than saveAfter before the
 // agent stops is on disk when its loop has returned (a restart shakes
 // hands under the key the peer holds), unless a handover holds the
@@ -314,34 +355,13 @@ func TestPairKeysHold(t *testing.T) {
 func TestPairKeysSavedOnStop(t *testing.T) {
 	for _, hold := range []bool{false, true} {
 		t.Run(fmt.Sprintf("held=%v", hold), func(t *testing.T) {
-			port := freePort(t)
-			a, b := newKeyNode(t, "a", "127.0.0.1", port, time.Hour), newKeyNode(t, "b", "127.0.0.2", port, time.Hour)
 			store := filepath.Join(t.TempDir(), StoreFile)
-			a.k.store, a.k.saveAfter = store, time.Hour // only the stop writes
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			actx, astop := context.WithCancel(ctx)
-			a.listen(t, port)
-			looped := make(chan struct{})
-			go func() {
-				defer close(looped)
-				a.k.Loop(actx)
-			}()
-			b.listen(t, port)
-			go b.k.Loop(ctx)
-			a.k.Update([]peer.NodeInfo{b.info()})
-			b.k.Update([]peer.NodeInfo{a.info()})
-			var agreed wgtypes.Key
-			waitFor(t, 5*time.Second, "both ends hold one key", func() bool {
-				var ok bool
-				agreed, ok = a.common(b)
-				return ok
-			})
+			p := newStoringPair(t, store, time.Hour) // only the stop writes
+			a, agreed := p.a, p.agreed
 			if hold && !a.k.Hold(time.Second) {
 				t.Fatal("Hold: an exchange still runs")
 			}
-			astop()
-			<-looped
+			p.stop()
 			held, err := loadStored(store, a.priv.PublicKey())
 			switch {
 			case hold && (err != nil || held != nil):
@@ -359,29 +379,9 @@ func TestPairKeysSavedOnStop(t *testing.T) {
 // waiting for the rotation. A kept file for another node key, or one
 // others may read, or too large, is not used.
 func TestPairKeysKeptForRestart(t *testing.T) {
-	port := freePort(t)
-	a, b := newKeyNode(t, "a", "127.0.0.1", port, time.Hour), newKeyNode(t, "b", "127.0.0.2", port, time.Hour)
 	store := filepath.Join(t.TempDir(), StoreFile)
-	a.k.store = store
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	actx, astop := context.WithCancel(ctx)
-	aln := a.listen(t, port)
-	looped := make(chan struct{})
-	go func() {
-		defer close(looped)
-		a.k.Loop(actx)
-	}()
-	b.listen(t, port)
-	go b.k.Loop(ctx)
-	a.k.Update([]peer.NodeInfo{b.info()})
-	b.k.Update([]peer.NodeInfo{a.info()})
-	var agreed wgtypes.Key
-	waitFor(t, 5*time.Second, "both ends hold one key", func() bool {
-		var ok bool
-		agreed, ok = a.common(b)
-		return ok
-	})
+	p := newStoringPair(t, store, saveAfter)
+	a, b, port, agreed := p.a, p.b, p.port, p.agreed
 	var held []Held
 	waitFor(t, 5*time.Second, "a keeps the key on disk", func() bool {
 		var err error
@@ -396,9 +396,8 @@ func TestPairKeysKeptForRestart(t *testing.T) {
 	}
 
 	// a stops (its last keys written) and starts again from the kept keys.
-	astop()
-	<-looped
-	aln.Close()
+	p.stop()
+	p.aln.Close()
 	a2 := a.restarted(t, port, time.Hour)
 	a2.k.store = store
 	a2.k.RestoreKept()
@@ -406,7 +405,16 @@ func TestPairKeysKeptForRestart(t *testing.T) {
 		t.Fatalf("the restarted end does not hold the kept key before any exchange")
 	}
 	a2.listen(t, port)
-	go a2.k.Loop(ctx)
+	a2ctx, a2stop := context.WithCancel(p.ctx)
+	a2looped := make(chan struct{})
+	go func() {
+		defer close(a2looped)
+		a2.k.Loop(a2ctx)
+	}()
+	defer func() { // its last keys written before the TempDir goes
+		a2stop()
+		<-a2looped
+	}()
 	a2.k.Update([]peer.NodeInfo{b.info()})
 	waitFor(t, 5*time.Second, "the pair agrees a new key at once after the restart", func() bool {
 		k, ok := a2.common(b)

@@ -168,6 +168,24 @@ func (p *pinger) result(seq int) (time.Duration, bool) {
 	return d, ok
 }
 
+// round pings a pod of every generated node in set once, waits wait, and
+// splits set into the nodes that answered and those that did not.
+func (p *pinger) round(set []int, wait time.Duration) (answered, silent []int) {
+	seqs := make([]int, len(set))
+	for m, i := range set {
+		seqs[m] = p.send(podAddr(i))
+	}
+	time.Sleep(wait)
+	for m, i := range set {
+		if _, ok := p.result(seqs[m]); ok {
+			answered = append(answered, i)
+		} else {
+			silent = append(silent, i)
+		}
+	}
+	return answered, silent
+}
+
 // podAddr is an address in generated node i's pod range (the Sim answers
 // any).
 func podAddr(i int) netip.Addr { return fakeCIDR(i).Addr().Next() }
@@ -304,15 +322,9 @@ func measureRestart(b *testing.B, k *labtest.KubeCluster, n *netlab.Node, set []
 		if time.Now().After(deadline) {
 			b.Fatalf("N=%d: %d of %d generated nodes do not answer node1 within 30 s", p.Nodes, len(set)-len(answered), len(set))
 		}
-		seqs := make([]int, len(set))
-		for m, i := range set {
-			seqs[m] = pg.send(podAddr(i))
-		}
-		time.Sleep(200 * time.Millisecond)
-		for m, i := range set {
-			if _, ok := pg.result(seqs[m]); ok {
-				answered[i] = true
-			}
+		got, _ := pg.round(set, 200*time.Millisecond)
+		for _, i := range got {
+			answered[i] = true
 		}
 		if warm.IsZero() && len(answered) == len(set) {
 			warm = time.Now()
@@ -326,18 +338,9 @@ func measureRestart(b *testing.B, k *labtest.KubeCluster, n *netlab.Node, set []
 		if time.Since(t0) > time.Minute {
 			b.Fatalf("N=%d: %d of node1's working set of %d do not answer a minute after its agent restarted", p.Nodes, len(waiting), len(set))
 		}
-		seqs := make([]int, len(waiting))
-		for m, i := range waiting {
-			seqs[m] = pg.send(podAddr(i))
-		}
-		time.Sleep(100 * time.Millisecond)
-		var still []int
-		for m, i := range waiting {
-			if _, ok := pg.result(seqs[m]); !ok {
-				still = append(still, i)
-			} else if d := time.Since(t0); d.Seconds()*1000 > p.StartActiveMillis {
-				p.StartActiveMillis = float64(d.Milliseconds())
-			}
+		got, still := pg.round(waiting, 100*time.Millisecond)
+		if len(got) > 0 {
+			p.StartActiveMillis = float64(time.Since(t0).Milliseconds())
 		}
 		waiting = still
 	}

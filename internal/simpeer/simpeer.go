@@ -18,12 +18,10 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
-	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/net/ipv4"
@@ -303,105 +301,4 @@ func (s *Sim) transport(b, out []byte) []byte {
 	out = wgnoise.Seal(out, sess.send, sess.remote, sess.counter, reply)
 	sess.counter++
 	return out
-}
-
-// EchoReply returns the reply to pkt when it is an IPv4 ICMP echo request
-// (its addresses swapped, type 0, checksum made again), or nil.
-func EchoReply(pkt []byte) []byte {
-	if len(pkt) < 20 || pkt[0]>>4 != 4 || pkt[9] != 1 {
-		return nil
-	}
-	ihl := int(pkt[0]&0x0f) * 4
-	total := int(binary.BigEndian.Uint16(pkt[2:]))
-	if ihl < 20 || total > len(pkt) || total < ihl+8 || pkt[ihl] != 8 || pkt[ihl+1] != 0 {
-		return nil
-	}
-	r := append([]byte(nil), pkt[:total]...)
-	var a [4]byte
-	copy(a[:], r[12:16])
-	copy(r[12:16], r[16:20])
-	copy(r[16:20], a[:]) // the header checksum sums both: unchanged
-	icmp := r[ihl:]
-	icmp[0] = 0
-	icmp[2], icmp[3] = 0, 0
-	binary.BigEndian.PutUint16(icmp[2:], checksum(icmp))
-	return r
-}
-
-func checksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
-}
-
-// pqSlots bounds the exchanges answered at once.
-const pqSlots = 64
-
-func (s *Sim) servePQ() {
-	slots := make(chan struct{}, pqSlots)
-	for {
-		c, err := s.cfg.PQ.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			time.Sleep(10 * time.Millisecond) // out of descriptors, say: no busy loop
-			continue
-		}
-		slots <- struct{}{}
-		go func() {
-			defer func() { <-slots }()
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(pq.FirstMessageTimeout))
-			s.respond(c)
-		}()
-	}
-}
-
-// respond answers one exchange as the node the connection was made to.
-func (s *Sim) respond(c net.Conn) {
-	local, ok := c.LocalAddr().(*net.TCPAddr)
-	if !ok {
-		return
-	}
-	addr, _ := netip.AddrFromSlice(local.IP)
-	s.mu.Lock()
-	n := s.node(addr.Unmap())
-	var id *pq.Identity
-	if n != nil {
-		if n.id == nil {
-			n.id, _ = pq.NewIdentity(n.resp.Key())
-		}
-		id = n.id
-	}
-	s.mu.Unlock()
-	if id == nil {
-		return
-	}
-	r := &pq.Responder{
-		Self:  func() *pq.Identity { return id },
-		Known: func(wgtypes.Key) bool { return true }, // the MACs still prove the initiator's key
-		Busy:  func(wgtypes.Key) bool { return false },
-		Install: func(pub, psk wgtypes.Key) error {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			n.pair(pub).psk = psk
-			s.count(pub, func(c *Counts) { c.Exchanges++ })
-			return nil
-		},
-		Replays: &s.replays,
-	}
-	if pub, _, err := r.Respond(c); err != nil && !errors.Is(err, pq.ErrUnauthenticated) {
-		s.mu.Lock()
-		s.count(pub, func(c *Counts) { c.ExchangeFails++ })
-		s.mu.Unlock()
-	}
 }

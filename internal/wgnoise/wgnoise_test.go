@@ -15,18 +15,27 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// A real wireguard-go device initiates a handshake to b; reading the
-// message with b's key names the initiator. With another node's key, or
-// with any byte of the message changed, it names nobody.
-func TestInitiatorFromRealHandshake(t *testing.T) {
-	a, _ := wgtypes.GeneratePrivateKey()
-	b, _ := wgtypes.GeneratePrivateKey()
+// initiator is a real wireguard-go device (key a) with one peer, b, on a
+// channel bind; next returns what it sends b.
+type initiator struct {
+	tun  *tuntest.ChannelTUN
+	bind conn.Bind // b's end
+	msgs chan sent
+}
+
+type sent struct {
+	b  []byte
+	ep conn.Endpoint
+}
+
+func newInitiator(t *testing.T, a, b, psk wgtypes.Key) *initiator {
+	t.Helper()
 	binds := bindtest.NewChannelBinds()
-	tunA := tuntest.NewChannelTUN()
-	dev := device.NewDevice(tunA.TUN(), binds[0], device.NewLogger(device.LogLevelError, ""))
-	defer dev.Close()
+	in := &initiator{tun: tuntest.NewChannelTUN(), bind: binds[1], msgs: make(chan sent, 16)}
+	dev := device.NewDevice(in.tun.TUN(), binds[0], device.NewLogger(device.LogLevelError, ""))
+	t.Cleanup(dev.Close)
 	bPub := b.PublicKey()
-	if err := dev.IpcSet(fmt.Sprintf("private_key=%x\nlisten_port=0\npublic_key=%x\nendpoint=127.0.0.1:1\nallowed_ip=10.0.2.0/24\n", a[:], bPub[:])); err != nil {
+	if err := dev.IpcSet(fmt.Sprintf("private_key=%x\nlisten_port=0\npublic_key=%x\npreshared_key=%x\nendpoint=127.0.0.1:1\nallowed_ip=10.0.2.0/24\n", a[:], bPub[:], psk[:])); err != nil {
 		t.Fatal(err)
 	}
 	if err := dev.Up(); err != nil {
@@ -36,24 +45,47 @@ func TestInitiatorFromRealHandshake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer binds[1].Close()
-	tunA.Outbound <- tuntest.Ping(netip.MustParseAddr("10.0.2.1"), netip.MustParseAddr("10.0.1.1"))
+	t.Cleanup(func() { binds[1].Close() })
+	// Both of the bind's receive functions (its "IPv4" and "IPv6"
+	// channels): the device answers where the last message came from.
+	for _, fn := range recv {
+		go func() {
+			for {
+				b, sizes, eps := make([]byte, 2048), []int{0}, []conn.Endpoint{nil}
+				if _, err := fn([][]byte{b}, sizes, eps); err != nil {
+					return
+				}
+				in.msgs <- sent{b[:sizes[0]], eps[0]}
+			}
+		}()
+	}
+	return in
+}
 
-	msg := make([]byte, 2048)
-	got := make(chan int, 1)
-	go func() {
-		sizes, eps := []int{0}, []conn.Endpoint{nil}
-		if _, err := recv[0]([][]byte{msg}, sizes, eps); err == nil {
-			got <- sizes[0]
-		}
-	}()
-	var n int
+// next is the device's next message to b and where to answer it, or nil
+// after within.
+func (in *initiator) next(within time.Duration) ([]byte, conn.Endpoint) {
 	select {
-	case n = <-got:
-	case <-time.After(10 * time.Second):
+	case m := <-in.msgs:
+		return m.b, m.ep
+	case <-time.After(within):
+		return nil, nil
+	}
+}
+
+// A real wireguard-go device initiates a handshake to b; reading the
+// message with b's key names the initiator. With another node's key, or
+// with any byte of the message changed, it names nobody.
+func TestInitiatorFromRealHandshake(t *testing.T) {
+	a, _ := wgtypes.GeneratePrivateKey()
+	b, _ := wgtypes.GeneratePrivateKey()
+	in := newInitiator(t, a, b, wgtypes.Key{})
+	in.tun.Outbound <- tuntest.Ping(netip.MustParseAddr("10.0.2.1"), netip.MustParseAddr("10.0.1.1"))
+	msg, _ := in.next(10 * time.Second)
+	if msg == nil {
 		t.Fatal("no handshake initiation from the device in 10 s")
 	}
-	msg = msg[:n]
+	n := len(msg)
 	if !IsInitiation(msg) {
 		t.Fatalf("the first message (%d bytes, type %d) is not an initiation", n, msg[0])
 	}
@@ -91,48 +123,8 @@ func TestAnswerCompletesARealHandshake(t *testing.T) {
 			a, _ := wgtypes.GeneratePrivateKey()
 			b, _ := wgtypes.GeneratePrivateKey()
 			psk, _ := wgtypes.GenerateKey()
-			binds := bindtest.NewChannelBinds()
-			tunA := tuntest.NewChannelTUN()
-			dev := device.NewDevice(tunA.TUN(), binds[0], device.NewLogger(device.LogLevelError, ""))
-			defer dev.Close()
-			bPub := b.PublicKey()
-			if err := dev.IpcSet(fmt.Sprintf("private_key=%x\nlisten_port=0\npublic_key=%x\npreshared_key=%x\nendpoint=127.0.0.1:1\nallowed_ip=10.0.2.0/24\n", a[:], bPub[:], psk[:])); err != nil {
-				t.Fatal(err)
-			}
-			if err := dev.Up(); err != nil {
-				t.Fatal(err)
-			}
-			recv, _, err := binds[1].Open(0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer binds[1].Close()
-			// Both of the bind's receive functions (its "IPv4" and "IPv6"
-			// channels): the device answers where the response came from.
-			type msg struct {
-				b  []byte
-				ep conn.Endpoint
-			}
-			msgs := make(chan msg, 16)
-			for _, fn := range recv {
-				go func() {
-					for {
-						b, sizes, eps := make([]byte, 2048), []int{0}, []conn.Endpoint{nil}
-						if _, err := fn([][]byte{b}, sizes, eps); err != nil {
-							return
-						}
-						msgs <- msg{b[:sizes[0]], eps[0]}
-					}
-				}()
-			}
-			next := func(within time.Duration) ([]byte, conn.Endpoint) {
-				select {
-				case m := <-msgs:
-					return m.b, m.ep
-				case <-time.After(within):
-					return nil, nil
-				}
-			}
+			dev := newInitiator(t, a, b, psk)
+			next, tunA := dev.next, dev.tun
 			src, dst := netip.MustParseAddr("10.0.1.1"), netip.MustParseAddr("10.0.2.1")
 			ping := tuntest.Ping(dst, src)
 			tunA.Outbound <- ping
@@ -156,7 +148,7 @@ func TestAnswerCompletesARealHandshake(t *testing.T) {
 			var cookie device.CookieGenerator
 			cookie.Init(device.NoisePublicKey(a.PublicKey()))
 			cookie.AddMacs(resp)
-			if err := binds[1].Send([][]byte{resp}, ep); err != nil {
+			if err := dev.bind.Send([][]byte{resp}, ep); err != nil {
 				t.Fatal(err)
 			}
 			data, _ := next(time.Second)
@@ -182,7 +174,7 @@ func TestAnswerCompletesARealHandshake(t *testing.T) {
 			}
 			reply := tuntest.Ping(src, dst)
 			sendAEAD, _ := chacha20poly1305.New(s.Send[:])
-			if err := binds[1].Send([][]byte{Seal(nil, sendAEAD, in.Sender, 0, reply)}, ep); err != nil {
+			if err := dev.bind.Send([][]byte{Seal(nil, sendAEAD, in.Sender, 0, reply)}, ep); err != nil {
 				t.Fatal(err)
 			}
 			select {
