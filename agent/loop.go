@@ -19,6 +19,7 @@ import (
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/peer"
 	"github.com/weftnet/weft/plan"
+	"github.com/weftnet/weft/source/gossip"
 )
 
 func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
@@ -374,7 +375,6 @@ func (a *Agent) rejected(r peer.Rejection) {
 // order: in a large cluster some Nodes have no agent behind them, and a
 // join that tried them in name order would wait out their timeouts first.
 func (a *Agent) seeds() []string {
-	out := slices.Clone(a.cfg.Join)
 	shook := map[wgtypes.Key]time.Time{}
 	if m := a.meshUp.Load(); m != nil {
 		if dev, err := m.Peers(); err == nil {
@@ -383,16 +383,23 @@ func (a *Agent) seeds() []string {
 			}
 		}
 	}
-	var known []peer.Claim
+	// A join reads only the first seeds: at 5000 peers, formatting every
+	// address (and copying every claim) was megabytes each attempt.
+	type known struct {
+		addr  netip.AddrPort
+		shook time.Time
+	}
+	var ks []known
 	for _, c := range a.reg.Peers() {
 		if c.GossipAddr.IsValid() {
-			known = append(known, c)
+			ks = append(ks, known{c.GossipAddr, shook[c.PublicKey]})
 		}
 	}
-	rand.Shuffle(len(known), func(i, j int) { known[i], known[j] = known[j], known[i] })
-	slices.SortStableFunc(known, func(x, y peer.Claim) int { return shook[y.PublicKey].Compare(shook[x.PublicKey]) })
-	for _, c := range known {
-		out = append(out, c.GossipAddr.String())
+	rand.Shuffle(len(ks), func(i, j int) { ks[i], ks[j] = ks[j], ks[i] })
+	slices.SortStableFunc(ks, func(x, y known) int { return y.shook.Compare(x.shook) })
+	out := slices.Clone(a.cfg.Join)
+	for _, k := range ks[:min(len(ks), gossip.MaxJoinSeeds)] {
+		out = append(out, k.addr.String())
 	}
 	return out
 }

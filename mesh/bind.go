@@ -1,6 +1,8 @@
 package mesh
 
 import (
+	"bytes"
+	"crypto/rand"
 	"errors"
 	"net"
 	"net/netip"
@@ -44,12 +46,23 @@ type pathBind struct {
 	injecting  bool // DeviceConfig.OnDemand: Open adds the injector
 }
 
-// injector is one Open's extra receive function: it returns the packets
-// handed to inject, as if the socket had received them.
+// injector hands wireguard-go packets as if the socket had received them
+// (inject). When the bind has its own socket it rings a bell: a datagram
+// to that socket from loopback, which wakes a receive function waiting in
+// the kernel; the socket's receive functions (ringing) drop the bell and
+// take what was injected. Without a socket of its own (a successor
+// reading only the relay) it is an extra receive function, and
+// wireguard-go gives each receive function a batch of 64 KiB buffers
+// (8 MiB of heap).
 type injector struct {
 	c    chan injectedPacket
 	done chan struct{}
 	once sync.Once
+	bell *net.UDPConn // nil: an extra receive function
+	// token is the bell's datagram: random, its first byte 0, which no
+	// WireGuard message starts with (a bell that reaches another socket
+	// on the port, an old agent's, is dropped there as junk).
+	token [16]byte
 }
 
 type injectedPacket struct {
@@ -71,7 +84,52 @@ func (j *injector) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int
 	}
 }
 
-func (j *injector) close() { j.once.Do(func() { close(j.done) }) }
+// take moves what was injected into bufs from index from on, without
+// waiting, and returns how many it moved.
+func (j *injector) take(bufs [][]byte, sizes []int, eps []conn.Endpoint, from int) int {
+	n := from
+	for n < len(bufs) {
+		select {
+		case p := <-j.c:
+			if len(p.pkt) > len(bufs[n]) {
+				continue
+			}
+			sizes[n] = copy(bufs[n], p.pkt)
+			eps[n] = p.ep
+			n++
+		default:
+			return n - from
+		}
+	}
+	return n - from
+}
+
+// dropBells removes the bell's datagrams from bufs[:n] and returns how
+// many packets remain.
+func (j *injector) dropBells(bufs [][]byte, sizes []int, eps []conn.Endpoint, n int) int {
+	k := 0
+	for i := range n {
+		p := bufs[i][:sizes[i]]
+		if bytes.Equal(p, j.token[:]) {
+			continue
+		}
+		if k != i {
+			sizes[k] = copy(bufs[k], p)
+			eps[k] = eps[i]
+		}
+		k++
+	}
+	return k
+}
+
+func (j *injector) close() {
+	j.once.Do(func() {
+		close(j.done)
+		if j.bell != nil {
+			_ = j.bell.Close()
+		}
+	})
+}
 
 // inject hands pkt, received from ep, to wireguard-go (dropped when the
 // bind is closed or the queue is full: the sender tries again).
@@ -84,20 +142,64 @@ func (b *pathBind) inject(pkt []byte, ep conn.Endpoint) {
 	case j.c <- injectedPacket{pkt: pkt, ep: ep}:
 	default:
 	}
+	if j.bell != nil {
+		_, _ = j.bell.Write(j.token[:]) // lost (a full socket buffer): the next read takes it
+	}
 }
 
-// withInjector adds a fresh injector to an Open's receive functions.
-// Only with on-demand peers: wireguard-go gives each receive function a
-// batch of 64 KiB buffers (8 MiB of heap).
-func (b *pathBind) withInjector(fns []conn.ReceiveFunc) []conn.ReceiveFunc {
+// withInjector starts a fresh injector for an Open: with a bell on the
+// socket bound to port when onSocket, else as an extra receive function.
+// Only with on-demand peers.
+func (b *pathBind) withInjector(fns []conn.ReceiveFunc, port uint16, onSocket bool) []conn.ReceiveFunc {
 	if !b.injecting {
 		return fns
 	}
 	j := &injector{c: make(chan injectedPacket, heldInits), done: make(chan struct{})}
+	if onSocket {
+		j.bell = dialBell(port)
+		_, _ = rand.Read(j.token[1:])
+	}
 	if old := b.injected.Swap(j); old != nil {
 		old.close()
 	}
+	if j.bell != nil {
+		return fns
+	}
 	return append(fns, j.receive)
+}
+
+// dialBell connects a UDP socket to this host's port on loopback (IPv4,
+// else IPv6); nil when neither is there.
+func dialBell(port uint16) *net.UDPConn {
+	for _, a := range []netip.Addr{netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.IPv6Loopback()} {
+		if c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, port))); err == nil {
+			return c
+		}
+	}
+	return nil
+}
+
+// ringing wraps a receive function of the socket (or of the relay beside
+// it): what was injected goes first, the bell's datagrams are dropped,
+// and what was injected while the read waited comes after what it read.
+func (b *pathBind) ringing(fn conn.ReceiveFunc) conn.ReceiveFunc {
+	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		j := b.injected.Load()
+		if j == nil || j.bell == nil {
+			return fn(bufs, sizes, eps)
+		}
+		if n := j.take(bufs, sizes, eps, 0); n > 0 {
+			return n, nil
+		}
+		n, err := fn(bufs, sizes, eps)
+		if n > 0 {
+			n = j.dropBells(bufs, sizes, eps, n)
+		}
+		if err == nil {
+			n += j.take(bufs, sizes, eps, n)
+		}
+		return n, err
+	}
 }
 
 // unsegmentedFor is how long sends to an endpoint stay unsegmented after a
@@ -115,7 +217,7 @@ func (b *pathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	if r != nil {
 		_ = r.c.SetReadDeadline(time.Time{})
 		if !b.bound.Load() {
-			return b.withInjector([]conn.ReceiveFunc{r.receive}), port, nil
+			return b.withInjector([]conn.ReceiveFunc{r.receive}, port, false), port, nil
 		}
 	}
 	fns, port, err := b.Bind.Open(port)
@@ -123,12 +225,12 @@ func (b *pathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		return nil, 0, err
 	}
 	for i, fn := range fns {
-		fns[i] = b.relaying(fn)
+		fns[i] = b.ringing(b.relaying(fn))
 	}
 	if r != nil {
-		fns = append(fns, r.receive)
+		fns = append(fns, b.ringing(r.receive))
 	}
-	return b.withInjector(fns), port, nil
+	return b.withInjector(fns, port, true), port, nil
 }
 
 // Close closes the socket; a successor's relay stops being read (the

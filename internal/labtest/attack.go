@@ -14,19 +14,23 @@ import (
 )
 
 // RssMiB is a process's resident memory.
-func RssMiB(t testing.TB, pid int) float64 {
+func RssMiB(t testing.TB, pid int) float64 { t.Helper(); return StatusMiB(t, pid, "VmRSS") }
+
+// StatusMiB is one of the memory fields of a process's /proc/PID/status
+// (VmRSS, RssAnon, RssFile, VmHWM).
+func StatusMiB(t testing.TB, pid int, field string) float64 {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
 			return float64(kb) / 1024
 		}
 	}
-	t.Fatalf("no VmRSS for pid %d", pid)
+	t.Fatalf("no %s for pid %d", field, pid)
 	return 0
 }
 

@@ -188,16 +188,16 @@ func (g *Source) joinLoop() {
 // attempt takes at most 20 s and the next one reads the seeds again (by
 // then WireGuard knows which peers answer: see Agent.seeds).
 const (
-	maxJoinSeeds     = 16
+	MaxJoinSeeds     = 16
 	joinConcurrently = 8
 )
 
-// join contacts the first maxJoinSeeds seeds, joinConcurrently at a time,
+// join contacts the first MaxJoinSeeds seeds, joinConcurrently at a time,
 // and starts no more once one has answered. It returns how many answered
 // and, when none did, the first error.
 func (g *Source) join(seeds []string) (int, error) {
-	if len(seeds) > maxJoinSeeds {
-		seeds = seeds[:maxJoinSeeds]
+	if len(seeds) > MaxJoinSeeds {
+		seeds = seeds[:MaxJoinSeeds]
 	}
 	var (
 		mu       sync.Mutex
