@@ -38,6 +38,7 @@ type Mesh struct {
 
 	peerWrites [writeCauses]atomic.Uint64 // by WriteCause
 	counts     counters                   // the byte counters across a peer's re-creations
+	routes     routeCache                 // under mu
 }
 
 // Changes counts what one Apply changed.
@@ -314,7 +315,7 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 		ch.PeersWritten, ch.PeersRemoved, ch.PeersAsleep = written, removed, len(removes)
 	}
 
-	haveRoutes, raw, err := listRoutes(link)
+	have, raw, err := m.routes.read(link)
 	if err != nil {
 		return ch, fmt.Errorf("list routes: %w", err)
 	}
@@ -323,13 +324,15 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 	// all are returned at the end.
 	var errs []error
 	var direct DirectPathError
-	addR, delR := DiffRoutes(s.Routes, haveRoutes)
+	addR, delR := diffRoutes(s.Routes, have)
 	for _, r := range delR {
 		kr := raw[r.Dst]
 		if err := netlink.RouteDel(&kr); err != nil {
+			m.routes.stale()
 			errs = append(errs, fmt.Errorf("delete route %s: %w", r.Dst, err))
 			continue
 		}
+		m.routes.removed(r.Dst)
 		ch.RoutesRemoved++
 	}
 	for _, r := range addR {
@@ -338,17 +341,22 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 			// Moving between the tunnel and the underlay: replace matches
 			// by (dst, table), but say the old one goes first.
 			old := raw[r.Dst]
-			err = netlink.RouteDel(&old)
+			if err = netlink.RouteDel(&old); err == nil {
+				m.routes.removed(r.Dst)
+			}
 		}
 		if err == nil {
 			err = netlink.RouteReplace(kr)
 		}
 		switch {
 		case err == nil:
+			m.routes.wrote(r, *kr)
 			ch.RoutesAdded++
 		case r.Via.IsValid():
+			m.routes.stale()
 			direct.Failed = append(direct.Failed, DirectFailure{Dst: r.Dst, Via: r.Via, Err: err})
 		default:
+			m.routes.stale()
 			errs = append(errs, fmt.Errorf("add route %s: %w", r.Dst, err))
 		}
 	}

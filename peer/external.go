@@ -135,7 +135,7 @@ func AcceptExternals(self NodeInfo, bounds Bounds, nodes []NodeInfo, ext []Exter
 	for _, n := range append([]NodeInfo{self}, nodes...) {
 		keys[n.PublicKey] = n.Name
 		taken = append(taken, n.PodCIDRs...)
-		addrs = append(addrs, addresses(n)...)
+		addrs = appendAddresses(addrs, n)
 	}
 	var ok []External
 	var rej []Rejection

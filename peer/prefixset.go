@@ -25,6 +25,16 @@ func newPrefixSet(capacity int) *prefixSet {
 	return s
 }
 
+// reset empties s for reuse, keeping what it allocated (or allocating
+// room for capacity nodes the first time).
+func (s *prefixSet) reset(capacity int) *prefixSet {
+	if s.nodes == nil {
+		s.nodes = make([]trieNode, 0, 2+capacity)
+	}
+	s.nodes = append(s.nodes[:0], trieNode{}, trieNode{})
+	return s
+}
+
 func rootOf(a netip.Addr) int32 {
 	if a.Is4() {
 		return 0
@@ -40,7 +50,8 @@ func (s *prefixSet) add(p netip.Prefix, owner string) {
 	p = p.Masked()
 	b := p.Addr().AsSlice()
 	n := rootOf(p.Addr())
-	path := make([]int32, 0, p.Bits())
+	var pathBuf [128]int32
+	path := pathBuf[:0]
 	for i := 0; i < p.Bits(); i++ {
 		path = append(path, n)
 		c := bit(b, i)

@@ -15,6 +15,7 @@ type Registry struct {
 	src      Sources
 	dirty    bool // src or self changed since accepted was computed
 	accepted []Claim
+	scratch  acceptScratch // Accept's, kept between passes
 	rejected map[string]Rejection // by name and reason: each reported once
 	invalid  map[string]string    // source/name -> detail of its last invalid claim
 	pending  []Rejection          // found under the lock, reported after it
@@ -161,7 +162,7 @@ func (r *Registry) recompute() {
 	for _, c := range r.accepted {
 		prev = append(prev, c.Name)
 	}
-	accepted, more := Accept(r.self, r.bounds, prev, claims)
+	accepted, more := accept(r.self, r.bounds, prev, claims, &r.scratch)
 	r.accepted = accepted
 	current := map[string]bool{}
 	for _, rej := range append(rejected, more...) {
