@@ -260,11 +260,13 @@ func TestPairKeysAfterRestart(t *testing.T) {
 	a, b := newKeyNode(t, "a", "127.0.0.1", port, time.Hour), newKeyNode(t, "b", "127.0.0.2", port, time.Hour)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// Both listen before either calls: a first call refused would wait
+	// out a backoff, and on a loaded machine the wait below with it.
 	a.listen(t, port)
+	bln := b.listen(t, port)
 	go a.k.Loop(ctx)
 	a.k.Update([]peer.NodeInfo{b.info()})
 	bctx, bstop := context.WithCancel(ctx)
-	bln := b.listen(t, port)
 	go b.k.Loop(bctx)
 	b.k.Update([]peer.NodeInfo{a.info()})
 	same := a.common
