@@ -315,7 +315,7 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 		ch.PeersWritten, ch.PeersRemoved, ch.PeersAsleep = written, removed, len(removes)
 	}
 
-	have, raw, err := m.routes.read(link)
+	have, refs, err := m.routes.read(link)
 	if err != nil {
 		return ch, fmt.Errorf("list routes: %w", err)
 	}
@@ -326,8 +326,7 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 	var direct DirectPathError
 	addR, delR := diffRoutes(s.Routes, have)
 	for _, r := range delR {
-		kr := raw[r.Dst]
-		if err := netlink.RouteDel(&kr); err != nil {
+		if err := netlink.RouteDel(refs[r.Dst.Masked()].deletion(r.Dst)); err != nil {
 			m.routes.stale()
 			errs = append(errs, fmt.Errorf("delete route %s: %w", r.Dst, err))
 			continue
@@ -337,11 +336,10 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 	}
 	for _, r := range addR {
 		kr, err := netlinkRoute(link, r)
-		if err == nil && raw[r.Dst].LinkIndex != 0 && raw[r.Dst].LinkIndex != kr.LinkIndex {
+		if old, ok := refs[r.Dst.Masked()]; err == nil && ok && old.link != kr.LinkIndex {
 			// Moving between the tunnel and the underlay: replace matches
 			// by (dst, table), but say the old one goes first.
-			old := raw[r.Dst]
-			if err = netlink.RouteDel(&old); err == nil {
+			if err = netlink.RouteDel(old.deletion(r.Dst)); err == nil {
 				m.routes.removed(r.Dst)
 			}
 		}
@@ -350,7 +348,7 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 		}
 		switch {
 		case err == nil:
-			m.routes.wrote(r, *kr)
+			m.routes.wrote(r, kr)
 			ch.RoutesAdded++
 		case r.Via.IsValid():
 			m.routes.stale()

@@ -51,39 +51,51 @@ const routeRelist = 20 * time.Second
 // most every routeRelist (and after any failed write), and kept up to
 // date with Apply's own writes in between. At 5000 peers a listing is
 // 5000 routes to read and parse, a tenth of the agent's CPU while Nodes
-// churn. Under Mesh.mu.
+// churn. It keeps what a diff and a deletion need, not the parsed
+// routes (those hold on to the dump's buffers: 13 MB at 5000). Under
+// Mesh.mu.
 type routeCache struct {
 	link int       // the tunnel link's index when read
 	at   time.Time // zero: read before the next diff
 	have map[netip.Prefix]Route
-	raw  map[netip.Prefix]netlink.Route // the kernel's (or the written) route, for deletion
+	refs map[netip.Prefix]routeRef
+}
+
+// routeRef is what deleting a route takes besides its destination: the
+// kernel matches its scope, table and link (and weft's protocol).
+type routeRef struct {
+	link  int
+	scope netlink.Scope
+	table int
+}
+
+// deletion is the route to hand RouteDel for dst.
+func (r routeRef) deletion(dst netip.Prefix) *netlink.Route {
+	n := ipNets([]netip.Prefix{dst})[0]
+	return &netlink.Route{LinkIndex: r.link, Dst: &n, Protocol: RouteProtocol, Scope: r.scope, Table: r.table}
 }
 
 // read returns the routes as known, reading them first if that is stale.
-func (c *routeCache) read(link netlink.Link) (map[netip.Prefix]Route, map[netip.Prefix]netlink.Route, error) {
+func (c *routeCache) read(link netlink.Link) (map[netip.Prefix]Route, map[netip.Prefix]routeRef, error) {
 	if c.at.IsZero() || c.link != link.Attrs().Index || time.Since(c.at) >= routeRelist {
-		list, raw, err := listRoutes(link)
+		have, refs, err := listRoutes(link)
 		if err != nil {
 			c.stale()
 			return nil, nil, err
 		}
-		c.have = make(map[netip.Prefix]Route, len(list))
-		for _, r := range list {
-			c.have[r.Dst.Masked()] = r
-		}
-		c.raw, c.link, c.at = raw, link.Attrs().Index, time.Now()
+		c.have, c.refs, c.link, c.at = have, refs, link.Attrs().Index, time.Now()
 	}
-	return c.have, c.raw, nil
+	return c.have, c.refs, nil
 }
 
 // wrote records a route Apply added or replaced; removed, one it deleted.
-func (c *routeCache) wrote(r Route, kr netlink.Route) {
-	c.have[r.Dst.Masked()], c.raw[r.Dst.Masked()] = r, kr
+func (c *routeCache) wrote(r Route, kr *netlink.Route) {
+	c.have[r.Dst.Masked()], c.refs[r.Dst.Masked()] = r, routeRef{kr.LinkIndex, kr.Scope, kr.Table}
 }
 
 func (c *routeCache) removed(dst netip.Prefix) {
 	delete(c.have, dst.Masked())
-	delete(c.raw, dst.Masked())
+	delete(c.refs, dst.Masked())
 }
 
 // stale makes the next read list the kernel's routes: after a write that
@@ -91,11 +103,11 @@ func (c *routeCache) removed(dst netip.Prefix) {
 func (c *routeCache) stale() { c.at = time.Time{} }
 
 // listRoutes returns the routes weft owns: those on the tunnel link and the
-// direct ones (with a gateway) on any link, keyed to the kernel's own route
-// for deletion.
-func listRoutes(link netlink.Link) ([]Route, map[netip.Prefix]netlink.Route, error) {
-	var out []Route
-	raw := map[netip.Prefix]netlink.Route{}
+// direct ones (with a gateway) on any link, by destination, with what
+// deleting each takes.
+func listRoutes(link netlink.Link) (map[netip.Prefix]Route, map[netip.Prefix]routeRef, error) {
+	have := map[netip.Prefix]Route{}
+	refs := map[netip.Prefix]routeRef{}
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		rs, err := netlink.RouteListFiltered(fam, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
 		if err != nil {
@@ -115,11 +127,11 @@ func listRoutes(link netlink.Link) ([]Route, map[netip.Prefix]netlink.Route, err
 				src = src.Unmap()
 			}
 			rt := Route{Dst: prefixOf(*r.Dst), Src: src, Via: via, MTU: r.MTU}
-			out = append(out, rt)
-			raw[rt.Dst] = r
+			have[rt.Dst.Masked()] = rt
+			refs[rt.Dst.Masked()] = routeRef{r.LinkIndex, r.Scope, r.Table}
 		}
 	}
-	return out, raw, nil
+	return have, refs, nil
 }
 
 // gateway is a route's next hop: its gateway of the same family, or an

@@ -390,9 +390,6 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 		go saveProfile(b, live[0], "profile?seconds=30", fmt.Sprintf("%s/scale-%d-cpu.pprof", dir, total))
 	}
 	p.IdleCPUSteady = cpuPercent(b, pids, 60*time.Second)
-	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" {
-		saveProfile(b, live[0], "heap", fmt.Sprintf("%s/scale-%d-heap.pprof", dir, total))
-	}
 	worst := 0
 	for i, n := range live {
 		if rss := labtest.RssMiB(b, pids[i]); rss > p.RSSMiB {
@@ -401,9 +398,15 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 		p.HeapMiB = max(p.HeapMiB, labtest.MetricSum(b, n, "go_memstats_heap_inuse_bytes")/(1<<20))
 	}
 	// What that RSS is made of: the binary's pages, and the heap that is
-	// live (a heap profile with gc=1 collects first; read after the RSS).
+	// live (a heap profile with gc=1 collects first, so it shows only what
+	// is live, not the garbage of a pass the last collection met; taken
+	// after the RSS is read).
 	p.RSSFileMiB = labtest.StatusMiB(b, pids[worst], "RssFile")
-	saveProfile(b, live[worst], "heap?gc=1", os.DevNull)
+	heap := os.DevNull
+	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" {
+		heap = fmt.Sprintf("%s/scale-%d-heap.pprof", dir, total)
+	}
+	saveProfile(b, live[worst], "heap?gc=1", heap)
 	p.HeapLiveMiB = labtest.MetricSum(b, live[worst], "go_memstats_heap_alloc_bytes") / (1 << 20)
 	b.Logf("N=%d: idle CPU first minute %.2f %%, steady %.2f %%, RSS %.1f MiB (file %.1f), heap %.1f MiB (live %.1f)",
 		total, p.IdleCPUFirstMinute, p.IdleCPUSteady, p.RSSMiB, p.RSSFileMiB, p.HeapMiB, p.HeapLiveMiB)
