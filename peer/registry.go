@@ -15,7 +15,7 @@ type Registry struct {
 	src      Sources
 	dirty    bool // src or self changed since accepted was computed
 	accepted []Claim
-	scratch  acceptScratch // Accept's, kept between passes
+	scratch  acceptScratch        // Accept's, kept between passes
 	rejected map[string]Rejection // by name and reason: each reported once
 	invalid  map[string]string    // source/name -> detail of its last invalid claim
 	pending  []Rejection          // found under the lock, reported after it
