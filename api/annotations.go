@@ -2,6 +2,9 @@ package api
 
 // Annotations weft publishes on its own Node and reads from every other.
 const (
+	// AnnotationPrefix begins every annotation weft reads; the agent's
+	// cache of Nodes keeps no others.
+	AnnotationPrefix        = "weft.dev/"
 	AnnotationPublicKey     = "weft.dev/public-key"
 	AnnotationEndpoint      = "weft.dev/endpoint"
 	AnnotationGossipAddress = "weft.dev/gossip-address"

@@ -2,6 +2,9 @@ package kube
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -66,5 +69,39 @@ func BenchmarkNodeDecode(b *testing.B) {
 			}
 			b.ReportMetric(float64(len(wire)), "wire-B/op")
 		})
+	}
+}
+
+// TestSlimNodeKeepsWhatWeftReads: the informer's copy of a kubelet's Node
+// keeps the name, UID, labels (a ClusterNetworkPolicy may select on any),
+// weft's annotations, pod CIDRs and addresses, and drops the rest: other
+// components' annotations, conditions, capacity, images.
+func TestSlimNodeKeepsWhatWeftReads(t *testing.T) {
+	n := kubeletNode()
+	obj, err := slimNode(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := obj.(*corev1.Node)
+	if s.Name != n.Name || s.UID != n.UID || len(s.Labels) != len(n.Labels) || s.Labels["topology.kubernetes.io/zone"] != "rack-17" {
+		t.Errorf("name, UID or labels lost: %+v", s.ObjectMeta)
+	}
+	want := map[string]string{}
+	for k, v := range n.Annotations {
+		if strings.HasPrefix(k, "weft.dev/") {
+			want[k] = v
+		}
+	}
+	if len(want) == 0 || len(want) == len(n.Annotations) {
+		t.Fatalf("the test Node needs weft's annotations and others: %v", n.Annotations)
+	}
+	if !maps.Equal(s.Annotations, want) {
+		t.Errorf("annotations kept %v, want only weft's %v", s.Annotations, want)
+	}
+	if !slices.Equal(s.Spec.PodCIDRs, n.Spec.PodCIDRs) || !slices.Equal(s.Status.Addresses, n.Status.Addresses) {
+		t.Errorf("pod CIDRs %v or addresses %v lost", s.Spec.PodCIDRs, s.Status.Addresses)
+	}
+	if len(s.Status.Capacity) != 0 || len(s.Status.Images) != 0 || len(s.Status.Conditions) != 0 || len(s.ManagedFields) != 0 {
+		t.Error("capacity, images, conditions or managed fields kept")
 	}
 }
