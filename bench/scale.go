@@ -39,6 +39,10 @@ type ScalePoint struct {
 	// (the rest of the heap in use is the GC's headroom, GOGC).
 	RSSFileMiB  float64 `json:"rssFileMiB,omitempty"`
 	HeapLiveMiB float64 `json:"heapLiveMiB,omitempty"`
+	// RSSPeakMiB: the most any agent held since it started (VmHWM), read
+	// with the steady figures: the start, when every peer is written to
+	// the device before the idle ones rest.
+	RSSPeakMiB float64 `json:"rssPeakMiB,omitempty"`
 	// Idle CPU in % of one core over 60 s: right after converging (dead
 	// peers' handshakes still running) and once their keepalive rests.
 	IdleCPUFirstMinute float64 `json:"idleCpuFirstMinutePct"`
@@ -148,6 +152,12 @@ func ScaleMarkdown(r *ScaleRun, svg string) string {
 			return fmt.Sprintf("%.1f MiB", p.RSSMiB)
 		}
 		return fmt.Sprintf("%.1f MiB (%.1f)", p.RSSMiB, p.RSSFileMiB)
+	})
+	row("RSS peak since the start", func(p ScalePoint) string {
+		if p.RSSPeakMiB == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.1f MiB", p.RSSPeakMiB)
 	})
 	row("Go heap in use / live after a GC", func(p ScalePoint) string {
 		if p.HeapLiveMiB == 0 {

@@ -395,6 +395,7 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 		if rss := labtest.RssMiB(b, pids[i]); rss > p.RSSMiB {
 			p.RSSMiB, worst = rss, i
 		}
+		p.RSSPeakMiB = max(p.RSSPeakMiB, labtest.StatusMiB(b, pids[i], "VmHWM"))
 		p.HeapMiB = max(p.HeapMiB, labtest.MetricSum(b, n, "go_memstats_heap_inuse_bytes")/(1<<20))
 	}
 	// What that RSS is made of: the binary's pages, and the heap that is
@@ -408,8 +409,8 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	}
 	saveProfile(b, live[worst], "heap?gc=1", heap)
 	p.HeapLiveMiB = labtest.MetricSum(b, live[worst], "go_memstats_heap_alloc_bytes") / (1 << 20)
-	b.Logf("N=%d: idle CPU first minute %.2f %%, steady %.2f %%, RSS %.1f MiB (file %.1f), heap %.1f MiB (live %.1f)",
-		total, p.IdleCPUFirstMinute, p.IdleCPUSteady, p.RSSMiB, p.RSSFileMiB, p.HeapMiB, p.HeapLiveMiB)
+	b.Logf("N=%d: idle CPU first minute %.2f %%, steady %.2f %%, RSS %.1f MiB (file %.1f, peak %.1f), heap %.1f MiB (live %.1f)",
+		total, p.IdleCPUFirstMinute, p.IdleCPUSteady, p.RSSMiB, p.RSSFileMiB, p.RSSPeakMiB, p.HeapMiB, p.HeapLiveMiB)
 	if sim != nil {
 		measureActive(b, live, pids, sim, fakes, &p)
 	}
