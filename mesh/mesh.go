@@ -365,6 +365,9 @@ func (m *Mesh) Apply(s State) (Changes, error) {
 			continue
 		}
 		ch.AddressesRemoved++
+		// The kernel drops the routes that had it as their source:
+		// the next pass reads what is left.
+		m.routes.stale()
 	}
 	if len(direct.Failed) > 0 {
 		errs = append(errs, &direct)
