@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -19,7 +17,6 @@ import (
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/peer"
 	"github.com/weftnet/weft/plan"
-	"github.com/weftnet/weft/source/gossip"
 )
 
 func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
@@ -367,39 +364,4 @@ func (a *Agent) rejected(r peer.Rejection) {
 	if a.kube != nil {
 		a.kube.Event(r.Name, "WeftPeerRefused", fmt.Sprintf("weft-agent on %s refused this node as a peer (%s): %s", a.cfg.NodeName, r.Reason, r.Detail))
 	}
-}
-
-// seeds are the --join seeds plus the gossip addresses of known peers
-// (from Node annotations in Kubernetes, from the cache after a restart),
-// those that answered WireGuard most recently first and the rest in random
-// order: in a large cluster some Nodes have no agent behind them, and a
-// join that tried them in name order would wait out their timeouts first.
-func (a *Agent) seeds() []string {
-	shook := map[wgtypes.Key]time.Time{}
-	if m := a.meshUp.Load(); m != nil {
-		if dev, err := m.Peers(); err == nil {
-			for _, d := range dev {
-				shook[d.PublicKey] = d.LastHandshakeTime
-			}
-		}
-	}
-	// A join reads only the first seeds: at 5000 peers, formatting every
-	// address (and copying every claim) was megabytes each attempt.
-	type known struct {
-		addr  netip.AddrPort
-		shook time.Time
-	}
-	var ks []known
-	for _, c := range a.reg.Peers() {
-		if c.GossipAddr.IsValid() {
-			ks = append(ks, known{c.GossipAddr, shook[c.PublicKey]})
-		}
-	}
-	rand.Shuffle(len(ks), func(i, j int) { ks[i], ks[j] = ks[j], ks[i] })
-	slices.SortStableFunc(ks, func(x, y known) int { return y.shook.Compare(x.shook) })
-	out := slices.Clone(a.cfg.Join)
-	for _, k := range ks[:min(len(ks), gossip.MaxJoinSeeds)] {
-		out = append(out, k.addr.String())
-	}
-	return out
 }

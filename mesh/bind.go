@@ -107,19 +107,7 @@ func (j *injector) take(bufs [][]byte, sizes []int, eps []conn.Endpoint, from in
 // dropBells removes the bell's datagrams from bufs[:n] and returns how
 // many packets remain.
 func (j *injector) dropBells(bufs [][]byte, sizes []int, eps []conn.Endpoint, n int) int {
-	k := 0
-	for i := range n {
-		p := bufs[i][:sizes[i]]
-		if bytes.Equal(p, j.token[:]) {
-			continue
-		}
-		if k != i {
-			sizes[k] = copy(bufs[k], p)
-			eps[k] = eps[i]
-		}
-		k++
-	}
-	return k
+	return keepUnless(bufs, sizes, eps, n, func(p []byte, _ conn.Endpoint) bool { return bytes.Equal(p, j.token[:]) })
 }
 
 func (j *injector) close() {
@@ -261,30 +249,30 @@ func (b *pathBind) relaying(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			b.out.CompareAndSwap(r, nil)
 			return n, err
 		}
-		k := 0
-		for i := range n {
-			p := bufs[i][:sizes[i]]
+		return keepUnless(bufs, sizes, eps, n, func(p []byte, ep conn.Endpoint) bool {
 			if r.theirs(p) {
-				r.pass(p, eps[i])
-				continue
+				r.pass(p, ep)
+				return true
 			}
-			if k != i {
-				sizes[k] = copy(bufs[k], p)
-				eps[k] = eps[i]
-			}
-			k++
-		}
-		return k, err
+			return false
+		}), err
 	}
 }
 
 // takeInitiations removes from bufs[:n] the initiations of resting peers
 // (held for their wake) and returns how many packets remain.
 func takeInitiations(o *onDemand, bufs [][]byte, sizes []int, eps []conn.Endpoint, n int) int {
+	return keepUnless(bufs, sizes, eps, n, o.takeInitiation)
+}
+
+// keepUnless removes from bufs[:n] the packets for which taken reports
+// true (it keeps what it needs of them first), moves the rest forward in
+// order, and returns how many remain.
+func keepUnless(bufs [][]byte, sizes []int, eps []conn.Endpoint, n int, taken func(p []byte, ep conn.Endpoint) bool) int {
 	k := 0
 	for i := range n {
 		p := bufs[i][:sizes[i]]
-		if o.takeInitiation(p, eps[i]) {
+		if taken(p, eps[i]) {
 			continue
 		}
 		if k != i {
