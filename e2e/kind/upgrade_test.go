@@ -171,9 +171,17 @@ func underTraffic(t *testing.T, server, service string, secs int, fn func()) (tc
 	time.Sleep(5 * time.Second)
 	fn()
 	wg.Wait()
+	servers := map[string]string{"5201": "tcp", "5202": "udp", "5203": "svc", "5204": "udp-up"}
 	for i, err := range errs {
 		if err != nil {
-			t.Fatalf("iperf3 %v did not survive: %v", runs[i].args, err)
+			// How far it got, and what the server saw, tell a stall
+			// (the tunnel) from a closed connection (a socket, a process).
+			r, reached := runs[i], "no interval"
+			if n := len(r.into.Intervals); n > 0 {
+				reached = fmt.Sprintf("%d intervals, the last ending at %.1f s with %d bytes", n, r.into.Intervals[n-1].Sum.End, r.into.Intervals[n-1].Sum.Bytes)
+			}
+			log, _ := kc("-n", ns, "logs", "hs-server", "-c", servers[r.args[3]], "--tail", "15")
+			t.Fatalf("iperf3 %v did not survive: %v (after %s); the server's log ends:\n%s", r.args, err, reached, log)
 		}
 	}
 	return tcp, udp, svc, ""
