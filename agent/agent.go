@@ -349,7 +349,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 	if err != nil {
 		return err
 	}
-	m.EnableOnDemand(mesh.OnDemand{After: cfg.OnDemandAfter, Grace: cfg.OnDemandGrace}, key)
+	m.EnableOnDemand(a.onDemand(cached), key)
 	a.mesh = m
 	a.meshUp.Store(m)
 	defer m.Close()

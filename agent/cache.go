@@ -8,8 +8,11 @@ import (
 	"slices"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/atomicfile"
+	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/peer"
 )
 
@@ -70,4 +73,35 @@ func (a *Agent) keepCache(peers []peer.NodeInfo) {
 func (a *Agent) savePending() {
 	a.saveDue = nil
 	a.keepCache(a.acceptedPeers())
+}
+
+// onDemand is the on-demand configuration (mesh/awake.go): the peers that
+// start on the device are those the last run's awake record names; without
+// a record (an agent that kept none: an older version, or on-demand off),
+// the peers of the peer cache, which the last run may have had sessions
+// with; on a first start (neither), none. With on-demand off the record
+// goes, so a later run with it on does not read a stale one.
+func (a *Agent) onDemand(cached []peer.NodeInfo) mesh.OnDemand {
+	path := filepath.Join(a.cfg.StateDir, api.AwakeFile)
+	if a.cfg.OnDemandAfter <= 0 {
+		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+			a.log.Warn("cannot remove the awake record", "err", err)
+		}
+		return mesh.OnDemand{}
+	}
+	awake, found, err := mesh.ReadAwake(path)
+	if err != nil {
+		a.log.Warn("ignoring the awake record; the cached peers start awake", "err", err)
+	}
+	from := "the awake record"
+	if !found {
+		from = "the peer cache"
+		awake = make(map[wgtypes.Key]bool, len(cached))
+		for _, n := range cached {
+			awake[n.PublicKey] = true
+		}
+	}
+	a.log.Info("on-demand peers: the last run's awake peers start on the device", "peers", len(awake), "from", from)
+	return mesh.OnDemand{After: a.cfg.OnDemandAfter, Grace: a.cfg.OnDemandGrace, Record: path,
+		Awake: func(k wgtypes.Key) bool { return awake[k] }}
 }

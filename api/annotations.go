@@ -30,6 +30,10 @@ const ConditionReason = "WeftIsUp"
 // restarted agent restores the mesh before any source has answered.
 const PeerCacheFile = "peers.json"
 
+// AwakeFile records, with on-demand peers, the peers on the WireGuard
+// device, so a restarted agent writes only those at its start.
+const AwakeFile = "awake.json"
+
 // PrivateKeyHint says where a node's private key is (the agent's state
 // directory, mode 0600), for configurations that must not carry it.
 const PrivateKeyHint = "private.key in weft-agent's --state-dir"

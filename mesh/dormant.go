@@ -177,12 +177,15 @@ func (d *dormancy) count() int { return len(d.dormant) }
 //
 // Resting are the peers off the device (on-demand peers): a successor
 // keeps them off instead of writing every peer, and shakes hands with
-// none of them.
+// none of them. Awake are those on it that may rest: the successor writes
+// them, and a peer in neither (new since) starts resting. A predecessor
+// that sends no Awake (older) has every peer not resting start awake.
 type Rest struct {
 	Start   time.Time            `json:"start"`
 	On      map[string]time.Time `json:"on,omitempty"`
 	Dormant map[string]time.Time `json:"dormant,omitempty"`
 	Resting []string             `json:"resting,omitempty"`
+	Awake   []string             `json:"awake,omitempty"`
 }
 
 // Rest returns the writer's memory of keepalives and the resting peers.
@@ -193,6 +196,9 @@ func (m *Mesh) Rest() Rest {
 	if m.od != nil {
 		for k := range m.od.resting {
 			r.Resting = append(r.Resting, k.String())
+		}
+		if m.od.desired != nil {
+			r.Awake = m.od.awake()
 		}
 	}
 	return r
@@ -216,6 +222,16 @@ func (m *Mesh) Restore(r Rest) {
 			if k, err := wgtypes.ParseKey(s); err == nil {
 				o.resting[k] = Peer{PublicKey: k} // the first Apply fills it in
 			}
+		}
+		o.cfg.Awake = nil
+		if r.Awake != nil {
+			awake := map[wgtypes.Key]bool{}
+			for _, s := range r.Awake {
+				if k, err := wgtypes.ParseKey(s); err == nil {
+					awake[k] = true
+				}
+			}
+			o.cfg.Awake = func(k wgtypes.Key) bool { return awake[k] }
 		}
 		o.publish()
 	}

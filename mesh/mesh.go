@@ -65,8 +65,16 @@ func New(dev *Device) (*Mesh, error) {
 	return &Mesh{dev: dev, wg: c}, nil
 }
 
-// Close releases the wgctrl client.
-func (m *Mesh) Close() error { return m.wg.Close() }
+// Close writes the awake record a last time (on-demand peers; not after a
+// handover: the successor's) and releases the wgctrl client.
+func (m *Mesh) Close() error {
+	if o := m.od; o != nil && o.cfg.Record != "" {
+		if err := m.writeRecord(o); err != nil {
+			m.dev.logger.Warn("cannot write the awake record", "err", err)
+		}
+	}
+	return m.wg.Close()
+}
 
 // DeviceWrites counts configuration writes made to the WireGuard device.
 func (m *Mesh) DeviceWrites() uint64 { return m.writes.Load() }

@@ -37,6 +37,12 @@ type OnDemand struct {
 	// so the sessions they still hold with its previous run are replaced
 	// instead of timing out. Afterwards a peer that may rest has none.
 	Grace time.Duration
+	// Awake says which peers new to the mesh start on the device (awake.go):
+	// those the previous run had there. The others start resting. Nil:
+	// every one (all that a start without a record can assume).
+	Awake func(wgtypes.Key) bool
+	// Record is where the awake set is kept for the next run ("": nowhere).
+	Record string
 }
 
 // Bounds of what waits for a wake. A wake is one device write (about a
@@ -69,6 +75,7 @@ type onDemand struct {
 	resting  map[wgtypes.Key]Peer // the peer as last desired, its keepalive as it will be written
 	idle     map[wgtypes.Key]idleMark
 	desired  map[wgtypes.Key]Peer // the last Apply's peers that may rest
+	fixed    map[wgtypes.Key]bool // the last Apply's peers that may not
 	released time.Time            // the last releaseMemory
 
 	table  atomic.Pointer[restingTable]
@@ -86,6 +93,10 @@ type onDemand struct {
 
 	rests, wakes, byPacket, byInit, dropped atomic.Uint64
 	nresting                                atomic.Int64
+
+	recordDue chan struct{} // the awake record (awake.go)
+	recordMu  sync.Mutex    // one write at a time; holds recorded
+	recorded  []string      // the awake set last written
 }
 
 type idleMark struct {
@@ -107,7 +118,8 @@ func (m *Mesh) EnableOnDemand(cfg OnDemand, priv wgtypes.Key) {
 		return
 	}
 	o := &onDemand{cfg: cfg, start: time.Now(), counts: &m.counts, resting: map[wgtypes.Key]Peer{}, idle: map[wgtypes.Key]idleMark{},
-		held: map[wgtypes.Key][][]byte{}, wanted: map[wgtypes.Key]bool{}, signal: make(chan struct{}, 1), tokens: initsPerSec}
+		held: map[wgtypes.Key][][]byte{}, wanted: map[wgtypes.Key]bool{}, signal: make(chan struct{}, 1), tokens: initsPerSec,
+		recordDue: make(chan struct{}, 1)}
 	o.reader.Store(wgnoise.NewResponder(priv))
 	m.od = o
 	m.dev.gate.hold.Store(&tunHold{o: o})
@@ -115,6 +127,9 @@ func (m *Mesh) EnableOnDemand(cfg OnDemand, priv wgtypes.Key) {
 	m.dev.od = o
 	go m.waker(o)
 	go m.restLoop(o)
+	if cfg.Record != "" {
+		go m.recordLoop(o)
+	}
 }
 
 // OnDemandStats reads the on-demand counters (zero when off).
@@ -143,13 +158,16 @@ func mayRest(p Peer) bool { return p.Rest && !p.Roaming && !p.External }
 
 // shape sets, for the peers that may rest, the keepalive they are written
 // with (none once the grace is over) and splits off those resting, whose
-// kept desired state it updates. Under m.mu.
+// kept desired state it updates; a peer new to the mesh rests from the
+// start unless cfg.Awake says otherwise. Under m.mu.
 func (o *onDemand) shape(desired []Peer, now time.Time) []Peer {
 	out := make([]Peer, 0, len(desired))
 	want := make(map[wgtypes.Key]Peer, len(desired))
-	changed := false
+	fixed := map[wgtypes.Key]bool{}
+	changed, first := false, o.desired == nil
 	for _, p := range desired {
 		if !mayRest(p) {
+			fixed[p.PublicKey] = true
 			out = append(out, p)
 			continue
 		}
@@ -160,8 +178,14 @@ func (o *onDemand) shape(desired []Peer, now time.Time) []Peer {
 			o.resting[p.PublicKey] = p
 			continue
 		}
+		if o.startsResting(p.PublicKey) {
+			o.resting[p.PublicKey] = p
+			changed = true
+			continue
+		}
 		out = append(out, p)
 	}
+	o.fixed = fixed
 	for k := range o.resting {
 		if _, ok := want[k]; !ok {
 			// Gone from the mesh (or, with keys required, without one):
@@ -183,8 +207,18 @@ func (o *onDemand) shape(desired []Peer, now time.Time) []Peer {
 	o.desired = want
 	if changed {
 		o.publish()
+	} else if first {
+		o.changed()
 	}
 	return out
+}
+
+// startsResting reports whether p, if new to the mesh (on the device at
+// the last Apply neither as a peer that may rest nor as one that may not),
+// starts resting. Under m.mu.
+func (o *onDemand) startsResting(pub wgtypes.Key) bool {
+	_, known := o.desired[pub]
+	return !known && !o.fixed[pub] && o.cfg.Awake != nil && !o.cfg.Awake(pub)
 }
 
 // keepalive is the keepalive p is written with.
@@ -208,6 +242,7 @@ func (o *onDemand) keep(p Peer, now time.Time) {
 func (o *onDemand) publish() {
 	o.table.Store(newRestingTable(maps.Clone(o.resting))) // o.resting changes; the table does not
 	o.nresting.Store(int64(len(o.resting)))
+	o.changed()
 }
 
 // RestingPeers are the resting peers as the device would show them: their

@@ -13,13 +13,21 @@ import (
 // what is for a resting peer and ask for its wake; the waker writes the
 // peer back and hands over what waited.
 
-// wake puts a resting peer back on the device. Under m.mu.
-func (m *Mesh) wake(o *onDemand, pub wgtypes.Key) error {
+// wake puts a resting peer back on the device. A peer woken by its own
+// handshake is written without its keepalive (the next Apply adds it): with
+// one, wireguard-go would start a handshake of its own at once, and two
+// crossing initiations void each other's responses (both ends then wait
+// 5 s to try again). Under m.mu.
+func (m *Mesh) wake(o *onDemand, pub wgtypes.Key, byInit bool) error {
 	p, ok := o.resting[pub]
 	if !ok || m.dev.released.Load() {
 		return nil // awake already (or gone), or a successor runs the data plane
 	}
-	if err := m.wg.ConfigureDevice(m.dev.name, wgtypes.Config{Peers: []wgtypes.PeerConfig{peerConfig(p, udpAddr(p.Endpoint), p.Keepalive)}}); err != nil {
+	ka := p.Keepalive
+	if byInit {
+		ka = 0
+	}
+	if err := m.wg.ConfigureDevice(m.dev.name, wgtypes.Config{Peers: []wgtypes.PeerConfig{peerConfig(p, udpAddr(p.Endpoint), ka)}}); err != nil {
 		return err
 	}
 	m.writes.Add(1)
@@ -44,13 +52,14 @@ func (m *Mesh) waker(o *onDemand) {
 		wanted, inits := o.wanted, o.inits
 		o.wanted, o.inits = map[wgtypes.Key]bool{}, nil
 		o.mu.Unlock()
+		byInit := make(map[wgtypes.Key]bool, len(inits))
 		for _, in := range inits {
-			wanted[in.pub] = true
+			wanted[in.pub], byInit[in.pub] = true, true
 		}
 		m.mu.Lock()
 		woke := make(map[wgtypes.Key]bool, len(wanted))
 		for pub := range wanted {
-			if err := m.wake(o, pub); err != nil {
+			if err := m.wake(o, pub, byInit[pub]); err != nil {
 				m.dev.logger.Warn("cannot wake a resting peer", "peer", pub.String(), "err", err)
 				continue
 			}

@@ -3,12 +3,15 @@ package datapath
 import (
 	"context"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/labtest"
 	"github.com/weftnet/weft/internal/netlab"
 )
@@ -38,8 +41,11 @@ func TestOnDemandPeersRestAndWake(t *testing.T) {
 			t.Fatalf("%s's device still has peers while both rest: %v", n.Name, rows)
 		}
 	}
-	labtest.Eventually(t, 3*time.Second, "node1's status says node2 rests", func() bool { // a reading at most a second old
-		return labtest.PeerOf(c.Status(n1), "node2").Resting
+	// Peers rest from the start, so the pair's first key may be agreed
+	// after: kept with the resting peer.
+	labtest.Eventually(t, 10*time.Second, "node1's status says node2 rests, with the pair's key", func() bool { // a reading at most a second old
+		st := labtest.PeerOf(c.Status(n1), "node2")
+		return st.Resting && st.PresharedKey
 	})
 	if st := labtest.PeerOf(c.Status(n1), "node2"); !st.PresharedKey || st.LatestHandshake != "" {
 		t.Errorf("node1's status of resting node2: preshared key %v (want the kept one), last handshake %q (want none)", st.PresharedKey, st.LatestHandshake)
@@ -137,4 +143,77 @@ func TestOnDemandRestingSetSurvivesHandover(t *testing.T) {
 	}
 	rtt := pingOnce(t, p1, p2.Addr(false))
 	t.Logf("the first ping after the handover, both ends resting: answered in %v", rtt)
+}
+
+// TestOnDemandStartWritesOnlyTheAwake: with on-demand peers an agent puts
+// on its device at the start only the peers its last run had there (its
+// awake record). On a first start that is none: each node rests both its
+// peers at once, though --on-demand-after is a minute away, without ever
+// having written them (weft_peer_rests_total 0). A pod's ping then wakes
+// node2 on node1, and node1's agent is killed (kill -9) and started again:
+// the new agent has node2, and only node2, on its device and shakes hands
+// with it with no traffic at all, because node2 still holds a session with
+// the killed agent and, left alone, would send into it until its own 15 s
+// timeout. node2's pod reaches node1's at once.
+func TestOnDemandStartWritesOnlyTheAwake(t *testing.T) {
+	c := labtest.NewCluster(t, 3)
+	c.Extra = []string{"--on-demand-after", "1m"}
+	c.StartAll()
+	for _, n := range c.Lab.Nodes() {
+		c.WaitCNIConf(n)
+	}
+	n1, n2 := c.Lab.Nodes()[0], c.Lab.Nodes()[1]
+	p1, p2 := c.AddPod(n1, "a"), c.AddPod(n2, "b")
+	for _, n := range c.Lab.Nodes() {
+		labtest.Eventually(t, 10*time.Second, n.Name+" rests both its peers from the start", func() bool {
+			return c.Metric(n, "weft_peers_resting") == 2
+		})
+		if rows := labtest.WgShow(t, n, "weft0", "peers"); len(rows) != 0 {
+			t.Fatalf("%s's device has peers on a first start: %v", n.Name, rows)
+		}
+		if r := c.Metric(n, "weft_peer_rests_total"); r != 0 {
+			t.Errorf("%s rested %v peers: its start wrote them to the device", n.Name, r)
+		}
+	}
+	rtt := pingOnce(t, p1, p2.Addr(false))
+	t.Logf("the first ping from node1's pod to node2's after a first start: %v", rtt)
+	key2 := labtest.PeerOf(c.Status(n1), "node2").PublicKey
+	record := filepath.Join(n1.StateDir, api.AwakeFile)
+	labtest.Eventually(t, 5*time.Second, "node1's awake record names node2", func() bool {
+		b, err := os.ReadFile(record)
+		return err == nil && strings.Contains(string(b), key2)
+	})
+
+	c.Agents[n1.Name].Kill()
+	killed := time.Now()
+	c.Start(n1)
+	var shook time.Duration
+	labtest.Eventually(t, 10*time.Second, "node1's new agent shakes hands with node2, no traffic asking", func() bool {
+		rows, err := labtest.WgRows(n1, "weft0", "latest-handshakes") // an error until the new device is up
+		if err != nil {
+			return false
+		}
+		for _, row := range rows {
+			if len(row) == 2 && row[0] == key2 {
+				// A new device: any handshake it shows is its own.
+				if s, err := strconv.ParseInt(row[1], 10, 64); err == nil && s > 0 {
+					shook = time.Since(killed)
+					return true
+				}
+			}
+		}
+		return false
+	})
+	t.Logf("node1's agent killed and started again: a handshake with node2 within %v", shook.Round(time.Millisecond))
+	if rows := labtest.WgShow(t, n1, "weft0", "peers"); len(rows) != 1 || rows[0][0] != key2 {
+		t.Errorf("node1's device after the restart has peers %v; want node2's alone (%s)", rows, key2)
+	}
+	if r, n := c.Metric(n1, "weft_peers_resting"), c.Metric(n1, "weft_peer_rests_total"); r != 1 || n != 0 {
+		t.Errorf("node1's new agent rests %v peers and rested %v itself; want node3 resting from the start and none rested", r, n)
+	}
+	rtt = pingOnce(t, p2, p1.Addr(false))
+	t.Logf("node2's pod to node1's after the restart: %v", rtt)
+	if rtt > time.Second {
+		t.Errorf("node2's pod reached node1's in %v after node1's restart, want well under a second", rtt)
+	}
 }
