@@ -74,3 +74,15 @@ func TestWriteScaleLive(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteScaleOnDemandAdd: with on-demand peers an added Node starts
+// resting, so no peer write is met; without them one is needed.
+func TestWriteScaleOnDemandAdd(t *testing.T) {
+	p := ScalePoint{Nodes: 5000, AddRouteChanges: 1, DelRouteChanges: 1}
+	for _, onDemand := range []string{"", "20s"} {
+		md := ScaleMarkdown(&ScaleRun{Time: "2026-12-03T01:00:00Z", Machine: "test", OnDemandAfter: onDemand, Sizes: []ScalePoint{p}}, "")
+		if met := strings.Contains(md, "one peer write and one route change: met"); met != (onDemand != "") {
+			t.Errorf("on-demand %q: an added Node with no peer write reported as met=%v", onDemand, met)
+		}
+	}
+}
