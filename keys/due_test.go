@@ -2,6 +2,7 @@ package keys
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -57,8 +58,8 @@ func restingManager(tb testing.TB, n int) (*Manager, []peer.NodeInfo) {
 // the pairs not due alone.
 func TestRestingPairsWaitTheirTurn(t *testing.T) {
 	k, peers := restingManager(t, 100)
-	if d := time.Until(k.startDue(context.Background())); d < 900*time.Millisecond {
-		t.Fatalf("a pass with nothing due looks again in %v, want the 1 s cap", d)
+	if d := time.Until(k.startDue(context.Background())); d < 4*time.Second || d > 5*time.Second {
+		t.Fatalf("a pass with nothing due looks again in %v, want 5 s (when the resting pairs fall due)", d)
 	}
 	k.mu.Lock()
 	p := k.pairs[peers[42].PublicKey]
@@ -84,9 +85,8 @@ func TestRestingPairsWaitTheirTurn(t *testing.T) {
 	}
 }
 
-// BenchmarkStartDueResting is one pass of the key loop (it passes every
-// second) at 5000 pairs whose peers rest, a fifth of them due: each
-// resting pair is looked at every 5 s.
+// BenchmarkStartDueResting is one pass of the key loop at 5000 pairs whose
+// peers rest, a fifth of them due: each resting pair is looked at every 5 s.
 func BenchmarkStartDueResting(b *testing.B) {
 	const n = 5000
 	k, peers := restingManager(b, n)
@@ -101,5 +101,36 @@ func BenchmarkStartDueResting(b *testing.B) {
 		}
 		k.mu.Unlock()
 		k.startDue(ctx)
+	}
+}
+
+// TestFailedExchangeWakesASleepingLoop: the loop sleeps until the next
+// pair falls due (up to lookEvery), so an exchange that fails and is to be
+// tried again sooner wakes it; one tried again later does not.
+func TestFailedExchangeWakesASleepingLoop(t *testing.T) {
+	k, peers := restingManager(t, 3)
+	pub := peers[1].PublicKey
+	drain := func() bool {
+		select {
+		case <-k.wake:
+			return true
+		default:
+			return false
+		}
+	}
+	drain()
+	k.mu.Lock()
+	k.looking = time.Now().Add(lookEvery)
+	k.mu.Unlock()
+	k.result(pub, errors.New("connection reset"), "initiator") // first failure: again in 1 s
+	if !drain() {
+		t.Fatal("a failed exchange due again in 1 s did not wake a loop asleep for 30 s")
+	}
+	k.mu.Lock()
+	k.looking = time.Now().Add(100 * time.Millisecond)
+	k.mu.Unlock()
+	k.result(pub, errors.New("connection reset"), "initiator") // again in 2 s
+	if drain() {
+		t.Fatal("a failed exchange due after the loop's next look woke it")
 	}
 }

@@ -43,16 +43,23 @@ func (k *Manager) Loop(ctx context.Context) {
 	}
 }
 
+// lookEvery is the longest the loop sleeps: every pair's next time is
+// known (a failed exchange that is due sooner pokes the loop), so a pass
+// is needed only when one falls due. At thousands of pairs a pass every
+// second was the idle agent's largest cost after the runtime's own.
+const lookEvery = 30 * time.Second
+
 // startDue starts every due exchange there is a slot for, and says when to look again.
-func (k *Manager) startDue(ctx context.Context) time.Time {
+func (k *Manager) startDue(ctx context.Context) (next time.Time) {
 	dormant := k.dev.Dormant()
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	defer func() { k.looking = next }()
 	now := time.Now()
-	next := now.Add(time.Second)
 	if k.held {
-		return next // a handover is under way (Hold)
+		return now.Add(time.Second) // a handover is under way (Hold)
 	}
+	next = now.Add(lookEvery)
 	for pub, p := range k.pairs {
 		if p.next.After(now) {
 			next = minTime(next, p.next)
@@ -64,6 +71,7 @@ func (k *Manager) startDue(ctx context.Context) time.Time {
 			// (a restarted agent starts every pair's exchange) or its
 			// handshake wakes the peer and the exchange follows.
 			p.next = now.Add(5 * time.Second)
+			next = minTime(next, p.next)
 			continue
 		}
 		k.reportDown(pub, p, now)
@@ -77,9 +85,11 @@ func (k *Manager) startDue(ctx context.Context) time.Time {
 		default: // answering the peer right now
 			<-k.run
 			p.next = now.Add(time.Second)
+			next = minTime(next, p.next)
 			continue
 		}
 		p.next = now.Add(pq.Timeout + time.Second) // until the result says otherwise
+		next = minTime(next, p.next)
 		go k.initiate(ctx, pub, p.addr)
 	}
 	return next
@@ -257,6 +267,9 @@ func (k *Manager) result(pub wgtypes.Key, err error, role string) {
 	}
 	if role == "initiator" {
 		p.next = now.Add(backoff)
+		if p.next.Before(k.looking) {
+			k.poke() // the loop sleeps past the retry
+		}
 	}
 	level := slog.LevelDebug
 	if reason == "auth" || p.fails == 3 {

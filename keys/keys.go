@@ -79,6 +79,7 @@ type Manager struct {
 	sources   map[netip.Addr]bool // the pairs' exchange addresses
 	refusedAt time.Time           // the last unauthenticated attempt logged
 	held      bool                // no exchanges: a handover is under way (Hold)
+	looking   time.Time           // when the loop looks next (startDue's answer)
 
 	rotations *prometheus.CounterVec // by role
 	failures  *prometheus.CounterVec // by reason
@@ -346,4 +347,5 @@ func (k *Manager) Restore(held []Held, nodeKeySince time.Time) {
 		}
 		k.pairs[pub] = &pair{added: h.Agreed, psk: psk, has: true, agreed: h.Agreed, next: h.Next, busy: make(chan struct{}, 1)}
 	}
+	k.poke() // a running loop may sleep past their times
 }

@@ -247,13 +247,18 @@ func (o *onDemand) publish() {
 
 // RestingPeers are the resting peers as the device would show them: their
 // preshared key and endpoint as kept, their counts as carried (no
-// handshake: they have no session). For status; nil when none rests.
+// handshake: they have no session). For status; nil when none rests. It
+// reads the kept peers under the writer's lock, not the packet paths'
+// table: a key agreed while a peer rests updates only the kept peer (the
+// table is rebuilt only when the resting set changes).
 func (m *Mesh) RestingPeers() []wgtypes.Peer {
 	if m.od == nil {
 		return nil
 	}
-	kept := m.od.table.Load().peers()
-	if kept == nil {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	kept := m.od.resting
+	if len(kept) == 0 {
 		return nil
 	}
 	out := make([]wgtypes.Peer, 0, len(kept))
