@@ -83,7 +83,7 @@ func ReadAwake(path string) (map[wgtypes.Key]bool, bool, error) {
 
 // awake lists the peers on the device that may rest, sorted. Under m.mu.
 func (o *onDemand) awake() []string {
-	out := make([]string, 0, len(o.desired)-len(o.resting))
+	out := make([]string, 0, max(len(o.desired)-len(o.resting), 0))
 	for k := range o.desired {
 		if _, rests := o.resting[k]; !rests {
 			out = append(out, k.String())

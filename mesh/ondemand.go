@@ -3,6 +3,7 @@ package mesh
 import (
 	"maps"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -256,15 +257,15 @@ func (m *Mesh) RestingPeers() []wgtypes.Peer {
 		return nil
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	kept := m.od.resting
+	kept := slices.Collect(maps.Values(m.od.resting)) // copied, so a wake does not wait for the rest
+	m.mu.Unlock()
 	if len(kept) == 0 {
 		return nil
 	}
 	out := make([]wgtypes.Peer, 0, len(kept))
-	for k, p := range kept {
-		rx, tx := m.counts.carriedOf(k)
-		out = append(out, wgtypes.Peer{PublicKey: k, PresharedKey: p.PresharedKey, Endpoint: udpAddr(p.Endpoint),
+	for _, p := range kept {
+		rx, tx := m.counts.carriedOf(p.PublicKey)
+		out = append(out, wgtypes.Peer{PublicKey: p.PublicKey, PresharedKey: p.PresharedKey, Endpoint: udpAddr(p.Endpoint),
 			ReceiveBytes: rx, TransmitBytes: tx, AllowedIPs: ipNets(p.AllowedIPs)})
 	}
 	return out
