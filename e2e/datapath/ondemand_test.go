@@ -25,12 +25,7 @@ import (
 // lost SYN waits a 1 s retransmission). The pair's preshared key, agreed
 // while the peers rested, is the one both devices hold afterwards.
 func TestOnDemandPeersRestAndWake(t *testing.T) {
-	c := labtest.NewCluster(t, 3)
-	c.Extra = []string{"--on-demand-after", "2s", "--on-demand-grace", "0"}
-	c.StartAll() // no handshake until there is traffic: no WaitMesh
-	for _, n := range c.Lab.Nodes() {
-		c.WaitCNIConf(n)
-	}
+	c := onDemandCluster(t, 3, "--on-demand-after", "2s", "--on-demand-grace", "0")
 	n1, n2, n3 := c.Lab.Nodes()[0], c.Lab.Nodes()[1], c.Lab.Nodes()[2]
 	p1, p2, p3 := c.AddPod(n1, "a"), c.AddPod(n2, "b"), c.AddPod(n3, "c")
 	for _, n := range c.Lab.Nodes() {
@@ -93,6 +88,20 @@ func TestOnDemandPeersRestAndWake(t *testing.T) {
 	}
 }
 
+// onDemandCluster starts a lab of n nodes whose agents run with flags
+// (on-demand peers) and waits for each to be ready for pods. No WaitMesh:
+// with on-demand peers there is no handshake until there is traffic.
+func onDemandCluster(t *testing.T, n int, flags ...string) *labtest.Cluster {
+	t.Helper()
+	c := labtest.NewCluster(t, n)
+	c.Extra = flags
+	c.StartAll()
+	for _, n := range c.Lab.Nodes() {
+		c.WaitCNIConf(n)
+	}
+	return c
+}
+
 var rttField = regexp.MustCompile(`time=([0-9.]+) ms`)
 
 // pingOnce sends one ping and returns its round trip; the test fails
@@ -114,12 +123,7 @@ func pingOnce(t *testing.T, from *netlab.Pod, dst netip.Addr) time.Duration {
 // did not write them all back), and a pod's first ping still wakes both
 // ends through it.
 func TestOnDemandRestingSetSurvivesHandover(t *testing.T) {
-	c := labtest.NewCluster(t, 2)
-	c.Extra = []string{"--on-demand-after", "2s", "--on-demand-grace", "0"}
-	c.StartAll()
-	for _, n := range c.Lab.Nodes() {
-		c.WaitCNIConf(n)
-	}
+	c := onDemandCluster(t, 2, "--on-demand-after", "2s", "--on-demand-grace", "0")
 	n1, n2 := c.Lab.Nodes()[0], c.Lab.Nodes()[1]
 	p1, p2 := c.AddPod(n1, "a"), c.AddPod(n2, "b")
 	for _, n := range c.Lab.Nodes() {
@@ -156,12 +160,7 @@ func TestOnDemandRestingSetSurvivesHandover(t *testing.T) {
 // the killed agent and, left alone, would send into it until its own 15 s
 // timeout. node2's pod reaches node1's at once.
 func TestOnDemandStartWritesOnlyTheAwake(t *testing.T) {
-	c := labtest.NewCluster(t, 3)
-	c.Extra = []string{"--on-demand-after", "1m"}
-	c.StartAll()
-	for _, n := range c.Lab.Nodes() {
-		c.WaitCNIConf(n)
-	}
+	c := onDemandCluster(t, 3, "--on-demand-after", "1m")
 	n1, n2 := c.Lab.Nodes()[0], c.Lab.Nodes()[1]
 	p1, p2 := c.AddPod(n1, "a"), c.AddPod(n2, "b")
 	for _, n := range c.Lab.Nodes() {
