@@ -1,7 +1,7 @@
 package mesh
 
 // The device writes the mesh counts, for metrics
-// (weft_wireguard_device_writes_total, weft_wireguard_peer_writes_total).
+// (weft_wireguard_config_writes_total, weft_wireguard_peer_writes_total).
 
 // DeviceWrites counts configuration writes made to the WireGuard device.
 func (m *Mesh) DeviceWrites() uint64 { return m.writes.Load() }
