@@ -14,6 +14,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/weftnet/weft/peer"
+	"github.com/weftnet/weft/pq"
 )
 
 // restingDev is a device on which every peer rests, its set built once
@@ -104,10 +105,11 @@ func BenchmarkStartDueResting(b *testing.B) {
 	}
 }
 
-// TestFailedExchangeWakesASleepingLoop: the loop sleeps until the next
-// pair falls due (up to lookEvery), so an exchange that fails and is to be
-// tried again sooner wakes it; one tried again later does not.
-func TestFailedExchangeWakesASleepingLoop(t *testing.T) {
+// TestExchangeResultWakesASleepingLoop: the loop sleeps until the next
+// pair falls due (up to lookEvery, or an exchange's timeout while it
+// runs), so an exchange that ends and is due again sooner wakes it; one
+// due again later does not.
+func TestExchangeResultWakesASleepingLoop(t *testing.T) {
 	k, peers := restingManager(t, 3)
 	pub := peers[1].PublicKey
 	drain := func() bool {
@@ -132,5 +134,23 @@ func TestFailedExchangeWakesASleepingLoop(t *testing.T) {
 	k.result(pub, errors.New("connection reset"), "initiator") // again in 2 s
 	if drain() {
 		t.Fatal("a failed exchange due after the loop's next look woke it")
+	}
+
+	// A success is due again after the rotation interval: that too wakes
+	// a loop asleep past it (it slept out the exchange's timeout).
+	k.mu.Lock()
+	k.rotation = time.Second
+	k.looking = time.Now().Add(pq.Timeout + time.Second)
+	k.mu.Unlock()
+	k.result(pub, nil, "initiator")
+	if !drain() {
+		t.Fatal("an exchange that agreed and is due again in ~1 s did not wake a loop asleep for 6 s")
+	}
+	k.mu.Lock()
+	k.looking = time.Now().Add(100 * time.Millisecond)
+	k.mu.Unlock()
+	k.result(pub, nil, "responder")
+	if drain() {
+		t.Fatal("an agreement due after the loop's next look woke it")
 	}
 }

@@ -237,6 +237,9 @@ func (k *Manager) result(pub wgtypes.Key, err error, role string) {
 	if err == nil {
 		p.fails, p.lastErr, p.down, p.refused = 0, "", false, time.Time{}
 		p.next = now.Add(k.interval(pub))
+		if p.next.Before(k.looking) {
+			k.poke() // the loop sleeps past it (it waited out the exchange's timeout)
+		}
 		k.rotations.WithLabelValues(role).Inc()
 		k.log.Debug("preshared key agreed", "peer", p.name, "role", role)
 		return
