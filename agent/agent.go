@@ -41,24 +41,25 @@ const (
 
 // Agent runs one node's control plane.
 type Agent struct {
-	cfg     config.Config
-	log     *slog.Logger
-	self    peer.NodeInfo
-	reg     *peer.Registry
-	clients *kube.Clients      // nil in standalone mode
-	kube    *kube.Source       // nil in standalone mode
-	netpol  *netpol.Controller // nil unless enforcing NetworkPolicy
-	dev     *mesh.Device
-	mesh    plane                     // the data plane the loop writes (a *mesh.Mesh on dev)
-	stopped <-chan struct{}           // closed when the device stops
-	meshUp  atomic.Pointer[mesh.Mesh] // a.mesh, for goroutines started before it exists (gossip's seeds)
-	gossip  *gossip.Source
-	metrics *metrics
-	ready   atomic.Bool
-	saved   []peer.NodeInfo // in the peer cache (cache.go), saved at savedAt
-	savedAt time.Time
-	saveDue <-chan time.Time // a change waits to be saved
-	cniConf []byte           // written once the first reconcile succeeds
+	cfg        config.Config
+	log        *slog.Logger
+	self       peer.NodeInfo
+	reg        *peer.Registry
+	clients    *kube.Clients      // nil in standalone mode
+	kube       *kube.Source       // nil in standalone mode
+	netpol     *netpol.Controller // nil unless enforcing NetworkPolicy
+	dev        *mesh.Device
+	mesh       plane                     // the data plane the loop writes (a *mesh.Mesh on dev)
+	stopped    <-chan struct{}           // closed when the device stops
+	routeDrift <-chan struct{}           // a weft route changed outside Apply (mesh.WatchRoutes)
+	meshUp     atomic.Pointer[mesh.Mesh] // a.mesh, for goroutines started before it exists (gossip's seeds)
+	gossip     *gossip.Source
+	metrics    *metrics
+	ready      atomic.Bool
+	saved      []peer.NodeInfo // in the peer cache (cache.go), saved at savedAt
+	savedAt    time.Time
+	saveDue    <-chan time.Time // a change waits to be saved
+	cniConf    []byte           // written once the first reconcile succeeds
 	// published: the Node carries our annotations and condition (Kubernetes mode).
 	annotated, conditioned bool
 	egress                 *egress // the egress NAT (egress.go)
@@ -350,6 +351,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 		return err
 	}
 	m.EnableOnDemand(a.onDemand(cached), key)
+	watchCtx, stopWatch := context.WithCancel(ctx) // as long as Run, a handover's too
+	defer stopWatch()
+	if a.routeDrift, err = m.WatchRoutes(watchCtx); err != nil {
+		return fmt.Errorf("follow route changes: %w", err)
+	}
 	a.mesh = m
 	a.meshUp.Store(m)
 	defer m.Close()

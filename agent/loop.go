@@ -65,6 +65,7 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 			a.reg.DeleteAll(peer.SourceCache)
 		case <-a.reg.Changed():
 		case <-resync.C:
+		case <-a.routeDrift:
 		case <-integrity.C:
 			if !a.reassertRules(ctx) {
 				continue // intact: nothing for a reconcile to do

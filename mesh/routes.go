@@ -42,10 +42,15 @@ func diffRoutes(desired []Route, have map[netip.Prefix]Route) (add, del []Route)
 }
 
 // routeRelist is how old Apply's knowledge of the routes may be before it
-// reads them from the kernel again: under the agent's resync interval
-// (30 s), so every resync pass reads them and puts back what someone else
-// removed.
-const routeRelist = 20 * time.Second
+// reads them from the kernel again when nothing tells it of changes: under
+// the agent's resync interval (30 s), so every resync pass reads them and
+// puts back what someone else removed. With WatchRoutes running, the
+// kernel's notifications say when to read them, and a listing every
+// routeBackstop catches what they did not tell.
+const (
+	routeRelist   = 20 * time.Second
+	routeBackstop = 5 * time.Minute
+)
 
 // routeCache is what Apply knows of weft's routes: read from the kernel at
 // most every routeRelist (and after any failed write), and kept up to
@@ -55,10 +60,11 @@ const routeRelist = 20 * time.Second
 // routes (those hold on to the dump's buffers: 13 MB at 5000). Under
 // Mesh.mu.
 type routeCache struct {
-	link int       // the tunnel link's index when read
-	at   time.Time // zero: read before the next diff
-	have map[netip.Prefix]Route
-	refs map[netip.Prefix]routeRef
+	link    int       // the tunnel link's index when read
+	at      time.Time // zero: read before the next diff
+	watched bool      // WatchRoutes is running
+	have    map[netip.Prefix]Route
+	refs    map[netip.Prefix]routeRef
 }
 
 // routeRef is what deleting a route takes besides its destination: the
@@ -77,7 +83,11 @@ func (r routeRef) deletion(dst netip.Prefix) *netlink.Route {
 
 // read returns the routes as known, reading them first if that is stale.
 func (c *routeCache) read(link netlink.Link) (map[netip.Prefix]Route, map[netip.Prefix]routeRef, error) {
-	if c.at.IsZero() || c.link != link.Attrs().Index || time.Since(c.at) >= routeRelist {
+	relist := routeRelist
+	if c.watched {
+		relist = routeBackstop
+	}
+	if c.at.IsZero() || c.link != link.Attrs().Index || time.Since(c.at) >= relist {
 		have, refs, err := listRoutes(link)
 		if err != nil {
 			c.stale()
@@ -114,24 +124,31 @@ func listRoutes(link netlink.Link) (map[netip.Prefix]Route, map[netip.Prefix]rou
 			return nil, nil, err
 		}
 		for _, r := range rs {
-			if r.Dst == nil {
-				continue
+			if rt, ref, ok := fromKernel(r, link.Attrs().Index); ok {
+				have[rt.Dst], refs[rt.Dst] = rt, ref
 			}
-			via := gateway(r)
-			if r.LinkIndex != link.Attrs().Index && !via.IsValid() {
-				continue
-			}
-			var src netip.Addr
-			if r.Src != nil {
-				src, _ = netip.AddrFromSlice(r.Src)
-				src = src.Unmap()
-			}
-			rt := Route{Dst: prefixOf(*r.Dst), Src: src, Via: via, MTU: r.MTU}
-			have[rt.Dst.Masked()] = rt
-			refs[rt.Dst.Masked()] = routeRef{r.LinkIndex, r.Scope, r.Table}
 		}
 	}
 	return have, refs, nil
+}
+
+// fromKernel is a kernel route as Apply knows it, when it is one of weft's:
+// weft's protocol, on the tunnel link (index tunnel), or direct (with a
+// gateway) on any.
+func fromKernel(r netlink.Route, tunnel int) (Route, routeRef, bool) {
+	if r.Dst == nil || r.Protocol != RouteProtocol {
+		return Route{}, routeRef{}, false
+	}
+	via := gateway(r)
+	if r.LinkIndex != tunnel && !via.IsValid() {
+		return Route{}, routeRef{}, false
+	}
+	var src netip.Addr
+	if r.Src != nil {
+		src, _ = netip.AddrFromSlice(r.Src)
+		src = src.Unmap()
+	}
+	return Route{Dst: prefixOf(*r.Dst), Src: src, Via: via, MTU: r.MTU}, routeRef{r.LinkIndex, r.Scope, r.Table}, true
 }
 
 // gateway is a route's next hop: its gateway of the same family, or an
