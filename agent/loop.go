@@ -15,6 +15,7 @@ import (
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/mesh"
+	"github.com/weftnet/weft/nft"
 	"github.com/weftnet/weft/peer"
 	"github.com/weftnet/weft/plan"
 )
@@ -28,8 +29,14 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 	defer func() { stopWriter(); <-writerDone }()
 	resync := time.NewTicker(resyncInterval)
 	defer resync.Stop()
-	integrity := time.NewTicker(integrityInterval)
-	defer integrity.Stop()
+	integrity := newIntegrity()
+	defer integrity.stop()
+	nftChanged, err := nft.Watch(ctx)
+	if err != nil {
+		a.log.Warn("cannot follow nftables changes; checking weft's rules every 10 s", "err", err)
+	} else {
+		integrity.watched()
+	}
 	var rotateKey <-chan time.Time
 	if a.cfg.KeyRotation > 0 {
 		t := time.NewTicker(a.cfg.KeyRotation)
@@ -66,9 +73,18 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 		case <-a.reg.Changed():
 		case <-resync.C:
 		case <-a.routeDrift:
-		case <-integrity.C:
+		case <-nftChanged:
+			integrity.changed()
+			continue
+		case <-integrity.every.C:
+			integrity.checking()
 			if !a.reassertRules(ctx) {
 				continue // intact: nothing for a reconcile to do
+			}
+		case <-integrity.soon.C:
+			integrity.checking()
+			if !a.reassertRules(ctx) {
+				continue
 			}
 		case <-kick:
 		case <-retry.C:
