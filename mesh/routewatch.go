@@ -22,31 +22,59 @@ import (
 // Apply: the caller runs Apply, which reads the routes again. Notifications
 // lost (a full socket buffer) count as a change, and the watch starts again.
 func (m *Mesh) WatchRoutes(ctx context.Context) (<-chan struct{}, error) {
-	drift := make(chan struct{}, 1)
-	routes, links, err := subscribe(ctx)
+	routes, links, stop, err := subscribe(ctx)
 	if err != nil {
 		return nil, err
 	}
+	m.mu.Lock()
+	m.routes.watched = true
+	m.mu.Unlock()
+	drift := make(chan struct{}, 1)
 	go func() {
+		defer func() {
+			if stop != nil {
+				stop()
+			}
+			m.mu.Lock()
+			m.routes.watched = false
+			m.mu.Unlock()
+		}()
 		for {
+			var why []any // a drift, as the log tells it
 			select {
 			case <-ctx.Done():
 				return
 			case u, ok := <-routes:
-				if ok && !m.routeMoved(u) {
-					continue
-				}
-				if !ok { // the subscription ended (events lost): again
-					routes, links = m.resubscribe(ctx)
-				}
-			case u, ok := <-links:
-				if ok && !m.linkMoved(u) {
-					continue
+				switch {
+				case !ok: // notifications were lost: the subscription ended
+					why = []any{"cause", "notifications lost"}
+				case m.routeMoved(u):
+					why = []any{"cause", "route", "dst", u.Dst.String(), "protocol", u.Protocol.String(), "deleted", u.Type == unix.RTM_DELROUTE}
 				}
 				if !ok {
-					routes, links = m.resubscribe(ctx)
+					stop()
+					if routes, links, stop = m.resubscribe(ctx); stop == nil {
+						return
+					}
+				}
+			case u, ok := <-links:
+				switch {
+				case !ok:
+					why = []any{"cause", "notifications lost"}
+				case m.linkMoved(u):
+					why = []any{"cause", "link", "link", u.Attrs().Name}
+				}
+				if !ok {
+					stop()
+					if routes, links, stop = m.resubscribe(ctx); stop == nil {
+						return
+					}
 				}
 			}
+			if why == nil {
+				continue
+			}
+			m.dev.logger.Info("weft's routes changed outside weft; reading them again", why...)
 			m.mu.Lock()
 			m.routes.stale()
 			m.mu.Unlock()
@@ -64,41 +92,46 @@ func (m *Mesh) WatchRoutes(ctx context.Context) (<-chan struct{}, error) {
 // it the watch starts again and Apply lists the routes.
 const watchBuffer = 1 << 20
 
-// subscribe opens the route and link notifications; a second subscription
-// that fails closes the first.
-func subscribe(ctx context.Context) (chan netlink.RouteUpdate, chan netlink.LinkUpdate, error) {
+// subscribe opens the route and link notifications; stop closes both.
+func subscribe(ctx context.Context) (routes chan netlink.RouteUpdate, links chan netlink.LinkUpdate, stop func(), err error) {
 	sctx, cancel := context.WithCancel(ctx)
-	routes := make(chan netlink.RouteUpdate, 64)
-	links := make(chan netlink.LinkUpdate, 16)
-	lost := func(error) {} // the channel closes after a receive error
+	routes = make(chan netlink.RouteUpdate, 64)
+	links = make(chan netlink.LinkUpdate, 16)
+	lost := func(error) {} // after a receive error the channel closes: that is the signal
 	if err := netlink.RouteSubscribeWithOptions(routes, sctx.Done(), netlink.RouteSubscribeOptions{ErrorCallback: lost, ReceiveBufferSize: watchBuffer}); err != nil {
 		cancel()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := netlink.LinkSubscribeWithOptions(links, sctx.Done(), netlink.LinkSubscribeOptions{ErrorCallback: lost, ReceiveBufferSize: watchBuffer}); err != nil {
 		cancel()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	go func() { // either ending ends both (the other's goroutine exits on its socket's close)
-		<-sctx.Done()
-	}()
-	context.AfterFunc(ctx, cancel)
-	return routes, links, nil
+	return routes, links, cancel, nil
 }
 
 // resubscribe opens the notifications again after they ended, retrying
-// every second; until then the listing every routeRelist is what finds
-// drift.
-func (m *Mesh) resubscribe(ctx context.Context) (chan netlink.RouteUpdate, chan netlink.LinkUpdate) {
-	for {
-		routes, links, err := subscribe(ctx)
+// every second (meanwhile the listing every routeRelist finds drift: the
+// cache is not watched); a nil stop: ctx ended.
+func (m *Mesh) resubscribe(ctx context.Context) (chan netlink.RouteUpdate, chan netlink.LinkUpdate, func()) {
+	for first := true; ; first = false {
+		routes, links, stop, err := subscribe(ctx)
 		if err == nil {
-			return routes, links
+			if !first {
+				m.mu.Lock()
+				m.routes.watched = true
+				m.mu.Unlock()
+			}
+			return routes, links, stop
 		}
-		m.dev.logger.Warn("cannot follow route changes; retrying", "err", err)
+		if first {
+			m.dev.logger.Warn("cannot follow route changes; retrying", "err", err)
+			m.mu.Lock()
+			m.routes.watched = false
+			m.mu.Unlock()
+		}
 		select {
 		case <-ctx.Done():
-			return nil, nil
+			return nil, nil, nil
 		case <-time.After(time.Second):
 		}
 	}

@@ -52,6 +52,12 @@ func TestRouteDriftRepairedAtOnce(t *testing.T) {
 	if !p1.Ping(ctx, p2.Addr(false), 5) {
 		t.Fatal("node1's pod does not reach node2's before any drift")
 	}
+	// The agent's own writes (the mesh, the pods' routes beside it) are
+	// not drift: nothing was read again for them.
+	const drift = "weft's routes changed outside weft"
+	if out := c.Agents[n1.Name].Output(); strings.Contains(out, drift) {
+		t.Errorf("node1 saw drift before there was any:\n%s", out)
+	}
 	for _, tc := range []struct {
 		name string
 		undo [][]string // ip commands on node1
@@ -72,6 +78,9 @@ func TestRouteDriftRepairedAtOnce(t *testing.T) {
 			})
 			if !p1.Ping(ctx, p2.Addr(false), 5) {
 				t.Error("node1's pod does not reach node2's once the route is back")
+			}
+			if !strings.Contains(c.Agents[n1.Name].Output(), drift) {
+				t.Error("node1 did not log the drift")
 			}
 		})
 	}
