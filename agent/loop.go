@@ -31,7 +31,7 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 	defer resync.Stop()
 	integrity := newIntegrity()
 	defer integrity.stop()
-	nftChanged, err := nft.Watch(wctx) // ends with the loop (a handover's too)
+	nftChanged, err := nft.Watch(ctx)
 	if err != nil {
 		a.log.Warn("cannot follow nftables changes; checking weft's rules every 10 s", "err", err)
 	} else {
