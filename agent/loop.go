@@ -15,7 +15,6 @@ import (
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/mesh"
-	"github.com/weftnet/weft/nft"
 	"github.com/weftnet/weft/peer"
 	"github.com/weftnet/weft/plan"
 )
@@ -29,14 +28,8 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 	defer func() { stopWriter(); <-writerDone }()
 	resync := time.NewTicker(resyncInterval)
 	defer resync.Stop()
-	integrity := newIntegrity()
-	defer integrity.stop()
-	nftChanged, err := nft.Watch(ctx)
-	if err != nil {
-		a.log.Warn("cannot follow nftables changes; checking weft's rules every 10 s", "err", err)
-	} else {
-		integrity.watched()
-	}
+	integrity := time.NewTicker(integrityInterval)
+	defer integrity.Stop()
 	var rotateKey <-chan time.Time
 	if a.cfg.KeyRotation > 0 {
 		t := time.NewTicker(a.cfg.KeyRotation)
@@ -73,18 +66,9 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 		case <-a.reg.Changed():
 		case <-resync.C:
 		case <-a.routeDrift:
-		case <-nftChanged:
-			integrity.changed()
-			continue
-		case <-integrity.every.C:
-			integrity.checking()
+		case <-integrity.C:
 			if !a.reassertRules(ctx) {
 				continue // intact: nothing for a reconcile to do
-			}
-		case <-integrity.soon.C:
-			integrity.checking()
-			if !a.reassertRules(ctx) {
-				continue
 			}
 		case <-kick:
 		case <-retry.C:
