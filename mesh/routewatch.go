@@ -71,7 +71,7 @@ func (m *Mesh) WatchRoutes(ctx context.Context) (<-chan struct{}, error) {
 					}
 				}
 			}
-			if why == nil {
+			if why == nil || ctx.Err() != nil { // at the end the subscriptions close: no drift
 				continue
 			}
 			m.dev.logger.Info("weft's routes changed outside weft; reading them again", why...)
