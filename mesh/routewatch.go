@@ -26,49 +26,41 @@ func (m *Mesh) WatchRoutes(ctx context.Context) (<-chan struct{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.mu.Lock()
-	m.routes.watched = true
-	m.mu.Unlock()
+	m.setWatched(true)
 	drift := make(chan struct{}, 1)
 	go func() {
 		defer func() {
 			if stop != nil {
 				stop()
 			}
-			m.mu.Lock()
-			m.routes.watched = false
-			m.mu.Unlock()
+			m.setWatched(false)
 		}()
 		for {
 			var why []any // a drift, as the log tells it
+			lost := false // a subscription ended: notifications were lost
 			select {
 			case <-ctx.Done():
 				return
 			case u, ok := <-routes:
 				switch {
-				case !ok: // notifications were lost: the subscription ended
-					why = []any{"cause", "notifications lost"}
+				case !ok:
+					lost = true
 				case m.routeMoved(u):
 					why = []any{"cause", "route", "dst", u.Dst.String(), "protocol", u.Protocol.String(), "deleted", u.Type == unix.RTM_DELROUTE}
-				}
-				if !ok {
-					stop()
-					if routes, links, stop = m.resubscribe(ctx); stop == nil {
-						return
-					}
 				}
 			case u, ok := <-links:
 				switch {
 				case !ok:
-					why = []any{"cause", "notifications lost"}
+					lost = true
 				case m.linkMoved(u):
 					why = []any{"cause", "link", "link", u.Attrs().Name}
 				}
-				if !ok {
-					stop()
-					if routes, links, stop = m.resubscribe(ctx); stop == nil {
-						return
-					}
+			}
+			if lost {
+				why = []any{"cause", "notifications lost"}
+				stop()
+				if routes, links, stop = m.resubscribe(ctx); stop == nil {
+					return
 				}
 			}
 			if why == nil || ctx.Err() != nil { // at the end the subscriptions close: no drift
@@ -116,18 +108,12 @@ func (m *Mesh) resubscribe(ctx context.Context) (chan netlink.RouteUpdate, chan 
 	for first := true; ; first = false {
 		routes, links, stop, err := subscribe(ctx)
 		if err == nil {
-			if !first {
-				m.mu.Lock()
-				m.routes.watched = true
-				m.mu.Unlock()
-			}
+			m.setWatched(true)
 			return routes, links, stop
 		}
 		if first {
 			m.dev.logger.Warn("cannot follow route changes; retrying", "err", err)
-			m.mu.Lock()
-			m.routes.watched = false
-			m.mu.Unlock()
+			m.setWatched(false)
 		}
 		select {
 		case <-ctx.Done():
@@ -135,6 +121,14 @@ func (m *Mesh) resubscribe(ctx context.Context) (chan netlink.RouteUpdate, chan 
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// setWatched says whether notifications tell the route cache of changes
+// (the listing is then only the backstop).
+func (m *Mesh) setWatched(w bool) {
+	m.mu.Lock()
+	m.routes.watched = w
+	m.mu.Unlock()
 }
 
 // routeMoved reports whether a route notification is a change to weft's
