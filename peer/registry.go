@@ -156,6 +156,23 @@ func (r *Registry) Peers() []Claim {
 	return out
 }
 
+// EachPeer calls fn with each accepted peer, in Peers' order, under the
+// registry's lock and without copying them: for a reader that keeps a few
+// fields of a few peers, where Peers' copy of every claim (megabytes at
+// thousands of Nodes) would be most of its cost. fn must not call the
+// registry, nor keep c.
+func (r *Registry) EachPeer(fn func(c *Claim)) {
+	r.mu.Lock()
+	if r.dirty {
+		r.recompute()
+		r.dirty = false
+	}
+	for i := range r.accepted {
+		fn(&r.accepted[i])
+	}
+	r.unlockAndReport()
+}
+
 func (r *Registry) recompute() {
 	claims, rejected := Merge(r.src)
 	prev := make([]string, 0, len(r.accepted))

@@ -268,3 +268,25 @@ func TestRegistryInvalidClaimsAreBounded(t *testing.T) {
 		t.Fatalf("%d reports for %d distinct invalid claims", reports, 10*maxInvalid)
 	}
 }
+
+// EachPeer sees what Peers returns, in its order, with a change applied
+// first and the rejection it causes reported (as Peers does).
+func TestRegistryEachPeerIsPeers(t *testing.T) {
+	var reports []string
+	r := NewRegistry(node("node1", pubKey(t), "10.244.1.0/24"), false, Bounds{}, func(rej Rejection) { reports = append(reports, rej.Name) })
+	r.Set(SourceGossip, node("b", pubKey(t), "10.244.3.0/24"))
+	r.Set(SourceGossip, node("a", pubKey(t), "10.244.2.0/24"))
+	r.Set(SourceGossip, node("bad", pubKey(t), "10.244.1.0/25")) // this node's range
+	var each []string
+	r.EachPeer(func(c *Claim) { each = append(each, c.Name) })
+	if strings.Join(each, ",") != "a,b" || strings.Join(reports, ",") != "bad" {
+		t.Fatalf("EachPeer saw %v and reported %v, want a,b and bad", each, reports)
+	}
+	var peers []string
+	for _, c := range r.Peers() {
+		peers = append(peers, c.Name)
+	}
+	if !slices.Equal(each, peers) {
+		t.Fatalf("EachPeer %v, Peers %v", each, peers)
+	}
+}
