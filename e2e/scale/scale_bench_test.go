@@ -387,9 +387,16 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	p.DormantPeers = fakes
 	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" {
 		// node1's CPU during the steady window (30 of its 60 s) and heap.
+		// What the steady window allocates: node1's heap before and after
+		// it (go tool pprof -sample_index alloc_space -base
+		// scale-N-heap-start.pprof scale-N-heap-end.pprof).
+		saveProfile(b, live[0], "heap?gc=1", fmt.Sprintf("%s/scale-%d-heap-start.pprof", dir, total))
 		go saveProfile(b, live[0], "profile?seconds=30", fmt.Sprintf("%s/scale-%d-cpu.pprof", dir, total))
 	}
 	p.IdleCPUSteady = cpuPercent(b, pids, 60*time.Second)
+	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" {
+		saveProfile(b, live[0], "heap?gc=1", fmt.Sprintf("%s/scale-%d-heap-end.pprof", dir, total))
+	}
 	worst := 0
 	for i, n := range live {
 		if rss := labtest.RssMiB(b, pids[i]); rss > p.RSSMiB {
