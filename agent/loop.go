@@ -236,12 +236,7 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 
 // acceptedPeers are the nodes the registry accepts as peers now.
 func (a *Agent) acceptedPeers() []peer.NodeInfo {
-	claims := a.reg.Peers()
-	peers := make([]peer.NodeInfo, len(claims))
-	for i, c := range claims {
-		peers[i] = c.NodeInfo
-	}
-	return peers
+	return a.reg.PeerInfos()
 }
 
 // externalsChanged is the Peer objects' source telling the loop to look again.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -98,7 +99,8 @@ func TestRunReturnsAndLeaksNothing(t *testing.T) {
 			t.Fatalf("Run returned %v after its context ended, want nil", err)
 		}
 	case <-time.After(15 * time.Second):
-		t.Fatal("Run did not return 15 s after its context ended")
+		buf := make([]byte, 1<<20)
+		t.Fatalf("Run did not return 15 s after its context ended; its goroutines:\n%s", buf[:runtime.Stack(buf, true)])
 	}
 	if _, err := net.Dial("tcp", "127.0.0.1:9587"); err == nil {
 		t.Error("the HTTP port still answers after Run returned")

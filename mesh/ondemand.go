@@ -75,7 +75,7 @@ type onDemand struct {
 	// Under Mesh.mu (the writer lock):
 	resting  map[wgtypes.Key]Peer // the peer as last desired, its keepalive as it will be written
 	idle     map[wgtypes.Key]idleMark
-	desired  map[wgtypes.Key]Peer // the last Apply's peers that may rest
+	desired  map[wgtypes.Key]Peer // the last Apply's peers that may rest and are awake, and those woken since (nil: no Apply yet)
 	fixed    map[wgtypes.Key]bool // the last Apply's peers that may not
 	released time.Time            // the last releaseMemory
 
@@ -163,9 +163,12 @@ func mayRest(p Peer) bool { return p.Rest && !p.Roaming && !p.External }
 // start unless cfg.Awake says otherwise. Under m.mu.
 func (o *onDemand) shape(desired []Peer, now time.Time) []Peer {
 	out := make([]Peer, 0, len(desired))
-	want := make(map[wgtypes.Key]Peer, len(desired))
+	// Only the awake are kept here: the resting are in o.resting, and at
+	// thousands of resting peers a second copy of each was megabytes.
+	want := map[wgtypes.Key]Peer{}
 	fixed := map[wgtypes.Key]bool{}
 	changed, first := false, o.desired == nil
+	wasResting, stillResting := len(o.resting), 0
 	for _, p := range desired {
 		if !mayRest(p) {
 			fixed[p.PublicKey] = true
@@ -173,10 +176,10 @@ func (o *onDemand) shape(desired []Peer, now time.Time) []Peer {
 			continue
 		}
 		p.Keepalive = o.keepalive(p, now)
-		want[p.PublicKey] = p
 		if old, ok := o.resting[p.PublicKey]; ok {
 			changed = changed || !samePrefixes(old.AllowedIPs, p.AllowedIPs)
 			o.resting[p.PublicKey] = p
+			stillResting++
 			continue
 		}
 		if o.startsResting(p.PublicKey) {
@@ -184,21 +187,12 @@ func (o *onDemand) shape(desired []Peer, now time.Time) []Peer {
 			changed = true
 			continue
 		}
+		want[p.PublicKey] = p
 		out = append(out, p)
 	}
 	o.fixed = fixed
-	for k := range o.resting {
-		if _, ok := want[k]; !ok {
-			// Gone from the mesh (or, with keys required, without one):
-			// its counts and what waited for it go too.
-			delete(o.resting, k)
-			o.counts.forget(k)
-			o.mu.Lock()
-			o.nheld -= len(o.held[k])
-			delete(o.held, k)
-			o.mu.Unlock()
-			changed = true
-		}
+	if stillResting < wasResting {
+		changed = o.forgetGone(desired) || changed
 	}
 	for k := range o.idle {
 		if _, ok := want[k]; !ok {
@@ -214,11 +208,37 @@ func (o *onDemand) shape(desired []Peer, now time.Time) []Peer {
 	return out
 }
 
+// forgetGone drops the resting peers that desired no longer holds as
+// peers that may rest. Under m.mu.
+func (o *onDemand) forgetGone(desired []Peer) bool {
+	still := make(map[wgtypes.Key]bool, len(desired))
+	for _, p := range desired {
+		if mayRest(p) {
+			still[p.PublicKey] = true
+		}
+	}
+	gone := false
+	for k := range o.resting {
+		if !still[k] {
+			// Gone from the mesh (or, with keys required, without one):
+			// its counts and what waited for it go too.
+			delete(o.resting, k)
+			o.counts.forget(k)
+			o.mu.Lock()
+			o.nheld -= len(o.held[k])
+			delete(o.held, k)
+			o.mu.Unlock()
+			gone = true
+		}
+	}
+	return gone
+}
+
 // startsResting reports whether p, if new to the mesh (on the device at
 // the last Apply neither as a peer that may rest nor as one that may not),
 // starts resting. Under m.mu.
 func (o *onDemand) startsResting(pub wgtypes.Key) bool {
-	_, known := o.desired[pub]
+	_, known := o.desired[pub] // a peer then resting is not asked
 	return !known && !o.fixed[pub] && o.cfg.Awake != nil && !o.cfg.Awake(pub)
 }
 
@@ -234,14 +254,11 @@ func (o *onDemand) keepalive(p Peer, now time.Time) time.Duration {
 func (o *onDemand) keep(p Peer, now time.Time) {
 	p.Keepalive = o.keepalive(p, now)
 	o.resting[p.PublicKey] = p
-	if o.desired != nil {
-		o.desired[p.PublicKey] = p
-	}
 }
 
 // publish rebuilds the resting table the packet paths read. Under m.mu.
 func (o *onDemand) publish() {
-	o.table.Store(newRestingTable(maps.Clone(o.resting))) // o.resting changes; the table does not
+	o.table.Store(newRestingTable(o.resting))
 	o.nresting.Store(int64(len(o.resting)))
 	o.changed()
 }
@@ -353,6 +370,7 @@ func (m *Mesh) restIdle(o *onDemand, now time.Time) error {
 		p := o.desired[a.PublicKey]
 		p.PresharedKey = a.PresharedKey // the device's is the newest (WritePeerKey writes between Applies)
 		o.resting[a.PublicKey] = p
+		delete(o.desired, a.PublicKey)
 		delete(o.idle, a.PublicKey)
 	}
 	o.rests.Add(uint64(len(idle)))

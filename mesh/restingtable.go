@@ -20,18 +20,21 @@ import (
 // map.
 type restingTable struct {
 	byPrefix map[netip.Prefix]wgtypes.Key
-	kept     map[wgtypes.Key]Peer // the resting peers, as they will be written when they wake
-	bits4    []int                // prefix lengths in use, longest first
+	keys     map[wgtypes.Key]struct{} // the resting peers (the mesh keeps them as they will be written)
+	bits4    []int                    // prefix lengths in use, longest first
 	bits6    []int
 }
 
-// newRestingTable takes peers (resting, by key) as its own.
+// newRestingTable builds the table for peers (resting, by key), which it
+// does not keep: at thousands of resting peers, a copy of each at every
+// rest and wake was megabytes kept and as many to collect.
 func newRestingTable(peers map[wgtypes.Key]Peer) *restingTable {
 	if len(peers) == 0 {
 		return nil
 	}
-	t := &restingTable{byPrefix: map[netip.Prefix]wgtypes.Key{}, kept: peers}
+	t := &restingTable{byPrefix: make(map[netip.Prefix]wgtypes.Key, 2*len(peers)), keys: make(map[wgtypes.Key]struct{}, len(peers))}
 	for pub, peer := range peers {
+		t.keys[pub] = struct{}{}
 		for _, p := range peer.AllowedIPs {
 			p = p.Masked()
 			t.byPrefix[p] = pub
@@ -45,12 +48,12 @@ func newRestingTable(peers map[wgtypes.Key]Peer) *restingTable {
 	return t
 }
 
-// peers are the resting peers by key (nil when none rests).
-func (t *restingTable) peers() map[wgtypes.Key]Peer {
+// peers are the resting peers' keys (nil when none rests).
+func (t *restingTable) peers() map[wgtypes.Key]struct{} {
 	if t == nil {
 		return nil
 	}
-	return t.kept
+	return t.keys
 }
 
 func appendBits(bits []int, b int) []int {

@@ -33,6 +33,9 @@ func (m *Mesh) wake(o *onDemand, pub wgtypes.Key, byInit bool) error {
 	m.writes.Add(1)
 	m.peerWrites[WriteWake].Add(1)
 	delete(o.resting, pub)
+	if o.desired != nil {
+		o.desired[pub] = p // awake now: known to the next Apply
+	}
 	o.idle[pub] = idleMark{bytes: -1, since: time.Now()} // counts from the next look
 	o.wakes.Add(1)
 	o.publish()

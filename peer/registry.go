@@ -173,6 +173,23 @@ func (r *Registry) EachPeer(fn func(c *Claim)) {
 	r.unlockAndReport()
 }
 
+// PeerInfos returns what Peers does without each claim's source, copied
+// once (the agent's pass reads it at every change: at thousands of Nodes,
+// a copy of the claims and then of their NodeInfo was twice the garbage).
+func (r *Registry) PeerInfos() []NodeInfo {
+	r.mu.Lock()
+	if r.dirty {
+		r.recompute()
+		r.dirty = false
+	}
+	out := make([]NodeInfo, len(r.accepted))
+	for i := range r.accepted {
+		out[i] = r.accepted[i].NodeInfo
+	}
+	r.unlockAndReport()
+	return out
+}
+
 func (r *Registry) recompute() {
 	claims, rejected := Merge(r.src)
 	prev := make([]string, 0, len(r.accepted))

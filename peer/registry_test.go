@@ -269,7 +269,7 @@ func TestRegistryInvalidClaimsAreBounded(t *testing.T) {
 	}
 }
 
-// EachPeer sees what Peers returns, in its order, with a change applied
+// EachPeer and PeerInfos see what Peers returns, in its order, with a change applied
 // first and the rejection it causes reported (as Peers does).
 func TestRegistryEachPeerIsPeers(t *testing.T) {
 	var reports []string
@@ -286,7 +286,11 @@ func TestRegistryEachPeerIsPeers(t *testing.T) {
 	for _, c := range r.Peers() {
 		peers = append(peers, c.Name)
 	}
-	if !slices.Equal(each, peers) {
-		t.Fatalf("EachPeer %v, Peers %v", each, peers)
+	var infos []string
+	for _, n := range r.PeerInfos() {
+		infos = append(infos, n.Name)
+	}
+	if !slices.Equal(each, peers) || !slices.Equal(infos, peers) {
+		t.Fatalf("EachPeer %v, PeerInfos %v, Peers %v", each, infos, peers)
 	}
 }
