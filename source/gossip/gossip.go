@@ -27,6 +27,7 @@ import (
 // members' metadata into registry claims. It only observes; the registry decides.
 type Source struct {
 	ml     *memberlist.Memberlist
+	tr     *guardedTransport
 	name   string
 	reg    *peer.Registry
 	log    *slog.Logger
@@ -126,7 +127,7 @@ func Start(cfg Config, self peer.NodeInfo, reg *peer.Registry, logger *slog.Logg
 		_ = tr.Shutdown()
 		return nil, fmt.Errorf("start gossip on %s: %w", where, err)
 	}
-	g.ml = ml
+	g.ml, g.tr = ml, tr
 	g.wg.Add(1)
 	go g.joinLoop()
 	return g, nil
@@ -138,6 +139,7 @@ func (g *Source) Members() int { return g.ml.NumMembers() }
 // Stop leaves the cluster (so peers drop this node at once) and shuts down.
 func (g *Source) Stop(leave bool) {
 	close(g.stop)
+	g.tr.stopDials() // a join under way returns now (Leave gossips over UDP)
 	g.wg.Wait()
 	if leave {
 		g.ml.Leave(time.Second)

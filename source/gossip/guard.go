@@ -1,11 +1,13 @@
 package gossip
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 
@@ -37,6 +39,9 @@ type guardedTransport struct {
 	refused func(reason string)
 	stop    chan struct{}
 	limit   *connlimit.Limiter
+
+	dials     context.Context // ends when the source stops: dials in flight give up
+	stopDials context.CancelFunc
 }
 
 func newGuardedTransport(bind netip.Addr, port int, logger *memberlistLogger, refused func(string)) (*guardedTransport, error) {
@@ -48,6 +53,7 @@ func newGuardedTransport(bind netip.Addr, port int, logger *memberlistLogger, re
 	}
 	t := &guardedTransport{NetTransport: nt, streams: make(chan net.Conn), refused: refused,
 		stop: make(chan struct{}), limit: connlimit.New(maxStreamsPerSource, maxStreams)}
+	t.dials, t.stopDials = context.WithCancel(context.Background())
 	go t.admit()
 	return t, nil
 }
@@ -55,8 +61,23 @@ func newGuardedTransport(bind netip.Addr, port int, logger *memberlistLogger, re
 // StreamCh is what memberlist reads incoming streams from.
 func (t *guardedTransport) StreamCh() <-chan net.Conn { return t.streams }
 
+// DialAddressTimeout is NetTransport's dial, given up when the source
+// stops: a join to seeds that do not answer (a Node without an agent, an
+// address that drops SYNs) would otherwise hold the agent's shutdown for
+// memberlist's TCP timeout, 10 s per round of seeds.
+func (t *guardedTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	return d.DialContext(t.dials, "tcp", a.Addr)
+}
+
+// DialTimeout: see DialAddressTimeout.
+func (t *guardedTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	return t.DialAddressTimeout(memberlist.Address{Addr: addr}, timeout)
+}
+
 // Shutdown stops admitting streams and closes the listeners.
 func (t *guardedTransport) Shutdown() error {
+	t.stopDials()
 	close(t.stop)
 	return t.NetTransport.Shutdown()
 }
