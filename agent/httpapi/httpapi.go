@@ -171,8 +171,20 @@ func (a *API) Status() (api.Status, error) {
 	if time.Since(c.at) >= statusTTL {
 		c.st, c.err = a.view.Status()
 		c.at = time.Now()
+		// Let go of it once it can no longer answer: at thousands of
+		// peers a status is megabytes, and scrapes come every 15-30 s.
+		time.AfterFunc(statusTTL, c.expire)
 	}
 	return c.st, c.err
+}
+
+// expire drops a reading older than statusTTL.
+func (c *statusCache) expire() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) >= statusTTL {
+		c.st, c.err = api.Status{}, nil
+	}
 }
 
 // Invalidate makes the next reading fresh: the loop calls it after each

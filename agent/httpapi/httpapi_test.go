@@ -7,8 +7,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -105,6 +107,29 @@ func TestStatusReadsTheDeviceOncePerTTL(t *testing.T) {
 	get(t, h, "GET", "/v1/status")
 	if v.reads != 2 {
 		t.Errorf("after Invalidate the device was read %d times in all, want 2", v.reads)
+	}
+}
+
+// A reading is let go once it can no longer answer (at thousands of peers
+// it is megabytes, kept from one scrape to the next for nothing).
+func TestStatusLetGoAfterTTL(t *testing.T) {
+	v := &fakeView{mesh: Mesh{Self: node(t, "node1", "10.244.1.0/24", "192.0.2.1:51820")}}
+	a := New(v, prometheus.NewRegistry(), "/var/lib/weft/control.sock")
+	if code, _ := get(t, a.Handler(), "GET", "/v1/status"); code != 200 {
+		t.Fatalf("status: %d", code)
+	}
+	held := func() bool {
+		a.cache.mu.Lock()
+		defer a.cache.mu.Unlock()
+		return !reflect.ValueOf(a.cache.st).IsZero()
+	}
+	if !held() {
+		t.Fatal("the reading is not cached")
+	}
+	for end := time.Now().Add(statusTTL + 2*time.Second); held(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("the reading is still held %v after it was read (TTL %v)", statusTTL+2*time.Second, statusTTL)
+		}
 	}
 }
 
