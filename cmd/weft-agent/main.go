@@ -54,12 +54,13 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if os.Getenv("GOGC") == "" {
-		// Go's default (100) lets the heap grow to twice what is live
+		// Go's default (100) lets garbage grow to as much as is live
 		// before a collection. A third of the agent's live heap is
 		// wireguard-go's fixed receive and TUN buffers (3 x 8 MiB,
-		// never garbage), which doubled would be memory held for nothing;
-		// the collector's work at 50 is still too small to show in a
-		// profile under iperf3 (README, "At scale").
+		// never garbage and mostly never written, so not resident),
+		// which at 100 buy room for as much garbage, which is. The
+		// collector's work at 50 is still too small to show in a
+		// profile under iperf3 (README, "Memory at 5000").
 		debug.SetGCPercent(defaultGCPercent)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

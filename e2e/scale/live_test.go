@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -332,7 +333,7 @@ func measureRestart(b *testing.B, k *labtest.KubeCluster, n *netlab.Node, set []
 	}
 	k.Agents[n.Name].Stop()
 	t0 := time.Now()
-	k.StartKubeWith(n, nil, append([]string{"--pprof-addr", netlab.AgentPprof}, onDemandArgs()...)...)
+	k.StartKubeWith(n, strings.Fields(os.Getenv("WEFT_SCALE_AGENT_ENV")), append([]string{"--pprof-addr", netlab.AgentPprof}, onDemandArgs()...)...)
 	waiting := slices.Clone(set)
 	for len(waiting) > 0 {
 		if time.Since(t0) > time.Minute {

@@ -327,7 +327,7 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	t0 := time.Now()
 	var pids []int
 	for _, n := range live {
-		pids = append(pids, k.StartKubeWith(n, nil, append([]string{"--pprof-addr", netlab.AgentPprof}, onDemandArgs()...)...).Pid())
+		pids = append(pids, k.StartKubeWith(n, strings.Fields(os.Getenv("WEFT_SCALE_AGENT_ENV")), append([]string{"--pprof-addr", netlab.AgentPprof}, onDemandArgs()...)...).Pid())
 	}
 	for _, n := range live {
 		var last time.Time
@@ -394,9 +394,6 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 		go saveProfile(b, live[0], "profile?seconds=30", fmt.Sprintf("%s/scale-%d-cpu.pprof", dir, total))
 	}
 	p.IdleCPUSteady = cpuPercent(b, pids, 60*time.Second)
-	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" {
-		saveProfile(b, live[0], "heap?gc=1", fmt.Sprintf("%s/scale-%d-heap-end.pprof", dir, total))
-	}
 	worst := 0
 	for i, n := range live {
 		if rss := labtest.RssMiB(b, pids[i]); rss > p.RSSMiB {
@@ -410,6 +407,18 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	// is live, not the garbage of a pass the last collection met; taken
 	// after the RSS is read).
 	p.RSSFileMiB = labtest.StatusMiB(b, pids[worst], "RssFile")
+	// What the runtime holds, read with the RSS (before the heap
+	// profile, whose collection and encoding change it): what RSS is
+	// made of.
+	mib := func(m string) float64 { return labtest.MetricSum(b, live[worst], m) / (1 << 20) }
+	b.Logf("N=%d: runtime of the worst agent: heap in use %.1f MiB, freed but kept %.1f MiB (idle %.1f, released %.1f), next GC at %.1f MiB, stacks %.1f MiB, GC metadata %.1f MiB, other %.1f MiB; RSS anonymous %.1f MiB",
+		total, mib("go_memstats_heap_inuse_bytes"), mib("go_memstats_heap_idle_bytes")-mib("go_memstats_heap_released_bytes"),
+		mib("go_memstats_heap_idle_bytes"), mib("go_memstats_heap_released_bytes"), mib("go_memstats_next_gc_bytes"),
+		mib("go_memstats_stack_inuse_bytes"), mib("go_memstats_gc_sys_bytes"), mib("go_memstats_other_sys_bytes"),
+		labtest.StatusMiB(b, pids[worst], "RssAnon"))
+	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" { // after the RSS: its collection changes it
+		saveProfile(b, live[0], "heap?gc=1", fmt.Sprintf("%s/scale-%d-heap-end.pprof", dir, total))
+	}
 	heap := os.DevNull
 	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" {
 		heap = fmt.Sprintf("%s/scale-%d-heap.pprof", dir, total)
