@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -180,7 +181,8 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 	end := time.Now().Add(d)
 	for !ok() {
 		if time.Now().After(end) {
-			t.Fatalf("after %v: %s", d, what)
+			buf := make([]byte, 1<<20)
+			t.Fatalf("after %v: %s; the goroutines:\n%s", d, what, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

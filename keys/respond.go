@@ -98,12 +98,31 @@ func (k *Manager) respond(c net.Conn) {
 				return true
 			}
 			// Wait for an exchange of ours the peer is about to refuse.
-			select {
-			case p.busy <- struct{}{}:
-				held = p
-				return false
-			case <-time.After(pq.Timeout / 2):
-				return true
+			// Ours may connect meanwhile (it was dialling): if this end
+			// wins, the peer's is refused then, not after the wait. Both
+			// ends waiting for their own exchange, each held by the
+			// other's wait, was a crossed exchange's deadlock until the
+			// wait ran out, and both retried in step (busy backs off
+			// 2 s): seen as pairs without a key for seconds.
+			wait := time.NewTimer(pq.Timeout / 2)
+			defer wait.Stop()
+			look := time.NewTicker(crossedLook)
+			defer look.Stop()
+			for {
+				select {
+				case p.busy <- struct{}{}:
+					held = p
+					return false
+				case <-wait.C:
+					return true
+				case <-look.C:
+					k.mu.Lock()
+					win := p.starting && k.lower(pub)
+					k.mu.Unlock()
+					if win {
+						return true
+					}
+				}
 			}
 		},
 		Install: func(pub, psk wgtypes.Key) error { return k.install(pub, self, psk, false) },
@@ -130,6 +149,10 @@ func (k *Manager) respond(c net.Conn) {
 	}
 	k.result(pub, err, "responder")
 }
+
+// crossedLook is how often a responder waiting for this end's own exchange
+// with the same peer looks whether that exchange connected (and wins).
+const crossedLook = 10 * time.Millisecond
 
 // refusedLogEvery spaces the log lines of unauthenticated exchanges.
 const refusedLogEvery = time.Minute
