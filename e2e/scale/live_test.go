@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -333,7 +332,7 @@ func measureRestart(b *testing.B, k *labtest.KubeCluster, n *netlab.Node, set []
 	}
 	k.Agents[n.Name].Stop()
 	t0 := time.Now()
-	k.StartKubeWith(n, strings.Fields(os.Getenv("WEFT_SCALE_AGENT_ENV")), append([]string{"--pprof-addr", netlab.AgentPprof}, onDemandArgs()...)...)
+	startAgent(k, n)
 	waiting := slices.Clone(set)
 	for len(waiting) > 0 {
 		if time.Since(t0) > time.Minute {

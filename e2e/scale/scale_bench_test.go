@@ -106,6 +106,13 @@ func onDemandArgs() []string {
 	return nil
 }
 
+// startAgent starts n's agent as bench-scale runs it: with pprof, the
+// on-demand flags, and WEFT_SCALE_AGENT_ENV in its environment only
+// (e.g. GOMEMLIMIT=72MiB, which the API server and etcd do not get).
+func startAgent(k *labtest.KubeCluster, n *netlab.Node) *netlab.Proc {
+	return k.StartKubeWith(n, strings.Fields(os.Getenv("WEFT_SCALE_AGENT_ENV")), append([]string{"--pprof-addr", netlab.AgentPprof}, onDemandArgs()...)...)
+}
+
 func kernelRelease() string {
 	var u unix.Utsname
 	if unix.Uname(&u) != nil {
@@ -327,7 +334,7 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	t0 := time.Now()
 	var pids []int
 	for _, n := range live {
-		pids = append(pids, k.StartKubeWith(n, strings.Fields(os.Getenv("WEFT_SCALE_AGENT_ENV")), append([]string{"--pprof-addr", netlab.AgentPprof}, onDemandArgs()...)...).Pid())
+		pids = append(pids, startAgent(k, n).Pid())
 	}
 	for _, n := range live {
 		var last time.Time
@@ -410,17 +417,24 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	// What the runtime holds, read with the RSS (before the heap
 	// profile, whose collection and encoding change it): what RSS is
 	// made of.
-	mib := func(m string) float64 { return labtest.MetricSum(b, live[worst], m) / (1 << 20) }
+	samples := labtest.Metrics(b, live[worst]) // one scrape for all of them
+	mib := func(m string) float64 {
+		for _, s := range samples {
+			if s.Series == m {
+				return s.Value / (1 << 20)
+			}
+		}
+		b.Fatalf("%s has no metric %s", live[worst].Name, m)
+		return 0
+	}
 	b.Logf("N=%d: runtime of the worst agent: heap in use %.1f MiB, freed but kept %.1f MiB (idle %.1f, released %.1f), next GC at %.1f MiB, stacks %.1f MiB, GC metadata %.1f MiB, other %.1f MiB; RSS anonymous %.1f MiB",
 		total, mib("go_memstats_heap_inuse_bytes"), mib("go_memstats_heap_idle_bytes")-mib("go_memstats_heap_released_bytes"),
 		mib("go_memstats_heap_idle_bytes"), mib("go_memstats_heap_released_bytes"), mib("go_memstats_next_gc_bytes"),
 		mib("go_memstats_stack_inuse_bytes"), mib("go_memstats_gc_sys_bytes"), mib("go_memstats_other_sys_bytes"),
 		labtest.StatusMiB(b, pids[worst], "RssAnon"))
-	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" { // after the RSS: its collection changes it
-		saveProfile(b, live[0], "heap?gc=1", fmt.Sprintf("%s/scale-%d-heap-end.pprof", dir, total))
-	}
 	heap := os.DevNull
-	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" {
+	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" { // after the RSS: a profile's collection changes it
+		saveProfile(b, live[0], "heap?gc=1", fmt.Sprintf("%s/scale-%d-heap-end.pprof", dir, total))
 		heap = fmt.Sprintf("%s/scale-%d-heap.pprof", dir, total)
 	}
 	saveProfile(b, live[worst], "heap?gc=1", heap)
