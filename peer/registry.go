@@ -146,11 +146,7 @@ func (r *Registry) Reject(source Source, name, detail string) {
 // computing them first if a source changed; rejections found then are
 // reported before it returns.
 func (r *Registry) Peers() []Claim {
-	r.mu.Lock()
-	if r.dirty {
-		r.recompute()
-		r.dirty = false
-	}
+	r.lockAccepted()
 	out := slices.Clone(r.accepted)
 	r.unlockAndReport()
 	return out
@@ -162,11 +158,7 @@ func (r *Registry) Peers() []Claim {
 // thousands of Nodes) would be most of its cost. fn must not call the
 // registry, nor keep c.
 func (r *Registry) EachPeer(fn func(c *Claim)) {
-	r.mu.Lock()
-	if r.dirty {
-		r.recompute()
-		r.dirty = false
-	}
+	r.lockAccepted()
 	for i := range r.accepted {
 		fn(&r.accepted[i])
 	}
@@ -177,17 +169,23 @@ func (r *Registry) EachPeer(fn func(c *Claim)) {
 // once (the agent's pass reads it at every change: at thousands of Nodes,
 // a copy of the claims and then of their NodeInfo was twice the garbage).
 func (r *Registry) PeerInfos() []NodeInfo {
-	r.mu.Lock()
-	if r.dirty {
-		r.recompute()
-		r.dirty = false
-	}
+	r.lockAccepted()
 	out := make([]NodeInfo, len(r.accepted))
 	for i := range r.accepted {
 		out[i] = r.accepted[i].NodeInfo
 	}
 	r.unlockAndReport()
 	return out
+}
+
+// lockAccepted takes the lock and brings the accepted peers up to date
+// with the sources; the caller ends with unlockAndReport.
+func (r *Registry) lockAccepted() {
+	r.mu.Lock()
+	if r.dirty {
+		r.recompute()
+		r.dirty = false
+	}
 }
 
 func (r *Registry) recompute() {
