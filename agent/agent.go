@@ -389,8 +389,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 		for _, p := range a.cfg.PodCIDRs { // a.cfg: in Kubernetes mode the Node's (learnSelf)
 			own = append(own, api.FirstAddress(p))
 		}
-		a.netpol, err = netpol.New(netpol.Config{Client: a.clients.Client, Informers: a.clients.Informers,
-			ClusterPolicies: a.clients.ClusterPolicies, Discovery: a.clients.Discovery, Node: a.cfg.NodeName, StateDir: a.cfg.StateDir, Local: a.cfg.PodCIDRs, Own: own,
+		a.netpol, err = netpol.New(netpol.Config{Kube: a.clients,
+			Node: a.cfg.NodeName, StateDir: a.cfg.StateDir, Local: a.cfg.PodCIDRs, Own: own,
 			Syncs: a.metrics.policySyncs, IsolatedPods: a.metrics.policyPods, Log: log})
 		if err != nil {
 			return err

@@ -15,7 +15,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -168,7 +167,7 @@ func (n *Controller) waitPod(ctx context.Context, ns, name string) error {
 	// podWait passed: the informer lags, so ask the API server.
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	p, err := n.client.CoreV1().Pods(ns).Get(gctx, name, metav1.GetOptions{})
+	p, err := n.kube.GetPod(gctx, ns, name)
 	if apierrors.IsNotFound(err) {
 		return fmt.Errorf("pod %s/%s does not exist", ns, name)
 	}

@@ -17,19 +17,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
-	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/weftnet/weft/nft"
 	"github.com/weftnet/weft/plan"
 	"github.com/weftnet/weft/policy"
+	"github.com/weftnet/weft/source/kube"
 )
 
 const (
@@ -50,7 +47,7 @@ const (
 // address (fail closed). Pods attached before the agent (re)started are
 // known from the saved attachments and from status.podIPs.
 type Controller struct {
-	client   kubernetes.Interface
+	kube     *kube.Clients
 	node     string
 	stateDir string
 	log      *slog.Logger
@@ -60,12 +57,8 @@ type Controller struct {
 	local    []netip.Prefix
 	own      []netip.Addr // the node's addresses in its pod ranges
 
-	factory informers.SharedInformerFactory
-	// ClusterNetworkPolicy: the client (nil: not watched), discovery to
-	// find whether it is served, and once its informer runs, cnps (under
-	// mu) lists them.
-	cnpClient cnpclient.Interface
-	discovery discovery.DiscoveryInterface
+	// ClusterNetworkPolicy: once its informer runs, cnps (under mu) lists
+	// them.
 	cnps      func() []cnp.ClusterNetworkPolicy
 	nodes     listersv1.NodeLister
 	pods      listersv1.PodLister
@@ -97,12 +90,10 @@ type extraPod struct {
 
 // Config is what a Controller is built with.
 type Config struct {
-	Client    kubernetes.Interface            // requests (a pod not yet in the informer's cache)
-	Informers informers.SharedInformerFactory // the agent's one factory: the controller's watches join it
-	// ClusterPolicies and Discovery: ClusterNetworkPolicy is enforced when
-	// both are set and the API server serves it.
-	ClusterPolicies cnpclient.Interface
-	Discovery       discovery.DiscoveryInterface
+	// Kube: the agent's clients; the controller's watches join its
+	// informers, and it reads a pod not yet in their cache. ClusterNetworkPolicy
+	// is enforced when the API server serves it.
+	Kube            *kube.Clients
 	Node            string         // this node's name
 	StateDir        string         // where the attachments are saved, and the agent socket
 	Local           []netip.Prefix // this node's pod CIDRs
@@ -121,7 +112,7 @@ func New(c Config) (*Controller, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Controller{client: c.Client, factory: c.Informers, cnpClient: c.ClusterPolicies, discovery: c.Discovery, node: c.Node, stateDir: c.StateDir, log: c.Log, enf: enf, syncs: c.Syncs, isolated: c.IsolatedPods,
+	n := &Controller{kube: c.Kube, node: c.Node, stateDir: c.StateDir, log: c.Log, enf: enf, syncs: c.Syncs, isolated: c.IsolatedPods,
 		local: c.Local, own: c.Own, kick: make(chan struct{}, 1), firstRun: make(chan struct{}),
 		atts: map[string]attachment{}, extra: map[string]extraPod{}}
 	n.changed = sync.NewCond(&n.mu)
@@ -151,45 +142,44 @@ func slimPod(obj any) (any, error) {
 // Start starts the informers and the sync loop; FirstSync is closed once
 // the data plane holds the policy of every known pod.
 func (n *Controller) Start(ctx context.Context) error {
-	pods := n.factory.Core().V1().Pods()
-	if err := pods.Informer().SetTransform(slimPod); err != nil {
+	f := n.kube.Informers
+	pods := f.Pods()
+	if err := pods.SetTransform(slimPod); err != nil {
 		return err
 	}
-	nss := n.factory.Core().V1().Namespaces()
-	nps := n.factory.Networking().V1().NetworkPolicies()
-	n.pods, n.nss, n.nps = pods.Lister(), nss.Lister(), nps.Lister()
+	nss, nps := f.Namespaces(), f.NetworkPolicies()
+	n.pods, n.nss = listersv1.NewPodLister(pods.GetIndexer()), listersv1.NewNamespaceLister(nss.GetIndexer())
+	n.nps = networkinglisters.NewNetworkPolicyLister(nps.GetIndexer())
 	h := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { n.Poke() },
 		UpdateFunc: func(old, cur any) { n.Poke() },
 		DeleteFunc: func(any) { n.Poke() },
 	}
-	for _, inf := range []cache.SharedIndexInformer{pods.Informer(), nss.Informer(), nps.Informer()} {
+	for _, inf := range []cache.SharedIndexInformer{pods, nss, nps} {
 		reg, err := inf.AddEventHandler(h)
 		if err != nil {
 			return err
 		}
 		n.synced = append(n.synced, reg.HasSynced)
 	}
-	if n.cnpClient != nil && n.discovery != nil {
-		// Nodes for the nodes peers: the agent's Node informer, shared.
-		nodes := n.factory.Core().V1().Nodes()
-		if _, err := nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{UpdateFunc: n.nodeChanged,
-			AddFunc: func(obj any) { n.nodeChanged(nil, obj) }, DeleteFunc: func(obj any) { n.nodeChanged(nil, obj) }}); err != nil {
+	// Nodes for the nodes peers: the agent's Node informer, shared.
+	nodes := f.Nodes()
+	if _, err := nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{UpdateFunc: n.nodeChanged,
+		AddFunc: func(obj any) { n.nodeChanged(nil, obj) }, DeleteFunc: func(obj any) { n.nodeChanged(nil, obj) }}); err != nil {
+		return err
+	}
+	n.nodes = listersv1.NewNodeLister(nodes.GetIndexer())
+	if n.servesCNP(ctx) {
+		synced, err := n.startCNP(ctx)
+		if err != nil {
 			return err
 		}
-		n.nodes = nodes.Lister()
-		if n.servesCNP() {
-			synced, err := n.startCNP(ctx)
-			if err != nil {
-				return err
-			}
-			n.synced = append(n.synced, synced)
-			n.log.Info("enforcing ClusterNetworkPolicy (" + cnpGroupVersion + ")")
-		} else {
-			go n.watchCNPLater(ctx)
-		}
+		n.synced = append(n.synced, synced)
+		n.log.Info("enforcing ClusterNetworkPolicy (" + cnpGroupVersion + ")")
+	} else {
+		go n.watchCNPLater(ctx)
 	}
-	n.factory.Start(ctx.Done())
+	f.Start(ctx.Done())
 	go n.loop(ctx)
 	return nil
 }

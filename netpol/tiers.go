@@ -7,11 +7,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/cache"
 	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
-	cnpinformers "sigs.k8s.io/network-policy-api/pkg/client/informers/externalversions"
 
 	"github.com/weftnet/weft/policy"
 )
@@ -28,20 +26,16 @@ var cnpGroupVersion = cnp.GroupVersion.String()
 const cnpRecheck = time.Minute
 
 // servesCNP reports whether the API server serves ClusterNetworkPolicy.
-func (n *Controller) servesCNP() bool {
-	res, err := n.discovery.ServerResourcesForGroupVersion(cnpGroupVersion)
-	if err != nil {
-		return false
-	}
-	return slices.ContainsFunc(res.APIResources, func(r metav1.APIResource) bool { return r.Name == "clusternetworkpolicies" })
+func (n *Controller) servesCNP(ctx context.Context) bool {
+	ok, _ := n.kube.Serves(ctx, cnp.SchemeGroupVersion, "clusternetworkpolicies")
+	return ok
 }
 
 // startCNP starts the ClusterNetworkPolicy informer and returns its
 // HasSynced.
 func (n *Controller) startCNP(ctx context.Context) (cache.InformerSynced, error) {
-	f := cnpinformers.NewSharedInformerFactory(n.cnpClient, 10*time.Minute)
-	inf := f.Policy().V1beta1().ClusterNetworkPolicies()
-	reg, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	inf := n.kube.Informers.ClusterNetworkPolicies()
+	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { n.Poke() },
 		UpdateFunc: func(any, any) { n.Poke() },
 		DeleteFunc: func(any) { n.Poke() },
@@ -49,20 +43,19 @@ func (n *Controller) startCNP(ctx context.Context) (cache.InformerSynced, error)
 	if err != nil {
 		return nil, err
 	}
-	lister := inf.Lister()
-	f.Start(ctx.Done())
+	store := inf.GetStore()
+	n.kube.Informers.Start(ctx.Done())
 	n.mu.Lock()
 	n.cnps = func() []cnp.ClusterNetworkPolicy {
 		if !reg.HasSynced() {
 			return nil
 		}
-		list, err := lister.List(labels.Everything())
-		if err != nil {
-			return nil
-		}
-		out := make([]cnp.ClusterNetworkPolicy, len(list))
-		for i, p := range list {
-			out[i] = *p
+		list := store.List()
+		out := make([]cnp.ClusterNetworkPolicy, 0, len(list))
+		for _, o := range list {
+			if p, ok := o.(*cnp.ClusterNetworkPolicy); ok {
+				out = append(out, *p)
+			}
 		}
 		return out
 	}
@@ -80,7 +73,7 @@ func (n *Controller) watchCNPLater(ctx context.Context) {
 			return
 		case <-time.After(cnpRecheck):
 		}
-		if !n.servesCNP() {
+		if !n.servesCNP(ctx) {
 			continue
 		}
 		synced, err := n.startCNP(ctx)

@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 )
 
 // CNI copies the named plugin binaries from dir src into dst (the
@@ -55,13 +54,18 @@ func copyExecutable(from, to string) error {
 	return os.Rename(tmp.Name(), to)
 }
 
+// SecretCreator creates a Secret (kube.Clients does).
+type SecretCreator interface {
+	CreateSecret(ctx context.Context, s *corev1.Secret) error
+}
+
 // GossipKeySecretKey is the data key of the gossip-key Secret.
 const GossipKeySecretKey = "key"
 
 // GossipKey creates Secret ns/name holding a fresh gossip key (base64
 // of 32 random bytes, the format of `wg genkey`) unless it exists. An
 // existing Secret is never changed: rotating the key is an operator's act.
-func GossipKey(ctx context.Context, client kubernetes.Interface, ns, name string) (created bool, err error) {
+func GossipKey(ctx context.Context, client SecretCreator, ns, name string) (created bool, err error) {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		return false, err
@@ -71,7 +75,7 @@ func GossipKey(ctx context.Context, client kubernetes.Interface, ns, name string
 		Type:       corev1.SecretTypeOpaque,
 		StringData: map[string]string{GossipKeySecretKey: base64.StdEncoding.EncodeToString(b)},
 	}
-	_, err = client.CoreV1().Secrets(ns).Create(ctx, s, metav1.CreateOptions{})
+	err = client.CreateSecret(ctx, s)
 	if apierrors.IsAlreadyExists(err) {
 		return false, nil
 	}

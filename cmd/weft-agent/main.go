@@ -117,7 +117,7 @@ func ensureGossipKey(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	client, err := kube.Client(*kubeconfig)
+	client, err := kube.NewClients(*kubeconfig)
 	if err != nil {
 		return err
 	}

@@ -18,81 +18,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
-	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/peer"
 )
 
-// Client builds a client from a kubeconfig file or, without one, from the
-// in-cluster service account.
-func Client(kubeconfig string) (kubernetes.Interface, error) {
-	cfg, err := RESTConfig(kubeconfig)
-	if err != nil {
-		return nil, err
-	}
-	return kubernetes.NewForConfig(cfg)
-}
-
-// Clients are the agent's connections to the API server, all made from one
-// configuration (RESTConfig): Client for requests (each bounded by the
-// client timeout), Dynamic for Peer objects, Discovery, and Informers: the
-// one shared informer factory every watch of the agent is in (Nodes here,
-// Peer objects, and the NetworkPolicy controller's Pods, Namespaces and
-// NetworkPolicies), on a client without that timeout (WatchConfig). Its
-// owner starts each informer once it is asked for, and shuts it down.
-type Clients struct {
-	Client    kubernetes.Interface
-	Dynamic   dynamic.Interface
-	Discovery discovery.DiscoveryInterface
-	Informers informers.SharedInformerFactory
-	// ClusterPolicies watches ClusterNetworkPolicy objects
-	// (policy.networking.k8s.io), when the API server serves them.
-	ClusterPolicies cnpclient.Interface
-}
-
 // resync is how often the informers replay their caches to the handlers.
 const resync = 10 * time.Minute
-
-// NewClients makes the agent's clients from a kubeconfig file or, without
-// one, the in-cluster service account.
-func NewClients(kubeconfig string) (*Clients, error) {
-	cfg, err := RESTConfig(kubeconfig)
-	if err != nil {
-		return nil, err
-	}
-	c := &Clients{}
-	if c.Client, err = kubernetes.NewForConfig(cfg); err != nil {
-		return nil, err
-	}
-	watch, err := kubernetes.NewForConfig(protobuf(WatchConfig(cfg)))
-	if err != nil {
-		return nil, err
-	}
-	if c.Dynamic, err = dynamic.NewForConfig(WatchConfig(cfg)); err != nil {
-		return nil, err
-	}
-	if c.Discovery, err = discovery.NewDiscoveryClientForConfig(cfg); err != nil {
-		return nil, err
-	}
-	if c.ClusterPolicies, err = cnpclient.NewForConfig(WatchConfig(cfg)); err != nil {
-		return nil, err
-	}
-	c.Informers = informers.NewSharedInformerFactory(watch, resync)
-	return c, nil
-}
 
 // WatchConfig is cfg for informers: without the client timeout, which
 // Go's HTTP client applies to a whole response, so every watch would be
@@ -102,18 +39,6 @@ func WatchConfig(cfg *rest.Config) *rest.Config {
 	w := rest.CopyConfig(cfg)
 	w.Timeout = 0
 	return w
-}
-
-// protobuf is cfg asking for Kubernetes' protobuf encoding, for the typed
-// clients' watches: a kubelet's Node in protobuf is a fifth smaller than in
-// JSON and decodes five times faster (BenchmarkNodeDecode), and at
-// thousands of Nodes every kubelet's status update reaches every agent. The dynamic and ClusterNetworkPolicy clients
-// stay on JSON (custom resources have no protobuf).
-func protobuf(cfg *rest.Config) *rest.Config {
-	p := rest.CopyConfig(cfg)
-	p.ContentType = "application/vnd.kubernetes.protobuf"
-	p.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	return p
 }
 
 // RESTConfig is the agent's client configuration (see Client).
@@ -182,8 +107,7 @@ func (c countRequests) WrappedRoundTripper() http.RoundTripper { return c.next }
 // Source is the Kubernetes source: it watches Nodes into the registry,
 // publishes this node's annotations and condition, and records Events.
 type Source struct {
-	client   kubernetes.Interface // requests, each bounded by the client timeout
-	informer informers.SharedInformerFactory
+	clients  *Clients
 	name     string
 	label    string       // --topology-label
 	location func(string) // called with this Node's location when it changes
@@ -201,30 +125,30 @@ type Source struct {
 // New returns the source for the Node name on c; location is called with
 // this Node's location (its topologyLabel) when it changes.
 func New(c *Clients, name, topologyLabel, intra string, location func(string), log *slog.Logger) *Source {
-	k := &Source{client: c.Client, informer: c.Informers, name: name, label: topologyLabel, intra: intra, location: location, log: log, probeNow: make(chan struct{}, 1)}
+	k := &Source{clients: c, name: name, label: topologyLabel, intra: intra, location: location, log: log, probeNow: make(chan struct{}, 1)}
 	k.events = record.NewBroadcaster()
-	k.recorder = k.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "weft-agent", Host: name})
+	k.recorder = k.events.NewRecorder(agentScheme, corev1.EventSource{Component: "weft-agent", Host: name})
 	return k
 }
 
 // FetchSelf reads this node's Node object.
 func (k *Source) FetchSelf(ctx context.Context) (*corev1.Node, error) {
-	return k.client.CoreV1().Nodes().Get(ctx, k.name, metav1.GetOptions{})
+	return k.clients.GetNode(ctx, k.name)
 }
 
 // Start watches Nodes into reg and probes the API server, telling reg
 // whether it answers. It returns at once.
 func (k *Source) Start(ctx context.Context, reg *peer.Registry) error {
 	k.reg = reg
-	k.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: k.client.CoreV1().Events("")})
-	inf := k.informer.Core().V1().Nodes()
-	k.nodes = inf.Lister()
-	k.synced = inf.Informer().HasSynced
-	if err := inf.Informer().SetTransform(slimNode); err != nil {
+	k.events.StartRecordingToSink(k.clients.Events())
+	inf := k.clients.Informers.Nodes()
+	k.nodes = listersv1.NewNodeLister(inf.GetIndexer())
+	k.synced = inf.HasSynced
+	if err := inf.SetTransform(slimNode); err != nil {
 		return err
 	}
 	// A broken Node watch is the first sign of an outage: probe at once.
-	if err := inf.Informer().SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+	if err := inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
 		cache.DefaultWatchErrorHandler(ctx, r, err)
 		select {
 		case k.probeNow <- struct{}{}:
@@ -233,7 +157,7 @@ func (k *Source) Start(ctx context.Context, reg *peer.Registry) error {
 	}); err != nil {
 		return err
 	}
-	_, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { k.onNode(obj) },
 		UpdateFunc: func(_, obj any) { k.onNode(obj) },
 		DeleteFunc: func(obj any) {
@@ -249,7 +173,7 @@ func (k *Source) Start(ctx context.Context, reg *peer.Registry) error {
 	if err != nil {
 		return err
 	}
-	k.informer.Start(ctx.Done())
+	k.clients.Informers.Start(ctx.Done())
 	go k.probe(ctx)
 	return nil
 }
@@ -303,7 +227,7 @@ func (k *Source) probe(ctx context.Context) {
 			t.Stop()
 		}
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := k.client.Discovery().RESTClient().Get().AbsPath("/readyz").Do(pctx).Error()
+		err := k.clients.Ready(pctx)
 		cancel()
 		up := err == nil && k.synced()
 		if k.up.Swap(up) != up || first {
@@ -336,8 +260,7 @@ func (k *Source) Publish(ctx context.Context, self peer.NodeInfo) error {
 	}
 	patch := map[string]any{"metadata": map[string]any{"annotations": ann}}
 	b, _ := json.Marshal(patch)
-	_, err := k.client.CoreV1().Nodes().Patch(ctx, k.name, types.MergePatchType, b, metav1.PatchOptions{})
-	if err != nil {
+	if err := k.clients.PatchNode(ctx, k.name, false, b); err != nil {
 		return fmt.Errorf("annotate node %s: %w", k.name, err)
 	}
 	return nil
@@ -351,8 +274,7 @@ func (k *Source) SetNetworkAvailable(ctx context.Context) error {
 		"message": "weft mesh is up", "lastTransitionTime": now, "lastHeartbeatTime": now,
 	}}}}
 	b, _ := json.Marshal(patch)
-	_, err := k.client.CoreV1().Nodes().PatchStatus(ctx, k.name, b)
-	if err != nil {
+	if err := k.clients.PatchNode(ctx, k.name, true, b); err != nil {
 		return fmt.Errorf("set NetworkUnavailable=False on %s: %w", k.name, err)
 	}
 	return nil

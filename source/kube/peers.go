@@ -13,8 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/weftnet/weft/peer"
@@ -59,12 +57,7 @@ const maxExternals = 1024
 // called after each change, report with each object that does not parse.
 func StartPeers(ctx context.Context, c *Clients, log *slog.Logger, changed func(), report func(peer.Rejection)) (*Peers, error) {
 	x := &Peers{log: log, changed: changed, report: report, parsed: map[string]peer.External{}, invalid: map[string]string{}}
-	// In the agent's one factory: the only informer there of unstructured
-	// objects (the factory keeps one informer per Go type).
-	inf := c.Informers.InformerFor(&unstructured.Unstructured{}, func(kubernetes.Interface, time.Duration) cache.SharedIndexInformer {
-		return dynamicinformer.NewFilteredDynamicInformer(c.Dynamic, PeerGVR, metav1.NamespaceAll, resync, cache.Indexers{}, nil).Informer()
-	})
-	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	h := cache.ResourceEventHandlerFuncs{
 		AddFunc:    x.set,
 		UpdateFunc: func(_, obj any) { x.set(obj) },
 		DeleteFunc: func(obj any) {
@@ -79,20 +72,24 @@ func StartPeers(ctx context.Context, c *Clients, log *slog.Logger, changed func(
 				x.changed()
 			}
 		},
-	})
-	if err != nil {
-		return nil, err
 	}
-	// Watch only once the API serves Peer objects: without the CRD (an
-	// older manifest) the informer would log a failed list every few
+	// The informer is made only once the API serves Peer objects: without
+	// the CRD (an older manifest) it would log a failed list every few
 	// seconds. Checked every minute until it is there.
 	go func() {
 		warned := false
 		for {
-			_, err := c.Discovery.ServerResourcesForGroupVersion(PeerGVR.GroupVersion().String())
-			if err == nil {
+			served, err := c.Serves(ctx, PeerGVR.GroupVersion(), PeerGVR.Resource)
+			if served {
+				if _, err := c.Informers.Peers().AddEventHandler(h); err != nil {
+					log.Error("watching Peer objects", "err", err)
+					return
+				}
 				c.Informers.Start(ctx.Done())
 				return
+			}
+			if err == nil {
+				err = fmt.Errorf("%s not served", PeerGVR.GroupVersion())
 			}
 			if !warned {
 				log.Warn("the API server does not serve Peer objects (weft.dev/v1alpha1); external peers are off until the CRD is installed", "err", err)
