@@ -59,15 +59,15 @@ type Controller struct {
 
 	// ClusterNetworkPolicy: once its informer runs, cnps (under mu) lists
 	// them.
-	cnps      func() []cnp.ClusterNetworkPolicy
-	nodes     listersv1.NodeLister
-	pods      listersv1.PodLister
-	nss       listersv1.NamespaceLister
-	nps       networkinglisters.NetworkPolicyLister
-	synced    []cache.InformerSynced
-	kick      chan struct{}
-	firstRun  chan struct{} // closed after the first successful sync
-	healthy   atomic.Bool
+	cnps     func() []cnp.ClusterNetworkPolicy
+	nodes    listersv1.NodeLister
+	pods     listersv1.PodLister
+	nss      listersv1.NamespaceLister
+	nps      networkinglisters.NetworkPolicyLister
+	synced   []cache.InformerSynced
+	kick     chan struct{}
+	firstRun chan struct{} // closed after the first successful sync
+	healthy  atomic.Bool
 
 	mu      sync.Mutex
 	atts    map[string]attachment // by containerID/ifName
@@ -93,11 +93,11 @@ type Config struct {
 	// Kube: the agent's clients; the controller's watches join its
 	// informers, and it reads a pod not yet in their cache. ClusterNetworkPolicy
 	// is enforced when the API server serves it.
-	Kube            *kube.Clients
-	Node            string         // this node's name
-	StateDir        string         // where the attachments are saved, and the agent socket
-	Local           []netip.Prefix // this node's pod CIDRs
-	Own             []netip.Addr   // the node's own addresses in them
+	Kube     *kube.Clients
+	Node     string         // this node's name
+	StateDir string         // where the attachments are saved, and the agent socket
+	Local    []netip.Prefix // this node's pod CIDRs
+	Own      []netip.Addr   // the node's own addresses in them
 	// Syncs counts syncs by result (changed, unchanged, error);
 	// IsolatedPods is the number of local pods a policy isolates.
 	Syncs        *prometheus.CounterVec
