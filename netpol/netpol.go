@@ -60,7 +60,7 @@ type Controller struct {
 	// ClusterNetworkPolicy: once its informer runs, cnps (under mu) lists
 	// them.
 	cnps     func() []cnp.ClusterNetworkPolicy
-	nodes    listersv1.NodeLister
+	nodes    cache.Store // of *kube.Node
 	pods     listersv1.PodLister
 	nss      listersv1.NamespaceLister
 	nps      networkinglisters.NetworkPolicyLister
@@ -168,7 +168,7 @@ func (n *Controller) Start(ctx context.Context) error {
 		AddFunc: func(obj any) { n.nodeChanged(nil, obj) }, DeleteFunc: func(obj any) { n.nodeChanged(nil, obj) }}); err != nil {
 		return err
 	}
-	n.nodes = listersv1.NewNodeLister(nodes.GetIndexer())
+	n.nodes = nodes.GetStore()
 	if n.servesCNP(ctx) {
 		synced, err := n.startCNP(ctx)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/weftnet/weft/policy"
+	"github.com/weftnet/weft/source/kube"
 )
 
 // ClusterNetworkPolicy (policy.networking.k8s.io/v1beta1) is watched when
@@ -95,14 +96,15 @@ func (n *Controller) nodePeers() []policy.Node {
 	if n.nodes == nil {
 		return nil
 	}
-	list, err := n.nodes.List(labels.Everything())
-	if err != nil {
-		return nil
-	}
+	list := n.nodes.List()
 	out := make([]policy.Node, 0, len(list))
-	for _, node := range list {
+	for _, obj := range list {
+		node, ok := obj.(*kube.Node)
+		if !ok {
+			continue
+		}
 		pn := policy.Node{Labels: node.Labels}
-		for _, a := range node.Status.Addresses {
+		for _, a := range node.Addresses {
 			if a.Type != corev1.NodeInternalIP && a.Type != corev1.NodeExternalIP {
 				continue
 			}
@@ -132,9 +134,9 @@ func readsNodes(cnps []cnp.ClusterNetworkPolicy) bool {
 // (not on every status heartbeat), and only while a ClusterNetworkPolicy
 // could read it.
 func (n *Controller) nodeChanged(old, cur any) {
-	o, ok1 := old.(*corev1.Node)
-	c, ok2 := cur.(*corev1.Node)
-	if ok1 && ok2 && labels.Equals(o.Labels, c.Labels) && slices.Equal(o.Status.Addresses, c.Status.Addresses) {
+	o, ok1 := old.(*kube.Node)
+	c, ok2 := cur.(*kube.Node)
+	if ok1 && ok2 && labels.Equals(o.Labels, c.Labels) && slices.Equal(o.Addresses, c.Addresses) {
 		return
 	}
 	n.mu.Lock()

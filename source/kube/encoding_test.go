@@ -3,6 +3,7 @@ package kube
 import (
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +13,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/weftnet/weft/peer"
 )
 
 // kubeletNode is a Node as a kubelet keeps it: conditions, capacity, the
@@ -82,9 +86,9 @@ func TestSlimNodeKeepsWhatWeftReads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := obj.(*corev1.Node)
+	s := obj.(*Node)
 	if s.Name != n.Name || s.UID != n.UID || len(s.Labels) != len(n.Labels) || s.Labels["topology.kubernetes.io/zone"] != "rack-17" {
-		t.Errorf("name, UID or labels lost: %+v", s.ObjectMeta)
+		t.Errorf("name, UID or labels lost: %+v", s)
 	}
 	want := map[string]string{}
 	for k, v := range n.Annotations {
@@ -98,10 +102,37 @@ func TestSlimNodeKeepsWhatWeftReads(t *testing.T) {
 	if !maps.Equal(s.Annotations, want) {
 		t.Errorf("annotations kept %v, want only weft's %v", s.Annotations, want)
 	}
-	if !slices.Equal(s.Spec.PodCIDRs, n.Spec.PodCIDRs) || !slices.Equal(s.Status.Addresses, n.Status.Addresses) {
-		t.Errorf("pod CIDRs %v or addresses %v lost", s.Spec.PodCIDRs, s.Status.Addresses)
+	if !slices.Equal(s.PodCIDRs, n.Spec.PodCIDRs) || !slices.Equal(s.Addresses, n.Status.Addresses) {
+		t.Errorf("pod CIDRs %v or addresses %v lost", s.PodCIDRs, s.Addresses)
 	}
-	if len(s.Status.Capacity) != 0 || len(s.Status.Images) != 0 || len(s.Status.Conditions) != 0 || len(s.ManagedFields) != 0 {
-		t.Error("capacity, images, conditions or managed fields kept")
+	// What peer reads of it is what it would read of the kubelet's Node.
+	for _, label := range []string{"", "topology.kubernetes.io/zone"} {
+		want, wantHas, wantErr := peer.NodeInfoFromNode(n, label)
+		if !wantHas || wantErr != nil {
+			t.Fatalf("the test Node must be a peer: %v %v", wantHas, wantErr)
+		}
+		got, has, err := peer.NodeInfoFromNode(s.Core(), label)
+		if !reflect.DeepEqual(got, want) || has != wantHas || (err == nil) != (wantErr == nil) {
+			t.Errorf("label %q: read from the kept Node %+v %v %v, from the kubelet's %+v %v %v", label, got, has, err, want, wantHas, wantErr)
+		}
+	}
+	// Again through the transform: a Node passes unchanged.
+	if again, _ := slimNode(s); again != any(s) {
+		t.Error("slimNode changed a Node it had made")
+	}
+	// The informer keys it by name.
+	if key, err := cache.MetaNamespaceKeyFunc(s); err != nil || key != n.Name {
+		t.Errorf("key %q, %v; want %q", key, err, n.Name)
+	}
+}
+
+// TestSlimNodeTakesTheSinglePodCIDR: a Node with only spec.podCIDR (an
+// older control plane) keeps it as its one pod CIDR.
+func TestSlimNodeTakesTheSinglePodCIDR(t *testing.T) {
+	n := kubeletNode()
+	n.Spec.PodCIDRs, n.Spec.PodCIDR = nil, "10.244.7.0/24"
+	obj, _ := slimNode(n)
+	if got := obj.(*Node).PodCIDRs; !slices.Equal(got, []string{"10.244.7.0/24"}) {
+		t.Errorf("pod CIDRs %v, want [10.244.7.0/24]", got)
 	}
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -116,7 +115,7 @@ type Source struct {
 	log      *slog.Logger
 	recorder record.EventRecorder
 	events   record.EventBroadcaster
-	nodes    listersv1.NodeLister
+	nodes    cache.Store // of *Node
 	synced   cache.InformerSynced
 	up       atomic.Bool
 	probeNow chan struct{}
@@ -142,7 +141,7 @@ func (k *Source) Start(ctx context.Context, reg *peer.Registry) error {
 	k.reg = reg
 	k.events.StartRecordingToSink(k.clients.Events())
 	inf := k.clients.Informers.Nodes()
-	k.nodes = listersv1.NewNodeLister(inf.GetIndexer())
+	k.nodes = inf.GetStore()
 	k.synced = inf.HasSynced
 	if err := inf.SetTransform(slimNode); err != nil {
 		return err
@@ -164,7 +163,7 @@ func (k *Source) Start(ctx context.Context, reg *peer.Registry) error {
 			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = t.Obj
 			}
-			if n, ok := obj.(*corev1.Node); ok && n.Name != k.name {
+			if n, ok := obj.(*Node); ok && n.Name != k.name {
 				k.log.Info("node deleted", "node", n.Name)
 				k.reg.Delete(peer.SourceKubernetes, n.Name)
 			}
@@ -179,10 +178,11 @@ func (k *Source) Start(ctx context.Context, reg *peer.Registry) error {
 }
 
 func (k *Source) onNode(obj any) {
-	n, ok := obj.(*corev1.Node)
+	s, ok := obj.(*Node)
 	if !ok {
 		return
 	}
+	n := s.Core()
 	if n.Name == k.name {
 		if loc, err := peer.LocationOf(n, k.label); err != nil {
 			k.log.Warn("this Node's location is not valid; keeping the last one", "err", err)
@@ -285,8 +285,9 @@ func (k *Source) Event(name, reason, msg string) {
 	if k.nodes == nil {
 		return
 	}
-	n, err := k.nodes.Get(name)
-	if err != nil {
+	obj, ok, _ := k.nodes.GetByKey(name)
+	n, isNode := obj.(*Node)
+	if !ok || !isNode {
 		return
 	}
 	ref := &corev1.ObjectReference{Kind: "Node", Name: n.Name, UID: n.UID, APIVersion: "v1"}
