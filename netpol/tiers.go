@@ -28,7 +28,7 @@ const cnpRecheck = time.Minute
 
 // servesCNP reports whether the API server serves ClusterNetworkPolicy.
 func (n *Controller) servesCNP(ctx context.Context) bool {
-	ok, _ := n.kube.Serves(ctx, cnp.SchemeGroupVersion, "clusternetworkpolicies")
+	ok, _ := n.kube.Serves(ctx, kube.CNPGroupVersion, "clusternetworkpolicies")
 	return ok
 }
 

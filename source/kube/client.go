@@ -38,13 +38,16 @@ var (
 )
 
 func init() {
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, networkingv1.AddToScheme, cnp.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, networkingv1.AddToScheme, cnp.Install} {
 		if err := add(agentScheme); err != nil {
 			panic(err)
 		}
 	}
 	metav1.AddToGroupVersion(agentScheme, schema.GroupVersion{Version: "v1"})
 }
+
+// CNPGroupVersion is the ClusterNetworkPolicy API the agent reads.
+var CNPGroupVersion = schema.GroupVersion{Group: cnp.GroupVersion.Group, Version: cnp.GroupVersion.Version}
 
 // Clients are the agent's connections to the API server, all made from one
 // configuration (RESTConfig): requests bounded by the client timeout, and
@@ -79,7 +82,7 @@ func clientsFor(cfg *rest.Config) (*Clients, error) {
 	if f.networking, err = restClient(w, networkingv1.SchemeGroupVersion, true); err != nil {
 		return nil, err
 	}
-	if f.cnp, err = restClient(w, cnp.SchemeGroupVersion, false); err != nil {
+	if f.cnp, err = restClient(w, CNPGroupVersion, false); err != nil {
 		return nil, err
 	}
 	if f.dynamic, err = dynamic.NewForConfig(w); err != nil {
