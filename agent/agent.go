@@ -23,6 +23,7 @@ import (
 	"github.com/weftnet/weft/internal/connlimit"
 	"github.com/weftnet/weft/internal/httpserve"
 	"github.com/weftnet/weft/keys"
+	"github.com/weftnet/weft/kubeclient"
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/netpol"
 	"github.com/weftnet/weft/nft"
@@ -45,9 +46,9 @@ type Agent struct {
 	log        *slog.Logger
 	self       peer.NodeInfo
 	reg        *peer.Registry
-	clients    *kube.Clients      // nil in standalone mode
-	kube       *kube.Source       // nil in standalone mode
-	netpol     *netpol.Controller // nil unless enforcing NetworkPolicy
+	clients    *kubeclient.Clients // nil in standalone mode
+	kube       *kube.Source        // nil in standalone mode
+	netpol     *netpol.Controller  // nil unless enforcing NetworkPolicy
 	dev        *mesh.Device
 	mesh       plane                     // the data plane the loop writes (a *mesh.Mesh on dev)
 	stopped    <-chan struct{}           // closed when the device stops
@@ -172,7 +173,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 		return err
 	}
 	if cfg.KubeMode {
-		if a.clients, err = kube.NewClients(cfg.Kubeconfig); err != nil {
+		if a.clients, err = kubeclient.NewClients(cfg.Kubeconfig); err != nil {
 			return err
 		}
 		// Every watch is in the one informer factory: stopped when Run

@@ -4,10 +4,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/weftnet/weft/kubeclient"
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/peer"
 	"github.com/weftnet/weft/source/gossip"
-	"github.com/weftnet/weft/source/kube"
 )
 
 // metrics are the agent's Prometheus series, on a registry of its own.
@@ -86,7 +86,7 @@ func newMetrics() *metrics {
 		m.reconciles.WithLabelValues(r)
 		m.policySyncs.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.peers, m.rejections, m.reconciles, m.passSeconds, m.dormant, kube.APIRequests, kube.APIReceived, m.policySyncs, m.policyPods, m.gossipLogs, m.gossipRefuse, m.httpRefused, m.directFailures, m.nftReasserts,
+	m.reg.MustRegister(m.peers, m.rejections, m.reconciles, m.passSeconds, m.dormant, kubeclient.APIRequests, kubeclient.APIReceived, m.policySyncs, m.policyPods, m.gossipLogs, m.gossipRefuse, m.httpRefused, m.directFailures, m.nftReasserts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

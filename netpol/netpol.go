@@ -23,10 +23,10 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
+	"github.com/weftnet/weft/kubeclient"
 	"github.com/weftnet/weft/nft"
 	"github.com/weftnet/weft/plan"
 	"github.com/weftnet/weft/policy"
-	"github.com/weftnet/weft/source/kube"
 )
 
 const (
@@ -47,7 +47,7 @@ const (
 // address (fail closed). Pods attached before the agent (re)started are
 // known from the saved attachments and from status.podIPs.
 type Controller struct {
-	kube     *kube.Clients
+	kube     *kubeclient.Clients
 	node     string
 	stateDir string
 	log      *slog.Logger
@@ -60,7 +60,7 @@ type Controller struct {
 	// ClusterNetworkPolicy: once its informer runs, cnps (under mu) lists
 	// them.
 	cnps     func() []cnp.ClusterNetworkPolicy
-	nodes    cache.Store // of *kube.Node
+	nodes    cache.Store // of *kubeclient.Node
 	pods     listersv1.PodLister
 	nss      listersv1.NamespaceLister
 	nps      networkinglisters.NetworkPolicyLister
@@ -93,7 +93,7 @@ type Config struct {
 	// Kube: the agent's clients; the controller's watches join its
 	// informers, and it reads a pod not yet in their cache. ClusterNetworkPolicy
 	// is enforced when the API server serves it.
-	Kube     *kube.Clients
+	Kube     *kubeclient.Clients
 	Node     string         // this node's name
 	StateDir string         // where the attachments are saved, and the agent socket
 	Local    []netip.Prefix // this node's pod CIDRs

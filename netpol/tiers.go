@@ -11,8 +11,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
+	"github.com/weftnet/weft/kubeclient"
 	"github.com/weftnet/weft/policy"
-	"github.com/weftnet/weft/source/kube"
 )
 
 // ClusterNetworkPolicy (policy.networking.k8s.io/v1beta1) is watched when
@@ -28,7 +28,7 @@ const cnpRecheck = time.Minute
 
 // servesCNP reports whether the API server serves ClusterNetworkPolicy.
 func (n *Controller) servesCNP(ctx context.Context) bool {
-	ok, _ := n.kube.Serves(ctx, kube.CNPGroupVersion, "clusternetworkpolicies")
+	ok, _ := n.kube.Serves(ctx, kubeclient.CNPGroupVersion, "clusternetworkpolicies")
 	return ok
 }
 
@@ -99,7 +99,7 @@ func (n *Controller) nodePeers() []policy.Node {
 	list := n.nodes.List()
 	out := make([]policy.Node, 0, len(list))
 	for _, obj := range list {
-		node, ok := obj.(*kube.Node)
+		node, ok := obj.(*kubeclient.Node)
 		if !ok {
 			continue
 		}
@@ -134,8 +134,8 @@ func readsNodes(cnps []cnp.ClusterNetworkPolicy) bool {
 // (not on every status heartbeat), and only while a ClusterNetworkPolicy
 // could read it.
 func (n *Controller) nodeChanged(old, cur any) {
-	o, ok1 := old.(*kube.Node)
-	c, ok2 := cur.(*kube.Node)
+	o, ok1 := old.(*kubeclient.Node)
+	c, ok2 := cur.(*kubeclient.Node)
 	if ok1 && ok2 && labels.Equals(o.Labels, c.Labels) && slices.Equal(o.Addresses, c.Addresses) {
 		return
 	}

@@ -54,7 +54,7 @@ func copyExecutable(from, to string) error {
 	return os.Rename(tmp.Name(), to)
 }
 
-// SecretCreator creates a Secret (kube.Clients does).
+// SecretCreator creates a Secret (kubeclient.Clients does).
 type SecretCreator interface {
 	CreateSecret(ctx context.Context, s *corev1.Secret) error
 }

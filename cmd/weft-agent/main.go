@@ -22,7 +22,7 @@ import (
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/agent/config"
 	"github.com/weftnet/weft/agent/install"
-	"github.com/weftnet/weft/source/kube"
+	"github.com/weftnet/weft/kubeclient"
 )
 
 // defaultGCPercent is the agent's GOGC unless the environment sets one.
@@ -117,7 +117,7 @@ func ensureGossipKey(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	client, err := kube.NewClients(*kubeconfig)
+	client, err := kubeclient.NewClients(*kubeconfig)
 	if err != nil {
 		return err
 	}

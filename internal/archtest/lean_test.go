@@ -10,7 +10,7 @@ import (
 // agentMayNotImport are client-go's packages that import every built-in
 // API group (56 packages of generated types, protobuf and conversions):
 // a third of the agent's binary, mapped into every agent's memory. The
-// agent reads a few kinds through source/kube's REST clients instead.
+// agent reads a few kinds through kubeclient's REST clients instead.
 var agentMayNotImport = []string{
 	"k8s.io/client-go/kubernetes",
 	"k8s.io/client-go/kubernetes/scheme",

@@ -102,6 +102,12 @@ var rooms = map[string][]string{
 		"github.com/vishvananda/netlink", "sigs.k8s.io/knftables", "golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device", "github.com/tailscale/wireguard-go", "github.com/hashicorp/memberlist",
 		"github.com/weftnet/weft/agent", "github.com/weftnet/weft/mesh", "github.com/weftnet/weft/nft", "github.com/weftnet/weft/keys",
 	},
+	// The agent's Kubernetes clients and informers, shared by the sources
+	// and the policy controller: only the API server.
+	"github.com/weftnet/weft/kubeclient": {
+		"github.com/vishvananda/netlink", "sigs.k8s.io/knftables", "golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device", "github.com/tailscale/wireguard-go", "github.com/hashicorp/memberlist",
+		"github.com/weftnet/weft/agent", "github.com/weftnet/weft/mesh", "github.com/weftnet/weft/nft", "github.com/weftnet/weft/keys", "github.com/weftnet/weft/source", "github.com/weftnet/weft/netpol",
+	},
 	"github.com/weftnet/weft/netpol": {
 		"github.com/vishvananda/netlink", "golang.zx2c4.com/wireguard/wgctrl", "golang.zx2c4.com/wireguard/device", "github.com/tailscale/wireguard-go", "github.com/hashicorp/memberlist",
 		"github.com/weftnet/weft/agent", "github.com/weftnet/weft/mesh", "github.com/weftnet/weft/keys", "github.com/weftnet/weft/source",

@@ -8,105 +8,24 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
-	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/kubeclient"
 	"github.com/weftnet/weft/peer"
 )
-
-// resync is how often the informers replay their caches to the handlers.
-const resync = 10 * time.Minute
-
-// WatchConfig is cfg for informers: without the client timeout, which
-// Go's HTTP client applies to a whole response, so every watch would be
-// cut after 10 s and started again (at a thousand nodes, hundreds of
-// requests a second to the API server for nothing).
-func WatchConfig(cfg *rest.Config) *rest.Config {
-	w := rest.CopyConfig(cfg)
-	w.Timeout = 0
-	return w
-}
-
-// RESTConfig is the agent's client configuration (see Client).
-func RESTConfig(kubeconfig string) (*rest.Config, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	cfg.UserAgent = "weft-agent"
-	cfg.Timeout = 10 * time.Second
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return countRequests{rt} })
-	return cfg, nil
-}
-
-// APIRequests counts the agent's requests to the API server by verb (a
-// watch is one request however long it runs): what the agent costs the
-// control plane, weft_api_requests_total.
-var APIRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
-	Name: "weft_api_requests_total", Help: "Requests to the Kubernetes API server, by HTTP method (get: a get or a list) or watch.",
-}, []string{"verb"})
-
-// APIReceived counts the bytes of the API server's answers the agent read,
-// by the same verbs: at thousands of Nodes the watch's share is what every
-// Node change costs every agent, weft_api_received_bytes_total.
-var APIReceived = prometheus.NewCounterVec(prometheus.CounterOpts{
-	Name: "weft_api_received_bytes_total", Help: "Bytes of the Kubernetes API server's response bodies read (after any decompression), by HTTP method (get: a get or a list) or watch.",
-}, []string{"verb"})
-
-type countRequests struct{ next http.RoundTripper }
-
-func (c countRequests) RoundTrip(r *http.Request) (*http.Response, error) {
-	verb := strings.ToLower(r.Method)
-	if q := r.URL.Query(); verb == "get" && (q.Get("watch") == "true" || q.Get("watch") == "1") {
-		verb = "watch"
-	}
-	APIRequests.WithLabelValues(verb).Inc()
-	resp, err := c.next.RoundTrip(r)
-	if err == nil && resp.Body != nil {
-		resp.Body = countedBody{resp.Body, APIReceived.WithLabelValues(verb)}
-	}
-	return resp, err
-}
-
-// countedBody adds what is read from a response body to a counter.
-type countedBody struct {
-	io.ReadCloser
-	n prometheus.Counter
-}
-
-func (b countedBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	b.n.Add(float64(n))
-	return n, err
-}
-
-// WrappedRoundTripper lets client-go reach the transport underneath (to
-// cancel requests).
-func (c countRequests) WrappedRoundTripper() http.RoundTripper { return c.next }
 
 // Source is the Kubernetes source: it watches Nodes into the registry,
 // publishes this node's annotations and condition, and records Events.
 type Source struct {
-	clients  *Clients
+	clients  *kubeclient.Clients
 	name     string
 	label    string       // --topology-label
 	location func(string) // called with this Node's location when it changes
@@ -115,7 +34,7 @@ type Source struct {
 	log      *slog.Logger
 	recorder record.EventRecorder
 	events   record.EventBroadcaster
-	nodes    cache.Store // of *Node
+	nodes    cache.Store // of *kubeclient.Node
 	synced   cache.InformerSynced
 	up       atomic.Bool
 	probeNow chan struct{}
@@ -123,10 +42,10 @@ type Source struct {
 
 // New returns the source for the Node name on c; location is called with
 // this Node's location (its topologyLabel) when it changes.
-func New(c *Clients, name, topologyLabel, intra string, location func(string), log *slog.Logger) *Source {
+func New(c *kubeclient.Clients, name, topologyLabel, intra string, location func(string), log *slog.Logger) *Source {
 	k := &Source{clients: c, name: name, label: topologyLabel, intra: intra, location: location, log: log, probeNow: make(chan struct{}, 1)}
 	k.events = record.NewBroadcaster()
-	k.recorder = k.events.NewRecorder(agentScheme, corev1.EventSource{Component: "weft-agent", Host: name})
+	k.recorder = k.events.NewRecorder(kubeclient.Scheme, corev1.EventSource{Component: "weft-agent", Host: name})
 	return k
 }
 
@@ -143,7 +62,7 @@ func (k *Source) Start(ctx context.Context, reg *peer.Registry) error {
 	inf := k.clients.Informers.Nodes()
 	k.nodes = inf.GetStore()
 	k.synced = inf.HasSynced
-	if err := inf.SetTransform(slimNode); err != nil {
+	if err := inf.SetTransform(kubeclient.SlimNode); err != nil {
 		return err
 	}
 	// A broken Node watch is the first sign of an outage: probe at once.
@@ -163,7 +82,7 @@ func (k *Source) Start(ctx context.Context, reg *peer.Registry) error {
 			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = t.Obj
 			}
-			if n, ok := obj.(*Node); ok && n.Name != k.name {
+			if n, ok := obj.(*kubeclient.Node); ok && n.Name != k.name {
 				k.log.Info("node deleted", "node", n.Name)
 				k.reg.Delete(peer.SourceKubernetes, n.Name)
 			}
@@ -178,7 +97,7 @@ func (k *Source) Start(ctx context.Context, reg *peer.Registry) error {
 }
 
 func (k *Source) onNode(obj any) {
-	s, ok := obj.(*Node)
+	s, ok := obj.(*kubeclient.Node)
 	if !ok {
 		return
 	}
@@ -286,7 +205,7 @@ func (k *Source) Event(name, reason, msg string) {
 		return
 	}
 	obj, ok, _ := k.nodes.GetByKey(name)
-	n, isNode := obj.(*Node)
+	n, isNode := obj.(*kubeclient.Node)
 	if !ok || !isNode {
 		return
 	}

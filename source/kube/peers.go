@@ -12,14 +12,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/weftnet/weft/kubeclient"
 	"github.com/weftnet/weft/peer"
 )
 
 // PeerGVR is the Peer custom resource (deploy/helm/weft/templates/peer-crd.yaml).
-var PeerGVR = schema.GroupVersionResource{Group: "weft.dev", Version: "v1alpha1", Resource: "peers"}
+var PeerGVR = kubeclient.PeerGVR
 
 // Peer is a weft.dev/v1alpha1 Peer object, as the agent reads it.
 type Peer struct {
@@ -55,7 +55,7 @@ const maxExternals = 1024
 
 // StartPeers watches Peer objects once the API serves them; changed is
 // called after each change, report with each object that does not parse.
-func StartPeers(ctx context.Context, c *Clients, log *slog.Logger, changed func(), report func(peer.Rejection)) (*Peers, error) {
+func StartPeers(ctx context.Context, c *kubeclient.Clients, log *slog.Logger, changed func(), report func(peer.Rejection)) (*Peers, error) {
 	x := &Peers{log: log, changed: changed, report: report, parsed: map[string]peer.External{}, invalid: map[string]string{}}
 	h := cache.ResourceEventHandlerFuncs{
 		AddFunc:    x.set,

@@ -1,4 +1,8 @@
-package kube
+// Package kubeclient is the agent's connection to the API server: REST
+// clients of the few API groups it reads, its informers (one per kind),
+// and the Node it keeps of each Node. The sources (source/kube) and the
+// policy controller (netpol) share it.
+package kubeclient
 
 import (
 	"context"
@@ -32,18 +36,19 @@ import (
 // and conversion code), which made a third of the agent's binary and was
 // mapped into every agent's memory (docs/design.md, "Memory at 5000").
 var (
-	agentScheme = runtime.NewScheme()
-	codecs      = serializer.NewCodecFactory(agentScheme)
-	params      = runtime.NewParameterCodec(agentScheme)
+	// Scheme holds the kinds the agent reads (and Events).
+	Scheme = runtime.NewScheme()
+	codecs = serializer.NewCodecFactory(Scheme)
+	params = runtime.NewParameterCodec(Scheme)
 )
 
 func init() {
 	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, networkingv1.AddToScheme, cnp.Install} {
-		if err := add(agentScheme); err != nil {
+		if err := add(Scheme); err != nil {
 			panic(err)
 		}
 	}
-	metav1.AddToGroupVersion(agentScheme, schema.GroupVersion{Version: "v1"})
+	metav1.AddToGroupVersion(Scheme, schema.GroupVersion{Version: "v1"})
 }
 
 // CNPGroupVersion is the ClusterNetworkPolicy API the agent reads.
