@@ -176,7 +176,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 		if a.clients, err = kubeclient.NewClients(cfg.Kubeconfig); err != nil {
 			return err
 		}
-		// Every watch is in the one informer factory: stopped when Run
+		// Every watch is in the agent's one kubeclient.Informers: stopped when Run
 		// returns, however it returns (Shutdown waits for the informers,
 		// which end with their context).
 		var stopInformers context.CancelFunc

@@ -29,7 +29,7 @@ func WatchConfig(cfg *rest.Config) *rest.Config {
 	return w
 }
 
-// RESTConfig is the agent's client configuration (see Client).
+// RESTConfig is the agent's client configuration (see NewClients).
 func RESTConfig(kubeconfig string) (*rest.Config, error) {
 	var cfg *rest.Config
 	var err error

@@ -30,14 +30,19 @@ type Node struct {
 // GetObjectMeta makes a Node a metav1.ObjectMetaAccessor: the informer
 // keys and indexes it by name.
 func (n *Node) GetObjectMeta() metav1.Object {
-	return &metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, Labels: n.Labels, Annotations: n.Annotations}
+	m := n.meta()
+	return &m
+}
+
+func (n *Node) meta() metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, Labels: n.Labels, Annotations: n.Annotations}
 }
 
 // Core is n as a corev1.Node, for peer's parsers (a copy of the fields,
 // sharing the maps and slices).
 func (n *Node) Core() *corev1.Node {
 	return &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, Labels: n.Labels, Annotations: n.Annotations},
+		ObjectMeta: n.meta(),
 		Spec:       corev1.NodeSpec{PodCIDRs: n.PodCIDRs},
 		Status:     corev1.NodeStatus{Addresses: n.Addresses},
 	}

@@ -175,7 +175,7 @@ func (n *Controller) Start(ctx context.Context) error {
 			return err
 		}
 		n.synced = append(n.synced, synced)
-		n.log.Info("enforcing ClusterNetworkPolicy (" + cnpGroupVersion + ")")
+		n.log.Info("enforcing ClusterNetworkPolicy (" + kubeclient.CNPGroupVersion.String() + ")")
 	} else {
 		go n.watchCNPLater(ctx)
 	}

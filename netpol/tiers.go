@@ -21,9 +21,6 @@ import (
 // rules; not found, it is looked for every minute (the CRD installed
 // later) and joins the syncs once its informer has synced.
 
-// cnpGroupVersion is the ClusterNetworkPolicy API weft reads.
-var cnpGroupVersion = cnp.GroupVersion.String()
-
 const cnpRecheck = time.Minute
 
 // servesCNP reports whether the API server serves ClusterNetworkPolicy.
@@ -67,7 +64,7 @@ func (n *Controller) startCNP(ctx context.Context) (cache.InformerSynced, error)
 // watchCNPLater looks for the API every minute and starts the informer
 // once it is served.
 func (n *Controller) watchCNPLater(ctx context.Context) {
-	n.log.Info("the API server does not serve ClusterNetworkPolicy (" + cnpGroupVersion + "); looking again every minute")
+	n.log.Info("the API server does not serve ClusterNetworkPolicy (" + kubeclient.CNPGroupVersion.String() + "); looking again every minute")
 	for {
 		select {
 		case <-ctx.Done():

@@ -8,7 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 
-	"github.com/weftnet/weft/source/kube"
+	"github.com/weftnet/weft/kubeclient"
 )
 
 // CreatePeer creates a Peer object once its CRD serves.
@@ -35,7 +35,7 @@ func (k *KubeCluster) CreatePeerSpec(name string, spec map[string]any) {
 	}}
 	var last error
 	Eventually(k.T, 20*time.Second, "Peer "+name+" created", func() bool {
-		_, last = dyn.Resource(kube.PeerGVR).Create(context.Background(), obj, metav1.CreateOptions{})
+		_, last = dyn.Resource(kubeclient.PeerGVR).Create(context.Background(), obj, metav1.CreateOptions{})
 		return last == nil
 	})
 }

@@ -213,7 +213,7 @@ func (k *Source) Event(name, reason, msg string) {
 	k.recorder.Event(ref, corev1.EventTypeWarning, reason, msg)
 }
 
-// Stop flushes Events (the informers are the factory owner's to stop).
+// Stop flushes Events (the informers are their owner's to stop: kubeclient.Informers.Shutdown).
 func (k *Source) Stop() {
 	k.events.Shutdown()
 }

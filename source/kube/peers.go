@@ -18,9 +18,6 @@ import (
 	"github.com/weftnet/weft/peer"
 )
 
-// PeerGVR is the Peer custom resource (deploy/helm/weft/templates/peer-crd.yaml).
-var PeerGVR = kubeclient.PeerGVR
-
 // Peer is a weft.dev/v1alpha1 Peer object, as the agent reads it.
 type Peer struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -79,7 +76,7 @@ func StartPeers(ctx context.Context, c *kubeclient.Clients, log *slog.Logger, ch
 	go func() {
 		warned := false
 		for {
-			served, err := c.Serves(ctx, PeerGVR.GroupVersion(), PeerGVR.Resource)
+			served, err := c.Serves(ctx, kubeclient.PeerGVR.GroupVersion(), kubeclient.PeerGVR.Resource)
 			if served {
 				if _, err := c.Informers.Peers().AddEventHandler(h); err != nil {
 					log.Error("watching Peer objects", "err", err)
@@ -89,7 +86,7 @@ func StartPeers(ctx context.Context, c *kubeclient.Clients, log *slog.Logger, ch
 				return
 			}
 			if err == nil {
-				err = fmt.Errorf("%s not served", PeerGVR.GroupVersion())
+				err = fmt.Errorf("%s not served", kubeclient.PeerGVR.GroupVersion())
 			}
 			if !warned {
 				log.Warn("the API server does not serve Peer objects (weft.dev/v1alpha1); external peers are off until the CRD is installed", "err", err)
