@@ -44,7 +44,15 @@ type pathBind struct {
 	wakeOnInit atomic.Pointer[onDemand]
 	injected   atomic.Pointer[injector]
 	injecting  bool // DeviceConfig.OnDemand: Open adds the injector
+
+	// spills: the socket's receive functions' batches, by position
+	// (spill.go), made at the first Open and kept.
+	spills []*spill
 }
+
+// BatchSize is wireguard-go's batch (spill.go); the socket's reads keep
+// the standard bind's.
+func (b *pathBind) BatchSize() int { return min(b.Bind.BatchSize(), deviceBatch) }
 
 // injector hands wireguard-go packets as if the socket had received them
 // (inject). When the bind has its own socket it rings a bell: a datagram
@@ -213,6 +221,12 @@ func (b *pathBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		return nil, 0, err
 	}
 	for i, fn := range fns {
+		if w := b.Bind.BatchSize(); w > deviceBatch {
+			if i == len(b.spills) {
+				b.spills = append(b.spills, newSpill(w, true))
+			}
+			fn = b.spills[i].receive(fn)
+		}
 		fns[i] = b.ringing(b.relaying(fn))
 	}
 	if r != nil {

@@ -35,7 +35,7 @@ type gatedTUN struct {
 }
 
 func newGatedTUN(t tun.Device) *gatedTUN {
-	g := &gatedTUN{Device: t, open: make(chan struct{}), shut: make(chan struct{}), closed: make(chan struct{})}
+	g := &gatedTUN{Device: narrowed(t), open: make(chan struct{}), shut: make(chan struct{}), closed: make(chan struct{})}
 	if nt, ok := t.(*tun.NativeTun); ok {
 		g.file = nt.File()
 	}

@@ -1,0 +1,237 @@
+package mesh
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// TestSocketBurstArrivesWhole: 200 datagrams queued at the socket before
+// wireguard-go reads reach it through the narrowed bind in order, none
+// lost, none cut, with their endpoints. (Without coalescing, as on
+// loopback, a read with GRO takes two; TestSpillHandsOnWhatTheReadTook
+// has a read that takes 128.)
+func TestSocketBurstArrivesWhole(t *testing.T) {
+	b := newPathBind(nil)
+	if b.BatchSize() != deviceBatch {
+		t.Fatalf("the bind's batch is %d, want %d", b.BatchSize(), deviceBatch)
+	}
+	fns, port, err := b.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const total = 200
+	for i := range total {
+		if _, err := c.Write(datagram(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got [][]byte
+	for calls := 0; len(got) < total && calls < total; calls++ {
+		bufs, sizes, eps := batch(b)
+		n, err := fns[0](bufs, sizes, eps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			if eps[i] == nil || eps[i].DstToString() != c.LocalAddr().String() {
+				t.Fatalf("packet %d came with endpoint %v, want %s", len(got), eps[i], c.LocalAddr())
+			}
+			got = append(got, bytes.Clone(bufs[i][:sizes[i]]))
+		}
+	}
+	if len(got) != total {
+		t.Fatalf("read %d datagrams, want %d", len(got), total)
+	}
+	for i, p := range got {
+		if !bytes.Equal(p, datagram(i)) {
+			t.Fatalf("datagram %d arrived as %d bytes starting %x, want %d bytes of its own", i, len(p), p[:min(8, len(p))], len(datagram(i)))
+		}
+	}
+}
+
+// TestSpillHandsOnWhatTheReadTook: a read of the kernel that fills all
+// 128 slots (two coalesced messages split, as the standard bind does)
+// reaches wireguard-go's batch of 64 as two calls, the first without a
+// copy into the caller's buffers' place, the second without a read; the
+// caller's buffers are not written after the call that handed them.
+func TestSpillHandsOnWhatTheReadTook(t *testing.T) {
+	s := newSpill(128, true)
+	reads := 0
+	ep := &conn.StdNetEndpoint{AddrPort: netip.MustParseAddrPort("192.0.2.7:51820")}
+	inner := func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		reads++
+		if len(bufs) != 128 {
+			t.Fatalf("the kernel's side got %d slots, want 128", len(bufs))
+		}
+		for i := range bufs {
+			sizes[i] = copy(bufs[i], datagram(i))
+			eps[i] = ep
+		}
+		return len(bufs), nil
+	}
+	fn := s.receive(inner)
+	var got [][]byte
+	for call := 0; call < 3 && len(got) < 128; call++ {
+		bufs := make([][]byte, deviceBatch)
+		for i := range bufs {
+			bufs[i] = make([]byte, 65535)
+		}
+		sizes, eps := make([]int, deviceBatch), make([]conn.Endpoint, deviceBatch)
+		n, err := fn(bufs, sizes, eps)
+		if err != nil || n != deviceBatch {
+			t.Fatalf("call %d: %d packets (%v), want %d", call, n, err, deviceBatch)
+		}
+		for i := range n {
+			if eps[i] != ep {
+				t.Fatalf("packet %d without its endpoint", len(got))
+			}
+			got = append(got, bufs[i][:sizes[i]])
+		}
+	}
+	if reads != 1 || len(got) != 128 {
+		t.Fatalf("%d reads of the kernel handed %d packets, want 1 read, 128", reads, len(got))
+	}
+	for i, p := range got {
+		if !bytes.Equal(p, datagram(i)) {
+			t.Fatalf("packet %d changed after it was handed on: %d bytes starting %x", i, len(p), p[:min(8, len(p))])
+		}
+	}
+}
+
+// datagram i: 100 + i bytes, its number first.
+func datagram(i int) []byte {
+	p := bytes.Repeat([]byte{byte(i)}, 100+i)
+	binary.BigEndian.PutUint32(p, uint32(i))
+	return p
+}
+
+// TestTUNSuperpacketBeyondTheBatchArrivesWhole: the kernel hands the TUN
+// one UDP superpacket of 100 segments (a sender's UDP_SEGMENT; the TUN
+// takes it whole, as wireguard-go asks with USO); wireguard-go reads it as
+// 100 packets, at most deviceBatch per read, in order and whole. Needs
+// root: a TUN in a network namespace of its own.
+func TestTUNSuperpacketBeyondTheBatchArrivesWhole(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a TUN in a network namespace of its own")
+	}
+	const segs, segSize = 100, 400
+	type result struct {
+		pkts [][]byte
+		most int // packets of the fullest read
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with its namespace
+		r := result{}
+		r.pkts, r.most, r.err = superpacketThroughTUN(segs, segSize)
+		done <- r
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no packets from the TUN in 20 s")
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if len(r.pkts) != segs || r.most != deviceBatch {
+		t.Fatalf("read %d packets, at most %d a read; want %d, %d a read (the superpacket's first)", len(r.pkts), r.most, segs, deviceBatch)
+	}
+	for i, p := range r.pkts {
+		payload := p[28:] // IPv4 20 + UDP 8
+		if len(payload) != segSize || payload[0] != byte(i) || payload[segSize-1] != byte(i) {
+			t.Fatalf("packet %d: %d bytes of payload starting %x, want %d bytes of %x", i, len(payload), payload[:min(4, len(payload))], segSize, byte(i))
+		}
+	}
+}
+
+// superpacketThroughTUN, on a locked thread: a new network namespace, a
+// TUN with offloads, narrowed, and a UDP send of segs segments routed into
+// it; returns what reads of the narrowed TUN hand over, and the most
+// packets one read handed.
+func superpacketThroughTUN(segs, segSize int) (pkts [][]byte, most int, err error) {
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		return nil, 0, err
+	}
+	dev, err := tun.CreateTUN("spill0", 1420)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer dev.Close()
+	if dev.BatchSize() <= deviceBatch {
+		return nil, 0, os.ErrInvalid // no offloads: nothing to narrow
+	}
+	link, err := netlink.LinkByName("spill0")
+	if err != nil {
+		return nil, 0, err
+	}
+	addr, _ := netlink.ParseAddr("10.99.0.1/24")
+	if err := netlink.AddrAdd(link, addr); err != nil {
+		return nil, 0, err
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return nil, 0, err
+	}
+	nt := narrowed(dev)
+	if nt.BatchSize() != deviceBatch {
+		return nil, 0, os.ErrInvalid
+	}
+	// Other reads may be the kernel's own (IPv6 router solicitations):
+	// read until the superpacket's segments are all in.
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer unix.Close(s)
+	if err := unix.SetsockoptInt(s, unix.SOL_UDP, unix.UDP_SEGMENT, segSize); err != nil {
+		return nil, 0, err
+	}
+	payload := make([]byte, segs*segSize)
+	for i := range segs {
+		for j := range segSize {
+			payload[i*segSize+j] = byte(i)
+		}
+	}
+	if err := unix.Sendto(s, payload, 0, &unix.SockaddrInet4{Port: 9, Addr: [4]byte{10, 99, 0, 2}}); err != nil {
+		return nil, 0, err
+	}
+	const offset = 16
+	bufs := make([][]byte, deviceBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, 65535)
+	}
+	sizes := make([]int, deviceBatch)
+	for reads := 0; len(pkts) < segs && reads < 20; reads++ {
+		n, err := nt.Read(bufs, sizes, offset)
+		if err != nil {
+			return nil, 0, err
+		}
+		most = max(most, n)
+		for i := range n {
+			p := bufs[i][offset : offset+sizes[i]]
+			if p[0]>>4 == 4 && p[9] == unix.IPPROTO_UDP {
+				pkts = append(pkts, bytes.Clone(p))
+			}
+		}
+	}
+	return pkts, most, nil
+}
