@@ -49,11 +49,13 @@ func (g *gatedTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		return 0, os.ErrClosed
 	}
 	for {
-		select {
-		case <-g.shut:
-			<-g.closed // a read already waiting in the kernel returns its batch
-			return 0, os.ErrClosed
-		default:
+		if !g.spilled() { // what the last read brought beyond the batch goes first, shut or not
+			select {
+			case <-g.shut:
+				<-g.closed // a read already waiting in the kernel returns its batch
+				return 0, os.ErrClosed
+			default:
+			}
 		}
 		if g.hold.Load() != nil { // nothing is ever ready without on-demand peers
 			if n := g.takeReady(bufs, sizes, offset); n > 0 {
@@ -77,6 +79,13 @@ func (g *gatedTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		}
 		return n, nil
 	}
+}
+
+// spilled: packets of the last read wait beyond wireguard-go's batch
+// (spill.go); the next read takes them without reading the TUN.
+func (g *gatedTUN) spilled() bool {
+	sp, ok := g.Device.(*spillTUN)
+	return ok && sp.s.pending()
 }
 
 // deliver hands packets that waited for their peer to the device's next

@@ -128,6 +128,28 @@ func datagram(i int) []byte {
 // 100 packets, at most deviceBatch per read, in order and whole. Needs
 // root: a TUN in a network namespace of its own.
 func TestTUNSuperpacketBeyondTheBatchArrivesWhole(t *testing.T) {
+	superpacketTest(t, func(d tun.Device) (tun.Device, func()) { return narrowed(d), nil })
+}
+
+// TestGateShutHandsOnWhatTheLastReadBrought: an old agent that lets go of
+// the TUN (Shut) just after a read that brought more than one batch
+// still hands wireguard-go the rest of it (it sends them before it
+// closes): they left the kernel's queue, so the successor will not read
+// them.
+func TestGateShutHandsOnWhatTheLastReadBrought(t *testing.T) {
+	superpacketTest(t, func(d tun.Device) (tun.Device, func()) {
+		g := newGatedTUN(d)
+		g.Open()
+		return g, g.Shut
+	})
+}
+
+// superpacketTest sends a superpacket of 100 segments into a TUN read
+// through wrap's device (after the read of the first batch, wrap's
+// function runs) and wants them all, in order, whole, at most a batch a
+// read.
+func superpacketTest(t *testing.T, wrap func(tun.Device) (tun.Device, func())) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: a TUN in a network namespace of its own")
 	}
@@ -141,7 +163,7 @@ func TestTUNSuperpacketBeyondTheBatchArrivesWhole(t *testing.T) {
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with its namespace
 		r := result{}
-		r.pkts, r.most, r.err = superpacketThroughTUN(segs, segSize)
+		r.pkts, r.most, r.err = superpacketThroughTUN(segs, segSize, wrap)
 		done <- r
 	}()
 	var r result
@@ -165,10 +187,10 @@ func TestTUNSuperpacketBeyondTheBatchArrivesWhole(t *testing.T) {
 }
 
 // superpacketThroughTUN, on a locked thread: a new network namespace, a
-// TUN with offloads, narrowed, and a UDP send of segs segments routed into
-// it; returns what reads of the narrowed TUN hand over, and the most
-// packets one read handed.
-func superpacketThroughTUN(segs, segSize int) (pkts [][]byte, most int, err error) {
+// TUN with offloads (IPv6 off: nothing of the kernel's own), wrapped, and
+// a UDP send of segs segments routed into it; returns what reads of the
+// wrapped TUN hand over, and the most packets one read handed.
+func superpacketThroughTUN(segs, segSize int, wrap func(tun.Device) (tun.Device, func())) (pkts [][]byte, most int, err error) {
 	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 		return nil, 0, err
 	}
@@ -184,6 +206,9 @@ func superpacketThroughTUN(segs, segSize int) (pkts [][]byte, most int, err erro
 	if err != nil {
 		return nil, 0, err
 	}
+	if err := os.WriteFile("/proc/sys/net/ipv6/conf/spill0/disable_ipv6", []byte("1"), 0o644); err != nil {
+		return nil, 0, err
+	}
 	addr, _ := netlink.ParseAddr("10.99.0.1/24")
 	if err := netlink.AddrAdd(link, addr); err != nil {
 		return nil, 0, err
@@ -191,12 +216,10 @@ func superpacketThroughTUN(segs, segSize int) (pkts [][]byte, most int, err erro
 	if err := netlink.LinkSetUp(link); err != nil {
 		return nil, 0, err
 	}
-	nt := narrowed(dev)
+	nt, after := wrap(dev)
 	if nt.BatchSize() != deviceBatch {
 		return nil, 0, os.ErrInvalid
 	}
-	// Other reads may be the kernel's own (IPv6 router solicitations):
-	// read until the superpacket's segments are all in.
 	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
 	if err != nil {
 		return nil, 0, err
@@ -226,6 +249,10 @@ func superpacketThroughTUN(segs, segSize int) (pkts [][]byte, most int, err erro
 			return nil, 0, err
 		}
 		most = max(most, n)
+		if n == deviceBatch && after != nil {
+			after()
+			after = nil
+		}
 		for i := range n {
 			p := bufs[i][offset : offset+sizes[i]]
 			if p[0]>>4 == 4 && p[9] == unix.IPPROTO_UDP {
