@@ -22,7 +22,8 @@ import (
 // file, so they need not wait for the next packet.
 type gatedTUN struct {
 	tun.Device
-	file      *os.File // the TUN's, for read deadlines; nil: none
+	native    *tun.NativeTun // the TUN under the batch (spill.go); nil: none
+	file      *os.File       // the TUN's, for read deadlines; nil: none
 	hold      atomic.Pointer[tunHold]
 	readyMu   sync.Mutex
 	ready     [][]byte
@@ -37,7 +38,7 @@ type gatedTUN struct {
 func newGatedTUN(t tun.Device) *gatedTUN {
 	g := &gatedTUN{Device: narrowed(t), open: make(chan struct{}), shut: make(chan struct{}), closed: make(chan struct{})}
 	if nt, ok := t.(*tun.NativeTun); ok {
-		g.file = nt.File()
+		g.native, g.file = nt, nt.File()
 	}
 	return g
 }

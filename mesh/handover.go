@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"golang.zx2c4.com/wireguard/tun"
 )
 
 // The device's side of a handover (package handover): a successor's
@@ -302,8 +301,8 @@ const releaseDrain = time.Millisecond
 // TUNFile is a duplicate of the TUN descriptor, for a successor (package
 // handover); the caller closes it.
 func (d *Device) TUNFile() (*os.File, error) {
-	nt, ok := d.gate.Device.(*tun.NativeTun)
-	if !ok {
+	nt := d.gate.native
+	if nt == nil {
 		return nil, errors.New("the tunnel is not a native TUN")
 	}
 	fd, err := unix.FcntlInt(nt.File().Fd(), unix.F_DUPFD_CLOEXEC, 0)
