@@ -34,14 +34,7 @@ import (
 )
 
 const (
-	// resyncInterval is the least time between resyncs: full passes
-	// with nothing changed, the backstop for drift nothing reported.
-	// Where a pass is long (thousands of peers) the resync comes later,
-	// resyncPasses passes' time after the last pass (the resync costs at
-	// most 1/resyncPasses of a core), but at most resyncMax.
 	resyncInterval = 30 * time.Second
-	resyncPasses   = 2000
-	resyncMax      = 5 * time.Minute
 	// cacheGrace is how long, in standalone mode, a peer restored from the
 	// cache stays without gossip confirming it.
 	cacheGrace = 60 * time.Second
@@ -60,7 +53,6 @@ type Agent struct {
 	mesh       plane                     // the data plane the loop writes (a *mesh.Mesh on dev)
 	stopped    <-chan struct{}           // closed when the device stops
 	routeDrift <-chan struct{}           // a weft route changed outside Apply (mesh.WatchRoutes)
-	lastPass   time.Duration             // the last reconcile's (the loop's)
 	meshUp     atomic.Pointer[mesh.Mesh] // a.mesh, for goroutines started before it exists (gossip's seeds)
 	gossip     *gossip.Source
 	metrics    *metrics

@@ -125,14 +125,7 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 			a.locMu.Unlock()
 		}
 		next(a.reconcile(ctx))
-		resync.Reset(resyncAfter(a.lastPass))
 	}
-}
-
-// resyncAfter is how long after a pass of the given length the next
-// resync comes: a pass is a resync, so any pass puts the next one off.
-func resyncAfter(pass time.Duration) time.Duration {
-	return min(max(resyncInterval, pass*resyncPasses), resyncMax)
 }
 
 // retrier says when the loop's next pass is due after one that failed or
@@ -169,10 +162,7 @@ func (r retrier) after(again bool, err error) (d time.Duration, ok bool) {
 // their keepalive, or while the Node is not yet annotated.
 func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 	start := time.Now()
-	defer func() {
-		a.lastPass = time.Since(start)
-		a.metrics.passSeconds.Observe(a.lastPass.Seconds())
-	}()
+	defer func() { a.metrics.passSeconds.Observe(time.Since(start).Seconds()) }()
 	peers := a.acceptedPeers()
 	ext := a.acceptExternals(peers)
 	a.pq.Update(peers)

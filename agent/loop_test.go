@@ -259,23 +259,3 @@ func TestRetrierBacksOff(t *testing.T) {
 		t.Error("a clean pass scheduled another")
 	}
 }
-
-// TestResyncCostsLittleAtAnySize: the resync comes 30 s after a short
-// pass (a small cluster, as before), later after a long one so that it
-// takes at most 1/2000 of a core (a 60 ms pass at 5000 peers: every
-// 2 min), and never more than 5 min apart.
-func TestResyncCostsLittleAtAnySize(t *testing.T) {
-	for _, c := range []struct{ pass, want time.Duration }{
-		{0, 30 * time.Second},
-		{2 * time.Millisecond, 30 * time.Second},
-		{60 * time.Millisecond, 2 * time.Minute},
-		{time.Second, 5 * time.Minute},
-	} {
-		if got := resyncAfter(c.pass); got != c.want {
-			t.Errorf("after a pass of %v: resync in %v, want %v", c.pass, got, c.want)
-		}
-		if got := resyncAfter(c.pass); c.pass > 0 && got < 5*time.Minute && float64(c.pass)/float64(got) > 1.0/resyncPasses {
-			t.Errorf("after a pass of %v: resync in %v costs more than 1/%d of a core", c.pass, got, resyncPasses)
-		}
-	}
-}
