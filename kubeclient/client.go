@@ -200,13 +200,18 @@ type Informers struct {
 	stopping bool
 }
 
-func (f *Informers) informer(kind string, lw cache.ListerWatcher, obj runtime.Object) cache.SharedIndexInformer {
+// informer is kind's informer, made on first ask; transform (if any) is
+// what its store keeps of each object, set before anyone can start it.
+func (f *Informers) informer(kind string, lw cache.ListerWatcher, obj runtime.Object, transform cache.TransformFunc) cache.SharedIndexInformer {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if inf, ok := f.infs[kind]; ok {
 		return inf
 	}
 	inf := cache.NewSharedIndexInformer(lw, obj, resync, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	if transform != nil {
+		_ = inf.SetTransform(transform) // fails only on a started informer
+	}
 	f.infs[kind] = inf
 	return inf
 }
@@ -226,29 +231,30 @@ func listWatch(rc *rest.RESTClient, resource string, newList func() runtime.Obje
 	}
 }
 
-// Nodes is the Node informer.
+// Nodes is the Node informer; its store keeps a *Node of each (slimNode),
+// whoever asks for it first.
 func (f *Informers) Nodes() cache.SharedIndexInformer {
-	return f.informer("nodes", listWatch(f.core, "nodes", func() runtime.Object { return &corev1.NodeList{} }), &corev1.Node{})
+	return f.informer("nodes", listWatch(f.core, "nodes", func() runtime.Object { return &corev1.NodeList{} }), &corev1.Node{}, slimNode)
 }
 
 // Pods is the Pod informer.
 func (f *Informers) Pods() cache.SharedIndexInformer {
-	return f.informer("pods", listWatch(f.core, "pods", func() runtime.Object { return &corev1.PodList{} }), &corev1.Pod{})
+	return f.informer("pods", listWatch(f.core, "pods", func() runtime.Object { return &corev1.PodList{} }), &corev1.Pod{}, nil)
 }
 
 // Namespaces is the Namespace informer.
 func (f *Informers) Namespaces() cache.SharedIndexInformer {
-	return f.informer("namespaces", listWatch(f.core, "namespaces", func() runtime.Object { return &corev1.NamespaceList{} }), &corev1.Namespace{})
+	return f.informer("namespaces", listWatch(f.core, "namespaces", func() runtime.Object { return &corev1.NamespaceList{} }), &corev1.Namespace{}, nil)
 }
 
 // NetworkPolicies is the NetworkPolicy informer.
 func (f *Informers) NetworkPolicies() cache.SharedIndexInformer {
-	return f.informer("networkpolicies", listWatch(f.networking, "networkpolicies", func() runtime.Object { return &networkingv1.NetworkPolicyList{} }), &networkingv1.NetworkPolicy{})
+	return f.informer("networkpolicies", listWatch(f.networking, "networkpolicies", func() runtime.Object { return &networkingv1.NetworkPolicyList{} }), &networkingv1.NetworkPolicy{}, nil)
 }
 
 // ClusterNetworkPolicies is the ClusterNetworkPolicy informer.
 func (f *Informers) ClusterNetworkPolicies() cache.SharedIndexInformer {
-	return f.informer("clusternetworkpolicies", listWatch(f.cnp, "clusternetworkpolicies", func() runtime.Object { return &cnp.ClusterNetworkPolicyList{} }), &cnp.ClusterNetworkPolicy{})
+	return f.informer("clusternetworkpolicies", listWatch(f.cnp, "clusternetworkpolicies", func() runtime.Object { return &cnp.ClusterNetworkPolicyList{} }), &cnp.ClusterNetworkPolicy{}, nil)
 }
 
 // Peers is the informer of weft.dev Peer objects (unstructured: the agent
@@ -263,7 +269,7 @@ func (f *Informers) Peers() cache.SharedIndexInformer {
 			return r.Watch(ctx, opts)
 		},
 	}
-	return f.informer("peers", lw, &unstructured.Unstructured{})
+	return f.informer("peers", lw, &unstructured.Unstructured{}, nil)
 }
 
 // Start starts the informers not yet started; they stop when stop closes.

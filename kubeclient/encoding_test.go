@@ -82,7 +82,7 @@ func BenchmarkNodeDecode(b *testing.B) {
 // components' annotations, conditions, capacity, images.
 func TestSlimNodeKeepsWhatWeftReads(t *testing.T) {
 	n := kubeletNode()
-	obj, err := SlimNode(n)
+	obj, err := slimNode(n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,8 +117,8 @@ func TestSlimNodeKeepsWhatWeftReads(t *testing.T) {
 		}
 	}
 	// Again through the transform: a Node passes unchanged.
-	if again, _ := SlimNode(s); again != any(s) {
-		t.Error("SlimNode changed a Node it had made")
+	if again, _ := slimNode(s); again != any(s) {
+		t.Error("slimNode changed a Node it had made")
 	}
 	// The informer keys it by name.
 	if key, err := cache.MetaNamespaceKeyFunc(s); err != nil || key != n.Name {
@@ -131,7 +131,7 @@ func TestSlimNodeKeepsWhatWeftReads(t *testing.T) {
 func TestSlimNodeTakesTheSinglePodCIDR(t *testing.T) {
 	n := kubeletNode()
 	n.Spec.PodCIDRs, n.Spec.PodCIDR = nil, "10.244.7.0/24"
-	obj, _ := SlimNode(n)
+	obj, _ := slimNode(n)
 	if got := obj.(*Node).PodCIDRs; !slices.Equal(got, []string{"10.244.7.0/24"}) {
 		t.Errorf("pod CIDRs %v, want [10.244.7.0/24]", got)
 	}

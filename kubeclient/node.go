@@ -10,7 +10,7 @@ import (
 	"github.com/weftnet/weft/api"
 )
 
-// Node is what the agent keeps of a Node in its informer (SlimNode):
+// Node is what the agent keeps of a Node in its informer (slimNode):
 // name, UID, labels (a ClusterNetworkPolicy's nodes peer may select on
 // any), weft's own annotations, pod CIDRs and addresses. A kubelet's Node
 // also carries its image list, conditions and managed fields, tens of
@@ -48,9 +48,9 @@ func (n *Node) Core() *corev1.Node {
 	}
 }
 
-// SlimNode is the Node informer's transform: a corev1.Node becomes a
+// slimNode is the Node informer's transform: a corev1.Node becomes a
 // *Node (anything else passes as it is, a Node again included).
-func SlimNode(obj any) (any, error) {
+func slimNode(obj any) (any, error) {
 	n, ok := obj.(*corev1.Node)
 	if !ok {
 		return obj, nil

@@ -62,9 +62,6 @@ func (k *Source) Start(ctx context.Context, reg *peer.Registry) error {
 	inf := k.clients.Informers.Nodes()
 	k.nodes = inf.GetStore()
 	k.synced = inf.HasSynced
-	if err := inf.SetTransform(kubeclient.SlimNode); err != nil {
-		return err
-	}
 	// A broken Node watch is the first sign of an outage: probe at once.
 	if err := inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
 		cache.DefaultWatchErrorHandler(ctx, r, err)
