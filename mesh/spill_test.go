@@ -131,6 +131,45 @@ func TestTUNSuperpacketBeyondTheBatchArrivesWhole(t *testing.T) {
 	superpacketTest(t, func(d tun.Device) (tun.Device, func()) { return narrowed(d), nil })
 }
 
+// TestTUNGathersPacketsThatCameOneByOne: datagrams the TUN holds one by
+// one (no superpacket) reach wireguard-go as one batch, not a read each
+// (wireguard-go then sends them with one system call, not one apiece).
+func TestTUNGathersPacketsThatCameOneByOne(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a TUN in a network namespace of its own")
+	}
+	const sent, size = 40, 400
+	type result struct {
+		pkts [][]byte
+		most int
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with its namespace
+		var r result
+		r.pkts, r.most, r.err = throughTUN(sent, size, false, func(d tun.Device) (tun.Device, func()) { return narrowed(d), nil })
+		done <- r
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no packets from the TUN in 20 s")
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if len(r.pkts) != sent || r.most != sent {
+		t.Fatalf("read %d datagrams, at most %d a read; want all %d in one read", len(r.pkts), r.most, sent)
+	}
+	for i, p := range r.pkts {
+		if payload := p[28:]; len(payload) != size || payload[0] != byte(i) {
+			t.Fatalf("datagram %d: %d bytes starting %x, want %d bytes of %x (in the order sent)", i, len(payload), payload[:min(4, len(payload))], size, byte(i))
+		}
+	}
+}
+
 // TestGateShutHandsOnWhatTheLastReadBrought: an old agent that lets go of
 // the TUN (Shut) just after a read that brought more than one batch
 // still hands wireguard-go the rest of it (it sends them before it
@@ -163,7 +202,7 @@ func superpacketTest(t *testing.T, wrap func(tun.Device) (tun.Device, func())) {
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with its namespace
 		r := result{}
-		r.pkts, r.most, r.err = superpacketThroughTUN(segs, segSize, wrap)
+		r.pkts, r.most, r.err = throughTUN(segs, segSize, true, wrap)
 		done <- r
 	}()
 	var r result
@@ -186,11 +225,12 @@ func superpacketTest(t *testing.T, wrap func(tun.Device) (tun.Device, func())) {
 	}
 }
 
-// superpacketThroughTUN, on a locked thread: a new network namespace, a
-// TUN with offloads (IPv6 off: nothing of the kernel's own), wrapped, and
-// a UDP send of segs segments routed into it; returns what reads of the
-// wrapped TUN hand over, and the most packets one read handed.
-func superpacketThroughTUN(segs, segSize int, wrap func(tun.Device) (tun.Device, func())) (pkts [][]byte, most int, err error) {
+// throughTUN, on a locked thread: a new network namespace, a TUN with
+// offloads (IPv6 off: nothing of the kernel's own), wrapped, and segs
+// datagrams of segSize routed into it, by one UDP send of segs segments
+// (gso) or by segs sends; returns what reads of the wrapped TUN hand
+// over, and the most packets one read handed.
+func throughTUN(segs, segSize int, gso bool, wrap func(tun.Device) (tun.Device, func())) (pkts [][]byte, most int, err error) {
 	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 		return nil, 0, err
 	}
@@ -225,17 +265,25 @@ func superpacketThroughTUN(segs, segSize int, wrap func(tun.Device) (tun.Device,
 		return nil, 0, err
 	}
 	defer unix.Close(s)
-	if err := unix.SetsockoptInt(s, unix.SOL_UDP, unix.UDP_SEGMENT, segSize); err != nil {
-		return nil, 0, err
-	}
 	payload := make([]byte, segs*segSize)
 	for i := range segs {
 		for j := range segSize {
 			payload[i*segSize+j] = byte(i)
 		}
 	}
-	if err := unix.Sendto(s, payload, 0, &unix.SockaddrInet4{Port: 9, Addr: [4]byte{10, 99, 0, 2}}); err != nil {
-		return nil, 0, err
+	to := &unix.SockaddrInet4{Port: 9, Addr: [4]byte{10, 99, 0, 2}}
+	if gso {
+		if err := unix.SetsockoptInt(s, unix.SOL_UDP, unix.UDP_SEGMENT, segSize); err != nil {
+			return nil, 0, err
+		}
+		if err := unix.Sendto(s, payload, 0, to); err != nil {
+			return nil, 0, err
+		}
+	}
+	for i := 0; !gso && i < segs; i++ {
+		if err := unix.Sendto(s, payload[i*segSize:(i+1)*segSize], 0, to); err != nil {
+			return nil, 0, err
+		}
 	}
 	const offset = 16
 	bufs := make([][]byte, deviceBatch)
