@@ -54,7 +54,10 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 	if a.netpol != nil {
 		policySynced = a.netpol.FirstSync()
 	}
+	free := newReleaser(settleAfter, releaseEvery, freeHeap)
+	defer free.stop()
 	next(a.reconcile(ctx))
+	free.passed()
 	for {
 		select {
 		case <-ctx.Done():
@@ -125,6 +128,7 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 			a.locMu.Unlock()
 		}
 		next(a.reconcile(ctx))
+		free.passed()
 	}
 }
 

@@ -28,6 +28,12 @@ type ScaleRun struct {
 
 // ScalePoint is one cluster size. Per-agent figures are the worst of the
 // three agents (the most memory, the most CPU, the slowest).
+// SteadyRSS is the RSS the target is judged on: the most in the steady
+// minute, or (results from before it was read) the one reading after it.
+func (p ScalePoint) SteadyRSS() float64 {
+	return max(p.RSSMiB, p.RSSSteadyMaxMiB)
+}
+
 type ScalePoint struct {
 	Nodes int `json:"nodes"`
 
@@ -43,6 +49,10 @@ type ScalePoint struct {
 	// with the steady figures: the start, when every peer is written to
 	// the device before the idle ones rest.
 	RSSPeakMiB float64 `json:"rssPeakMiB,omitempty"`
+	// RSSSteadyMaxMiB: the most any agent held in the steady minute
+	// (read each second), passes included; the RSS target is judged on
+	// it when there is one.
+	RSSSteadyMaxMiB float64 `json:"rssSteadyMaxMiB,omitempty"`
 	// Idle CPU in % of one core over 60 s: right after converging (dead
 	// peers' handshakes still running) and once their keepalive rests.
 	IdleCPUFirstMinute float64 `json:"idleCpuFirstMinutePct"`
@@ -153,6 +163,12 @@ func ScaleMarkdown(r *ScaleRun, svg string) string {
 		}
 		return fmt.Sprintf("%.1f MiB (%.1f)", p.RSSMiB, p.RSSFileMiB)
 	})
+	row("RSS, most in the steady minute (read each second)", func(p ScalePoint) string {
+		if p.RSSSteadyMaxMiB == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.1f MiB", p.RSSSteadyMaxMiB)
+	})
 	row("RSS peak since the start", func(p ScalePoint) string {
 		if p.RSSPeakMiB == 0 {
 			return "—"
@@ -214,7 +230,7 @@ func ScaleMarkdown(r *ScaleRun, svg string) string {
 			return "**not met**"
 		}
 		fmt.Fprintf(&b, "\nTargets at N = %d:\n\n", p.Nodes)
-		fmt.Fprintf(&b, "- RSS ≤ %d MiB: %s (%.1f MiB)\n", TargetRSSMiB, met(p.RSSMiB <= TargetRSSMiB), p.RSSMiB)
+		fmt.Fprintf(&b, "- RSS ≤ %d MiB: %s (%.1f MiB)\n", TargetRSSMiB, met(p.SteadyRSS() <= TargetRSSMiB), p.SteadyRSS())
 		fmt.Fprintf(&b, "- idle CPU ≤ %.1f %% of a core: %s (steady %.2f %%; first minute %.2f %%)\n", TargetIdleCPU, met(p.IdleCPUSteady <= TargetIdleCPU), p.IdleCPUSteady, p.IdleCPUFirstMinute)
 		// A deleted Node whose peer rests off the device needs no peer
 		// write; with on-demand peers an added one starts resting (none).

@@ -263,18 +263,30 @@ func cpuTicks(b testing.TB, pid int) float64 {
 
 // cpuPercent measures pids' CPU over d; it returns the highest, in % of one core.
 func cpuPercent(b testing.TB, pids []int, d time.Duration) float64 {
+	cpu, _ := cpuAndRSS(b, pids, d)
+	return cpu
+}
+
+// cpuAndRSS is cpuPercent, and the most RSS any of them had in a reading
+// each second over d: what the agent holds across its passes, not at
+// one instant between them.
+func cpuAndRSS(b testing.TB, pids []int, d time.Duration) (cpu, rss float64) {
 	before := make([]float64, len(pids))
 	for i, p := range pids {
 		before[i] = cpuTicks(b, p)
 	}
 	start := time.Now()
-	time.Sleep(d)
-	el := time.Since(start).Seconds()
-	worst := 0.0
-	for i, p := range pids {
-		worst = max(worst, (cpuTicks(b, p)-before[i])/100/el*100)
+	for time.Since(start) < d {
+		time.Sleep(min(time.Second, d-time.Since(start)))
+		for _, p := range pids {
+			rss = max(rss, labtest.RssMiB(b, p))
+		}
 	}
-	return worst
+	el := time.Since(start).Seconds()
+	for i, p := range pids {
+		cpu = max(cpu, (cpuTicks(b, p)-before[i])/100/el*100)
+	}
+	return cpu, rss
 }
 
 func measureScale(b *testing.B, total int) bench.ScalePoint {
@@ -400,7 +412,7 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 		saveProfile(b, live[0], "heap?gc=1", fmt.Sprintf("%s/scale-%d-heap-start.pprof", dir, total))
 		go saveProfile(b, live[0], "profile?seconds=30", fmt.Sprintf("%s/scale-%d-cpu.pprof", dir, total))
 	}
-	p.IdleCPUSteady = cpuPercent(b, pids, 60*time.Second)
+	p.IdleCPUSteady, p.RSSSteadyMaxMiB = cpuAndRSS(b, pids, 60*time.Second)
 	worst := 0
 	for i, n := range live {
 		if rss := labtest.RssMiB(b, pids[i]); rss > p.RSSMiB {
