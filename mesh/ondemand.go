@@ -274,7 +274,7 @@ func (m *Mesh) RestingPeers() []wgtypes.Peer {
 		return nil
 	}
 	m.mu.Lock()
-	kept := slices.Collect(maps.Values(m.od.resting)) // copied, so a wake does not wait for the rest
+	kept := slices.AppendSeq(make([]Peer, 0, len(m.od.resting)), maps.Values(m.od.resting)) // copied, so a wake does not wait for the rest
 	m.mu.Unlock()
 	if len(kept) == 0 {
 		return nil

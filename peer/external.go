@@ -129,13 +129,18 @@ func AcceptExternals(self NodeInfo, bounds Bounds, nodes []NodeInfo, ext []Exter
 		}
 		return strings.Compare(a.Name, b.Name)
 	})
-	keys := map[wgtypes.Key]string{self.PublicKey: self.Name}
-	taken := slices.Clone(bounds.ClusterCIDRs)
-	var addrs []netip.Addr
-	for _, n := range append([]NodeInfo{self}, nodes...) {
+	keys := make(map[wgtypes.Key]string, len(nodes)+1)
+	taken := make([]netip.Prefix, 0, len(bounds.ClusterCIDRs)+2*(len(nodes)+1))
+	taken = append(taken, bounds.ClusterCIDRs...)
+	addrs := make([]netip.Addr, 0, 2*(len(nodes)+1))
+	for i := -1; i < len(nodes); i++ { // self, then the nodes, without a copy of them
+		n := &self
+		if i >= 0 {
+			n = &nodes[i]
+		}
 		keys[n.PublicKey] = n.Name
 		taken = append(taken, n.PodCIDRs...)
-		addrs = appendAddresses(addrs, n)
+		addrs = appendAddresses(addrs, *n)
 	}
 	var ok []External
 	var rej []Rejection

@@ -51,12 +51,21 @@ func (e Egress) SameChains(o Egress) bool {
 // for any change, reads thousands fewer at thousands of nodes.
 func EgressNAT(enabled bool, extra, clusterCIDRs []netip.Prefix, self peer.NodeInfo, peers []peer.NodeInfo, externals ...peer.External) Egress {
 	e := Egress{Enabled: enabled, PodCIDRs: self.PodCIDRs}
-	no := append(slices.Clone(extra), clusterCIDRs...)
+	// Sized once (each node: its pod CIDRs, at most one per family, and
+	// its address), and self taken first without copying the peers.
+	nodes := 1 + len(peers)
+	no := make([]netip.Prefix, 0, len(extra)+len(clusterCIDRs)+3*nodes)
+	no = append(append(no, extra...), clusterCIDRs...)
 	for _, x := range externals {
 		no = append(no, x.AllowedIPs...)
 	}
-	pods := slices.Clone(clusterCIDRs)
-	for _, n := range append([]peer.NodeInfo{self}, peers...) {
+	pods := make([]netip.Prefix, 0, len(clusterCIDRs)+2*nodes)
+	pods = append(pods, clusterCIDRs...)
+	for i := -1; i < len(peers); i++ {
+		n := &self
+		if i >= 0 {
+			n = &peers[i]
+		}
 		no = append(no, n.PodCIDRs...)
 		pods = append(pods, n.PodCIDRs...)
 		a := n.Endpoint.Addr()

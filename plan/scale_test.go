@@ -42,3 +42,18 @@ func TestRangesMatchLinearScan(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkEgressNAT1000 is one reconcile's egress sets of a node with
+// 1000 peers.
+func BenchmarkEgressNAT1000(b *testing.B) {
+	nodes := peertest.Nodes(1001)
+	self, peers := nodes[0], nodes[1:]
+	cluster := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
+	b.ReportAllocs()
+	for b.Loop() {
+		e := EgressNAT(true, nil, cluster, self, peers)
+		if len(e.ClusterPods) != 2 {
+			b.Fatalf("cluster pods %v", e.ClusterPods)
+		}
+	}
+}
