@@ -276,12 +276,17 @@ func cpuAndRSS(b testing.TB, pids []int, d time.Duration) (cpu, rss float64) {
 		before[i] = cpuTicks(b, p)
 	}
 	start := time.Now()
+	var each []string
 	for time.Since(start) < d {
 		time.Sleep(min(time.Second, d-time.Since(start)))
+		now := 0.0
 		for _, p := range pids {
-			rss = max(rss, labtest.RssMiB(b, p))
+			now = max(now, labtest.RssMiB(b, p))
 		}
+		rss = max(rss, now)
+		each = append(each, fmt.Sprintf("%.0f", now))
 	}
+	b.Logf("RSS each second (MiB, the most of the agents): %s", strings.Join(each, " "))
 	el := time.Since(start).Seconds()
 	for i, p := range pids {
 		cpu = max(cpu, (cpuTicks(b, p)-before[i])/100/el*100)
@@ -402,7 +407,12 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 			b.Fatalf("dead peers do not rest within %v (%s)", restWithin, restMetric)
 		}
 	}
-	time.Sleep(5 * time.Second)
+	// The polls above scraped every peer's series, megabytes of garbage
+	// at thousands (a scrape is not part of the steady figures); the
+	// agent returns it after its next pass (a resync within 30 s, its
+	// release 2 s after: agent/release.go), so the steady minute starts
+	// after that.
+	time.Sleep(35 * time.Second)
 	p.DormantPeers = fakes
 	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" {
 		// node1's CPU during the steady window (30 of its 60 s) and heap.
