@@ -53,8 +53,11 @@ func EgressNAT(enabled bool, extra, clusterCIDRs []netip.Prefix, self peer.NodeI
 	e := Egress{Enabled: enabled, PodCIDRs: self.PodCIDRs}
 	// Sized once (each node: its pod CIDRs, at most one per family, and
 	// its address), and self taken first without copying the peers.
-	nodes := 1 + len(peers)
-	no := make([]netip.Prefix, 0, len(extra)+len(clusterCIDRs)+3*nodes)
+	nodes, ext := 1+len(peers), 0
+	for _, x := range externals {
+		ext += len(x.AllowedIPs)
+	}
+	no := make([]netip.Prefix, 0, len(extra)+len(clusterCIDRs)+ext+3*nodes)
 	no = append(append(no, extra...), clusterCIDRs...)
 	for _, x := range externals {
 		no = append(no, x.AllowedIPs...)
