@@ -135,38 +135,10 @@ func TestTUNSuperpacketBeyondTheBatchArrivesWhole(t *testing.T) {
 // one (no superpacket) reach wireguard-go as one batch, not a read each
 // (wireguard-go then sends them with one system call, not one apiece).
 func TestTUNGathersPacketsThatCameOneByOne(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: a TUN in a network namespace of its own")
-	}
-	const sent, size = 40, 400
-	type result struct {
-		pkts [][]byte
-		most int
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with its namespace
-		var r result
-		r.pkts, r.most, r.err = throughTUN(sent, size, false, func(d tun.Device) (tun.Device, func()) { return narrowed(d), nil })
-		done <- r
-	}()
-	var r result
-	select {
-	case r = <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("no packets from the TUN in 20 s")
-	}
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	if len(r.pkts) != sent || r.most != sent {
-		t.Fatalf("read %d datagrams, at most %d a read; want all %d in one read", len(r.pkts), r.most, sent)
-	}
-	for i, p := range r.pkts {
-		if payload := p[28:]; len(payload) != size || payload[0] != byte(i) {
-			t.Fatalf("datagram %d: %d bytes starting %x, want %d bytes of %x (in the order sent)", i, len(payload), payload[:min(4, len(payload))], size, byte(i))
-		}
+	const sent = 40
+	pkts, most := readThroughTUN(t, sent, 400, false, func(d tun.Device) (tun.Device, func()) { return narrowed(d), nil })
+	if len(pkts) != sent || most != sent {
+		t.Fatalf("read %d datagrams, at most %d a read; want all %d in one read", len(pkts), most, sent)
 	}
 }
 
@@ -189,10 +161,22 @@ func TestGateShutHandsOnWhatTheLastReadBrought(t *testing.T) {
 // read.
 func superpacketTest(t *testing.T, wrap func(tun.Device) (tun.Device, func())) {
 	t.Helper()
+	const segs = 100
+	pkts, most := readThroughTUN(t, segs, 400, true, wrap)
+	if len(pkts) != segs || most != deviceBatch {
+		t.Fatalf("read %d packets, at most %d a read; want %d, %d a read (the superpacket's first)", len(pkts), most, segs, deviceBatch)
+	}
+}
+
+// readThroughTUN runs throughTUN on a thread of its own (skipped without
+// root), fails the test if it errs or hands nothing over in 20 s, and
+// wants every packet it read whole and in the order sent; it returns them
+// and the most packets one read handed.
+func readThroughTUN(t *testing.T, segs, segSize int, gso bool, wrap func(tun.Device) (tun.Device, func())) ([][]byte, int) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: a TUN in a network namespace of its own")
 	}
-	const segs, segSize = 100, 400
 	type result struct {
 		pkts [][]byte
 		most int // packets of the fullest read
@@ -202,7 +186,7 @@ func superpacketTest(t *testing.T, wrap func(tun.Device) (tun.Device, func())) {
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with its namespace
 		r := result{}
-		r.pkts, r.most, r.err = throughTUN(segs, segSize, true, wrap)
+		r.pkts, r.most, r.err = throughTUN(segs, segSize, gso, wrap)
 		done <- r
 	}()
 	var r result
@@ -214,15 +198,13 @@ func superpacketTest(t *testing.T, wrap func(tun.Device) (tun.Device, func())) {
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	if len(r.pkts) != segs || r.most != deviceBatch {
-		t.Fatalf("read %d packets, at most %d a read; want %d, %d a read (the superpacket's first)", len(r.pkts), r.most, segs, deviceBatch)
-	}
 	for i, p := range r.pkts {
 		payload := p[28:] // IPv4 20 + UDP 8
 		if len(payload) != segSize || payload[0] != byte(i) || payload[segSize-1] != byte(i) {
 			t.Fatalf("packet %d: %d bytes of payload starting %x, want %d bytes of %x", i, len(payload), payload[:min(4, len(payload))], segSize, byte(i))
 		}
 	}
+	return r.pkts, r.most
 }
 
 // throughTUN, on a locked thread: a new network namespace, a TUN with
