@@ -28,12 +28,6 @@ type ScaleRun struct {
 
 // ScalePoint is one cluster size. Per-agent figures are the worst of the
 // three agents (the most memory, the most CPU, the slowest).
-// SteadyRSS is the RSS the target is judged on: the most in the steady
-// minute, or (results from before it was read) the one reading after it.
-func (p ScalePoint) SteadyRSS() float64 {
-	return max(p.RSSMiB, p.RSSSteadyMaxMiB)
-}
-
 type ScalePoint struct {
 	Nodes int `json:"nodes"`
 
@@ -103,6 +97,12 @@ type ScalePoint struct {
 	ChurnP99Millis      float64 `json:"churnP99Ms"`
 	ChurnMaxMillis      float64 `json:"churnMaxMs"`
 	ChurnLost           int     `json:"churnLost"` // changes that never reached a data plane
+}
+
+// SteadyRSS is the RSS the target is judged on: the most in the steady
+// minute, or (results from before it was read) the one reading after it.
+func (p ScalePoint) SteadyRSS() float64 {
+	return max(p.RSSMiB, p.RSSSteadyMaxMiB)
 }
 
 // Targets at 1000 nodes (issue 19).
