@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/peer"
@@ -82,7 +81,7 @@ func (a *API) Handler() http.Handler {
 		}
 		w.Write([]byte("ok\n"))
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(a.gather, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /metrics", a.serveMetrics)
 	mux.HandleFunc("GET /v1/peers", nodeOnly(a.servePeers))
 	mux.HandleFunc("GET /v1/status", nodeOnly(a.serveStatus))
 	mux.HandleFunc("GET /v1/showconf/{kind}/{name}", nodeOnly(a.serveShowconf))

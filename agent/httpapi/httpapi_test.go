@@ -3,16 +3,21 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/weftnet/weft/api"
@@ -24,10 +29,14 @@ type fakeView struct {
 	reads int
 	ready error
 	mesh  Mesh
+	peers []api.PeerStatus // the peers Status reports (else one, node2)
 }
 
 func (f *fakeView) Status() (api.Status, error) {
 	f.reads++
+	if f.peers != nil {
+		return api.Status{Node: api.NodeStatus{Name: f.mesh.Self.Name}, Peers: f.peers}, nil
+	}
 	return api.Status{Node: api.NodeStatus{Name: f.mesh.Self.Name}, Peers: []api.PeerStatus{{Name: "node2", Path: "encrypted", PresharedKey: true}}}, nil
 }
 func (f *fakeView) Mesh() Mesh   { return f.mesh }
@@ -181,5 +190,110 @@ func TestShowconf(t *testing.T) {
 		if code, body := get(t, h, "GET", path); code != want {
 			t.Errorf("%s: %d %q, want %d", path, code, body, want)
 		}
+	}
+}
+
+// peerStatuses is n peers as a 5000-node cluster's agent reports them.
+func peerStatuses(n int) []api.PeerStatus {
+	ps := make([]api.PeerStatus, n)
+	for i := range ps {
+		ps[i] = api.PeerStatus{Name: fmt.Sprintf("node-%05d", i), Path: "encrypted", Location: "rack-1", MTU: 1420,
+			PresharedKey: i%2 == 0, PresharedKeyAgeSeconds: int64(i), RxBytes: int64(i) << 20, TxBytes: int64(i) << 21,
+			LatestHandshake: "2026-12-07T11:00:00Z", Idle: i%3 == 0}
+	}
+	return ps
+}
+
+// BenchmarkMetrics5000 is one scrape of an agent with 5000 peers (the
+// reading of the device cached, as within statusTTL), its answer counted
+// and let go as a connection would.
+func BenchmarkMetrics5000(b *testing.B) {
+	v := &fakeView{peers: peerStatuses(5000)}
+	reg := prometheus.NewRegistry()
+	a := New(v, reg, "/s")
+	reg.MustRegister(a.Collector())
+	h := a.Handler()
+	r := httptest.NewRequest("GET", "/metrics", nil)
+	r.RemoteAddr = "10.244.1.5:5555"
+	b.ReportAllocs()
+	for b.Loop() {
+		w := &countingWriter{header: http.Header{}}
+		h.ServeHTTP(w, r)
+		if w.code != 0 || w.n < 5000*7*40 {
+			b.Fatalf("scrape: status %d, %d bytes", w.code, w.n)
+		}
+	}
+}
+
+// countingWriter is a ResponseWriter that counts the body and keeps none.
+type countingWriter struct {
+	header http.Header
+	code   int
+	n      int
+}
+
+func (w *countingWriter) Header() http.Header         { return w.header }
+func (w *countingWriter) WriteHeader(code int)        { w.code = code }
+func (w *countingWriter) Write(b []byte) (int, error) { w.n += len(b); return len(b), nil }
+
+// TestMetricsPerPeer: a scrape parses as Prometheus' text format (a
+// label value with a quote, a backslash and a newline included), with
+// the registry's families and every peer's series: a direct peer has no
+// tunnel series, a resting or idle one no handshake age.
+func TestMetricsPerPeer(t *testing.T) {
+	hs := time.Now().Add(-90 * time.Second).UTC().Format(time.RFC3339)
+	v := &fakeView{peers: []api.PeerStatus{
+		{Name: "node2", Path: "encrypted", Location: `rack "a"\` + "\n2", MTU: 1420, PresharedKey: true, PresharedKeyAgeSeconds: 30, RxBytes: 7, TxBytes: 1 << 40, LatestHandshake: hs},
+		{Name: "node3", Path: "direct", Location: "rack-1", MTU: 1500, LatestHandshake: hs},
+		{Name: "node4", Path: "encrypted", MTU: 1380, PresharedKeyError: "refused", LatestHandshake: hs, Resting: true},
+	}}
+	reg := prometheus.NewRegistry()
+	a := New(v, reg, "/s")
+	reg.MustRegister(a.Collector(), prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_test_total", Help: "A registry family."}))
+	code, body := get(t, a.Handler(), "GET", "/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d %s", code, body)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("the scrape does not parse: %v\n%s", err, body)
+	}
+	got := map[string]float64{}
+	for name, f := range fams {
+		for _, m := range f.Metric {
+			var ls []string
+			for _, l := range m.Label {
+				ls = append(ls, l.GetName()+"="+strconv.Quote(l.GetValue()))
+			}
+			slices.Sort(ls)
+			got[name+"{"+strings.Join(ls, ",")+"}"] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{
+		`weft_test_total{}`: 0,
+		`weft_node_info{intra_location="",location="",pq="",strict_encryption="false",version=""}`: 1,
+		`weft_tunnel_mtu_bytes{}`: 0,
+		`weft_peer_path{location="rack \"a\"\\\n2",path="encrypted",peer="node2"}`: 1,
+		`weft_peer_path{location="rack-1",path="direct",peer="node3"}`:             1,
+		`weft_peer_path{location="",path="encrypted",peer="node4"}`:                1,
+		`weft_peer_mtu_bytes{peer="node2"}`:                                        1420,
+		`weft_peer_mtu_bytes{peer="node3"}`:                                        1500,
+		`weft_peer_mtu_bytes{peer="node4"}`:                                        1380,
+		`weft_peer_preshared_key{peer="node2"}`:                                    1,
+		`weft_peer_preshared_key{peer="node4"}`:                                    0,
+		`weft_peer_preshared_key_age_seconds{peer="node2"}`:                        30,
+		`weft_peer_receive_bytes_total{peer="node2"}`:                              7,
+		`weft_peer_receive_bytes_total{peer="node4"}`:                              0,
+		`weft_peer_transmit_bytes_total{peer="node2"}`:                             1 << 40,
+		`weft_peer_transmit_bytes_total{peer="node4"}`:                             0,
+		`weft_peer_last_handshake_age_seconds{peer="node2"}`:                       90,
+	}
+	age := `weft_peer_last_handshake_age_seconds{peer="node2"}`
+	if a := got[age]; a >= 90 && a < 95 {
+		got[age] = 90
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("scraped:\n%v\nwant:\n%v\nthe scrape:\n%s", got, want, body)
 	}
 }
