@@ -47,6 +47,11 @@ type ScalePoint struct {
 	// (read each second), passes included; the RSS target is judged on
 	// it when there is one.
 	RSSSteadyMaxMiB float64 `json:"rssSteadyMaxMiB,omitempty"`
+	// The steady minute includes Prometheus' scrapes of every agent's
+	// /metrics (every 30 s, the chart's ServiceMonitor interval): the
+	// slowest one's time and its size.
+	ScrapeMillis float64 `json:"scrapeMillis,omitempty"`
+	ScrapeKB     float64 `json:"scrapeKB,omitempty"`
 	// Idle CPU in % of one core over 60 s: right after converging (dead
 	// peers' handshakes still running) and once their keepalive rests.
 	IdleCPUFirstMinute float64 `json:"idleCpuFirstMinutePct"`
@@ -168,6 +173,12 @@ func ScaleMarkdown(r *ScaleRun, svg string) string {
 			return "—"
 		}
 		return fmt.Sprintf("%.1f MiB", p.RSSSteadyMaxMiB)
+	})
+	row("a scrape of /metrics in the steady minute (every 30 s): slowest, size", func(p ScalePoint) string {
+		if p.ScrapeKB == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.0f ms, %.0f KB", p.ScrapeMillis, p.ScrapeKB)
 	})
 	row("RSS peak since the start", func(p ScalePoint) string {
 		if p.RSSPeakMiB == 0 {

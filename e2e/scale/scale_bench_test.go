@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"runtime"
@@ -294,6 +295,43 @@ func cpuAndRSS(b testing.TB, pids []int, d time.Duration) (cpu, rss float64) {
 	return cpu, rss
 }
 
+// scrape is what scrapeEvery saw: how many scrapes, the slowest, the
+// largest answer, the first error.
+type scrape struct {
+	n       int
+	slowest time.Duration
+	bytes   int
+	err     error
+}
+
+// scrapeEvery reads every node's /metrics as Prometheus does, first after
+// 5 s then every interval, until d has passed.
+func scrapeEvery(nodes []*netlab.Node, interval, d time.Duration) scrape {
+	var sc scrape
+	end := time.Now().Add(d)
+	for next := time.Now().Add(5 * time.Second); next.Before(end); next = next.Add(interval) {
+		time.Sleep(time.Until(next))
+		for _, n := range nodes {
+			start := time.Now()
+			resp, err := n.HTTPClient().Get("http://" + netlab.AgentHTTP + "/metrics")
+			if err != nil {
+				sc.err = fmt.Errorf("scraping %s: %w", n.Name, err)
+				return sc
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK {
+				sc.err = fmt.Errorf("scraping %s: %s %v", n.Name, resp.Status, err)
+				return sc
+			}
+			sc.n++
+			sc.slowest = max(sc.slowest, time.Since(start))
+			sc.bytes = max(sc.bytes, len(body))
+		}
+	}
+	return sc
+}
+
 func measureScale(b *testing.B, total int) bench.ScalePoint {
 	ctx := context.Background()
 	k := labtest.NewKubeCluster(b, 3)
@@ -407,12 +445,6 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 			b.Fatalf("dead peers do not rest within %v (%s)", restWithin, restMetric)
 		}
 	}
-	// The polls above scraped every peer's series, megabytes of garbage
-	// at thousands (a scrape is not part of the steady figures); the
-	// agent returns it after its next pass (a resync within 30 s, its
-	// release 2 s after: agent/release.go), so the steady minute starts
-	// after that.
-	time.Sleep(35 * time.Second)
 	p.DormantPeers = fakes
 	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" {
 		// node1's CPU during the steady window (30 of its 60 s) and heap.
@@ -422,7 +454,18 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 		saveProfile(b, live[0], "heap?gc=1", fmt.Sprintf("%s/scale-%d-heap-start.pprof", dir, total))
 		go saveProfile(b, live[0], "profile?seconds=30", fmt.Sprintf("%s/scale-%d-cpu.pprof", dir, total))
 	}
+	// Prometheus scrapes every agent in the steady minute, as the chart's
+	// ServiceMonitor does (every 30 s): its figures include what a scrape
+	// costs.
+	scraped := make(chan scrape, 1)
+	go func() { scraped <- scrapeEvery(live, 30*time.Second, 60*time.Second) }()
 	p.IdleCPUSteady, p.RSSSteadyMaxMiB = cpuAndRSS(b, pids, 60*time.Second)
+	sc := <-scraped
+	if sc.err != nil {
+		b.Fatal(sc.err)
+	}
+	p.ScrapeMillis, p.ScrapeKB = sc.slowest.Seconds()*1000, float64(sc.bytes)/1000
+	b.Logf("N=%d: %d scrapes of /metrics in the steady minute, the slowest %v, %d bytes", total, sc.n, sc.slowest, sc.bytes)
 	worst := 0
 	for i, n := range live {
 		if rss := labtest.RssMiB(b, pids[i]); rss > p.RSSMiB {
