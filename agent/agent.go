@@ -113,9 +113,9 @@ type plane interface {
 	Apply(mesh.State) (mesh.Changes, error)
 	WritePeerKey(pub wgtypes.Key, want *mesh.Peer, fresh bool) (bool, error)
 	Peers() ([]wgtypes.Peer, error)
-	Resting(pub wgtypes.Key) bool // off the device while idle (on-demand peers)
-	RestingPeers() []wgtypes.Peer // them as the device would show them
-	Idle(pub wgtypes.Key) bool    // on the device, carried nothing lately (on-demand peers)
+	Resting(pub wgtypes.Key) bool                     // off the device while idle (on-demand peers)
+	RestingPeer(pub wgtypes.Key) (wgtypes.Peer, bool) // one resting, as the device would show it
+	Idle(pub wgtypes.Key) bool                        // on the device, carried nothing lately (on-demand peers)
 }
 
 // Run starts the agent and blocks until ctx is done or the device stops. A

@@ -62,7 +62,7 @@ func (f *fakePlane) Apply(s mesh.State) (mesh.Changes, error) {
 func (f *fakePlane) WritePeerKey(wgtypes.Key, *mesh.Peer, bool) (bool, error) { return false, nil }
 func (f *fakePlane) Peers() ([]wgtypes.Peer, error)                           { return nil, nil }
 func (f *fakePlane) Resting(wgtypes.Key) bool                                 { return false }
-func (f *fakePlane) RestingPeers() []wgtypes.Peer                             { return nil }
+func (f *fakePlane) RestingPeer(wgtypes.Key) (wgtypes.Peer, bool)             { return wgtypes.Peer{}, false }
 func (f *fakePlane) Idle(wgtypes.Key) bool                                    { return false }
 
 func (f *fakePlane) calls() (applied []mesh.State, at []time.Time) {

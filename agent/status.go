@@ -25,9 +25,6 @@ func (v view) Status() (api.Status, error) {
 		return api.Status{}, err
 	}
 	byKey := make(map[wgtypes.Key]wgtypes.Peer, len(dev))
-	for _, p := range a.mesh.RestingPeers() { // off the device: as kept
-		byKey[p.PublicKey] = p
-	}
 	for _, p := range dev {
 		byKey[p.PublicKey] = p
 	}
@@ -64,6 +61,8 @@ func (v view) Status() (api.Status, error) {
 			ps.MTU = a.mtu + mesh.Overhead
 		}
 		if d, ok := byKey[n.PublicKey]; ok {
+			fromDevice(&ps, d)
+		} else if d, ok := a.mesh.RestingPeer(n.PublicKey); ok { // off the device: as kept
 			fromDevice(&ps, d)
 		}
 		ps.Resting = a.mesh.Resting(n.PublicKey)

@@ -1,9 +1,7 @@
 package mesh
 
 import (
-	"maps"
 	"runtime/debug"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -263,29 +261,25 @@ func (o *onDemand) publish() {
 	o.changed()
 }
 
-// RestingPeers are the resting peers as the device would show them: their
-// preshared key and endpoint as kept, their counts as carried (no
-// handshake: they have no session). For status; nil when none rests. It
-// reads the kept peers under the writer's lock, not the packet paths'
-// table: a key agreed while a peer rests updates only the kept peer (the
-// table is rebuilt only when the resting set changes).
-func (m *Mesh) RestingPeers() []wgtypes.Peer {
+// RestingPeer is pub, if it rests, as the device would show it: its
+// preshared key and endpoint as kept, its counts as carried (no handshake:
+// it has no session; no allowed IPs). For status. It reads the kept peer
+// under the writer's lock, not the packet paths' table: a key agreed while
+// a peer rests updates only the kept peer (the table is rebuilt only when
+// the resting set changes). One peer a call, so a status of thousands
+// copies none of them twice and a wake waits for one lookup at most.
+func (m *Mesh) RestingPeer(pub wgtypes.Key) (wgtypes.Peer, bool) {
 	if m.od == nil {
-		return nil
+		return wgtypes.Peer{}, false
 	}
 	m.mu.Lock()
-	kept := slices.AppendSeq(make([]Peer, 0, len(m.od.resting)), maps.Values(m.od.resting)) // copied, so a wake does not wait for the rest
+	p, ok := m.od.resting[pub]
 	m.mu.Unlock()
-	if len(kept) == 0 {
-		return nil
+	if !ok {
+		return wgtypes.Peer{}, false
 	}
-	out := make([]wgtypes.Peer, 0, len(kept))
-	for _, p := range kept {
-		rx, tx := m.counts.carriedOf(p.PublicKey)
-		out = append(out, wgtypes.Peer{PublicKey: p.PublicKey, PresharedKey: p.PresharedKey, Endpoint: udpAddr(p.Endpoint),
-			ReceiveBytes: rx, TransmitBytes: tx, AllowedIPs: ipNets(p.AllowedIPs)})
-	}
-	return out
+	rx, tx := m.counts.carriedOf(pub)
+	return wgtypes.Peer{PublicKey: pub, PresharedKey: p.PresharedKey, Endpoint: udpAddr(p.Endpoint), ReceiveBytes: rx, TransmitBytes: tx}, true
 }
 
 // Idle reports whether pub, on the device, carried nothing between the

@@ -81,7 +81,9 @@ var peerFamilies = []peerFamily{
 	{"weft_peer_path", "1 for each peer, labelled with how pod traffic travels to it (encrypted, direct, external) and its location.", "gauge",
 		func(p *api.PeerStatus, _ time.Time, b []byte) ([]byte, bool) { return append(b, '1'), true }},
 	{"weft_peer_mtu_bytes", "The MTU pod packets to the peer get (lowered when the path MTU is smaller).", "gauge",
-		func(p *api.PeerStatus, _ time.Time, b []byte) ([]byte, bool) { return strconv.AppendInt(b, int64(p.MTU), 10), true }},
+		func(p *api.PeerStatus, _ time.Time, b []byte) ([]byte, bool) {
+			return strconv.AppendInt(b, int64(p.MTU), 10), true
+		}},
 	{"weft_peer_preshared_key", "1 when the tunnel to the peer holds a post-quantum preshared key, else 0.", "gauge",
 		func(p *api.PeerStatus, _ time.Time, b []byte) ([]byte, bool) {
 			if p.PresharedKey {
@@ -94,9 +96,13 @@ var peerFamilies = []peerFamily{
 			return strconv.AppendInt(b, p.PresharedKeyAgeSeconds, 10), tunneled(p) && (p.PresharedKeyAgeSeconds > 0 || p.PresharedKey)
 		}},
 	{"weft_peer_receive_bytes_total", "Bytes received from the peer through the tunnel.", "counter",
-		func(p *api.PeerStatus, _ time.Time, b []byte) ([]byte, bool) { return strconv.AppendInt(b, p.RxBytes, 10), tunneled(p) }},
+		func(p *api.PeerStatus, _ time.Time, b []byte) ([]byte, bool) {
+			return strconv.AppendInt(b, p.RxBytes, 10), tunneled(p)
+		}},
 	{"weft_peer_transmit_bytes_total", "Bytes sent to the peer through the tunnel.", "counter",
-		func(p *api.PeerStatus, _ time.Time, b []byte) ([]byte, bool) { return strconv.AppendInt(b, p.TxBytes, 10), tunneled(p) }},
+		func(p *api.PeerStatus, _ time.Time, b []byte) ([]byte, bool) {
+			return strconv.AppendInt(b, p.TxBytes, 10), tunneled(p)
+		}},
 	// A resting or idle on-demand peer needs no session: its age would only
 	// raise WeftPeerHandshakeStale.
 	{"weft_peer_last_handshake_age_seconds", "Seconds since the last WireGuard handshake with the peer (absent before the first, and for on-demand peers resting or idle; direct peers have none).", "gauge",

@@ -208,9 +208,11 @@ func measureActive(b *testing.B, live []*netlab.Node, pids []int, sim *simpeer.S
 	}
 	before := make([]float64, len(pids))
 	counts := make([]simpeer.Counts, len(live))
-	for j := range live {
+	passes := make([]float64, len(live)) // what makes the working set's garbage
+	for j, n := range live {
 		before[j] = cpuTicks(b, pids[j])
 		counts[j] = sim.For(pubs[j])
+		passes[j] = labtest.MetricSum(b, n, "weft_reconciles_total")
 	}
 	type sent struct {
 		pg    *pinger
@@ -293,6 +295,7 @@ func measureActive(b *testing.B, live []*netlab.Node, pids []int, sim *simpeer.S
 		p.ActiveP50Millis, p.ActiveP99Millis = pct(active, 0.5), pct(active, 0.99)
 	}
 	for j, n := range live {
+		b.Logf("N=%d: %s made %.0f reconcile passes in the working set's %.0f s", p.Nodes, n.Name, labtest.MetricSum(b, n, "weft_reconciles_total")-passes[j], el)
 		p.ActiveCPU = max(p.ActiveCPU, (cpuTicks(b, pids[j])-before[j])/100/el*100)
 		p.ActiveRSSMiB = max(p.ActiveRSSMiB, labtest.RssMiB(b, pids[j]))
 		c := sim.For(pubs[j])
