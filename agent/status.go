@@ -18,7 +18,14 @@ import (
 
 // Status is this node and its peers as the registry accepted them and the
 // device sees them (handshakes, counters, learned endpoints).
-func (v view) Status() (api.Status, error) {
+func (v view) Status() (api.Status, error) { return v.status(false) }
+
+// MetricsStatus is Status without the resting peers.
+func (v view) MetricsStatus() (api.Status, error) { return v.status(true) }
+
+// status is Status, without the resting peers when awake is set: those
+// are left out before anything is read or formatted for them.
+func (v view) status(awake bool) (api.Status, error) {
 	a := v.a
 	dev, err := a.mesh.Peers()
 	if err != nil {
@@ -29,7 +36,16 @@ func (v view) Status() (api.Status, error) {
 		byKey[p.PublicKey] = p
 	}
 	mtus := a.pmtu.Snapshot()
-	claims := a.reg.Peers()
+	var claims []peer.Claim
+	if awake {
+		a.reg.EachPeer(func(c *peer.Claim) { // a copy of the few awake, not of all
+			if !a.mesh.Resting(c.PublicKey) {
+				claims = append(claims, *c)
+			}
+		})
+	} else {
+		claims = a.reg.Peers()
+	}
 	self := a.selfNow()
 	st := api.Status{
 		Node: api.NodeStatus{

@@ -30,6 +30,11 @@ type View interface {
 	// Status is a fresh reading: the node, and each peer as the registry
 	// accepted it and the device sees it.
 	Status() (api.Status, error)
+	// MetricsStatus is Status for /metrics: the node, and the peers
+	// except those resting (on-demand peers off the device): at thousands
+	// of Nodes nearly all of them rest, and their series would stand
+	// still while they made most of every scrape.
+	MetricsStatus() (api.Status, error)
 	// Mesh is this node, the node peers and the Peer objects as the last
 	// reconcile accepted them.
 	Mesh() Mesh
@@ -57,7 +62,8 @@ type API struct {
 	view    View
 	gather  prometheus.Gatherer
 	control string // the control socket's path, named in the rotate-key refusal
-	cache   statusCache
+	cache   statusCache // View.Status
+	mcache  statusCache // View.MetricsStatus
 	// debugSlot admits one debug reading at a time.
 	debugSlot chan struct{}
 }
@@ -163,12 +169,19 @@ type statusCache struct {
 
 // Status is View.Status, read at most once per statusTTL: callers that
 // come while it is read wait for that reading.
-func (a *API) Status() (api.Status, error) {
-	c := &a.cache
+func (a *API) Status() (api.Status, error) { return a.cache.read(a.view.Status) }
+
+// metricsStatus is View.MetricsStatus, read at most once per statusTTL
+// (/metrics answers off the node too).
+func (a *API) metricsStatus() (api.Status, error) { return a.mcache.read(a.view.MetricsStatus) }
+
+// read is the cached reading, or a fresh one from fn once it is
+// statusTTL old.
+func (c *statusCache) read(fn func() (api.Status, error)) (api.Status, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if time.Since(c.at) >= statusTTL {
-		c.st, c.err = a.view.Status()
+		c.st, c.err = fn()
 		c.at = time.Now()
 		// Let go of it once it can no longer answer: at thousands of
 		// peers a status is megabytes, and scrapes come every 15-30 s.
@@ -189,9 +202,11 @@ func (c *statusCache) expire() {
 // Invalidate makes the next reading fresh: the loop calls it after each
 // change it applies, so an answer never predates a change already made.
 func (a *API) Invalidate() {
-	a.cache.mu.Lock()
-	a.cache.at = time.Time{}
-	a.cache.mu.Unlock()
+	for _, c := range []*statusCache{&a.cache, &a.mcache} {
+		c.mu.Lock()
+		c.at = time.Time{}
+		c.mu.Unlock()
+	}
 }
 
 func (a *API) serveStatus(w http.ResponseWriter, r *http.Request) {

@@ -39,6 +39,12 @@ func (f *fakeView) Status() (api.Status, error) {
 	}
 	return api.Status{Node: api.NodeStatus{Name: f.mesh.Self.Name}, Peers: []api.PeerStatus{{Name: "node2", Path: "encrypted", PresharedKey: true}}}, nil
 }
+// MetricsStatus is Status without the resting peers.
+func (f *fakeView) MetricsStatus() (api.Status, error) {
+	st, err := f.Status()
+	st.Peers = slices.DeleteFunc(slices.Clone(st.Peers), func(p api.PeerStatus) bool { return p.Resting })
+	return st, err
+}
 func (f *fakeView) Mesh() Mesh   { return f.mesh }
 func (f *fakeView) Ready() error { return f.ready }
 func (f *fakeView) Debug(_ context.Context, what string) ([]byte, error) {
@@ -238,14 +244,16 @@ func (w *countingWriter) Write(b []byte) (int, error) { w.n += len(b); return le
 
 // TestMetricsPerPeer: a scrape parses as Prometheus' text format (a
 // label value with a quote, a backslash and a newline included), with
-// the registry's families and every peer's series: a direct peer has no
-// tunnel series, a resting or idle one no handshake age.
+// the registry's families and the series of every peer MetricsStatus
+// reports (not a resting one): a direct peer has no tunnel series, an
+// idle one no handshake age.
 func TestMetricsPerPeer(t *testing.T) {
 	hs := time.Now().Add(-90 * time.Second).UTC().Format(time.RFC3339)
 	v := &fakeView{peers: []api.PeerStatus{
 		{Name: "node2", Path: "encrypted", Location: `rack "a"\` + "\n2", MTU: 1420, PresharedKey: true, PresharedKeyAgeSeconds: 30, RxBytes: 7, TxBytes: 1 << 40, LatestHandshake: hs},
 		{Name: "node3", Path: "direct", Location: "rack-1", MTU: 1500, LatestHandshake: hs},
-		{Name: "node4", Path: "encrypted", MTU: 1380, PresharedKeyError: "refused", LatestHandshake: hs, Resting: true},
+		{Name: "node4", Path: "encrypted", MTU: 1380, PresharedKeyError: "refused", LatestHandshake: hs, Idle: true},
+		{Name: "node5", Path: "encrypted", MTU: 1420, PresharedKey: true, RxBytes: 5, Resting: true},
 	}}
 	reg := prometheus.NewRegistry()
 	a := New(v, reg, "/s")

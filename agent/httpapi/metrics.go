@@ -22,8 +22,8 @@ type nodeCollector struct {
 	info, tunnelMTU                        *prometheus.Desc
 }
 
-// Collector is the node's series read from Status (so a scrape reads the
-// device at most once per statusTTL). The per-peer series are not in it:
+// Collector is the node's series read from MetricsStatus (so a scrape
+// reads the device at most once per statusTTL). The per-peer series are not in it:
 // /metrics writes them itself (peerFamilies).
 func (a *API) Collector() prometheus.Collector {
 	return &nodeCollector{a: a,
@@ -43,7 +43,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
-	st, err := c.a.Status()
+	st, err := c.a.metricsStatus()
 	if err != nil {
 		return
 	}
@@ -73,12 +73,13 @@ type peerFamily struct {
 // tunneled: direct peers have no tunnel, so no key, counters or handshake.
 func tunneled(p *api.PeerStatus) bool { return p.Path != string(peer.PathDirect) }
 
-// peerFamilies are the per-peer series. At thousands of peers they are
-// most of a scrape: written straight from Status in the text format, they
-// cost no object per sample (client_golang's const metrics cost ~700
-// bytes each, 26 MB a scrape at 5000 peers: BenchmarkMetrics5000).
+// peerFamilies are the per-peer series, of every peer not resting
+// (MetricsStatus). At thousands of peers they are most of a scrape:
+// written straight from the reading in the text format, they cost no
+// object per sample (client_golang's const metrics cost ~600 bytes each,
+// 21 MB a scrape at 5000 peers: BenchmarkMetrics5000).
 var peerFamilies = []peerFamily{
-	{"weft_peer_path", "1 for each peer, labelled with how pod traffic travels to it (encrypted, direct, external) and its location.", "gauge",
+	{"weft_peer_path", "1 for each peer not resting, labelled with how pod traffic travels to it (encrypted, direct, external) and its location.", "gauge",
 		func(p *api.PeerStatus, _ time.Time, b []byte) ([]byte, bool) { return append(b, '1'), true }},
 	{"weft_peer_mtu_bytes", "The MTU pod packets to the peer get (lowered when the path MTU is smaller).", "gauge",
 		func(p *api.PeerStatus, _ time.Time, b []byte) ([]byte, bool) {
@@ -133,7 +134,7 @@ func (a *API) serveMetrics(w http.ResponseWriter, r *http.Request) {
 			return // the scraper went away
 		}
 	}
-	if st, err := a.Status(); err == nil {
+	if st, err := a.metricsStatus(); err == nil {
 		writePeerFamilies(bw, st.Peers, time.Now())
 	}
 	bw.Flush()

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -53,6 +54,16 @@ func TestOnDemandPeersRestAndWake(t *testing.T) {
 	}
 	if c.Metric(n1, "weft_peers_resting") != 1 || c.Metric(n2, "weft_peers_resting") != 1 {
 		t.Error("node1 and node2 still rest each other after the ping")
+	}
+	// The per-peer series are of the peers not resting: node2, not node3.
+	var series []string
+	for _, m := range labtest.Metrics(t, n1) {
+		if strings.HasPrefix(m.Series, "weft_peer_mtu_bytes") {
+			series = append(series, m.Series)
+		}
+	}
+	if want := []string{`weft_peer_mtu_bytes{peer="node2"}`}; !slices.Equal(series, want) {
+		t.Errorf("node1's weft_peer_mtu_bytes series: %q, want %q (node3 rests)", series, want)
 	}
 	if w := c.Metric(n1, `weft_peer_wake_requests_total{cause="packet"}`); w < 1 {
 		t.Errorf("node1 asked no wake for the ping (weft_peer_wake_requests_total{cause=\"packet\"} %v)", w)
