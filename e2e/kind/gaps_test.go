@@ -1,0 +1,136 @@
+//go:build kind
+
+package kind
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// gapCapture times, to the microsecond, each data segment of some TCP
+// streams as it arrives at a node's weft0: the tunnel's side of the node,
+// where every packet from another node's pod comes out of wireguard-go in
+// the clear. iperf3's intervals (100 ms) can only say that a pause was at
+// least one interval; issue 30 bounds a pause at 100 ms. tcpdump runs on
+// the host in the kind node's network namespace (nsenter); the TUN is the
+// one a handover passes on, so the capture spans it.
+type gapCapture struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when tcpdump has ended
+	mu   sync.Mutex
+	out  strings.Builder
+	errs strings.Builder
+}
+
+// captureGaps starts timing the data segments that node's weft0 receives
+// from the given source ports (greater than 100 bytes: data, not ACKs).
+func captureGaps(t *testing.T, node string, ports ...int) *gapCapture {
+	t.Helper()
+	pid := strings.TrimSpace(must(t, "docker", "inspect", "-f", "{{.State.Pid}}", node))
+	var filter []string
+	for _, p := range ports {
+		filter = append(filter, fmt.Sprintf("src port %d", p))
+	}
+	c := &gapCapture{}
+	c.cmd = exec.Command("nsenter", "-t", pid, "-n", "tcpdump", "-i", "weft0", "-n", "-tt", "-q", "-l", "-s", "128", "-B", "8192",
+		"tcp and greater 100 and ("+strings.Join(filter, " or ")+")")
+	c.cmd.Stdout = lockedWriter{&c.mu, &c.out}
+	c.cmd.Stderr = lockedWriter{&c.mu, &c.errs}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatalf("tcpdump in %s: %v", node, err)
+	}
+	c.done = make(chan struct{})
+	go func() { _ = c.cmd.Wait(); close(c.done) }()
+	// tcpdump says when it listens; wait for that, so no segment is missed.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.mu.Lock()
+		listening := strings.Contains(c.errs.String(), "listening on")
+		c.mu.Unlock()
+		if listening {
+			return c
+		}
+		if time.Now().After(deadline) {
+			_ = c.cmd.Process.Kill()
+			<-c.done
+			t.Fatalf("tcpdump in %s does not listen: %s", node, c.errs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// streamGap is the longest time between two data segments of one stream,
+// and when it ended.
+type streamGap struct {
+	Longest  time.Duration
+	Ended    time.Time
+	Segments int
+}
+
+// stop ends the capture and returns each port's longest gap. A capture
+// that ended early (tcpdump failed, weft0 went away) is an error: its
+// gaps would be short by what it missed.
+func (c *gapCapture) stop() (map[int]streamGap, error) {
+	early := false
+	select {
+	case <-c.done:
+		early = true
+	default:
+		_ = c.cmd.Process.Signal(os.Interrupt)
+		<-c.done
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if early {
+		return nil, fmt.Errorf("tcpdump ended before the traffic did: %s", c.errs.String())
+	}
+	// A segment the capture lost would read as a gap.
+	if m := droppedRE.FindStringSubmatch(c.errs.String()); m == nil || m[1] != "0" {
+		return nil, fmt.Errorf("tcpdump did not capture every segment: %s", c.errs.String())
+	}
+	return parseGaps(c.out.String())
+}
+
+var droppedRE = regexp.MustCompile(`(\d+) packets? dropped by kernel`)
+
+// parseGaps reads tcpdump -tt -q lines ("1733570000.123456 IP
+// 10.244.2.5.5201 > 10.244.1.7.40000: tcp 1448", IPv6 alike) into each
+// source port's longest gap.
+func parseGaps(out string) (map[int]streamGap, error) {
+	gaps := map[int]streamGap{}
+	last := map[int]time.Time{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 3 {
+			continue
+		}
+		secs, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return nil, fmt.Errorf("tcpdump line %q: %v", sc.Text(), err)
+		}
+		at := time.Unix(0, int64(secs*1e6)*1e3)
+		i := strings.LastIndexByte(f[2], '.')
+		port, err := strconv.Atoi(f[2][i+1:])
+		if i < 0 || err != nil {
+			return nil, fmt.Errorf("tcpdump line %q: no source port", sc.Text())
+		}
+		g := gaps[port]
+		if prev, ok := last[port]; ok {
+			if d := at.Sub(prev); d > g.Longest {
+				g.Longest, g.Ended = d, at
+			}
+		}
+		g.Segments++
+		gaps[port], last[port] = g, at
+	}
+	return gaps, sc.Err()
+}
