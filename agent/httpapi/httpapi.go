@@ -61,7 +61,7 @@ type Mesh struct {
 type API struct {
 	view    View
 	gather  prometheus.Gatherer
-	control string // the control socket's path, named in the rotate-key refusal
+	control string      // the control socket's path, named in the rotate-key refusal
 	cache   statusCache // View.Status
 	mcache  statusCache // View.MetricsStatus
 	// debugSlot admits one debug reading at a time.

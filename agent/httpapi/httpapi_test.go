@@ -39,6 +39,7 @@ func (f *fakeView) Status() (api.Status, error) {
 	}
 	return api.Status{Node: api.NodeStatus{Name: f.mesh.Self.Name}, Peers: []api.PeerStatus{{Name: "node2", Path: "encrypted", PresharedKey: true}}}, nil
 }
+
 // MetricsStatus is Status without the resting peers.
 func (f *fakeView) MetricsStatus() (api.Status, error) {
 	st, err := f.Status()
