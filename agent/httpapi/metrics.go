@@ -135,17 +135,21 @@ func (a *API) serveMetrics(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if st, err := a.metricsStatus(); err == nil {
-		writePeerFamilies(bw, st.Peers, time.Now())
+		if writePeerFamilies(bw, st.Peers, time.Now()) != nil {
+			return // the scraper went away
+		}
 	}
-	bw.Flush()
+	_ = bw.Flush() // an error here is the scraper's going away: nothing to tell it
 }
 
 // writePeerFamilies writes each family's samples for peers, a line at a
-// time through one reused buffer.
-func writePeerFamilies(w *bufio.Writer, peers []api.PeerStatus, now time.Time) {
+// time through one reused buffer; it stops at the first write that fails.
+func writePeerFamilies(w *bufio.Writer, peers []api.PeerStatus, now time.Time) error {
 	var line []byte
 	for _, f := range peerFamilies {
-		w.WriteString("# HELP " + f.name + " " + f.help + "\n# TYPE " + f.name + " " + f.typ + "\n")
+		if _, err := w.WriteString("# HELP " + f.name + " " + f.help + "\n# TYPE " + f.name + " " + f.typ + "\n"); err != nil {
+			return err
+		}
 		for i := range peers {
 			p := &peers[i]
 			line = append(append(line[:0], f.name...), `{peer="`...)
@@ -156,11 +160,15 @@ func writePeerFamilies(w *bufio.Writer, peers []api.PeerStatus, now time.Time) {
 			}
 			line = append(line, `"} `...)
 			var ok bool
-			if line, ok = f.value(p, now, line); ok {
-				w.Write(append(line, '\n'))
+			if line, ok = f.value(p, now, line); !ok {
+				continue
+			}
+			if _, err := w.Write(append(line, '\n')); err != nil {
+				return err
 			}
 		}
 	}
+	return nil
 }
 
 // labelEscaper escapes a label value as the text format wants.
