@@ -54,7 +54,7 @@ func (a *Agent) loop(ctx context.Context, kick <-chan struct{}) error {
 	if a.netpol != nil {
 		policySynced = a.netpol.FirstSync()
 	}
-	free := newReleaser(settleAfter, releaseEvery, freeHeap, heapGrown)
+	free := newReleaser(settleAfter, releaseEvery, freeHeap)
 	defer free.stop()
 	next(a.reconcile(ctx))
 	free.passed()
