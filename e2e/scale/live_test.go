@@ -2,6 +2,7 @@ package scale
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -297,7 +298,12 @@ func measureActive(b *testing.B, live []*netlab.Node, pids []int, sim *simpeer.S
 	for j, n := range live {
 		b.Logf("N=%d: %s made %.0f reconcile passes in the working set's %.0f s", p.Nodes, n.Name, labtest.MetricSum(b, n, "weft_reconciles_total")-passes[j], el)
 		p.ActiveCPU = max(p.ActiveCPU, (cpuTicks(b, pids[j])-before[j])/100/el*100)
-		p.ActiveRSSMiB = max(p.ActiveRSSMiB, labtest.RssMiB(b, pids[j]))
+		rss := labtest.RssMiB(b, pids[j])
+		p.ActiveRSSMiB = max(p.ActiveRSSMiB, rss)
+		b.Logf("N=%d: %s at the working set's end: RSS %.1f MiB; %s", p.Nodes, n.Name, rss, runtimeLine(b, n, pids[j]))
+		if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" && j == 0 { // after the RSS: a profile's collection changes it
+			saveProfile(b, n, "heap?gc=1", fmt.Sprintf("%s/scale-%d-heap-active.pprof", dir, p.Nodes))
+		}
 		c := sim.For(pubs[j])
 		p.HandshakesSec = max(p.HandshakesSec, float64(c.Handshakes-counts[j].Handshakes)/el)
 		p.ExchangesSec = max(p.ExchangesSec, float64(c.Exchanges-counts[j].Exchanges)/el)

@@ -295,6 +295,26 @@ func cpuAndRSS(b testing.TB, pids []int, d time.Duration) (cpu, rss float64) {
 	return cpu, rss
 }
 
+// runtimeLine is what n's Go runtime holds, read from its metrics (one
+// scrape), beside its anonymous RSS: what the RSS is made of.
+func runtimeLine(b testing.TB, n *netlab.Node, pid int) string {
+	samples := labtest.Metrics(b, n)
+	mib := func(m string) float64 {
+		for _, s := range samples {
+			if s.Series == m {
+				return s.Value / (1 << 20)
+			}
+		}
+		b.Fatalf("%s has no metric %s", n.Name, m)
+		return 0
+	}
+	return fmt.Sprintf("heap in use %.1f MiB, freed but kept %.1f MiB (idle %.1f, released %.1f), next GC at %.1f MiB, stacks %.1f MiB, GC metadata %.1f MiB, other %.1f MiB; RSS anonymous %.1f MiB",
+		mib("go_memstats_heap_inuse_bytes"), mib("go_memstats_heap_idle_bytes")-mib("go_memstats_heap_released_bytes"),
+		mib("go_memstats_heap_idle_bytes"), mib("go_memstats_heap_released_bytes"), mib("go_memstats_next_gc_bytes"),
+		mib("go_memstats_stack_inuse_bytes"), mib("go_memstats_gc_sys_bytes"), mib("go_memstats_other_sys_bytes"),
+		labtest.StatusMiB(b, pid, "RssAnon"))
+}
+
 // scrape is what scrapeEvery saw: how many scrapes, the slowest, the
 // largest answer, the first error.
 type scrape struct {
@@ -482,21 +502,7 @@ func measureScale(b *testing.B, total int) bench.ScalePoint {
 	// What the runtime holds, read with the RSS (before the heap
 	// profile, whose collection and encoding change it): what RSS is
 	// made of.
-	samples := labtest.Metrics(b, live[worst]) // one scrape for all of them
-	mib := func(m string) float64 {
-		for _, s := range samples {
-			if s.Series == m {
-				return s.Value / (1 << 20)
-			}
-		}
-		b.Fatalf("%s has no metric %s", live[worst].Name, m)
-		return 0
-	}
-	b.Logf("N=%d: runtime of the worst agent: heap in use %.1f MiB, freed but kept %.1f MiB (idle %.1f, released %.1f), next GC at %.1f MiB, stacks %.1f MiB, GC metadata %.1f MiB, other %.1f MiB; RSS anonymous %.1f MiB",
-		total, mib("go_memstats_heap_inuse_bytes"), mib("go_memstats_heap_idle_bytes")-mib("go_memstats_heap_released_bytes"),
-		mib("go_memstats_heap_idle_bytes"), mib("go_memstats_heap_released_bytes"), mib("go_memstats_next_gc_bytes"),
-		mib("go_memstats_stack_inuse_bytes"), mib("go_memstats_gc_sys_bytes"), mib("go_memstats_other_sys_bytes"),
-		labtest.StatusMiB(b, pids[worst], "RssAnon"))
+	b.Logf("N=%d: runtime of the worst agent: %s", total, runtimeLine(b, live[worst], pids[worst]))
 	heap := os.DevNull
 	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" { // after the RSS: a profile's collection changes it
 		saveProfile(b, live[0], "heap?gc=1", fmt.Sprintf("%s/scale-%d-heap-end.pprof", dir, total))
