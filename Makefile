@@ -6,7 +6,7 @@ SHELL := /bin/bash
 GO        ?= go
 BIN       := $(CURDIR)/bin
 PKGS_DEB  := iproute2 iputils-ping iperf3 nftables ethtool tcpdump wireguard-tools util-linux curl debootstrap gcc libc6-dev jq
-TOOLS     := ip ping iperf3 nft ethtool tcpdump wg unshare curl debootstrap gcc jq
+TOOLS     := ip ping iperf3 nft ethtool tcpdump wg unshare nsenter curl debootstrap gcc jq
 TEST_TIMEOUT ?= 40m
 # Tools built from their own modules (defined early: make expands prerequisites as it reads).
 HELM      := $(CURDIR)/.cache/tools/helm
