@@ -5,6 +5,7 @@ package kind
 import (
 	"bufio"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"regexp"
@@ -68,12 +69,22 @@ func captureGaps(t *testing.T, node string, ports ...int) *gapCapture {
 }
 
 // streamGap is the longest time between two data segments of one stream,
-// and when it ended.
+// and when it ended; and every gap of at least reportGap, to set beside
+// what happened then (a handover's log lines, a pod's start).
 type streamGap struct {
 	Longest  time.Duration
 	Ended    time.Time
 	Segments int
+	Long     []gapAt
 }
+
+// gapAt is one gap: when it began and how long it was.
+type gapAt struct {
+	From time.Time
+	Took time.Duration
+}
+
+const reportGap = 50 * time.Millisecond
 
 // stop ends the capture and returns each port's longest gap. A capture
 // that ended early (tcpdump failed, weft0 went away) is an error: its
@@ -117,7 +128,7 @@ func parseGaps(out string) (map[int]streamGap, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tcpdump line %q: %v", sc.Text(), err)
 		}
-		at := time.Unix(0, int64(secs*1e6)*1e3)
+		at := time.UnixMicro(int64(math.Round(secs * 1e6)))
 		i := strings.LastIndexByte(f[2], '.')
 		port, err := strconv.Atoi(f[2][i+1:])
 		if i < 0 || err != nil {
@@ -125,12 +136,41 @@ func parseGaps(out string) (map[int]streamGap, error) {
 		}
 		g := gaps[port]
 		if prev, ok := last[port]; ok {
-			if d := at.Sub(prev); d > g.Longest {
+			d := at.Sub(prev)
+			if d > g.Longest {
 				g.Longest, g.Ended = d, at
+			}
+			if d >= reportGap {
+				g.Long = append(g.Long, gapAt{prev, d})
 			}
 		}
 		g.Segments++
 		gaps[port], last[port] = g, at
 	}
 	return gaps, sc.Err()
+}
+
+// TestParseGaps reads tcpdump's lines as captureGaps gets them: each
+// port's longest gap and the gaps of reportGap or more, IPv4 and IPv6.
+func TestParseGaps(t *testing.T) {
+	out := `1796643402.000000 IP 10.244.2.5.5201 > 10.244.1.7.48658: tcp 1448
+1796643402.001000 IP6 fd00:10:244:2::5.5203 > fd00:10:244:1::7.40000: tcp 1448
+1796643402.010000 IP 10.244.2.5.5201 > 10.244.1.7.48658: tcp 1448
+1796643402.270000 IP 10.244.2.5.5201 > 10.244.1.7.48658: tcp 1448
+1796643402.271000 IP6 fd00:10:244:2::5.5203 > fd00:10:244:1::7.40000: tcp 1448
+1796643402.280000 IP 10.244.2.5.5201 > 10.244.1.7.48658: tcp 1448
+`
+	gaps, err := parseGaps(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := gaps[5201]; g.Segments != 4 || g.Longest != 260*time.Millisecond || len(g.Long) != 1 || g.Long[0].Took != 260*time.Millisecond {
+		t.Errorf("port 5201: %+v, want 4 segments, longest and only long gap 260 ms", g)
+	}
+	if g := gaps[5203]; g.Segments != 2 || g.Longest != 270*time.Millisecond {
+		t.Errorf("port 5203: %+v, want 2 segments, longest gap 270 ms", g)
+	}
+	if _, err := parseGaps("garbage line here\n"); err == nil {
+		t.Error("a line that is not tcpdump's was read")
+	}
 }

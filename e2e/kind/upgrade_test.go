@@ -104,7 +104,12 @@ func (r trafficReport) gapText() string {
 	if r.Gap.Segments < 2 {
 		return "no segments timed"
 	}
-	return fmt.Sprintf("longest gap %.1f ms at %s (%d segments timed)", float64(r.Gap.Longest.Microseconds())/1000, r.Gap.Ended.UTC().Format("15:04:05.000"), r.Gap.Segments)
+	var long []string
+	for _, g := range r.Gap.Long {
+		long = append(long, fmt.Sprintf("%s +%.0f ms", g.From.UTC().Format("15:04:05.000"), float64(g.Took.Microseconds())/1000))
+	}
+	return fmt.Sprintf("longest gap %.1f ms at %s (%d segments timed; gaps of %v or more: %s)", float64(r.Gap.Longest.Microseconds())/1000,
+		r.Gap.Ended.UTC().Format("15:04:05.000"), r.Gap.Segments, reportGap, strings.Join(long, ", "))
 }
 
 // trafficPods: a server pod on w2 with three iperf3 servers (pod to pod
