@@ -152,12 +152,15 @@ func writePeerFamilies(w *bufio.Writer, peers []api.PeerStatus, now time.Time) e
 		}
 		for i := range peers {
 			p := &peers[i]
-			line = append(append(line[:0], f.name...), `{peer="`...)
-			line = appendLabelValue(line, p.Name)
-			if f.name == "weft_peer_path" {
+			line = append(line[:0], f.name...)
+			if f.name == "weft_peer_path" { // label names sorted, as client_golang writes them
+				line = appendLabelValue(append(line, `{location="`...), p.Location)
 				line = appendLabelValue(append(line, `",path="`...), p.Path)
-				line = appendLabelValue(append(line, `",location="`...), p.Location)
+				line = append(line, `",peer="`...)
+			} else {
+				line = append(line, `{peer="`...)
 			}
+			line = appendLabelValue(line, p.Name)
 			line = append(line, `"} `...)
 			var ok bool
 			if line, ok = f.value(p, now, line); !ok {
