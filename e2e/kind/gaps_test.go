@@ -114,15 +114,21 @@ var droppedRE = regexp.MustCompile(`(\d+) packets? dropped by kernel`)
 
 // parseGaps reads tcpdump -tt -q lines ("1733570000.123456 IP
 // 10.244.2.5.5201 > 10.244.1.7.40000: tcp 1448", IPv6 alike) into each
-// source port's longest gap.
+// source port's longest gap. Each port's gaps are those of its busiest
+// connection: iperf3's data stream, not its control connection, whose
+// few messages (the results, after the stream) are no part of it.
 func parseGaps(out string) (map[int]streamGap, error) {
-	gaps := map[int]streamGap{}
-	last := map[int]time.Time{}
+	type conn struct {
+		port int
+		to   string
+	}
+	byConn := map[conn]streamGap{}
+	last := map[conn]time.Time{}
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) < 3 {
-			continue
+		if len(f) < 5 {
+			continue // tcpdump's own lines
 		}
 		secs, err := strconv.ParseFloat(f[0], 64)
 		if err != nil {
@@ -134,8 +140,9 @@ func parseGaps(out string) (map[int]streamGap, error) {
 		if i < 0 || err != nil {
 			return nil, fmt.Errorf("tcpdump line %q: no source port", sc.Text())
 		}
-		g := gaps[port]
-		if prev, ok := last[port]; ok {
+		c := conn{port, f[4]}
+		g := byConn[c]
+		if prev, ok := last[c]; ok {
 			d := at.Sub(prev)
 			if d > g.Longest {
 				g.Longest, g.Ended = d, at
@@ -145,13 +152,21 @@ func parseGaps(out string) (map[int]streamGap, error) {
 			}
 		}
 		g.Segments++
-		gaps[port], last[port] = g, at
+		byConn[c], last[c] = g, at
+	}
+	gaps := map[int]streamGap{}
+	for c, g := range byConn {
+		if g.Segments > gaps[c.port].Segments {
+			gaps[c.port] = g
+		}
 	}
 	return gaps, sc.Err()
 }
 
 // TestParseGaps reads tcpdump's lines as captureGaps gets them: each
-// port's longest gap and the gaps of reportGap or more, IPv4 and IPv6.
+// port's longest gap and the gaps of reportGap or more, IPv4 and IPv6,
+// of its data connection (the results on iperf3's control connection,
+// 420 ms after, are not a gap).
 func TestParseGaps(t *testing.T) {
 	out := `1796643402.000000 IP 10.244.2.5.5201 > 10.244.1.7.48658: tcp 1448
 1796643402.001000 IP6 fd00:10:244:2::5.5203 > fd00:10:244:1::7.40000: tcp 1448
@@ -159,6 +174,7 @@ func TestParseGaps(t *testing.T) {
 1796643402.270000 IP 10.244.2.5.5201 > 10.244.1.7.48658: tcp 1448
 1796643402.271000 IP6 fd00:10:244:2::5.5203 > fd00:10:244:1::7.40000: tcp 1448
 1796643402.280000 IP 10.244.2.5.5201 > 10.244.1.7.48658: tcp 1448
+1796643402.700000 IP 10.244.2.5.5201 > 10.244.1.7.48650: tcp 420
 `
 	gaps, err := parseGaps(out)
 	if err != nil {
@@ -170,7 +186,7 @@ func TestParseGaps(t *testing.T) {
 	if g := gaps[5203]; g.Segments != 2 || g.Longest != 270*time.Millisecond {
 		t.Errorf("port 5203: %+v, want 2 segments, longest gap 270 ms", g)
 	}
-	if _, err := parseGaps("garbage line here\n"); err == nil {
+	if _, err := parseGaps("garbage line here, five fields\n"); err == nil {
 		t.Error("a line that is not tcpdump's was read")
 	}
 }
