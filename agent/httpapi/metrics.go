@@ -64,9 +64,11 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // peerFamily is one per-peer series family: value gives a peer's sample,
-// or false where the peer has none.
+// or false where the peer has none; located families label it with the
+// peer's location and path as well as its name.
 type peerFamily struct {
 	name, help, typ string
+	located         bool
 	value           func(p *api.PeerStatus, now time.Time, b []byte) ([]byte, bool)
 }
 
@@ -79,34 +81,34 @@ func tunneled(p *api.PeerStatus) bool { return p.Path != string(peer.PathDirect)
 // object per sample (client_golang's const metrics cost ~600 bytes each,
 // 21 MB a scrape at 5000 peers: BenchmarkMetrics5000).
 var peerFamilies = []peerFamily{
-	{"weft_peer_path", "1 for each peer not resting, labelled with how pod traffic travels to it (encrypted, direct, external) and its location.", "gauge",
+	{"weft_peer_path", "1 for each peer not resting, labelled with how pod traffic travels to it (encrypted, direct, external) and its location.", "gauge", true,
 		func(p *api.PeerStatus, _ time.Time, b []byte) ([]byte, bool) { return append(b, '1'), true }},
-	{"weft_peer_mtu_bytes", "The MTU pod packets to the peer get (lowered when the path MTU is smaller).", "gauge",
+	{"weft_peer_mtu_bytes", "The MTU pod packets to the peer get (lowered when the path MTU is smaller).", "gauge", false,
 		func(p *api.PeerStatus, _ time.Time, b []byte) ([]byte, bool) {
 			return strconv.AppendInt(b, int64(p.MTU), 10), true
 		}},
-	{"weft_peer_preshared_key", "1 when the tunnel to the peer holds a post-quantum preshared key, else 0.", "gauge",
+	{"weft_peer_preshared_key", "1 when the tunnel to the peer holds a post-quantum preshared key, else 0.", "gauge", false,
 		func(p *api.PeerStatus, _ time.Time, b []byte) ([]byte, bool) {
 			if p.PresharedKey {
 				return append(b, '1'), tunneled(p)
 			}
 			return append(b, '0'), tunneled(p)
 		}},
-	{"weft_peer_preshared_key_age_seconds", "Seconds since the pair's preshared key was agreed (absent without one).", "gauge",
+	{"weft_peer_preshared_key_age_seconds", "Seconds since the pair's preshared key was agreed (absent without one).", "gauge", false,
 		func(p *api.PeerStatus, _ time.Time, b []byte) ([]byte, bool) {
 			return strconv.AppendInt(b, p.PresharedKeyAgeSeconds, 10), tunneled(p) && (p.PresharedKeyAgeSeconds > 0 || p.PresharedKey)
 		}},
-	{"weft_peer_receive_bytes_total", "Bytes received from the peer through the tunnel.", "counter",
+	{"weft_peer_receive_bytes_total", "Bytes received from the peer through the tunnel.", "counter", false,
 		func(p *api.PeerStatus, _ time.Time, b []byte) ([]byte, bool) {
 			return strconv.AppendInt(b, p.RxBytes, 10), tunneled(p)
 		}},
-	{"weft_peer_transmit_bytes_total", "Bytes sent to the peer through the tunnel.", "counter",
+	{"weft_peer_transmit_bytes_total", "Bytes sent to the peer through the tunnel.", "counter", false,
 		func(p *api.PeerStatus, _ time.Time, b []byte) ([]byte, bool) {
 			return strconv.AppendInt(b, p.TxBytes, 10), tunneled(p)
 		}},
 	// A resting or idle on-demand peer needs no session: its age would only
 	// raise WeftPeerHandshakeStale.
-	{"weft_peer_last_handshake_age_seconds", "Seconds since the last WireGuard handshake with the peer (absent before the first, and for on-demand peers resting or idle; direct peers have none).", "gauge",
+	{"weft_peer_last_handshake_age_seconds", "Seconds since the last WireGuard handshake with the peer (absent before the first, and for on-demand peers resting or idle; direct peers have none).", "gauge", false,
 		func(p *api.PeerStatus, now time.Time, b []byte) ([]byte, bool) {
 			t, err := time.Parse(time.RFC3339, p.LatestHandshake)
 			if err != nil || p.Resting || p.Idle || !tunneled(p) {
@@ -153,7 +155,7 @@ func writePeerFamilies(w *bufio.Writer, peers []api.PeerStatus, now time.Time) e
 		for i := range peers {
 			p := &peers[i]
 			line = append(line[:0], f.name...)
-			if f.name == "weft_peer_path" { // label names sorted, as client_golang writes them
+			if f.located { // label names sorted, as client_golang writes them
 				line = appendLabelValue(append(line, `{location="`...), p.Location)
 				line = appendLabelValue(append(line, `",path="`...), p.Path)
 				line = append(line, `",peer="`...)
