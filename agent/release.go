@@ -8,8 +8,9 @@ import (
 
 // Returning the heap a pass left. A reconcile pass builds the desired
 // state afresh: at 5000 Nodes it allocated ~9 MB before its slices were
-// sized (stop 48; still megabytes), garbage once the pass ends, and a collection that falls during a pass marks
-// the pass's working data live and sets the next goal by it (GOGC 50:
+// sized (stop 48; still megabytes), garbage once the pass ends, and a
+// collection that falls during a pass marks the pass's working data live
+// and sets the next goal by it (GOGC 50:
 // half as much again). Go's scavenger gives free pages back only above
 // that goal (and slowly), so between passes the agent kept 10-12 MiB of
 // free heap resident at 5000 Nodes (README, "Memory at 5000"). Once
