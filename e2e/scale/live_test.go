@@ -207,6 +207,10 @@ func measureActive(b *testing.B, live []*netlab.Node, pids []int, sim *simpeer.S
 			b.Fatal(err)
 		}
 	}
+	if dir := os.Getenv("WEFT_SCALE_PROFILES"); dir != "" { // the base for the working set's allocations
+		b.Logf("N=%d: %s at the working set's start: %s", p.Nodes, live[0].Name, runtimeLine(b, live[0], pids[0]))
+		saveProfile(b, live[0], "heap", fmt.Sprintf("%s/scale-%d-heap-active-start.pprof", dir, p.Nodes))
+	}
 	before := make([]float64, len(pids))
 	counts := make([]simpeer.Counts, len(live))
 	passes := make([]float64, len(live)) // what makes the working set's garbage
