@@ -369,6 +369,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, resync <-chan
 	if a.pq, err = keys.New(kc); err != nil {
 		return err
 	}
+	m.OnWake(a.pq.Woke)
+	a.gossip.OnJoin(a.pq.Joined)
 	if left.Keys == nil {
 		a.pq.RestoreKept() // not handed over: the keys the last run kept (a crash)
 	}

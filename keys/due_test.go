@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -17,16 +18,15 @@ import (
 	"github.com/weftnet/weft/pq"
 )
 
-// restingDev is a device on which every peer rests, its set built once
-// (as the mesh builds it once per change).
+// restingDev is a device on which every peer rests.
 type restingDev map[wgtypes.Key]bool
 
-func (d restingDev) Dormant() map[wgtypes.Key]bool             { return d }
+func (d restingDev) Dormant(pub wgtypes.Key) bool              { return d[pub] }
 func (restingDev) LastHandshake(wgtypes.Key) (time.Time, bool) { return time.Time{}, false }
 func (restingDev) write(wgtypes.Key, bool) (bool, error)       { return false, nil }
 
 // restingManager is a key manager of n pairs whose peers all rest, each
-// pair looked at once (so each is next due in 5 s).
+// pair looked at once (so each is next due in restingLook).
 func restingManager(tb testing.TB, n int) (*Manager, []peer.NodeInfo) {
 	tb.Helper()
 	priv, err := wgtypes.GeneratePrivateKey()
@@ -55,12 +55,12 @@ func restingManager(tb testing.TB, n int) (*Manager, []peer.NodeInfo) {
 }
 
 // TestRestingPairsWaitTheirTurn: a pass starts no exchange with resting
-// peers, looks at a resting pair that fell due again 5 s on, and leaves
-// the pairs not due alone.
+// peers, looks at a resting pair that fell due again restingLook on, and
+// leaves the pairs not due alone.
 func TestRestingPairsWaitTheirTurn(t *testing.T) {
 	k, peers := restingManager(t, 100)
-	if d := time.Until(k.startDue(context.Background())); d < 4*time.Second || d > 5*time.Second {
-		t.Fatalf("a pass with nothing due looks again in %v, want 5 s (when the resting pairs fall due)", d)
+	if d := time.Until(k.startDue(context.Background())); d < restingLook-time.Second || d > restingLook {
+		t.Fatalf("a pass with nothing due looks again in %v, want %v (when the resting pairs fall due)", d, restingLook)
 	}
 	k.mu.Lock()
 	p := k.pairs[peers[42].PublicKey]
@@ -73,8 +73,8 @@ func TestRestingPairsWaitTheirTurn(t *testing.T) {
 	k.startDue(context.Background())
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if d := time.Until(p.next); d < 4*time.Second || d > 5*time.Second {
-		t.Errorf("the resting pair that fell due is next due in %v, want 5 s", d)
+	if d := time.Until(p.next); d < restingLook-time.Second || d > restingLook {
+		t.Errorf("the resting pair that fell due is next due in %v, want %v", d, restingLook)
 	}
 	for pub, q := range k.pairs {
 		if q != p && !q.next.Equal(before[pub]) {
@@ -87,7 +87,7 @@ func TestRestingPairsWaitTheirTurn(t *testing.T) {
 }
 
 // BenchmarkStartDueResting is one pass of the key loop at 5000 pairs whose
-// peers rest, a fifth of them due: each resting pair is looked at every 5 s.
+// peers rest, a fifth of them due.
 func BenchmarkStartDueResting(b *testing.B) {
 	const n = 5000
 	k, peers := restingManager(b, n)
@@ -102,6 +102,54 @@ func BenchmarkStartDueResting(b *testing.B) {
 		}
 		k.mu.Unlock()
 		k.startDue(ctx)
+	}
+}
+
+// TestWokenPeerIsExchangedWith: a pair waiting for its resting peer starts
+// its exchange at the loop's next look once the peer wakes (Woke pokes the
+// loop), not restingLook later; a pair whose peer did not wake, and a
+// woken peer's pair that was not waiting, keep their turn.
+func TestWokenPeerIsExchangedWith(t *testing.T) {
+	k, peers := restingManager(t, 3)
+	dialled := make(chan netip.AddrPort, 3)
+	k.dial = func(_ context.Context, to netip.AddrPort) (net.Conn, error) {
+		dialled <- to
+		return nil, errors.New("no peer in this test")
+	}
+	for len(k.wake) > 0 {
+		<-k.wake
+	}
+	woke, other := peers[0], peers[1]
+	k.mu.Lock()
+	otherNext := k.pairs[other.PublicKey].next
+	k.mu.Unlock()
+	k.dev.(restingDev)[woke.PublicKey] = false
+	k.Woke(woke.PublicKey)
+	k.Woke(peers[2].PublicKey) // still resting: woken, then found resting again
+	if len(k.wake) == 0 {
+		t.Fatal("Woke did not poke the loop")
+	}
+	k.startDue(context.Background())
+	select {
+	case to := <-dialled:
+		if to.Addr() != woke.Endpoint.Addr() {
+			t.Fatalf("dialled %v, want the woken peer's %v", to, woke.Endpoint.Addr())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no exchange with the woken peer")
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if n := k.pairs[other.PublicKey].next; !n.Equal(otherNext) {
+		t.Errorf("the pair of a peer that did not wake moved from %v to %v", otherNext, n)
+	}
+	if p := k.pairs[peers[2].PublicKey]; !p.resting || time.Until(p.next) < restingLook-time.Second {
+		t.Errorf("a woken peer found resting again is due in %v (resting %v), want %v", time.Until(p.next), p.resting, restingLook)
+	}
+	select {
+	case to := <-dialled:
+		t.Errorf("dialled %v too", to)
+	default:
 	}
 }
 

@@ -49,9 +49,15 @@ func (k *Manager) Loop(ctx context.Context) {
 // second was the idle agent's largest cost after the runtime's own.
 const lookEvery = 30 * time.Second
 
+// restingLook is how long a pair whose peer rests (mesh: dormant, or off
+// the device) waits before it is looked at again. A wake of the peer calls
+// Woke, which brings its turn forward, so this is only the fallback: at
+// 5000 resting pairs a look every 5 s was the idle agent's largest cost.
+const restingLook = lookEvery
+
 // startDue starts every due exchange there is a slot for, and says when to look again.
 func (k *Manager) startDue(ctx context.Context) (next time.Time) {
-	dormant := k.dev.Dormant()
+	woken, joined := k.takeWoken()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	defer func() { k.looking = next }()
@@ -60,20 +66,29 @@ func (k *Manager) startDue(ctx context.Context) (next time.Time) {
 		return now.Add(time.Second) // a handover is under way (Hold)
 	}
 	next = now.Add(lookEvery)
+	for pub := range woken {
+		if p := k.pairs[pub]; p != nil && p.resting {
+			p.next, p.resting = now, false
+		}
+	}
 	for pub, p := range k.pairs {
+		if p.resting && joined[p.name] {
+			p.next, p.resting = now, false // alive now: mustRetry may hold
+		}
 		if p.next.After(now) {
 			next = minTime(next, p.next)
 			continue
 		}
-		if dormant[pub] && !k.mustRetry(p) {
+		if k.dev.Dormant(pub) && !k.mustRetry(p) {
 			// The peer does not answer WireGuard (a node that is down):
 			// no exchange until it does. When it comes back it calls
 			// (a restarted agent starts every pair's exchange) or its
-			// handshake wakes the peer and the exchange follows.
-			p.next = now.Add(5 * time.Second)
+			// handshake wakes the peer (Woke) and the exchange follows.
+			p.next, p.resting = now.Add(restingLook), true
 			next = minTime(next, p.next)
 			continue
 		}
+		p.resting = false
 		k.reportDown(pub, p, now)
 		select {
 		case k.run <- struct{}{}:
@@ -93,6 +108,43 @@ func (k *Manager) startDue(ctx context.Context) (next time.Time) {
 		go k.initiate(ctx, pub, p.addr)
 	}
 	return next
+}
+
+// Woke says pub's peer woke (it was dormant or resting, and is on the device
+// with its keepalive again): if its pair waits for that, it is looked at
+// now. It takes no lock the device's writer may wait for, so the device
+// may call it while it writes.
+func (k *Manager) Woke(pub wgtypes.Key) {
+	k.wokeMu.Lock()
+	if k.woken == nil {
+		k.woken = map[wgtypes.Key]bool{}
+	}
+	k.woken[pub] = true
+	k.wokeMu.Unlock()
+	k.poke()
+}
+
+// Joined says the named node's agent joined gossip (is alive now): a pair
+// that waits for its resting peer is looked at now, for mustRetry. Like
+// Woke, it takes no lock the caller may wait for.
+func (k *Manager) Joined(name string) {
+	k.wokeMu.Lock()
+	if k.joined == nil {
+		k.joined = map[string]bool{}
+	}
+	k.joined[name] = true
+	k.wokeMu.Unlock()
+	k.poke()
+}
+
+// takeWoken returns the peers woken and the nodes joined since it was last
+// called.
+func (k *Manager) takeWoken() (map[wgtypes.Key]bool, map[string]bool) {
+	k.wokeMu.Lock()
+	defer k.wokeMu.Unlock()
+	w, j := k.woken, k.joined
+	k.woken, k.joined = nil, nil
+	return w, j
 }
 
 // mustRetry reports whether a pair is exchanged with even while its peer

@@ -72,6 +72,10 @@ type Manager struct {
 
 	replays pq.Replays
 
+	wokeMu sync.Mutex
+	woken  map[wgtypes.Key]bool // Woke's, until the loop's next look
+	joined map[string]bool      // Joined's, likewise
+
 	mu        sync.Mutex
 	self      *pq.Identity
 	selfSince time.Time
@@ -99,11 +103,12 @@ type pair struct {
 	busy     chan struct{} // holds one token while an exchange with the peer runs
 	starting bool          // this node is initiating
 	down     bool          // reported down (required mode)
+	resting  bool          // waits for its peer to wake (startDue; Woke ends the wait)
 }
 
 // Device is what the key manager reads of the device.
 type Device interface {
-	Dormant() map[wgtypes.Key]bool
+	Dormant(pub wgtypes.Key) bool
 	LastHandshake(pub wgtypes.Key) (time.Time, bool)
 }
 

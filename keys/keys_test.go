@@ -44,14 +44,10 @@ func newKeyDev() *keyDev {
 	return &keyDev{dormant: map[wgtypes.Key]bool{}, shook: map[wgtypes.Key]time.Time{}}
 }
 
-func (d *keyDev) Dormant() map[wgtypes.Key]bool {
+func (d *keyDev) Dormant(pub wgtypes.Key) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := map[wgtypes.Key]bool{}
-	for k, v := range d.dormant {
-		out[k] = v
-	}
-	return out
+	return d.dormant[pub]
 }
 
 func (d *keyDev) LastHandshake(pub wgtypes.Key) (time.Time, bool) {
@@ -220,8 +216,8 @@ func TestPairKeysAgreeAndRotate(t *testing.T) {
 }
 
 // TestPairKeysRestingPeer: a peer that rests (its WireGuard does not
-// answer) is not called while its agent is not alive in gossip; once it is
-// alive the pair, which has no key, is exchanged with although it rests; a
+// answer) is not called while its agent is not alive in gossip; once it
+// joins the pair, which has no key, is exchanged with although it rests; a
 // peer that refuses is retried with a growing backoff, not at once.
 func TestPairKeysRestingPeer(t *testing.T) {
 	port := freePort(t)
@@ -239,6 +235,7 @@ func TestPairKeysRestingPeer(t *testing.T) {
 		t.Fatalf("a called its resting, dead peer %d times", n)
 	}
 	alive.Store(true) // b's agent answers gossip, but not yet on its key port
+	a.k.Joined("b")   // as gossip tells it
 	waitFor(t, 7*time.Second, "a calls its alive peer although it rests", func() bool { return a.dials.Load() > 0 })
 	time.Sleep(3 * time.Second)
 	if n := a.dials.Load(); n > 4 {

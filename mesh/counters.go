@@ -36,6 +36,20 @@ func (c *counters) adjust(peers []wgtypes.Peer) {
 	c.floor = floor
 }
 
+// adjustOne is adjust for one peer's reading; the others' floors stay.
+func (c *counters) adjustOne(p *wgtypes.Peer) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := c.carried[p.PublicKey]
+	f := c.floor[p.PublicKey]
+	p.ReceiveBytes = max(p.ReceiveBytes+k[0], f[0])
+	p.TransmitBytes = max(p.TransmitBytes+k[1], f[1])
+	if c.floor == nil {
+		c.floor = map[wgtypes.Key][2]int64{}
+	}
+	c.floor[p.PublicKey] = [2]int64{p.ReceiveBytes, p.TransmitBytes}
+}
+
 // carry records what a peer about to be re-created has counted (p as an
 // adjusted reading returned it).
 func (c *counters) carry(p wgtypes.Peer) {

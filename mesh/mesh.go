@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,9 +31,9 @@ type Mesh struct {
 	mu     sync.Mutex
 	od     *onDemand // nil: on-demand peers off
 
-	rest          dormancy                             // the writer's memory of keepalives
-	dormant       atomic.Pointer[map[wgtypes.Key]bool] // a copy of the dormant set, for readers
-	dormantMerged atomic.Pointer[mergedDormant]        // Dormant's last union with the resting peers
+	rest    dormancy                             // the writer's memory of keepalives
+	dormant atomic.Pointer[map[wgtypes.Key]bool] // a copy of the dormant set, for readers
+	onWake  atomic.Pointer[func(wgtypes.Key)]    // OnWake's
 
 	peerWrites [writeCauses]atomic.Uint64 // by WriteCause
 	counts     counters                   // the byte counters across a peer's re-creations
@@ -76,53 +75,40 @@ func (m *Mesh) Close() error {
 	return m.wg.Close()
 }
 
-// Dormant returns the peers whose keepalive rests (DormantAfter,
-// NeverAnswered) as of the last write, and the peers resting off the
-// device (on-demand): not to be changed. The key manager agrees no new
-// preshared key with them until they wake (a pair without one still
-// gets its first).
-func (m *Mesh) Dormant() map[wgtypes.Key]bool {
-	var d map[wgtypes.Key]bool
-	if p := m.dormant.Load(); p != nil {
-		d = *p
+// Dormant reports whether pub's keepalive rests (DormantAfter,
+// NeverAnswered) as of the last write, or pub rests off the device
+// (on-demand): not to be changed. The key manager agrees no new preshared
+// key with such a peer until it wakes (a pair without one still gets its
+// first). One peer a call: the key manager asks about each due pair, and
+// a set of thousands built for it at every wake was garbage.
+func (m *Mesh) Dormant(pub wgtypes.Key) bool {
+	if p := m.dormant.Load(); p != nil && (*p)[pub] {
+		return true
 	}
-	if m.od == nil {
-		return d
-	}
-	t := m.od.table.Load()
-	resting := t.peers()
-	if len(resting) == 0 {
-		return d
-	}
-	if c := m.dormantMerged.Load(); c != nil && c.table == t && c.dormant == m.dormant.Load() {
-		return c.merged // read every second by the key manager: built once per change
-	}
-	out := make(map[wgtypes.Key]bool, len(d)+len(resting))
-	for k := range d {
-		out[k] = true
-	}
-	for k := range resting {
-		out[k] = true
-	}
-	m.dormantMerged.Store(&mergedDormant{table: t, dormant: m.dormant.Load(), merged: out})
-	return out
+	return m.od != nil && m.od.table.Load().rests(pub)
 }
 
-// mergedDormant caches Dormant's union for one resting table and dormant set.
-type mergedDormant struct {
-	table   *restingTable
-	dormant *map[wgtypes.Key]bool
-	merged  map[wgtypes.Key]bool
-}
-
-// publishDormant copies the writer's dormant set for Dormant's readers.
+// publishDormant copies the writer's dormant set for Dormant's readers,
+// and tells OnWake's function of each peer that left it.
 func (m *Mesh) publishDormant() {
 	out := make(map[wgtypes.Key]bool, len(m.rest.dormant))
 	for k := range m.rest.dormant {
 		out[k] = true
 	}
-	m.dormant.Store(&out)
+	old := m.dormant.Swap(&out)
+	if f := m.onWake.Load(); f != nil && old != nil {
+		for k := range *old {
+			if !out[k] {
+				(*f)(k)
+			}
+		}
+	}
 }
+
+// OnWake sets a function told of each peer that wakes: its keepalive back
+// on (it was dormant) or back on the device (it rested, on-demand). The
+// writer calls it while it writes, so it must not wait for the writer.
+func (m *Mesh) OnWake(f func(wgtypes.Key)) { m.onWake.Store(&f) }
 
 // WritePeerKey writes one peer's preshared key to the device, between two
 // Applies: want is the peer as the plan now has it with its new key (Keys.Fill),
@@ -146,14 +132,13 @@ func (m *Mesh) WritePeerKey(pub wgtypes.Key, want *Peer, fresh bool) (bool, erro
 			return false, nil
 		}
 	}
-	peers, err := m.Peers()
+	a, on, err := m.peer(pub)
 	if err != nil {
 		return false, err
 	}
-	j := slices.IndexFunc(peers, func(p wgtypes.Peer) bool { return p.PublicKey == pub })
 	var cfgs []wgtypes.PeerConfig
 	switch {
-	case want == nil && j < 0:
+	case want == nil && !on:
 		return false, nil
 	case want == nil:
 		cfgs = append(cfgs, wgtypes.PeerConfig{PublicKey: pub, Remove: true})
@@ -164,8 +149,7 @@ func (m *Mesh) WritePeerKey(pub wgtypes.Key, want *Peer, fresh bool) (bool, erro
 		if m.od != nil {
 			ka = m.od.keepalive(d, time.Now())
 		}
-		if j >= 0 {
-			a := peers[j]
+		if on {
 			if a.PresharedKey == d.PresharedKey && !fresh {
 				return false, nil
 			}
@@ -190,8 +174,8 @@ func (m *Mesh) WritePeerKey(pub wgtypes.Key, want *Peer, fresh bool) (bool, erro
 	switch {
 	case want == nil:
 		m.counts.forget(pub)
-	case fresh && j >= 0:
-		m.counts.carry(peers[j])
+	case fresh && on:
+		m.counts.carry(a)
 	}
 	m.writes.Add(1)
 	m.peerWrites[WriteKey].Add(1)
@@ -200,16 +184,11 @@ func (m *Mesh) WritePeerKey(pub wgtypes.Key, want *Peer, fresh bool) (bool, erro
 
 // LastHandshake is the device's last completed handshake with pub.
 func (m *Mesh) LastHandshake(pub wgtypes.Key) (time.Time, bool) {
-	peers, err := m.Peers()
-	if err != nil {
+	p, ok, err := m.peer(pub)
+	if err != nil || !ok {
 		return time.Time{}, false
 	}
-	for _, p := range peers {
-		if p.PublicKey == pub {
-			return p.LastHandshakeTime, !p.LastHandshakeTime.IsZero()
-		}
-	}
-	return time.Time{}, false
+	return p.LastHandshakeTime, !p.LastHandshakeTime.IsZero()
 }
 
 // Peers returns the device's view of its peers (handshakes, counters).

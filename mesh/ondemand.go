@@ -146,8 +146,7 @@ func (m *Mesh) Resting(pub wgtypes.Key) bool {
 	if m.od == nil {
 		return false
 	}
-	_, ok := m.od.table.Load().peers()[pub]
-	return ok
+	return m.od.table.Load().rests(pub)
 }
 
 // mayRest: peers that never rest keep their keepalive and the device:
@@ -261,6 +260,15 @@ func (o *onDemand) publish() {
 	o.changed()
 }
 
+// publishChanged is publish after only the peers in woke woke and those
+// in rested came to rest: the table copies its changes, not every resting
+// peer (restingTable.changed). Under m.mu.
+func (o *onDemand) publishChanged(woke, rested []wgtypes.Key) {
+	o.table.Store(o.table.Load().changed(woke, rested, o.resting))
+	o.nresting.Store(int64(len(o.resting)))
+	o.changed()
+}
+
 // RestingPeer is pub, if it rests, as the device would show it: its
 // preshared key and endpoint as kept, its counts as carried (no handshake:
 // it has no session; no allowed IPs). For status. It reads the kept peer
@@ -359,16 +367,18 @@ func (m *Mesh) restIdle(o *onDemand, now time.Time) error {
 	}
 	m.writes.Add(1)
 	m.peerWrites[WriteRest].Add(uint64(len(cfgs)))
-	for _, a := range idle {
+	rested := make([]wgtypes.Key, len(idle))
+	for i, a := range idle {
 		m.counts.carry(a)
 		p := o.desired[a.PublicKey]
 		p.PresharedKey = a.PresharedKey // the device's is the newest (WritePeerKey writes between Applies)
 		o.resting[a.PublicKey] = p
 		delete(o.desired, a.PublicKey)
 		delete(o.idle, a.PublicKey)
+		rested[i] = a.PublicKey
 	}
 	o.rests.Add(uint64(len(idle)))
-	o.publish()
+	o.publishChanged(nil, rested)
 	if len(idle) >= releaseAfterRests && now.Sub(o.released) >= releaseEvery {
 		o.released = now
 		go releaseMemory()

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -9,7 +10,7 @@ import (
 
 // restingTable answers, for an outgoing packet, whether it is for a
 // resting peer (one taken off the device while idle; see docs/design.md,
-// "On-demand peers") and which. It is immutable: the mesh builds a new
+// "On-demand peers") and which. It is immutable: the mesh makes a new
 // one when the resting set changes and the TUN reader loads it through an
 // atomic pointer, so the packet path takes no lock, and while no peer
 // rests it does no lookup at all (nil table).
@@ -18,12 +19,33 @@ import (
 // peers' ranges use (a cluster has one or two per family: the pod CIDR
 // size and the node addresses' /32 or /128) and looks the result up in a
 // map.
+//
+// A table is a base, built from every resting peer, and the changes since
+// (a delta of at most restingDelta peers): a wake or a rest copies only the
+// delta, not the base. At 5000 Nodes a base is ~1.3 MB of maps, and
+// building one at every wake and rest was the working set's largest
+// garbage (README, "Memory at 5000").
 type restingTable struct {
+	base    *restingBase
+	woke    map[wgtypes.Key]struct{}       // in base, not resting (awake, or resting again under added)
+	added   map[wgtypes.Key][]netip.Prefix // resting since base was built, with their ranges
+	addedBy map[netip.Prefix]wgtypes.Key   // added's ranges
+	bits4   []int                          // prefix lengths of base and added, longest first
+	bits6   []int
+	n       int // resting peers
+}
+
+// restingBase is a table's shared part, built once from every resting peer.
+type restingBase struct {
 	byPrefix map[netip.Prefix]wgtypes.Key
-	keys     map[wgtypes.Key]struct{} // the resting peers (the mesh keeps them as they will be written)
-	bits4    []int                    // prefix lengths in use, longest first
+	keys     map[wgtypes.Key]struct{}
+	bits4    []int
 	bits6    []int
 }
+
+// restingDelta is the most peers a table holds outside its base; one more
+// change builds a new base.
+const restingDelta = 64
 
 // newRestingTable builds the table for peers (resting, by key), which it
 // does not keep: at thousands of resting peers, a copy of each at every
@@ -32,28 +54,103 @@ func newRestingTable(peers map[wgtypes.Key]Peer) *restingTable {
 	if len(peers) == 0 {
 		return nil
 	}
-	t := &restingTable{byPrefix: make(map[netip.Prefix]wgtypes.Key, 2*len(peers)), keys: make(map[wgtypes.Key]struct{}, len(peers))}
+	b := &restingBase{byPrefix: make(map[netip.Prefix]wgtypes.Key, 2*len(peers)), keys: make(map[wgtypes.Key]struct{}, len(peers))}
 	for pub, peer := range peers {
-		t.keys[pub] = struct{}{}
+		b.keys[pub] = struct{}{}
 		for _, p := range peer.AllowedIPs {
 			p = p.Masked()
-			t.byPrefix[p] = pub
+			b.byPrefix[p] = pub
 			if p.Addr().Is4() {
-				t.bits4 = appendBits(t.bits4, p.Bits())
+				b.bits4 = appendBits(b.bits4, p.Bits())
 			} else {
-				t.bits6 = appendBits(t.bits6, p.Bits())
+				b.bits6 = appendBits(b.bits6, p.Bits())
 			}
 		}
 	}
-	return t
+	return &restingTable{base: b, bits4: b.bits4, bits6: b.bits6, n: len(peers)}
 }
 
-// peers are the resting peers' keys (nil when none rests).
-func (t *restingTable) peers() map[wgtypes.Key]struct{} {
-	if t == nil {
+// changed is t after the peers in woke woke and those in rested came to
+// rest (rested holds every resting peer; those in woke need not be in
+// it). It copies t's delta, not its base; once the delta would pass
+// restingDelta it builds the table afresh from resting.
+func (t *restingTable) changed(woke []wgtypes.Key, rested []wgtypes.Key, resting map[wgtypes.Key]Peer) *restingTable {
+	if t == nil || len(t.woke)+len(t.added)+len(woke)+len(rested) > restingDelta {
+		return newRestingTable(resting)
+	}
+	nt := &restingTable{base: t.base, woke: maps.Clone(t.woke), added: maps.Clone(t.added), addedBy: maps.Clone(t.addedBy),
+		bits4: t.bits4, bits6: t.bits6, n: t.n}
+	if nt.woke == nil {
+		nt.woke = map[wgtypes.Key]struct{}{}
+	}
+	if nt.added == nil {
+		nt.added, nt.addedBy = map[wgtypes.Key][]netip.Prefix{}, map[netip.Prefix]wgtypes.Key{}
+	}
+	for _, pub := range woke {
+		if !nt.rests(pub) {
+			continue
+		}
+		nt.n--
+		if ps, ok := nt.added[pub]; ok {
+			for _, p := range ps {
+				if nt.addedBy[p] == pub {
+					delete(nt.addedBy, p)
+				}
+			}
+			delete(nt.added, pub)
+		}
+		if _, ok := nt.base.keys[pub]; ok {
+			nt.woke[pub] = struct{}{}
+		}
+	}
+	for _, pub := range rested {
+		peer, ok := resting[pub]
+		if !ok || nt.rests(pub) {
+			continue
+		}
+		nt.n++
+		// Into added even when base knows the peer: its ranges may have
+		// changed while it was awake; base's stay hidden under woke.
+		ps := make([]netip.Prefix, 0, len(peer.AllowedIPs))
+		for _, p := range peer.AllowedIPs {
+			p = p.Masked()
+			ps = append(ps, p)
+			nt.addedBy[p] = pub
+			if p.Addr().Is4() {
+				nt.bits4 = appendBits(slices.Clone(nt.bits4), p.Bits())
+			} else {
+				nt.bits6 = appendBits(slices.Clone(nt.bits6), p.Bits())
+			}
+		}
+		nt.added[pub] = ps
+	}
+	if nt.n == 0 {
 		return nil
 	}
-	return t.keys
+	return nt
+}
+
+// rests reports whether pub rests.
+func (t *restingTable) rests(pub wgtypes.Key) bool {
+	if t == nil {
+		return false
+	}
+	if _, ok := t.added[pub]; ok {
+		return true
+	}
+	if _, ok := t.woke[pub]; ok {
+		return false
+	}
+	_, ok := t.base.keys[pub]
+	return ok
+}
+
+// count is how many peers rest.
+func (t *restingTable) count() int {
+	if t == nil {
+		return 0
+	}
+	return t.n
 }
 
 func appendBits(bits []int, b int) []int {
@@ -86,8 +183,13 @@ func (t *restingTable) lookup(pkt []byte) (wgtypes.Key, bool) {
 	}
 	for _, b := range bits {
 		p, _ := dst.Prefix(b)
-		if pub, ok := t.byPrefix[p]; ok {
+		if pub, ok := t.addedBy[p]; ok {
 			return pub, true
+		}
+		if pub, ok := t.base.byPrefix[p]; ok {
+			if _, awake := t.woke[pub]; !awake {
+				return pub, true
+			}
 		}
 	}
 	return wgtypes.Key{}, false

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 
@@ -80,4 +81,98 @@ func packetTo(dst netip.Addr) []byte {
 	a := dst.As16()
 	copy(p[24:], a[:])
 	return p
+}
+
+// TestRestingTableChanges wakes and rests peers one change at a time, as
+// the mesh does, and checks after each that the changed table answers
+// every lookup as a table built afresh from the resting set would:
+// through many deltas and new bases, and with a peer whose range moved to
+// another peer while it was awake.
+func TestRestingTableChanges(t *testing.T) {
+	const n = 300
+	key := func(i int) wgtypes.Key { return wgtypes.Key{byte(i), byte(i >> 8), 7} }
+	ranges := func(i, cidr int) []netip.Prefix {
+		return []netip.Prefix{
+			netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.0/24", 64+cidr/256, cidr%256)),
+			netip.MustParsePrefix(fmt.Sprintf("10.99.%d.%d/32", i/256, i%256)),
+		}
+	}
+	cidr := make([]int, n) // peer i's pod range
+	resting := map[wgtypes.Key]Peer{}
+	for i := range n {
+		cidr[i] = i
+		resting[key(i)] = Peer{AllowedIPs: ranges(i, i)}
+	}
+	tbl := newRestingTable(resting)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for step := range 2000 {
+		i := rng.IntN(n)
+		pub := key(i)
+		var woke, rested []wgtypes.Key
+		moved := false // a resting peer's range changed: the mesh publishes afresh
+		if _, ok := resting[pub]; ok {
+			delete(resting, pub)
+			woke = []wgtypes.Key{pub}
+			if j := rng.IntN(n); step%7 == 0 && j != i {
+				// Awake, i takes j's range; j gets i's.
+				cidr[i], cidr[j] = cidr[j], cidr[i]
+				for _, k := range []int{i, j} {
+					if p, ok := resting[key(k)]; ok {
+						p.AllowedIPs = ranges(k, cidr[k])
+						resting[key(k)] = p
+						moved = true
+					}
+				}
+			}
+		} else {
+			resting[pub] = Peer{AllowedIPs: ranges(i, cidr[i])}
+			rested = []wgtypes.Key{pub}
+		}
+		tbl = tbl.changed(woke, rested, resting)
+		if moved {
+			tbl = newRestingTable(resting)
+		}
+		want := newRestingTable(resting)
+		if tbl.count() != want.count() {
+			t.Fatalf("step %d: %d resting, want %d", step, tbl.count(), want.count())
+		}
+		for k := range n {
+			if got, w := tbl.rests(key(k)), want.rests(key(k)); got != w {
+				t.Fatalf("step %d: peer %d rests %v, want %v", step, k, got, w)
+			}
+			for _, p := range ranges(k, k) {
+				pkt := packetTo(p.Addr().Next())
+				gp, gok := tbl.lookup(pkt)
+				wp, wok := want.lookup(pkt)
+				if gp != wp || gok != wok {
+					t.Fatalf("step %d: packet to %s: %v %v, want %v %v", step, p.Addr().Next(), gp, gok, wp, wok)
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkRestingWake is what a wake costs the table at 5000 resting
+// peers: the changed table (a delta copied; every restingDelta changes a
+// new base).
+func BenchmarkRestingWake(b *testing.B) {
+	resting := map[wgtypes.Key]Peer{}
+	for i := range 5000 {
+		resting[wgtypes.Key{byte(i), byte(i >> 8), 1}] = Peer{AllowedIPs: []netip.Prefix{
+			netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.0/24", 64+i/256, i%256)),
+			netip.MustParsePrefix(fmt.Sprintf("10.99.%d.%d/32", i/256, i%256)),
+		}}
+	}
+	tbl := newRestingTable(resting)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		pub := wgtypes.Key{byte(i), byte(i >> 8), 1}
+		p := resting[pub]
+		delete(resting, pub)
+		tbl = tbl.changed([]wgtypes.Key{pub}, nil, resting)
+		resting[pub] = p
+		tbl = tbl.changed(nil, []wgtypes.Key{pub}, resting)
+		i = (i + 1) % 5000
+	}
 }

@@ -38,7 +38,10 @@ func (m *Mesh) wake(o *onDemand, pub wgtypes.Key, byInit bool) error {
 	}
 	o.idle[pub] = idleMark{bytes: -1, since: time.Now()} // counts from the next look
 	o.wakes.Add(1)
-	o.publish()
+	o.publishChanged([]wgtypes.Key{pub}, nil)
+	if f := m.onWake.Load(); f != nil {
+		(*f)(pub)
+	}
 	return nil
 }
 
@@ -131,7 +134,7 @@ func (o *onDemand) takeInitiation(pkt []byte, ep conn.Endpoint) bool {
 	if !ok {
 		return false
 	}
-	if _, rests := t.peers()[pub]; !rests {
+	if !t.rests(pub) {
 		return false
 	}
 	o.mu.Lock()

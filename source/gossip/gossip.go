@@ -39,6 +39,8 @@ type Source struct {
 
 	aliveMu sync.Mutex
 	alive   map[string]bool // members memberlist holds alive, by name
+
+	onJoin atomic.Pointer[func(name string)] // OnJoin's
 }
 
 // Config configures the memberlist source.
@@ -269,8 +271,20 @@ func (g *Source) setAlive(name string, alive bool) {
 	}
 }
 
+// OnJoin sets a function told the name of each member that joins (is
+// alive now). memberlist calls it from its event delivery: it must not
+// wait.
+func (g *Source) OnJoin(f func(name string)) { g.onJoin.Store(&f) }
+
 // memberlist.EventDelegate
-func (g *Source) NotifyJoin(n *memberlist.Node)   { g.setAlive(n.Name, true); g.claim(n) }
+func (g *Source) NotifyJoin(n *memberlist.Node) {
+	g.setAlive(n.Name, true)
+	g.claim(n)
+	if f := g.onJoin.Load(); f != nil {
+		(*f)(n.Name)
+	}
+}
+
 func (g *Source) NotifyUpdate(n *memberlist.Node) { g.claim(n) }
 func (g *Source) NotifyLeave(n *memberlist.Node) {
 	g.setAlive(n.Name, false)
