@@ -106,9 +106,9 @@ func BenchmarkStartDueResting(b *testing.B) {
 }
 
 // TestWokenPeerIsExchangedWith: a pair waiting for its resting peer starts
-// its exchange at the loop's next look once the peer wakes (Woke pokes the
-// loop), not restingLook later; a pair whose peer did not wake, and a
-// woken peer's pair that was not waiting, keep their turn.
+// its exchange wokeSettle after the peer wakes (Woke pokes the loop, which
+// then looks again when it is due), not restingLook later; a pair whose
+// peer did not wake keeps its turn.
 func TestWokenPeerIsExchangedWith(t *testing.T) {
 	k, peers := restingManager(t, 3)
 	dialled := make(chan netip.AddrPort, 3)
@@ -129,6 +129,15 @@ func TestWokenPeerIsExchangedWith(t *testing.T) {
 	if len(k.wake) == 0 {
 		t.Fatal("Woke did not poke the loop")
 	}
+	if d := time.Until(k.startDue(context.Background())); d > wokeSettle || d < wokeSettle-time.Second {
+		t.Fatalf("after a wake the loop looks again in %v, want %v", d, wokeSettle)
+	}
+	select {
+	case to := <-dialled:
+		t.Fatalf("dialled %v at the wake itself (its first packets wait in the peer)", to)
+	default:
+	}
+	time.Sleep(wokeSettle)
 	k.startDue(context.Background())
 	select {
 	case to := <-dialled:

@@ -55,9 +55,17 @@ const lookEvery = 30 * time.Second
 // 5000 resting pairs a look every 5 s was the idle agent's largest cost.
 const restingLook = lookEvery
 
+// wokeSettle is how long after its peer's wake a pair's exchange waits.
+// The packets that woke the peer wait in it for the handshake the wake
+// starts, and an exchange that agrees a key re-creates the peer (install,
+// fresh), which drops what waits there: started at the wake itself, the
+// exchange lost 126 of bench-scale's 300 first packets. A handshake takes
+// a few round trips; 2 s is also sooner than the 5-s look before Woke
+// came, on average.
+const wokeSettle = 2 * time.Second
+
 // startDue starts every due exchange there is a slot for, and says when to look again.
 func (k *Manager) startDue(ctx context.Context) (next time.Time) {
-	woken, joined := k.takeWoken()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	defer func() { k.looking = next }()
@@ -66,9 +74,10 @@ func (k *Manager) startDue(ctx context.Context) (next time.Time) {
 		return now.Add(time.Second) // a handover is under way (Hold)
 	}
 	next = now.Add(lookEvery)
+	woken, joined := k.takeWoken()
 	for pub := range woken {
 		if p := k.pairs[pub]; p != nil && p.resting {
-			p.next, p.resting = now, false
+			p.next, p.resting = now.Add(wokeSettle), false
 		}
 	}
 	for pub, p := range k.pairs {
