@@ -168,7 +168,7 @@ func (r retrier) after(again bool, err error) (d time.Duration, ok bool) {
 func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 	start := time.Now()
 	defer func() { a.metrics.passSeconds.Observe(time.Since(start).Seconds()) }()
-	gcbound.Lift() // the pass's garbage goes at its release (release.go)
+	gcbound.Lift() // until the release after the passes (release.go), which collects their garbage
 	peers := a.acceptedPeers()
 	ext := a.acceptExternals(peers)
 	a.pq.Update(peers)

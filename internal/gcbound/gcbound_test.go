@@ -22,6 +22,8 @@ var sink []byte
 // control: the test can fail). Not every reading: a collection counts
 // what is allocated while it marks as live, so at a fast enough rate a
 // cycle's limit comes out higher (unpaced, this test saw 4-20 MiB).
+// Lifted (Lift) it holds what GOGC alone holds, and after Restore and a
+// collection the bound again.
 func TestBoundHoldsGarbage(t *testing.T) {
 	old := debug.SetGCPercent(50)
 	defer debug.SetGCPercent(old)
@@ -50,6 +52,11 @@ func TestBoundHoldsGarbage(t *testing.T) {
 	stop := Bound(4<<20, math.MaxInt64)
 	runtime.GC() // the first limit
 	bounded := churn()
+	Lift() // as a reconcile pass does: GOGC alone until Restore
+	lifted := churn()
+	Restore()
+	runtime.GC() // as the release does
+	restored := churn()
 	stop()
 	runtime.GC()
 	free := churn()
@@ -57,6 +64,10 @@ func TestBoundHoldsGarbage(t *testing.T) {
 	t.Logf("held over the live heap's, 9 readings in 10: %.1f MiB bounded, %.1f MiB with GOGC 50 alone", float64(bounded)/(1<<20), float64(free)/(1<<20))
 	if bounded > 8<<20 {
 		t.Errorf("with a 4 MiB headroom the runtime held %.1f MiB over the live heap's", float64(bounded)/(1<<20))
+	}
+	t.Logf("lifted %.1f MiB, restored %.1f MiB", float64(lifted)/(1<<20), float64(restored)/(1<<20))
+	if lifted < 2*bounded || restored > 8<<20 {
+		t.Errorf("lifted, the runtime held %.1f MiB over, then restored %.1f: want GOGC's, then the bound's", float64(lifted)/(1<<20), float64(restored)/(1<<20))
 	}
 	if free < 2*bounded {
 		t.Errorf("GOGC alone held %.1f MiB over, bounded %.1f: the bound made no difference", float64(free)/(1<<20), float64(bounded)/(1<<20))
