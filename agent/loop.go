@@ -14,7 +14,6 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/weftnet/weft/api"
-	"github.com/weftnet/weft/internal/gcbound"
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/peer"
 	"github.com/weftnet/weft/plan"
@@ -168,7 +167,6 @@ func (r retrier) after(again bool, err error) (d time.Duration, ok bool) {
 func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 	start := time.Now()
 	defer func() { a.metrics.passSeconds.Observe(time.Since(start).Seconds()) }()
-	gcbound.Lift() // until the release after the passes (release.go), which collects their garbage
 	peers := a.acceptedPeers()
 	ext := a.acceptExternals(peers)
 	a.pq.Update(peers)

@@ -4,8 +4,6 @@ import (
 	"runtime/debug"
 	"sync"
 	"time"
-
-	"github.com/weftnet/weft/internal/gcbound"
 )
 
 // Returning the heap a pass left. A reconcile pass builds the desired
@@ -41,12 +39,9 @@ func newReleaser(settle, every time.Duration, release func()) *releaser {
 	return &releaser{settle: settle, every: every, release: release}
 }
 
-// freeHeap is the agent's release: the garbage bound back (the passes
-// lifted it: loop.go), a collection, then the free heap to the kernel.
-func freeHeap() {
-	gcbound.Restore()
-	debug.FreeOSMemory()
-}
+// freeHeap is the agent's release: a collection, then the free heap to
+// the kernel.
+func freeHeap() { debug.FreeOSMemory() }
 
 // passed says a pass just ended: the release waits until passes have
 // stopped for settle.

@@ -22,16 +22,11 @@ import (
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/agent/config"
 	"github.com/weftnet/weft/agent/install"
-	"github.com/weftnet/weft/internal/gcbound"
 	"github.com/weftnet/weft/kubeclient"
 )
 
-// defaultGCPercent is the agent's GOGC unless the environment sets one;
-// gcHeadroom, the most garbage it keeps between collections then.
-const (
-	defaultGCPercent = 50
-	gcHeadroom       = 8 << 20
-)
+// defaultGCPercent is the agent's GOGC unless the environment sets one.
+const defaultGCPercent = 50
 
 func main() {
 	if len(os.Args) > 1 {
@@ -67,11 +62,6 @@ func main() {
 		// collector's work at 50 is still too small to show in a
 		// profile under iperf3 (README, "Memory at 5000").
 		debug.SetGCPercent(defaultGCPercent)
-		// And at most gcHeadroom of garbage, however large the live heap
-		// grows (internal/gcbound): at 5000 Nodes GOGC 50 alone let
-		// 14-20 MiB of garbage become resident between collections.
-		// Under GOMEMLIMIT, never a limit above it.
-		gcbound.Bound(gcHeadroom, debug.SetMemoryLimit(-1)) // for the process's life
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
