@@ -110,6 +110,14 @@ func (p ScalePoint) SteadyRSS() float64 {
 	return max(p.RSSMiB, p.RSSSteadyMaxMiB)
 }
 
+// JudgedRSS is the RSS the target is judged on: the steady minute's, or
+// the working set's when that is higher (with live peers talking, an
+// agent holds their sessions and their garbage). Not the start's peak: the
+// first pass writes every peer once.
+func (p ScalePoint) JudgedRSS() float64 {
+	return max(p.SteadyRSS(), p.ActiveRSSMiB)
+}
+
 // Targets at 1000 nodes (issue 19).
 const (
 	TargetRSSMiB       = 64
@@ -241,7 +249,7 @@ func ScaleMarkdown(r *ScaleRun, svg string) string {
 			return "**not met**"
 		}
 		fmt.Fprintf(&b, "\nTargets at N = %d:\n\n", p.Nodes)
-		fmt.Fprintf(&b, "- RSS ≤ %d MiB: %s (%.1f MiB)\n", TargetRSSMiB, met(p.SteadyRSS() <= TargetRSSMiB), p.SteadyRSS())
+		fmt.Fprintf(&b, "- RSS ≤ %d MiB, at rest and with the working set: %s (%.1f MiB; at rest %.1f)\n", TargetRSSMiB, met(p.JudgedRSS() <= TargetRSSMiB), p.JudgedRSS(), p.SteadyRSS())
 		fmt.Fprintf(&b, "- idle CPU ≤ %.1f %% of a core: %s (steady %.2f %%; first minute %.2f %%)\n", TargetIdleCPU, met(p.IdleCPUSteady <= TargetIdleCPU), p.IdleCPUSteady, p.IdleCPUFirstMinute)
 		// A deleted Node whose peer rests off the device needs no peer
 		// write; with on-demand peers an added one starts resting (none).
