@@ -125,9 +125,9 @@ func (k *Manager) startDue(ctx context.Context) (next time.Time) {
 }
 
 // Woke says pub's peer woke (it was dormant or resting, and is on the device
-// with its keepalive again): if its pair waits for that, it is looked at
-// now. It takes no lock the device's writer may wait for, so the device
-// may call it while it writes.
+// with its keepalive again): if its pair waits for that, the loop looks at
+// it wokeSettle (and up to 1 s) later. It takes no lock the device's writer
+// may wait for, so the device may call it while it writes.
 func (k *Manager) Woke(pub wgtypes.Key) {
 	k.wokeMu.Lock()
 	if k.woken == nil {
