@@ -26,12 +26,7 @@ func (c *counters) adjust(peers []wgtypes.Peer) {
 	defer c.mu.Unlock()
 	floor := make(map[wgtypes.Key][2]int64, len(peers))
 	for i := range peers {
-		p := &peers[i]
-		k := c.carried[p.PublicKey]
-		f := c.floor[p.PublicKey]
-		p.ReceiveBytes = max(p.ReceiveBytes+k[0], f[0])
-		p.TransmitBytes = max(p.TransmitBytes+k[1], f[1])
-		floor[p.PublicKey] = [2]int64{p.ReceiveBytes, p.TransmitBytes}
+		floor[peers[i].PublicKey] = c.adjusted(&peers[i])
 	}
 	c.floor = floor
 }
@@ -40,14 +35,20 @@ func (c *counters) adjust(peers []wgtypes.Peer) {
 func (c *counters) adjustOne(p *wgtypes.Peer) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.floor == nil {
+		c.floor = map[wgtypes.Key][2]int64{}
+	}
+	c.floor[p.PublicKey] = c.adjusted(p)
+}
+
+// adjusted adds p's earlier objects' counts to its own, never below its
+// floor, and returns its new floor. Under c.mu.
+func (c *counters) adjusted(p *wgtypes.Peer) [2]int64 {
 	k := c.carried[p.PublicKey]
 	f := c.floor[p.PublicKey]
 	p.ReceiveBytes = max(p.ReceiveBytes+k[0], f[0])
 	p.TransmitBytes = max(p.TransmitBytes+k[1], f[1])
-	if c.floor == nil {
-		c.floor = map[wgtypes.Key][2]int64{}
-	}
-	c.floor[p.PublicKey] = [2]int64{p.ReceiveBytes, p.TransmitBytes}
+	return [2]int64{p.ReceiveBytes, p.TransmitBytes}
 }
 
 // carry records what a peer about to be re-created has counted (p as an

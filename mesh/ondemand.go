@@ -253,22 +253,6 @@ func (o *onDemand) keep(p Peer, now time.Time) {
 	o.resting[p.PublicKey] = p
 }
 
-// publish rebuilds the resting table the packet paths read. Under m.mu.
-func (o *onDemand) publish() {
-	o.table.Store(newRestingTable(o.resting))
-	o.nresting.Store(int64(len(o.resting)))
-	o.changed()
-}
-
-// publishChanged is publish after only the peers in woke woke and those
-// in rested came to rest: the table copies its changes, not every resting
-// peer (restingTable.changed). Under m.mu.
-func (o *onDemand) publishChanged(woke, rested []wgtypes.Key) {
-	o.table.Store(o.table.Load().changed(woke, rested, o.resting))
-	o.nresting.Store(int64(len(o.resting)))
-	o.changed()
-}
-
 // RestingPeer is pub, if it rests, as the device would show it: its
 // preshared key and endpoint as kept, its counts as carried (no handshake:
 // it has no session; no allowed IPs). For status. It reads the kept peer

@@ -39,8 +39,6 @@ type restingTable struct {
 type restingBase struct {
 	byPrefix map[netip.Prefix]wgtypes.Key
 	keys     map[wgtypes.Key]struct{}
-	bits4    []int
-	bits6    []int
 }
 
 // restingDelta is the most peers a table holds outside its base; one more
@@ -55,19 +53,32 @@ func newRestingTable(peers map[wgtypes.Key]Peer) *restingTable {
 		return nil
 	}
 	b := &restingBase{byPrefix: make(map[netip.Prefix]wgtypes.Key, 2*len(peers)), keys: make(map[wgtypes.Key]struct{}, len(peers))}
+	t := &restingTable{base: b, n: len(peers)}
 	for pub, peer := range peers {
 		b.keys[pub] = struct{}{}
 		for _, p := range peer.AllowedIPs {
 			p = p.Masked()
 			b.byPrefix[p] = pub
-			if p.Addr().Is4() {
-				b.bits4 = appendBits(b.bits4, p.Bits())
-			} else {
-				b.bits6 = appendBits(b.bits6, p.Bits())
-			}
+			t.addBits(p)
 		}
 	}
-	return &restingTable{base: b, bits4: b.bits4, bits6: b.bits6, n: len(peers)}
+	return t
+}
+
+// publish rebuilds the resting table the packet paths read. Under m.mu.
+func (o *onDemand) publish() {
+	o.table.Store(newRestingTable(o.resting))
+	o.nresting.Store(int64(len(o.resting)))
+	o.changed()
+}
+
+// publishChanged is publish after only the peers in woke woke and those
+// in rested came to rest: the table copies its changes, not every resting
+// peer (restingTable.changed). Under m.mu.
+func (o *onDemand) publishChanged(woke, rested []wgtypes.Key) {
+	o.table.Store(o.table.Load().changed(woke, rested, o.resting))
+	o.nresting.Store(int64(len(o.resting)))
+	o.changed()
 }
 
 // changed is t after the peers in woke woke and those in rested came to
@@ -116,11 +127,7 @@ func (t *restingTable) changed(woke []wgtypes.Key, rested []wgtypes.Key, resting
 			p = p.Masked()
 			ps = append(ps, p)
 			nt.addedBy[p] = pub
-			if p.Addr().Is4() {
-				nt.bits4 = appendBits(slices.Clone(nt.bits4), p.Bits())
-			} else {
-				nt.bits6 = appendBits(slices.Clone(nt.bits6), p.Bits())
-			}
+			nt.addBits(p)
 		}
 		nt.added[pub] = ps
 	}
@@ -153,14 +160,21 @@ func (t *restingTable) count() int {
 	return t.n
 }
 
-func appendBits(bits []int, b int) []int {
-	if slices.Contains(bits, b) {
-		return bits
+// addBits adds p's length to the lengths of its family that lookups try.
+// A new length goes into a copy: a changed table shares its lengths with
+// the table it came from, which the packet paths may be reading.
+func (t *restingTable) addBits(p netip.Prefix) {
+	bits := &t.bits6
+	if p.Addr().Is4() {
+		bits = &t.bits4
 	}
-	bits = append(bits, b)
-	slices.Sort(bits)
-	slices.Reverse(bits)
-	return bits
+	if slices.Contains(*bits, p.Bits()) {
+		return
+	}
+	nb := append(slices.Clone(*bits), p.Bits())
+	slices.Sort(nb)
+	slices.Reverse(nb)
+	*bits = nb
 }
 
 // lookup returns the resting peer an IP packet is addressed to.
