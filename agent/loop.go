@@ -167,15 +167,12 @@ func (r retrier) after(again bool, err error) (d time.Duration, ok bool) {
 func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 	start := time.Now()
 	defer func() { a.metrics.passSeconds.Observe(time.Since(start).Seconds()) }()
-	peers := a.acceptedPeers()
-	ext := a.acceptExternals(peers)
-	a.pq.Update(peers)
-	want := func() mesh.State {
-		s := plan.Plan(a.self, peers, plan.Options{PathMTU: a.pathMTUs(), Externals: ext, NoDirect: a.noDirect.names(), Live: a.live(peers)})
-		a.planned = s.Peers // before the keys: writeKey fills in a newer one
-		s.Peers = a.pq.Keys().Fill(s.Peers)
-		return s
+	peers, changed := a.passPeers() // pass.go: what is unchanged is not planned again
+	ext := a.passExternals(peers)
+	if changed {
+		a.pq.Update(peers)
 	}
+	want := func() mesh.State { return a.passState(peers, ext) }
 	ch, err := a.mesh.Apply(want())
 	var dpe *mesh.DirectPathError
 	if errors.As(err, &dpe) {
@@ -253,14 +250,14 @@ func (a *Agent) externalsChanged() {
 
 // acceptExternals judges the Peer objects against this node, its peers and
 // the cluster's ranges; each refusal is reported once until it changes.
-func (a *Agent) acceptExternals(peers []peer.NodeInfo) []peer.External {
+func (a *Agent) acceptExternals(peers []peer.NodeInfo, listed []peer.External) []peer.External {
 	a.extMu.Lock()
 	var previous []string
 	for _, e := range a.extAccepted {
 		previous = append(previous, e.Name)
 	}
 	a.extMu.Unlock()
-	ok, rej := peer.AcceptExternals(a.self, a.bounds, peers, a.ext.List(), previous)
+	ok, rej := peer.AcceptExternals(a.self, a.bounds, peers, listed, previous)
 	now := map[string]string{}
 	for _, r := range rej {
 		r.Name = plan.ExternalName(r.Name)
@@ -327,9 +324,7 @@ func (a *Agent) live(peers []peer.NodeInfo) map[string]bool {
 // applyMasquerade programs the egress NAT plan.EgressNAT wants (egress.go);
 // it writes nothing when nothing changed.
 func (a *Agent) applyMasquerade(ctx context.Context, peers []peer.NodeInfo, ext []peer.External) error {
-	want := plan.EgressNAT(a.cfg.Masquerade, a.cfg.NoMasquerade, a.cfg.ClusterCIDRs, a.self, peers, ext...)
-	want.Strict, want.Tunnel = a.cfg.StrictEncryption, a.cfg.Interface
-	return a.egress.apply(ctx, want)
+	return a.egress.apply(ctx, a.passEgress(peers, ext))
 }
 
 // publish annotates this Node and sets its condition, once each; it reports

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -257,5 +258,50 @@ func TestRetrierBacksOff(t *testing.T) {
 	}
 	if _, ok := r.after(false, nil); ok {
 		t.Error("a clean pass scheduled another")
+	}
+}
+
+// TestResyncReusesAnUnchangedPlan: a pass whose inputs are the last one's
+// (a resync) asks the device for the same state without planning it again
+// (the plan's peers are the last pass's, not a copy); a new peer, or a
+// change of this node, is planned and applied at the next pass.
+func TestResyncReusesAnUnchangedPlan(t *testing.T) {
+	p := &fakePlane{}
+	a, _ := testAgent(t, p)
+	ctx := context.Background()
+	pass := func() mesh.State {
+		t.Helper()
+		if _, err := a.reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+		applied, _ := p.calls()
+		return applied[len(applied)-1]
+	}
+	a.reg.Set(peer.SourceGossip, testNode(t, "node2", 2))
+	first := pass()
+	planned := a.planned
+	again := pass()
+	if !reflect.DeepEqual(first, again) {
+		t.Fatalf("a pass with nothing changed applied\n%+v\nafter\n%+v", again, first)
+	}
+	if &a.planned[0] != &planned[0] {
+		t.Error("a pass with nothing changed planned again")
+	}
+
+	n3 := testNode(t, "node3", 3)
+	a.reg.Set(peer.SourceGossip, n3)
+	s := pass()
+	if len(s.Peers) != 2 || !slices.ContainsFunc(s.Peers, func(p mesh.Peer) bool { return p.PublicKey == n3.PublicKey }) {
+		t.Fatalf("after node3 joined the pass applied peers %+v", s.Peers)
+	}
+	planned = a.planned
+	a.self.Location = "rack-2" // this node moved: every peer's path may change
+	pass()
+	if &a.planned[0] == &planned[0] {
+		t.Error("a pass after this node changed did not plan again")
+	}
+	// The egress plan follows the peers too: node3's pod range is in it.
+	if want := n3.PodCIDRs[0]; !slices.Contains(a.memo.egress.ClusterPods, want) && !slices.ContainsFunc(a.memo.egress.ClusterPods, func(p netip.Prefix) bool { return p.Contains(want.Addr()) }) {
+		t.Errorf("egress plan's pod ranges %v lack node3's %v", a.memo.egress.ClusterPods, want)
 	}
 }

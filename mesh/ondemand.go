@@ -159,7 +159,8 @@ func mayRest(p Peer) bool { return p.Rest && !p.Roaming && !p.External }
 // kept desired state it updates; a peer new to the mesh rests from the
 // start unless cfg.Awake says otherwise. Under m.mu.
 func (o *onDemand) shape(desired []Peer, now time.Time) []Peer {
-	out := make([]Peer, 0, len(desired))
+	// Sized for the awake (the resting, thousands, stay out of it).
+	out := make([]Peer, 0, max(len(desired)-len(o.resting), 0)+16)
 	// Only the awake are kept here: the resting are in o.resting, and at
 	// thousands of resting peers a second copy of each was megabytes.
 	want := map[wgtypes.Key]Peer{}

@@ -13,7 +13,8 @@ type Registry struct {
 
 	mu       sync.Mutex
 	src      Sources
-	dirty    bool // src or self changed since accepted was computed
+	dirty    bool   // src or self changed since accepted was computed
+	version  uint64 // counts the computations of accepted (PeerInfosSince)
 	accepted []Claim
 	scratch  acceptScratch        // Accept's, kept between passes
 	rejected map[string]Rejection // by name and reason: each reported once
@@ -178,6 +179,24 @@ func (r *Registry) PeerInfos() []NodeInfo {
 	return out
 }
 
+// PeerInfosSince is PeerInfos when the accepted peers were computed again
+// since version (what it returned last; 0: never asked), with their new
+// version; changed is false, and nothing copied, when they were not. Any
+// change of a source computes them again, so an unchanged version means
+// the same peers.
+func (r *Registry) PeerInfosSince(version uint64) (out []NodeInfo, now uint64, changed bool) {
+	r.lockAccepted()
+	defer r.unlockAndReport()
+	if version != 0 && version == r.version {
+		return nil, version, false
+	}
+	out = make([]NodeInfo, len(r.accepted))
+	for i := range r.accepted {
+		out[i] = r.accepted[i].NodeInfo
+	}
+	return out, r.version, true
+}
+
 // lockAccepted takes the lock and brings the accepted peers up to date
 // with the sources; the caller ends with unlockAndReport.
 func (r *Registry) lockAccepted() {
@@ -189,6 +208,7 @@ func (r *Registry) lockAccepted() {
 }
 
 func (r *Registry) recompute() {
+	r.version++
 	claims, rejected := Merge(r.src)
 	prev := make([]string, 0, len(r.accepted))
 	for _, c := range r.accepted {

@@ -294,3 +294,33 @@ func TestRegistryEachPeerIsPeers(t *testing.T) {
 		t.Fatalf("EachPeer %v, PeerInfos %v, Peers %v", each, infos, peers)
 	}
 }
+
+// TestPeerInfosSince: the accepted peers are copied only when they were
+// computed again since the caller's version: after a claim, a deletion,
+// or a new self; not when nothing changed.
+func TestPeerInfosSince(t *testing.T) {
+	r := NewRegistry(node("node1", pubKey(t), "10.244.1.0/24"), false, Bounds{}, nil)
+	r.Set(SourceGossip, node("a", pubKey(t), "10.244.2.0/24"))
+	peers, v, changed := r.PeerInfosSince(0)
+	if !changed || len(peers) != 1 || peers[0].Name != "a" {
+		t.Fatalf("first read: %v %v", peers, changed)
+	}
+	if peers, again, changed := r.PeerInfosSince(v); changed || peers != nil || again != v {
+		t.Fatalf("nothing changed, yet read %v (version %d → %d)", peers, v, again)
+	}
+	for _, change := range []func(){
+		func() { r.Set(SourceGossip, node("b", pubKey(t), "10.244.3.0/24")) },
+		func() { r.Delete(SourceGossip, "a") },
+		func() { r.SetSelf(node("node1", pubKey(t), "10.244.1.0/24")) },
+	} {
+		change()
+		var now uint64
+		if peers, now, changed = r.PeerInfosSince(v); !changed || now == v {
+			t.Fatalf("after a change: changed %v, version %d → %d", changed, v, now)
+		}
+		if want := r.PeerInfos(); !slices.EqualFunc(peers, want, Same) {
+			t.Fatalf("read %v, PeerInfos has %v", peers, want)
+		}
+		v = now
+	}
+}
