@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"reflect"
 	"slices"
 	"sync"
 )
@@ -197,6 +198,9 @@ func (r *Registry) PeerInfosSince(version uint64) (out []NodeInfo, now uint64, c
 	return out, r.version, true
 }
 
+// sameClaim says whether two claims say the same in every field.
+func sameClaim(a, b Claim) bool { return reflect.DeepEqual(a, b) }
+
 // lockAccepted takes the lock and brings the accepted peers up to date
 // with the sources; the caller ends with unlockAndReport.
 func (r *Registry) lockAccepted() {
@@ -208,13 +212,15 @@ func (r *Registry) lockAccepted() {
 }
 
 func (r *Registry) recompute() {
-	r.version++
 	claims, rejected := Merge(r.src)
 	prev := make([]string, 0, len(r.accepted))
 	for _, c := range r.accepted {
 		prev = append(prev, c.Name)
 	}
 	accepted, more := accept(r.self, r.bounds, prev, claims, &r.scratch)
+	if r.version == 0 || !slices.EqualFunc(accepted, r.accepted, sameClaim) {
+		r.version++ // a source said something new (a refresh of the same claims does not count)
+	}
 	r.accepted = accepted
 	current := map[string]bool{}
 	for _, rej := range append(rejected, more...) {

@@ -295,9 +295,9 @@ func TestRegistryEachPeerIsPeers(t *testing.T) {
 	}
 }
 
-// TestPeerInfosSince: the accepted peers are copied only when they were
-// computed again since the caller's version: after a claim, a deletion,
-// or a new self; not when nothing changed.
+// TestPeerInfosSince: the accepted peers are copied only when they changed
+// since the caller's version: after a new claim or a deletion; not when
+// nothing changed, nor when a source said again what it had said.
 func TestPeerInfosSince(t *testing.T) {
 	r := NewRegistry(node("node1", pubKey(t), "10.244.1.0/24"), false, Bounds{}, nil)
 	r.Set(SourceGossip, node("a", pubKey(t), "10.244.2.0/24"))
@@ -308,10 +308,10 @@ func TestPeerInfosSince(t *testing.T) {
 	if peers, again, changed := r.PeerInfosSince(v); changed || peers != nil || again != v {
 		t.Fatalf("nothing changed, yet read %v (version %d → %d)", peers, v, again)
 	}
+	b := node("b", pubKey(t), "10.244.3.0/24")
 	for _, change := range []func(){
-		func() { r.Set(SourceGossip, node("b", pubKey(t), "10.244.3.0/24")) },
+		func() { r.Set(SourceGossip, b) },
 		func() { r.Delete(SourceGossip, "a") },
-		func() { r.SetSelf(node("node1", pubKey(t), "10.244.1.0/24")) },
 	} {
 		change()
 		var now uint64
@@ -322,5 +322,9 @@ func TestPeerInfosSince(t *testing.T) {
 			t.Fatalf("read %v, PeerInfos has %v", peers, want)
 		}
 		v = now
+	}
+	r.Set(SourceGossip, b) // said again
+	if _, again, changed := r.PeerInfosSince(v); changed || again != v {
+		t.Errorf("a claim said again moved the version %d → %d", v, again)
 	}
 }
