@@ -24,7 +24,7 @@ import (
 // Node annotation (Kubernetes) or gossip (standalone). Peers switch when
 // they learn it: until then the node's handshakes are refused. Every
 // pair's preshared key was bound to the old key: each is agreed again, and
-// the first agreement with a peer starts a handshake, which ends the pause.
+// the first agreement with a peer re-creates it, which ends the pause.
 func (a *Agent) rotateKey() error {
 	k, err := wgtypes.GeneratePrivateKey()
 	if err != nil {

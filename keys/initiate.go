@@ -58,15 +58,14 @@ const restingLook = lookEvery
 
 // wokeSettle is how long after its peer's wake a pair's exchange waits.
 // The packets that woke the peer wait in it for the handshake the wake
-// starts, and an exchange that agreed a key used to re-create the peer
-// (install, fresh), which dropped what waited there: started at the wake
-// itself, the exchange lost 126 of bench-scale's 300 first packets. (The
-// key is now written in place: Mesh.WritePeerKey.) A handshake takes
+// starts, and an exchange that agrees a key re-creates the peer (install,
+// fresh), which drops what waits there: started at the wake itself, the
+// exchange lost 126 of bench-scale's 300 first packets. A handshake takes
 // a few round trips; 2 s is also sooner than the 5-s look before Woke
 // came, on average. Plus up to a second at random: traffic that wakes a
 // peer is often periodic (a probe, a poll), and an exchange at a fixed
 // time after the wake falls on the same phase as that traffic's later
-// packets, whose one in flight the re-creation dropped (at exactly 2 s,
+// packets, whose one in flight the re-creation drops (at exactly 2 s,
 // bench-scale lost 22 of 8175 pings to awake peers, against 0-8 before).
 const wokeSettle = 2 * time.Second
 
@@ -243,8 +242,8 @@ func (k *Manager) exchange(ctx context.Context, self *pq.Identity, pub wgtypes.K
 	return pq.Initiate(c, self, pub)
 }
 
-// install records an agreed key and writes it to the device (fresh: a
-// handshake under it starts now). A key agreed under a node key
+// install records an agreed key and writes it to the device (fresh: re-create
+// the peer so a handshake with it happens now). A key agreed under a node key
 // since replaced is dropped.
 func (k *Manager) install(pub wgtypes.Key, self *pq.Identity, psk wgtypes.Key, fresh bool) error {
 	k.mu.Lock()
@@ -260,8 +259,8 @@ func (k *Manager) install(pub wgtypes.Key, self *pq.Identity, psk wgtypes.Key, f
 		_, err := k.write(pub, false)
 		return err
 	}
-	// Have the device shake hands under the new key now (Mesh.WritePeerKey,
-	// fresh), and check that it did: the other end drops an initiation that follows
+	// Re-create the peer so it shakes hands under the new key now, and
+	// check that it did: the other end drops an initiation that follows
 	// our previous one within wireguard-go's timestamp granularity and
 	// flood limit (about 20 ms), and it takes one even under the wrong
 	// preshared key (IKpsk2 mixes the key in only at the response). An
@@ -287,8 +286,8 @@ func (k *Manager) install(pub wgtypes.Key, self *pq.Identity, psk wgtypes.Key, f
 // the pair drops its key (preferred mode): longer than an agent's restart.
 var refusedDropAfter = 10 * time.Second
 
-// handshakeCheck is how long after a fresh write its handshake is looked
-// for: many round trips, and more than the ~20 ms within which a
+// handshakeCheck is how long after re-creating a peer its handshake is
+// looked for: many round trips, and more than the ~20 ms within which a
 // second initiation is refused.
 const handshakeCheck = 150 * time.Millisecond
 
@@ -331,7 +330,7 @@ func (k *Manager) result(pub wgtypes.Key, err error, role string) {
 		backoff = 2 * time.Second // the peer's own exchange is running
 	case errors.Is(err, pq.ErrRefused) && now.Sub(k.selfSince) < 30*time.Second:
 		// This node's key is new and the peer has not learned it yet:
-		// the exchange that succeeds once it has starts a handshake,
+		// the exchange that succeeds once it has re-creates the peer,
 		// which ends the pause of a rotation, so try often.
 		backoff = 100 * time.Millisecond
 	}

@@ -113,7 +113,7 @@ type Device interface {
 }
 
 // Writer writes one pair's key (as keys now has it) to the device; fresh
-// has the device shake hands under it now. It reports whether
+// re-creates the peer so it shakes hands under it now. It reports whether
 // it wrote. The agent's loop, the device's one writer, does it.
 type Writer func(pub wgtypes.Key, fresh bool) (bool, error)
 

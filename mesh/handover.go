@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // The device's side of a handover (package handover): a successor's
@@ -128,29 +126,6 @@ func (d *Device) Renew() error {
 // Only the device's one writer calls it.
 func (d *Device) RenewWaiting() (int, error) {
 	return d.renew(func(p peerState) bool { return p.keepalive && !p.shaken })
-}
-
-// rekey makes the device's session with pub end for sending and starts a
-// handshake now, under the preshared key just written. Re-creating the
-// peer did the same but dropped what was under way: the packets the old
-// session still brought in (the new peer has no key for them), and those
-// staged for a handshake (the lab's 10 ms ping lost one in two runs of
-// three rotations). Here the old session still decrypts what arrives
-// under it until the new one is made, and what this end sends meanwhile
-// waits in the peer's queue for the new session (one round trip). A peer
-// the device does not hold is left alone.
-func (d *Device) rekey(pub wgtypes.Key) {
-	p := d.dev.LookupPeer(device.NoisePublicKey(pub))
-	if p == nil {
-		return
-	}
-	// ExpireCurrentKeypairs also clears WireGuard's 5-s limit between
-	// initiations, which would otherwise skip this one after a recent
-	// handshake (the wake's).
-	p.ExpireCurrentKeypairs()
-	if err := p.SendHandshakeInitiation(false); err != nil {
-		d.logger.Debug("cannot send a handshake initiation; the next packet starts one", "peer", pub, "err", err)
-	}
 }
 
 // peerState is one peer as the device reports it.

@@ -113,9 +113,10 @@ func (m *Mesh) OnWake(f func(wgtypes.Key)) { m.onWake.Store(&f) }
 // WritePeerKey writes one peer's preshared key to the device, between two
 // Applies: want is the peer as the plan now has it with its new key (Keys.Fill),
 // or nil when it must be off the device (keys required, none agreed).
-// fresh starts a handshake under the new key at once instead of at the
-// session's next rekey (up to two minutes later): see rekey. The endpoint
-// the device holds is kept for a roaming peer. It reports whether it wrote.
+// fresh re-creates the peer, so its next packet starts a handshake with
+// the new key at once instead of at the session's next rekey (up to two
+// minutes later); the endpoint the device holds is kept for a roaming peer.
+// It reports whether it wrote.
 func (m *Mesh) WritePeerKey(pub wgtypes.Key, want *Peer, fresh bool) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -136,7 +137,6 @@ func (m *Mesh) WritePeerKey(pub wgtypes.Key, want *Peer, fresh bool) (bool, erro
 		return false, err
 	}
 	var cfgs []wgtypes.PeerConfig
-	recreate, inPlace := false, false
 	switch {
 	case want == nil && !on:
 		return false, nil
@@ -156,15 +156,11 @@ func (m *Mesh) WritePeerKey(pub wgtypes.Key, want *Peer, fresh bool) (bool, erro
 			if d.Roaming && a.Endpoint != nil {
 				ep = a.Endpoint
 			}
-			if fresh && m.dev.released.Load() {
-				// The device is no longer this process's to reach
-				// into: re-created, the peer starts its handshake.
+			if fresh {
 				cfgs = append(cfgs, wgtypes.PeerConfig{PublicKey: pub, Remove: true})
-				recreate = true
 			}
-			inPlace = fresh && !recreate
 		} else if !fresh {
-			ka = 0 // the other end, which writes its key fresh, shakes hands; the next Apply turns this on
+			ka = 0 // the other end, which re-creates its peer, shakes hands; the next Apply turns this on
 		}
 		cfgs = append(cfgs, peerConfig(d, ep, ka))
 		if ka > 0 { // a key was just agreed: the peer answers
@@ -178,10 +174,8 @@ func (m *Mesh) WritePeerKey(pub wgtypes.Key, want *Peer, fresh bool) (bool, erro
 	switch {
 	case want == nil:
 		m.counts.forget(pub)
-	case recreate:
+	case fresh && on:
 		m.counts.carry(a)
-	case inPlace:
-		m.dev.rekey(pub)
 	}
 	m.writes.Add(1)
 	m.peerWrites[WriteKey].Add(1)
