@@ -89,8 +89,7 @@ type Agent struct {
 	// announceSelf fires when the loop is to gossip a rotated key
 	// (announceAfterNode after the Node has it); nil otherwise.
 	announceSelf <-chan time.Time
-	planned      []plan.Peer // the last plan's peers, before keys (the loop's)
-	memo         passMemo    // what the last pass planned (pass.go; the loop's)
+	memo         passMemo // what the last pass planned (pass.go; the loop's)
 	rotateMu     sync.Mutex
 	rotateLast   time.Time // the last rotation asked for on the control socket
 	// noDirect: peers whose direct routes failed, in the tunnel until

@@ -52,12 +52,13 @@ func (a *Agent) requestKeyWrite(ctx context.Context) keys.Writer {
 // plan does not put on the device (a direct path, or gone) is left to the
 // next reconcile.
 func (a *Agent) writeKey(pub wgtypes.Key, fresh bool) (bool, error) {
-	i := slices.IndexFunc(a.planned, func(p plan.Peer) bool { return p.PublicKey == pub })
+	planned := a.memo.plan.Peers // before the keys
+	i := slices.IndexFunc(planned, func(p plan.Peer) bool { return p.PublicKey == pub })
 	if i < 0 {
 		return false, nil
 	}
 	var want *plan.Peer
-	if ps := a.pq.Keys(pub).Fill(a.planned[i : i+1]); len(ps) == 1 {
+	if ps := a.pq.Keys(pub).Fill(planned[i : i+1]); len(ps) == 1 {
 		want = &ps[0]
 	}
 	wrote, err := a.mesh.WritePeerKey(pub, want, fresh)

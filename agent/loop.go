@@ -172,14 +172,13 @@ func (a *Agent) reconcile(ctx context.Context) (again bool, err error) {
 	if changed {
 		a.pq.Update(peers)
 	}
-	want := func() mesh.State { return a.passState(peers, ext) }
-	ch, err := a.mesh.Apply(want())
+	ch, err := a.mesh.Apply(a.passState(peers, ext))
 	var dpe *mesh.DirectPathError
 	if errors.As(err, &dpe) {
 		// The rest was applied; those peers go through the tunnel (now,
 		// and until the fallback expires).
 		a.directFailed(peers, dpe)
-		ch2, err2 := a.mesh.Apply(want())
+		ch2, err2 := a.mesh.Apply(a.passState(peers, ext))
 		ch.RoutesAdded, ch.PeersWritten = ch.RoutesAdded+ch2.RoutesAdded, ch.PeersWritten+ch2.PeersWritten
 		err = err2
 	}

@@ -279,12 +279,12 @@ func TestResyncReusesAnUnchangedPlan(t *testing.T) {
 	}
 	a.reg.Set(peer.SourceGossip, testNode(t, "node2", 2))
 	first := pass()
-	planned := a.planned
+	planned := a.memo.plan.Peers
 	again := pass()
 	if !reflect.DeepEqual(first, again) {
 		t.Fatalf("a pass with nothing changed applied\n%+v\nafter\n%+v", again, first)
 	}
-	if &a.planned[0] != &planned[0] {
+	if &a.memo.plan.Peers[0] != &planned[0] {
 		t.Error("a pass with nothing changed planned again")
 	}
 
@@ -294,10 +294,10 @@ func TestResyncReusesAnUnchangedPlan(t *testing.T) {
 	if len(s.Peers) != 2 || !slices.ContainsFunc(s.Peers, func(p mesh.Peer) bool { return p.PublicKey == n3.PublicKey }) {
 		t.Fatalf("after node3 joined the pass applied peers %+v", s.Peers)
 	}
-	planned = a.planned
+	planned = a.memo.plan.Peers
 	a.self.Location = "rack-2" // this node moved: every peer's path may change
 	pass()
-	if &a.planned[0] == &planned[0] {
+	if &a.memo.plan.Peers[0] == &planned[0] {
 		t.Error("a pass after this node changed did not plan again")
 	}
 	// The egress plan follows the peers too: node3's pod range is in it.

@@ -27,7 +27,7 @@ type passMemo struct {
 	planOK         bool
 	pmtu           map[string]int
 	noDirect, live map[string]bool
-	plan           mesh.State // Plan's, before the keys
+	plan           mesh.State // Plan's, before the keys (writeKey fills one peer with a newer one)
 	keysOK         bool
 	keys           *plan.Keys
 	state          mesh.State // plan with the keys
@@ -72,7 +72,6 @@ func (a *Agent) passState(peers []peer.NodeInfo, ext []peer.External) mesh.State
 		m.plan = plan.Plan(a.self, peers, opts)
 		m.pmtu, m.noDirect, m.live, m.planOK, m.keysOK = opts.PathMTU, opts.NoDirect, opts.Live, true, false
 	}
-	a.planned = m.plan.Peers // before the keys: writeKey fills in a newer one
 	keys := a.pq.Keys()
 	if !m.keysOK || !sameKeys(keys, m.keys) {
 		m.state = m.plan
