@@ -23,6 +23,7 @@ type restingDev map[wgtypes.Key]bool
 
 func (d restingDev) Dormant(pub wgtypes.Key) bool              { return d[pub] }
 func (restingDev) LastHandshake(wgtypes.Key) (time.Time, bool) { return time.Time{}, false }
+func (restingDev) Handshake(wgtypes.Key)                       {}
 func (restingDev) write(wgtypes.Key, bool) (bool, error)       { return false, nil }
 
 // restingManager is a key manager of n pairs whose peers all rest, each

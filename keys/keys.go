@@ -110,6 +110,9 @@ type pair struct {
 type Device interface {
 	Dormant(pub wgtypes.Key) bool
 	LastHandshake(pub wgtypes.Key) (time.Time, bool)
+	// Handshake starts a handshake with pub now, under the key last
+	// written, unless one was sent within WireGuard's 5-s limit.
+	Handshake(pub wgtypes.Key)
 }
 
 // Writer writes one pair's key (as keys now has it) to the device; fresh

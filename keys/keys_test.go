@@ -33,6 +33,9 @@ type keyDev struct {
 	dormant map[wgtypes.Key]bool
 	shook   map[wgtypes.Key]time.Time
 	writes  []keyWriteRec
+	// handshakes counts those started in place (a rotation beside a
+	// session in use).
+	handshakes int
 }
 
 type keyWriteRec struct {
@@ -55,6 +58,14 @@ func (d *keyDev) LastHandshake(pub wgtypes.Key) (time.Time, bool) {
 	defer d.mu.Unlock()
 	t, ok := d.shook[pub]
 	return t, ok
+}
+
+// Handshake records a handshake started in place; the live peer answers.
+func (d *keyDev) Handshake(pub wgtypes.Key) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.handshakes++
+	d.shook[pub] = time.Now().Add(time.Millisecond)
 }
 
 // write records a write; a fresh one shakes hands at once, as a live peer does.
@@ -202,7 +213,9 @@ func startPair(t *testing.T, rotation time.Duration) (a, b *keyNode) {
 
 // TestPairKeysAgreeAndRotate: a new pair agrees one key at both ends; the
 // initiator re-creates its peer (fresh), the responder writes in place; the
-// pair rotates to a new common key at its interval.
+// pair rotates to a new common key at its interval, written in place at
+// both ends beside the session the first key made, the rotation's
+// initiator starting a handshake under it.
 func TestPairKeysAgreeAndRotate(t *testing.T) {
 	a, b := startPair(t, 2*time.Second)
 	same := func() (wgtypes.Key, bool) { return a.common(b) }
@@ -212,7 +225,16 @@ func TestPairKeysAgreeAndRotate(t *testing.T) {
 		t.Errorf("writes: a fresh %d in place %d, b fresh %d in place %d; want the initiator fresh and the responder in place",
 			a.dev.wrote(true), a.dev.wrote(false), b.dev.wrote(true), b.dev.wrote(false))
 	}
+	fresh := a.dev.wrote(true) + b.dev.wrote(true)
 	waitFor(t, 6*time.Second, "the pair rotates to a new common key", func() bool { k, ok := same(); return ok && k != first })
+	a.dev.mu.Lock()
+	b.dev.mu.Lock()
+	shook := a.dev.handshakes + b.dev.handshakes
+	b.dev.mu.Unlock()
+	a.dev.mu.Unlock()
+	if now := a.dev.wrote(true) + b.dev.wrote(true); now != fresh || shook == 0 {
+		t.Errorf("rotation: %d fresh writes (re-created peers) and %d handshakes started in place; want none re-created and a handshake", now-fresh, shook)
+	}
 }
 
 // TestPairKeysRestingPeer: a peer that rests (its WireGuard does not

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -126,4 +127,19 @@ func readPeer(text []byte, pub wgtypes.Key) (wgtypes.Peer, bool, error) {
 		p.LastHandshakeTime = time.Unix(sec, nsec)
 	}
 	return p, true, nil
+}
+
+// Handshake starts a handshake with pub now, unless the device sent one
+// within WireGuard's 5-s limit (RekeyTimeout): then its retransmission, or
+// the session's next rekey, makes it. A peer the device does not hold, or
+// a device a successor has taken over, is left alone.
+func (m *Mesh) Handshake(pub wgtypes.Key) {
+	if m.dev.released.Load() {
+		return
+	}
+	if p := m.dev.dev.LookupPeer(device.NoisePublicKey(pub)); p != nil {
+		if err := p.SendHandshakeInitiation(false); err != nil {
+			m.dev.logger.Debug("cannot send a handshake initiation; the next packet starts one", "peer", pub, "err", err)
+		}
+	}
 }
