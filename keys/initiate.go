@@ -252,7 +252,6 @@ func (k *Manager) install(pub wgtypes.Key, self *pq.Identity, psk wgtypes.Key, f
 		k.mu.Unlock()
 		return errors.New("pair changed during the exchange")
 	}
-	had := p.has
 	p.psk, p.has, p.agreed = psk, true, time.Now()
 	k.mu.Unlock()
 	k.changedKeys()
@@ -261,12 +260,11 @@ func (k *Manager) install(pub wgtypes.Key, self *pq.Identity, psk wgtypes.Key, f
 		return err
 	}
 	start := time.Now()
-	if t, ok := k.dev.LastHandshake(pub); had && ok && start.Sub(t) < sessionInUse {
+	if t, ok := k.dev.LastHandshake(pub); ok && start.Sub(t) < sessionInUse {
 		return k.rekeyInPlace(pub, t, start)
 	}
-	// A first key, or no session in use: re-create the peer so it shakes
-	// hands under the new key now (a session made without the key is not
-	// to go on), and
+	// No session in use: re-create the peer so it shakes hands under the
+	// new key now, and
 	// check that it did: the other end drops an initiation that follows
 	// our previous one within wireguard-go's timestamp granularity and
 	// flood limit (about 20 ms), and it takes one even under the wrong
@@ -297,9 +295,8 @@ const sessionInUse = 120 * time.Second
 // within this long of its last one (device.SendHandshakeInitiation).
 const rekeyTimeout = 5 * time.Second
 
-// rekeyInPlace writes a rotated key beside the session the last key made
-// and starts a handshake under it, for a pair that had a key and whose
-// session carries traffic (last shook hands at shook). The session goes on
+// rekeyInPlace writes an agreed key beside the session in use (last shook
+// hands at shook) and starts a handshake under it. The session goes on
 // carrying traffic both ways until the new one replaces it, so nothing in
 // flight is lost: re-creating the peer dropped what the old session still
 // carried and what waited for the handshake (bench-scale: 4-6 of 8175
@@ -310,6 +307,13 @@ const rekeyTimeout = 5 * time.Second
 // fails (the other end has not installed the key yet) WireGuard retries
 // after 5 s. One the device skips, within 5 s of its last, is sent again
 // once that limit has passed, unless a handshake has been made since.
+//
+// A pair's first key takes this way too when a session is in use: that
+// is --pq=preferred, where the peer's wake made a session without a key
+// and traffic already went over it (required keeps a peer without a key
+// off the device, so it has no session and is re-created). It goes on for
+// the handshake's round trip, or at most ~5 s when the device's limit
+// holds the initiation back.
 func (k *Manager) rekeyInPlace(pub wgtypes.Key, shook, start time.Time) error {
 	if wrote, err := k.write(pub, false); err != nil || !wrote {
 		return err
