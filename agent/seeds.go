@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -14,15 +15,23 @@ import (
 
 // seeds are the --join seeds plus the gossip addresses of known peers
 // (from Node annotations in Kubernetes, from the cache after a restart),
-// those that answered WireGuard most recently first and the rest in random
-// order: in a large cluster some Nodes have no agent behind them, and a
-// join that tried them in name order would wait out their timeouts first.
+// those that answered WireGuard most recently first, then those on the
+// device that have not (yet), and the rest in random order: in a large
+// cluster some Nodes have no agent behind them, and a join that tried them
+// in name order would wait out their timeouts first. With on-demand peers
+// the rest are those resting off the device, which carried no traffic:
+// bench-scale's 3 agents among 5000 Nodes, whose peers with each other are
+// the only ones awake at rest, drew their seeds at random from the 4997
+// without an agent and stayed alone for minutes, 16 dials every 5 s.
 func (a *Agent) seeds() []string {
 	shook := map[wgtypes.Key]time.Time{}
 	if m := a.meshUp.Load(); m != nil {
 		if dev, err := m.Peers(); err == nil {
 			for _, d := range dev {
-				shook[d.PublicKey] = d.LastHandshakeTime
+				shook[d.PublicKey] = onDevice
+				if d.LastHandshakeTime.After(onDevice) {
+					shook[d.PublicKey] = d.LastHandshakeTime
+				}
 			}
 		}
 	}
@@ -30,17 +39,60 @@ func (a *Agent) seeds() []string {
 	// every few seconds: at 5000 peers, copying every claim to sort them
 	// was megabytes each attempt, so only the best MaxJoinSeeds are kept.
 	best := make([]seed, 0, gossip.MaxJoinSeeds+1)
+	oldest := make([]seed, 0, oldestSeeds+1)
 	a.reg.EachPeer(func(c *peer.Claim) {
-		if c.GossipAddr.IsValid() {
-			best = keepBest(best, seed{c.GossipAddr, shook[c.PublicKey], rand.Uint64()}, gossip.MaxJoinSeeds)
+		if !c.GossipAddr.IsValid() {
+			return
+		}
+		s := seed{c.GossipAddr, shook[c.PublicKey], rand.Uint64()}
+		best = keepBest(best, s, gossip.MaxJoinSeeds)
+		if !s.shook.After(onDevice) && !c.Created.IsZero() {
+			// Ordered by age alone: the oldest has the largest draw.
+			oldest = keepBest(oldest, seed{c.GossipAddr, time.Time{}, math.MaxUint64 - uint64(c.Created.UnixNano())}, oldestSeeds)
 		}
 	})
-	out := slices.Clone(a.cfg.Join)
-	for _, s := range best {
-		out = append(out, s.addr.String())
+	return joinSeeds(a.cfg.Join, best, oldest, gossip.MaxJoinSeeds)
+}
+
+// oldestSeeds is how many of a join's seeds are the oldest Nodes never
+// heard from, when fewer have been heard from than a join tries.
+const oldestSeeds = gossip.MaxJoinSeeds / 2
+
+// joinSeeds is what a join tries: the --join seeds, the peers heard from
+// (best, in its order), then the oldest Nodes never heard from and the
+// rest of best (drawn at random), one of each in turn, n in all beyond
+// --join. The oldest are the same for every agent, so agents that have
+// heard from nobody (a first start; on-demand peers that rest) still meet:
+// at 5000 Nodes of which 3 ran an agent, random draws alone left the 3
+// alone for minutes. The random half still gives every peer its turn when
+// the oldest have no agent behind them.
+func joinSeeds(join []string, best, oldest []seed, n int) []string {
+	out := slices.Clone(join)
+	seen := map[netip.AddrPort]bool{}
+	add := func(s seed) {
+		if !seen[s.addr] && len(seen) < n {
+			seen[s.addr] = true
+			out = append(out, s.addr.String())
+		}
+	}
+	i := 0
+	for ; i < len(best) && best[i].shook.After(onDevice); i++ {
+		add(best[i])
+	}
+	for j := 0; i < len(best) || j < len(oldest); i, j = i+1, j+1 {
+		if j < len(oldest) {
+			add(oldest[j])
+		}
+		if i < len(best) {
+			add(best[i])
+		}
 	}
 	return out
 }
+
+// onDevice orders a peer on the device that has not shaken hands before
+// one off it (the zero time) and after every one that has.
+var onDevice = time.Unix(1, 0)
 
 // seed is a peer's gossip address, when WireGuard last heard from it, and a
 // random draw that orders peers heard from at the same time (most: never).

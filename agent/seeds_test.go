@@ -63,3 +63,45 @@ func TestKeepBestTriesEveryPeerInTurn(t *testing.T) {
 		t.Fatalf("200 joins tried %d of %d peers", len(tried), peers)
 	}
 }
+
+// A peer on the device that has not shaken hands comes after those that
+// have and before those resting off it: with on-demand peers, the awake
+// are the ones that carried traffic.
+func TestSeedsOnTheDeviceBeforeTheResting(t *testing.T) {
+	addr := func(i int) netip.AddrPort {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 7946)
+	}
+	for range 50 {
+		var best []seed
+		for i := range 100 {
+			var shook time.Time // resting: off the device
+			switch i {
+			case 7:
+				shook = time.Now()
+			case 40, 90:
+				shook = onDevice
+			}
+			best = keepBest(best, seed{addr(i), shook, rand.Uint64()}, 4)
+		}
+		if best[0].addr != addr(7) || !slices.Contains([]netip.AddrPort{addr(40), addr(90)}, best[1].addr) ||
+			!slices.Contains([]netip.AddrPort{addr(40), addr(90)}, best[2].addr) {
+			t.Fatalf("seeds %v; want 10.0.0.7 (shook hands), then 10.0.0.40 and 10.0.0.90 (on the device), then the resting", best)
+		}
+	}
+}
+
+// A join tries the peers heard from, then the oldest Nodes never heard
+// from and the others in turn; the --join seeds come first, and no seed
+// twice.
+func TestJoinSeedsOldestInTurn(t *testing.T) {
+	addr := func(i int) netip.AddrPort {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 7946)
+	}
+	best := []seed{{addr(1), time.Now(), 0}, {addr(2), onDevice, 0}, {addr(3), time.Time{}, 0}, {addr(4), time.Time{}, 0}}
+	oldest := []seed{{addr(9), time.Time{}, 0}, {addr(3), time.Time{}, 0}, {addr(8), time.Time{}, 0}}
+	got := joinSeeds([]string{"192.0.2.1:7946"}, best, oldest, 5)
+	want := []string{"192.0.2.1:7946", "10.0.0.1:7946", "10.0.0.9:7946", "10.0.0.2:7946", "10.0.0.3:7946", "10.0.0.8:7946"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("seeds %v, want %v", got, want)
+	}
+}

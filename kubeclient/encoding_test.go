@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -24,6 +25,7 @@ func kubeletNode() *corev1.Node {
 	n := &corev1.Node{
 		TypeMeta: metav1.TypeMeta{Kind: "Node", APIVersion: "v1"},
 		ObjectMeta: metav1.ObjectMeta{Name: "worker-0421", UID: "0b6f8a1e-2f4c-4c1b-9a51-7d1c0e7f3a21", ResourceVersion: "18273645",
+			CreationTimestamp: metav1.Date(2026, 3, 9, 14, 2, 11, 0, time.UTC),
 			Labels: map[string]string{"kubernetes.io/hostname": "worker-0421", "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
 				"topology.kubernetes.io/zone": "rack-17", "node.kubernetes.io/instance-type": "metal"},
 			Annotations: map[string]string{"weft.dev/public-key": "hG0pdqM3uAV0m8Lz2nS9x0XbE9kqLk6WmF0p1rj2Y2I=", "weft.dev/endpoint": "10.97.1.22:51820",

@@ -25,6 +25,7 @@ type Node struct {
 	Annotations     map[string]string // weft's only
 	PodCIDRs        []string          // spec.podCIDRs, or spec.podCIDR alone
 	Addresses       []corev1.NodeAddress
+	Created         metav1.Time // creationTimestamp: gossip tries the oldest Nodes first
 }
 
 // GetObjectMeta makes a Node a metav1.ObjectMetaAccessor: the informer
@@ -35,7 +36,8 @@ func (n *Node) GetObjectMeta() metav1.Object {
 }
 
 func (n *Node) meta() metav1.ObjectMeta {
-	return metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, Labels: n.Labels, Annotations: n.Annotations}
+	return metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, Labels: n.Labels, Annotations: n.Annotations,
+		CreationTimestamp: n.Created}
 }
 
 // Core is n as a corev1.Node, for peer's parsers (a copy of the fields,
@@ -69,5 +71,5 @@ func slimNode(obj any) (any, error) {
 		cidrs = []string{n.Spec.PodCIDR}
 	}
 	return &Node{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, Labels: n.Labels, Annotations: ann,
-		PodCIDRs: cidrs, Addresses: n.Status.Addresses}, nil
+		PodCIDRs: cidrs, Addresses: n.Status.Addresses, Created: n.CreationTimestamp}, nil
 }

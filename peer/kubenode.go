@@ -70,7 +70,7 @@ func NodeInfoFromNode(n *corev1.Node, topologyLabel string) (info NodeInfo, ok b
 			return NodeInfo{}, true, fmt.Errorf("a weft.dev annotation is %d bytes, over %d", len(v), api.MaxAnnotationSize)
 		}
 	}
-	info = NodeInfo{Name: n.Name}
+	info = NodeInfo{Name: n.Name, Created: n.CreationTimestamp.Time}
 	if info.PublicKey, err = ParsePublicKey(key); err != nil {
 		return NodeInfo{}, true, fmt.Errorf("%s: %v", api.AnnotationPublicKey, err)
 	}

@@ -9,6 +9,7 @@ package peer
 import (
 	"fmt"
 	"net/netip"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -37,6 +38,9 @@ type NodeInfo struct {
 	// handshakes (--behind-nat). For other nodes the announced endpoint is
 	// written back at every reconcile, so a stolen key cannot move them.
 	BehindNAT bool
+	// Created is when the Node object was created (Kubernetes source only;
+	// zero otherwise): gossip tries the oldest Nodes among its seeds.
+	Created time.Time
 }
 
 // PathKind is how pod traffic between two nodes travels.

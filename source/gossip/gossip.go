@@ -155,7 +155,8 @@ func (g *Source) joinLoop() {
 	defer g.wg.Done()
 	const maxWait = 5 * time.Second
 	backoff := workqueue.NewTypedItemExponentialFailureRateLimiter[string](200*time.Millisecond, maxWait)
-	var lastErr string
+	var failed int         // attempts in a row that reached nobody
+	var reported time.Time // when they were last logged
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -176,16 +177,23 @@ func (g *Source) joinLoop() {
 		}
 		n, err := g.join(seeds)
 		if err != nil && n == 0 {
-			if msg := err.Error(); msg != lastErr {
-				g.log.Warn("cannot reach any gossip seed; retrying", "seeds", len(seeds), "first", seeds[0], "err", oneLine(msg))
-				lastErr = msg
+			// Once, then once a minute: each attempt draws other seeds,
+			// and with many Nodes without an agent every attempt's
+			// error differs (a line every 5 s at 5000 Nodes).
+			failed++
+			if now := time.Now(); now.Sub(reported) >= joinReportEvery {
+				g.log.Warn("cannot reach any gossip seed; retrying", "attempts", failed, "seeds", len(seeds), "first", seeds[0], "err", oneLine(err.Error()))
+				reported = now
 			}
 			continue
 		}
-		lastErr = ""
-		g.log.Info("joined gossip", "contacted", n, "members", g.ml.NumMembers())
+		g.log.Info("joined gossip", "contacted", n, "members", g.ml.NumMembers(), "attempts", failed+1)
+		failed, reported = 0, time.Time{}
 	}
 }
+
+// joinReportEvery is how often a node alone logs that its joins fail.
+const joinReportEvery = time.Minute
 
 // Seeds tried per join attempt, and at once: one that answers is enough,
 // and each that does not costs memberlist's TCP timeout (10 s), so an
