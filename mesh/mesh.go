@@ -192,13 +192,28 @@ func (m *Mesh) LastHandshake(pub wgtypes.Key) (time.Time, bool) {
 }
 
 // Peers returns the device's view of its peers (handshakes, counters).
+// It reads the device in this process (peerread.go); after Release, when
+// the UAPI socket's name may be a successor's, through wgctrl.
 func (m *Mesh) Peers() ([]wgtypes.Peer, error) {
-	d, err := m.wg.Device(m.dev.name)
-	if err != nil {
-		return nil, fmt.Errorf("read device %s: %w", m.dev.name, err)
+	var peers []wgtypes.Peer
+	if m.dev.released.Load() {
+		d, err := m.wg.Device(m.dev.name)
+		if err != nil {
+			return nil, fmt.Errorf("read device %s: %w", m.dev.name, err)
+		}
+		peers = d.Peers
+	} else {
+		var r peersReader
+		if err := m.dev.dev.IpcGetOperation(&r); err != nil {
+			return nil, fmt.Errorf("read device %s: %w", m.dev.name, err)
+		}
+		if r.err != nil {
+			return nil, fmt.Errorf("read device %s: %w", m.dev.name, r.err)
+		}
+		peers = r.peers
 	}
-	m.counts.adjust(d.Peers)
-	return d.Peers, nil
+	m.counts.adjust(peers)
+	return peers, nil
 }
 
 // Apply changes the device, addresses and routes to match s, touching only

@@ -13,12 +13,14 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// Reading one peer. wgctrl reads a device whole: every peer's block of the
-// UAPI's text, parsed into a wgtypes.Peer each. The key manager reads one
+// Reading the device in this process. wgctrl reads a device through its
+// UAPI socket: it lists the socket directory, connects, and the device
+// answers on a goroutine of its own, every time. The key manager reads one
 // peer per exchange (WritePeerKey, LastHandshake), and at a working set's
 // exchange rate those whole readings were a fifth of the agent's garbage at
-// 5000 Nodes (README, "Memory at 5000"). peer reads the same text from the
-// device in this process and parses the one block.
+// 5000 Nodes (README, "Memory at 5000"); the rest loop reads the device
+// every few seconds at rest. peer and Peers read the same text from the
+// device in this process: peer parses the one block it wants.
 
 // peer reads pub from the device, its counters adjusted as Peers adjusts
 // them; false if the device has no such peer. After Release the UAPI
@@ -62,6 +64,18 @@ func (r *peerReader) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// peersReader is the writer the device writes its UAPI text to: it keeps
+// every peer's block.
+type peersReader struct {
+	peers []wgtypes.Peer
+	err   error
+}
+
+func (r *peersReader) Write(b []byte) (int, error) {
+	r.peers, r.err = readPeers(b)
+	return len(b), nil
+}
+
 // readPeer parses pub's block out of a UAPI get's text (lines key=value; a
 // peer's block runs from its public_key line to the next).
 func readPeer(text []byte, pub wgtypes.Key) (wgtypes.Peer, bool, error) {
@@ -81,17 +95,53 @@ func readPeer(text []byte, pub wgtypes.Key) (wgtypes.Peer, bool, error) {
 		}
 		i++
 	}
-	p := wgtypes.Peer{PublicKey: pub}
-	var sec, nsec int64
-	rest := text[i+len(line):]
+	p, _, err := peerBlock(text[i+len(line):], pub)
+	if err != nil {
+		return wgtypes.Peer{}, false, err
+	}
+	return p, true, nil
+}
+
+// readPeers parses every peer's block out of a UAPI get's text.
+func readPeers(text []byte) ([]wgtypes.Peer, error) {
+	var out []wgtypes.Peer
+	rest := text
 	for len(rest) > 0 {
 		var l []byte
 		l, rest, _ = bytes.Cut(rest, []byte{'\n'})
 		k, v, _ := bytes.Cut(l, []byte{'='})
+		if string(k) != "public_key" {
+			continue // the device's own lines come first
+		}
+		var pub wgtypes.Key
+		if n, err := hex.Decode(pub[:], v); err != nil || n != len(pub) {
+			return nil, fmt.Errorf("read peers: public_key %q", v)
+		}
+		p, n, err := peerBlock(rest, pub)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+		rest = rest[n:]
+	}
+	return out, nil
+}
+
+// peerBlock parses the lines of pub's block that follow its public_key
+// line, up to the next peer's, and says how many bytes of text it read.
+func peerBlock(text []byte, pub wgtypes.Key) (wgtypes.Peer, int, error) {
+	p := wgtypes.Peer{PublicKey: pub}
+	var sec, nsec int64
+	rest := text
+	for len(rest) > 0 {
+		l, after, _ := bytes.Cut(rest, []byte{'\n'})
+		k, v, _ := bytes.Cut(l, []byte{'='})
+		if string(k) == "public_key" {
+			break // the next peer's block
+		}
+		rest = after
 		var err error
 		switch string(k) {
-		case "public_key":
-			rest = nil // the next peer's block
 		case "preshared_key":
 			_, err = hex.Decode(p.PresharedKey[:], v)
 		case "endpoint":
@@ -120,13 +170,13 @@ func readPeer(text []byte, pub wgtypes.Key) (wgtypes.Peer, bool, error) {
 			p.ProtocolVersion, err = strconv.Atoi(string(v))
 		}
 		if err != nil {
-			return wgtypes.Peer{}, false, fmt.Errorf("read peer %s: %s: %w", pub, k, err)
+			return wgtypes.Peer{}, 0, fmt.Errorf("read peer %s: %s: %w", pub, k, err)
 		}
 	}
 	if sec != 0 || nsec != 0 {
 		p.LastHandshakeTime = time.Unix(sec, nsec)
 	}
-	return p, true, nil
+	return p, len(text) - len(rest), nil
 }
 
 // Handshake starts a handshake with pub now, unless the device sent one

@@ -56,6 +56,20 @@ func TestReadPeer(t *testing.T) {
 	if p, ok, err := readPeer([]byte(text), keys[3]); ok || err != nil {
 		t.Errorf("a key the device lacks (another peer's preshared key) read as %+v, %v", p, err)
 	}
+	// Every peer at once, as Peers reads them: the same as one by one.
+	all, err := readPeers([]byte(text))
+	if err != nil || len(all) != 3 {
+		t.Fatalf("read %d peers, %v; want 3", len(all), err)
+	}
+	for _, p := range all { // in the device's order, which is a map's
+		one, ok, _ := readPeer([]byte(text), p.PublicKey)
+		if got, want := fmt.Sprintf("%+v", p), fmt.Sprintf("%+v", one); !ok || got != want {
+			t.Errorf("peer %s read with the others:\n got %s\nwant %s", p.PublicKey, got, want)
+		}
+	}
+	if _, err := readPeers([]byte("public_key=zz\n")); err == nil {
+		t.Error("a public key that is not hex was read")
+	}
 }
 
 func allowedOf(p wgtypes.Peer) []string {
