@@ -114,7 +114,11 @@ func (r trafficReport) gapText() string {
 
 // trafficPods: a server pod on w2 with three iperf3 servers (pod to pod
 // TCP, pod to pod UDP, and TCP behind a ClusterIP Service), a client pod
-// on w1.
+// on w1. Each container requests CPU, as the workload whose traffic is
+// timed would: a pod with no request is BestEffort, which cgroup v1 weighs
+// at 2 against the agent's 102 (its 100m), so on this 2-core machine any
+// pod starting would stall the streams' own senders and readers, and the
+// test would time the workload's starvation, not weft's data plane.
 func trafficPods(t *testing.T) (server, service string) {
 	img := iperfImage(t)
 	apply(t, fmt.Sprintf(`apiVersion: v1
@@ -124,10 +128,10 @@ spec:
   nodeName: %[2]s
   terminationGracePeriodSeconds: 1
   containers:
-  - {name: tcp, image: %[4]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5201"]}
-  - {name: udp, image: %[4]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5202"]}
-  - {name: svc, image: %[4]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5203"]}
-  - {name: udp-up, image: %[4]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5204"]}
+  - {name: tcp, image: %[4]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5201"], resources: {requests: {cpu: 50m}}}
+  - {name: udp, image: %[4]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5202"], resources: {requests: {cpu: 50m}}}
+  - {name: svc, image: %[4]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5203"], resources: {requests: {cpu: 50m}}}
+  - {name: udp-up, image: %[4]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5204"], resources: {requests: {cpu: 50m}}}
 ---
 apiVersion: v1
 kind: Service
@@ -143,7 +147,7 @@ spec:
   nodeName: %[3]s
   terminationGracePeriodSeconds: 1
   containers:
-  - {name: iperf3, image: %[4]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5299"]}
+  - {name: iperf3, image: %[4]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5299"], resources: {requests: {cpu: 100m}}}
 `, ns, w2, w1, img))
 	kubectl(t, "-n", ns, "wait", "--for=condition=Ready", "pod/hs-server", "pod/hs-client", "--timeout=120s")
 	v4, v6 := addrs(t, "hs-server")
@@ -166,13 +170,16 @@ func underTraffic(t *testing.T, server, service string, secs int, fn func()) (tc
 			"; TCP receiver " + tcpDelta(received, tcpCounters(t, "hs-client"), receiverCounters)
 	}()
 	d := fmt.Sprint(secs)
+	// The TCP streams write 16 KiB at a time: at 20 Mbit/s one write every
+	// 6.5 ms. iperf3's default 128 KiB would be one burst every 52 ms, a
+	// gap of the stream's own making in every gap the capture times.
 	runs := []struct {
 		args []string
 		into *trafficReport
 	}{
-		{[]string{"-c", server, "-p", "5201", "-R", "-b", "20M", "-t", d, "-i", "0.1", "-J"}, &tcp},
+		{[]string{"-c", server, "-p", "5201", "-R", "-l", "16K", "-b", "20M", "-t", d, "-i", "0.1", "-J"}, &tcp},
 		{[]string{"-c", server, "-p", "5202", "-R", "-u", "-l", "64", "-b", "51200", "-t", d, "-i", "0.1", "-J"}, &udp},
-		{[]string{"-c", service, "-p", "5203", "-R", "-b", "20M", "-t", d, "-i", "0.1", "-J"}, &svc},
+		{[]string{"-c", service, "-p", "5203", "-R", "-l", "16K", "-b", "20M", "-t", d, "-i", "0.1", "-J"}, &svc},
 		{[]string{"-c", server, "-p", "5204", "-u", "-l", "64", "-b", "51200", "-t", d, "-i", "0.1", "-J"}, &up},
 	}
 	capture := captureGaps(t, w1, 5201, 5203)
