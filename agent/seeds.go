@@ -15,14 +15,11 @@ import (
 
 // seeds are the --join seeds plus the gossip addresses of known peers
 // (from Node annotations in Kubernetes, from the cache after a restart),
-// those that answered WireGuard most recently first, then those on the
-// device that have not (yet), and the rest in random order: in a large
-// cluster some Nodes have no agent behind them, and a join that tried them
-// in name order would wait out their timeouts first. With on-demand peers
-// the rest are those resting off the device, which carried no traffic:
-// bench-scale's 3 agents among 5000 Nodes, whose peers with each other are
-// the only ones awake at rest, drew their seeds at random from the 4997
-// without an agent and stayed alone for minutes, 16 dials every 5 s.
+// those that answered WireGuard most recently first, then (joinSeeds) the
+// oldest Nodes and the rest in turn, those on the device before those
+// resting off it (on-demand: they carried no traffic): in a large cluster
+// some Nodes have no agent behind them, and a join that tried them in name
+// order would wait out their timeouts first.
 func (a *Agent) seeds() []string {
 	shook := map[wgtypes.Key]time.Time{}
 	if m := a.meshUp.Load(); m != nil {
