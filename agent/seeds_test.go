@@ -105,3 +105,33 @@ func TestJoinSeedsOldestInTurn(t *testing.T) {
 		t.Fatalf("seeds %v, want %v", got, want)
 	}
 }
+
+// The oldest Nodes come first, and those created in the same second are
+// drawn at random: a join tries each of them in turn.
+func TestAgeDrawOldestFirstTiesAtRandom(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 23, 7, 40, 0, time.UTC)
+	addr := func(i int) netip.AddrPort {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 7946)
+	}
+	tried := map[int]bool{}
+	for range 100 {
+		var oldest []seed
+		for i := range 40 {
+			created := t0.Add(time.Second) // 30 Nodes in the same second
+			if i < 10 {
+				created = t0.Add(time.Duration(-i) * time.Millisecond) // 10 a second older
+			}
+			oldest = keepBest(oldest, seed{addr(i), time.Time{}, ageDraw(created)}, 12)
+		}
+		for k, s := range oldest {
+			i := int(s.addr.Addr().As4()[3])
+			if (k < 10) != (i < 10) {
+				t.Fatalf("seed %d is 10.0.0.%d; want the 10 oldest first: %v", k, i, oldest)
+			}
+			tried[i] = true
+		}
+	}
+	if len(tried) != 40 {
+		t.Fatalf("100 joins tried %d of the 40 Nodes; want every one of the 30 created together in turn", len(tried))
+	}
+}
