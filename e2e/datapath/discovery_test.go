@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -100,5 +101,75 @@ func TestUnreachableSeedIsNotFatal(t *testing.T) {
 	case <-c.Agents[n1.Name].Done():
 		t.Fatalf("agent exited: %v", c.Agents[n1.Name].Err())
 	default:
+	}
+}
+
+// TestGossipPartitionHeals: gossip split in two for longer than memberlist
+// gossips to the dead (30 s) comes back together once the network is whole
+// again. Each half declares the other dead and, gossip being the authority
+// here, takes its peers off the data plane; memberlist alone never
+// contacts them again, and a member joins only while alone, so without the
+// agents' reconnect the halves would stay apart for good.
+func TestGossipPartitionHeals(t *testing.T) {
+	c := labtest.NewCluster(t, 4)
+	c.StartAll()
+	c.WaitMesh(30 * time.Second)
+	nodes := c.Lab.Nodes()
+	ctx := context.Background()
+	// Nodes 3 and 4 drop gossip to and from nodes 1 and 2 (both ways, both
+	// families); WireGuard is left alone.
+	far := fmt.Sprintf("{ %s, %s }", nodes[0].Addr, nodes[1].Addr)
+	far6 := fmt.Sprintf("{ %s, %s }", nodes[0].Addr6, nodes[1].Addr6)
+	block := fmt.Sprintf(`table inet weft-test-partition {
+	chain in { type filter hook input priority -10; ip saddr %[1]s meta l4proto { tcp, udp } th dport 7946 drop; ip saddr %[1]s meta l4proto { tcp, udp } th sport 7946 drop; ip6 saddr %[2]s meta l4proto { tcp, udp } th dport 7946 drop; ip6 saddr %[2]s meta l4proto { tcp, udp } th sport 7946 drop; }
+	chain out { type filter hook output priority -10; ip daddr %[1]s meta l4proto { tcp, udp } th dport 7946 drop; ip daddr %[1]s meta l4proto { tcp, udp } th sport 7946 drop; ip6 daddr %[2]s meta l4proto { tcp, udp } th dport 7946 drop; ip6 daddr %[2]s meta l4proto { tcp, udp } th sport 7946 drop; }
+}`, far, far6)
+	for _, n := range nodes[2:] {
+		if out, err := n.Run(ctx, "sh", "-c", "echo '"+block+"' | nft -f -"); err != nil {
+			t.Fatalf("partition %s: %v\n%s", n.Name, err, out)
+		}
+	}
+	unblock := func() {
+		for _, n := range nodes[2:] {
+			_, _ = n.Run(ctx, "nft", "delete", "table", "inet", "weft-test-partition")
+		}
+	}
+	t.Cleanup(unblock)
+	split := time.Now()
+	for _, n := range nodes {
+		want := []string{"node1", "node2"}
+		if n.Index > 2 {
+			want = []string{"node3", "node4"}
+		}
+		want = slices.DeleteFunc(want, func(s string) bool { return s == n.Name })
+		labtest.Eventually(t, 60*time.Second, n.Name+" keeps only its half", func() bool {
+			return slices.Equal(labtest.PeerNames(t, c, n), want)
+		})
+	}
+	t.Logf("the halves dropped each other %v after the split", time.Since(split).Round(100*time.Millisecond))
+	// Past memberlist's GossipToTheDeadTime: neither half contacts the
+	// other on its own any more.
+	time.Sleep(40 * time.Second)
+	if got := c.Metric(nodes[0], "weft_gossip_members"); got != 2 {
+		t.Fatalf("node1 sees %v gossip members before the network heals, want 2", got)
+	}
+	unblock()
+	healed := time.Now()
+	for _, n := range nodes {
+		labtest.Eventually(t, 90*time.Second, n.Name+" has every peer back", func() bool {
+			return len(labtest.PeerNames(t, c, n)) == 3
+		})
+	}
+	t.Logf("every node had every peer back %v after the network healed", time.Since(healed).Round(100*time.Millisecond))
+	labtest.WaitPing(t, nodes[0], api.FirstAddress(nodes[3].PodCIDRs[0]), 10*time.Second)
+	labtest.WaitPing(t, nodes[3], api.FirstAddress(nodes[0].PodCIDRs[0]), 10*time.Second)
+	reconnected := 0
+	for _, p := range c.Agents {
+		if strings.Contains(p.Output(), "gossip reconnected") {
+			reconnected++
+		}
+	}
+	if reconnected == 0 {
+		t.Error("no agent logged that it reconnected")
 	}
 }

@@ -41,6 +41,9 @@ type Source struct {
 	alive   map[string]bool // members memberlist holds alive, by name
 
 	onJoin atomic.Pointer[func(name string)] // OnJoin's
+
+	formerMu sync.Mutex
+	former   map[string]former // members that died or left, by name (reconnect)
 }
 
 // Config configures the memberlist source.
@@ -103,7 +106,7 @@ func Start(cfg Config, self peer.NodeInfo, reg *peer.Registry, logger *slog.Logg
 	if err != nil {
 		return nil, err
 	}
-	g := &Source{name: cfg.Name, reg: reg, log: logger, meta: meta, seeds: cfg.Seeds, stop: make(chan struct{}), alive: map[string]bool{}}
+	g := &Source{name: cfg.Name, reg: reg, log: logger, meta: meta, seeds: cfg.Seeds, stop: make(chan struct{}), alive: map[string]bool{}, former: map[string]former{}}
 	mc, err := MemberlistConfig(cfg.Profile)
 	if err != nil {
 		return nil, err
@@ -157,6 +160,7 @@ func (g *Source) joinLoop() {
 	backoff := workqueue.NewTypedItemExponentialFailureRateLimiter[string](200*time.Millisecond, maxWait)
 	var failed int         // attempts in a row that reached nobody
 	var reported time.Time // when they were last logged
+	reconnected := time.Now()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -168,6 +172,10 @@ func (g *Source) joinLoop() {
 		if g.ml.NumMembers() > 1 {
 			backoff.Forget("join")
 			t.Reset(maxWait)
+			if time.Since(reconnected) >= reconnectEvery {
+				g.reconnect()
+				reconnected = time.Now()
+			}
 			continue
 		}
 		t.Reset(backoff.When("join"))
@@ -287,6 +295,7 @@ func (g *Source) OnJoin(f func(name string)) { g.onJoin.Store(&f) }
 // memberlist.EventDelegate
 func (g *Source) NotifyJoin(n *memberlist.Node) {
 	g.setAlive(n.Name, true)
+	g.forget(n.Name)
 	g.claim(n)
 	if f := g.onJoin.Load(); f != nil {
 		(*f)(n.Name)
@@ -296,6 +305,7 @@ func (g *Source) NotifyJoin(n *memberlist.Node) {
 func (g *Source) NotifyUpdate(n *memberlist.Node) { g.claim(n) }
 func (g *Source) NotifyLeave(n *memberlist.Node) {
 	g.setAlive(n.Name, false)
+	g.remember(n)
 	g.log.Info("gossip member left or died", "node", n.Name)
 	g.reg.Delete(peer.SourceGossip, n.Name)
 }
