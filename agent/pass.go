@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"maps"
 	"reflect"
 
@@ -68,7 +69,12 @@ func (a *Agent) passExternals(peers []peer.NodeInfo) []peer.External {
 func (a *Agent) passState(peers []peer.NodeInfo, ext []peer.External) mesh.State {
 	m := &a.memo
 	opts := plan.Options{PathMTU: a.pathMTUs(), Externals: ext, NoDirect: a.noDirect.names(), Live: a.live(peers)}
-	if !m.planOK || !maps.Equal(opts.PathMTU, m.pmtu) || !maps.Equal(opts.NoDirect, m.noDirect) || !maps.Equal(opts.Live, m.live) {
+	if why := replanWhy(m, opts); why != "" {
+		if m.planOK {
+			// Peers unchanged: at 5000 Nodes this pass costs what a
+			// change does, so say what moved.
+			a.log.Info("planning again", "why", why)
+		}
 		m.plan = plan.Plan(a.self, peers, opts)
 		m.pmtu, m.noDirect, m.live, m.planOK, m.keysOK = opts.PathMTU, opts.NoDirect, opts.Live, true, false
 	}
@@ -99,4 +105,20 @@ func sameKeys(x, y *plan.Keys) bool {
 		return x == y
 	}
 	return x.Require == y.Require && maps.Equal(x.PSK, y.PSK)
+}
+
+// replanWhy says which of a pass's inputs other than the peers moved since
+// the last plan ("" when none did).
+func replanWhy(m *passMemo, opts plan.Options) string {
+	switch {
+	case !m.planOK:
+		return "peers"
+	case !maps.Equal(opts.PathMTU, m.pmtu):
+		return "path MTU"
+	case !maps.Equal(opts.NoDirect, m.noDirect):
+		return "direct paths"
+	case !maps.Equal(opts.Live, m.live):
+		return fmt.Sprintf("gossip: %d alive, was %d", len(opts.Live), len(m.live))
+	}
+	return ""
 }
