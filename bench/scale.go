@@ -32,6 +32,10 @@ type ScalePoint struct {
 	Nodes int `json:"nodes"`
 
 	ConvergeSeconds float64 `json:"convergeSeconds"` // agent start → every peer and route installed
+	// Agent start → every agent a gossip member of the others (the idle
+	// figures are read after it: a join is a change of every agent's
+	// peers, not rest).
+	GossipSeconds float64 `json:"gossipSeconds,omitempty"`
 	RSSMiB          float64 `json:"rssMiB"`
 	HeapMiB         float64 `json:"heapMiB"` // Go heap in use
 	// What the RSS is made of, of the agent with the most: the pages
@@ -170,6 +174,7 @@ func ScaleMarkdown(r *ScaleRun, svg string) string {
 		b.WriteString("| " + name + " | " + join(r.Sizes, f) + " |\n")
 	}
 	row("start → all peers and routes installed", func(p ScalePoint) string { return fmt.Sprintf("%.1f s", p.ConvergeSeconds) })
+	row("start → the agents gossip with each other", func(p ScalePoint) string { return fmt.Sprintf("%.1f s", p.GossipSeconds) })
 	row("RSS (of it mapped from the binary)", func(p ScalePoint) string {
 		if p.RSSFileMiB == 0 {
 			return fmt.Sprintf("%.1f MiB", p.RSSMiB)
