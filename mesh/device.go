@@ -66,8 +66,11 @@ type Device struct {
 
 	closeOnce sync.Once
 	released  atomic.Bool // Release ran: the UAPI socket's name may be a successor's
-	sock      string
-	logger    *slog.Logger
+	// letGo is closed when a Release that kept the socket has closed it
+	// (the successor said bound, or shareTimeout); nil: no such Release.
+	letGo  atomic.Pointer[chan struct{}]
+	sock   string
+	logger *slog.Logger
 }
 
 // OpenDevice creates (or re-attaches to) the TUN interface and starts
@@ -234,6 +237,13 @@ func (d *Device) Close() {
 }
 
 func (d *Device) close() {
+	if c := d.letGo.Load(); c != nil {
+		// Released with the socket kept for the successor: closing the
+		// device now would close it too, and the port would be bound by
+		// nobody until the successor binds (what arrives meanwhile is
+		// lost, and the successor's "bound" finds the relay closed).
+		<-*c
+	}
 	d.EndRelay()
 	if d.uapi != nil && !d.released.Load() {
 		d.uapi.Close()

@@ -279,13 +279,15 @@ func (d *Device) Release(keep bool) {
 		return
 	}
 	released := time.Now()
+	letGo := make(chan struct{})
+	d.letGo.Store(&letGo)
 	go func() {
-		told := true
+		defer close(letGo)
 		select {
 		case <-r.bound:
 		case <-time.After(shareTimeout):
-			told = false
 		}
+		told := r.said.Load() // else the successor went, or never said it
 		_ = d.dev.BindClose()
 		d.EndRelay()
 		d.logger.Info("released the port", "after", time.Since(released).Round(time.Microsecond), "told_bound", told,

@@ -132,7 +132,8 @@ var relayBound = make([]byte, relayHeader)
 type outRelay struct {
 	c     *net.UnixConn
 	send  func([]byte, netip.AddrPort) error // on the old agent's socket
-	bound chan struct{}                      // closed when the successor said relayBound
+	bound chan struct{}                      // closed when the successor said relayBound, or went
+	said  atomic.Bool                        // it said relayBound
 	once  sync.Once
 
 	mu       sync.Mutex
@@ -201,6 +202,7 @@ func (r *outRelay) serve() {
 			continue
 		}
 		if len(p) == 0 {
+			r.said.Store(true)
 			r.once.Do(func() { close(r.bound) })
 			continue
 		}

@@ -167,6 +167,17 @@ func (h *handoverLab) handOver(t *testing.T, what string, n *netlab.Node) (over 
 			t.Errorf("%s: the old agent's log lacks %q", what, want)
 		}
 	}
+	// The port is never unbound: the old agent closes its socket only
+	// once the successor said its own is on the port.
+	labtest.Eventually(t, 5*time.Second, what+": the old agent releases the port", func() bool {
+		return labtest.FirstLine(old.Output(), "released the port") != ""
+	})
+	if line := labtest.FirstLine(old.Output(), "released the port"); !strings.Contains(line, "told_bound=true") {
+		t.Errorf("%s: the old agent let go of the port without the successor's word that it was bound: %q", what, line)
+	}
+	if line := labtest.FirstLine(next.Output(), "cannot tell the old agent the port is bound"); line != "" {
+		t.Errorf("%s: %s", what, line)
+	}
 	// The old agent, stopped now, leaves gossip and the device alone.
 	stopped := h.stream.Across(t, "stopping the old agent on "+n.Name, old.Stop)
 	if err := old.Err(); err != nil {
