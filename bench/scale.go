@@ -36,8 +36,8 @@ type ScalePoint struct {
 	// figures are read after it: a join is a change of every agent's
 	// peers, not rest).
 	GossipSeconds float64 `json:"gossipSeconds,omitempty"`
-	RSSMiB          float64 `json:"rssMiB"`
-	HeapMiB         float64 `json:"heapMiB"` // Go heap in use
+	RSSMiB        float64 `json:"rssMiB"`
+	HeapMiB       float64 `json:"heapMiB"` // Go heap in use
 	// What the RSS is made of, of the agent with the most: the pages
 	// mapped from the binary (RssFile) and the Go heap live after a GC
 	// (the rest of the heap in use is the GC's headroom, GOGC).
