@@ -299,7 +299,11 @@ func underTraffic(t *testing.T, server, service string, secs int, fn func()) (tc
 			if n := len(r.into.Intervals); n > 0 {
 				reached = fmt.Sprintf("%d intervals, the last ending at %.1f s with %d bytes", n, r.into.Intervals[n-1].Sum.End, r.into.Intervals[n-1].Sum.Bytes)
 			}
-			log, _ := kc("-n", ns, "logs", "hs-server", "-c", servers[r.args[3]], "--tail", "15")
+			serverPod := "hs-server"
+			if r.args[3] == "5299" { // the w1 control's server is the client pod's
+				serverPod = "hs-client"
+			}
+			log, _ := kc("-n", ns, "logs", serverPod, "-c", servers[r.args[3]], "--tail", "15")
 			t.Fatalf("iperf3 %v did not survive: %v (after %s); the server's log ends:\n%s", r.args, err, reached, log)
 		}
 	}
