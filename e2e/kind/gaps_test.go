@@ -37,7 +37,7 @@ type gapCapture struct {
 // bytes: data, not ACKs).
 func captureGaps(t *testing.T, node, iface string, ports ...int) *gapCapture {
 	t.Helper()
-	pid := strings.TrimSpace(must(t, "docker", "inspect", "-f", "{{.State.Pid}}", node))
+	pid := nodePid(t, node)
 	var filter []string
 	for _, p := range ports {
 		filter = append(filter, fmt.Sprintf("src port %d", p))
@@ -201,7 +201,7 @@ func hostVeth(t *testing.T, node, podName string) string {
 	if !a.IsValid() {
 		a = v6
 	}
-	pid := strings.TrimSpace(must(t, "docker", "inspect", "-f", "{{.State.Pid}}", node))
+	pid := nodePid(t, node)
 	out := must(t, "nsenter", "-t", pid, "-n", "ip", "-o", "route", "get", a.String())
 	f := strings.Fields(out)
 	if i := slices.Index(f, "dev"); i >= 0 && i+1 < len(f) {
@@ -232,4 +232,11 @@ func TestOwnPause(t *testing.T) {
 	if got := r.ownPause(); got != 30 {
 		t.Fatalf("own pause of a stream without long gaps %v ms, want 30", got)
 	}
+}
+
+// nodePid is the pid of a kind node's container: nsenter's way into its
+// network namespace.
+func nodePid(t *testing.T, node string) string {
+	t.Helper()
+	return strings.TrimSpace(must(t, "docker", "inspect", "-f", "{{.State.Pid}}", node))
 }

@@ -163,29 +163,11 @@ spec:
   nodeName: %[2]s
   terminationGracePeriodSeconds: 1
   containers:
-  - {name: tcp, image: %[4]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5201"], resources: {requests: {cpu: 50m}}}
-  - {name: udp, image: %[4]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5202"], resources: {requests: {cpu: 50m}}}
-  - {name: svc, image: %[4]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5203"], resources: {requests: {cpu: 50m}}}
-  - {name: udp-up, image: %[4]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5204"], resources: {requests: {cpu: 50m}}}
-  - {name: local, image: %[4]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5205"], resources: {requests: {cpu: 50m}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: hs-local, namespace: %[1]s}
-spec:
-  nodeName: %[2]s
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {name: iperf3, image: %[4]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5299"], resources: {requests: {cpu: 100m}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: hs-local1, namespace: %[1]s}
-spec:
-  nodeName: %[3]s
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {name: iperf3, image: %[4]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5299"], resources: {requests: {cpu: 100m}}}
+  - {name: tcp, image: %[3]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5201"], resources: {requests: {cpu: 50m}}}
+  - {name: udp, image: %[3]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5202"], resources: {requests: {cpu: 50m}}}
+  - {name: svc, image: %[3]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5203"], resources: {requests: {cpu: 50m}}}
+  - {name: udp-up, image: %[3]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5204"], resources: {requests: {cpu: 50m}}}
+  - {name: local, image: %[3]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5205"], resources: {requests: {cpu: 50m}}}
 ---
 apiVersion: v1
 kind: Service
@@ -193,19 +175,26 @@ metadata: {name: hs, namespace: %[1]s}
 spec:
   selector: {app: hs-server}
   ports: [{name: tcp, port: 5203, protocol: TCP}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: hs-client, namespace: %[1]s}
-spec:
-  nodeName: %[3]s
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {name: iperf3, image: %[4]s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5299"], resources: {requests: {cpu: 100m}}}
-`, ns, w2, w1, img))
+`, ns, w2, img)+iperfPod("hs-client", w1, img)+iperfPod("hs-local", w2, img)+iperfPod("hs-local1", w1, img))
 	kubectl(t, "-n", ns, "wait", "--for=condition=Ready", "pod/hs-server", "pod/hs-client", "pod/hs-local", "pod/hs-local1", "--timeout=120s")
 	v4, v6 := addrs(t, "hs-server")
 	return pod{v4: v4, v6: v6}.addr().String(), kubectl(t, "-n", ns, "get", "svc", "hs", "-o", "jsonpath={.spec.clusterIP}")
+}
+
+// iperfPod is a pod on node whose one iperf3 server (port 5299) only
+// keeps it running, or serves a control stream: the streams start in it
+// with kubectl exec.
+func iperfPod(name, node, img string) string {
+	return fmt.Sprintf(`---
+apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: %s}
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: iperf3, image: %s, imagePullPolicy: IfNotPresent, args: ["-s", "-p", "5299"], resources: {requests: {cpu: 100m}}}
+`, name, ns, node, img)
 }
 
 // underTraffic runs pod-to-pod TCP (20 Mbit/s), pod-to-pod UDP (100
